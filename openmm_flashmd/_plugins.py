@@ -1,0 +1,43 @@
+"""Load the openmm-torch plugins whatever the import order of the user script.
+
+If ``openmm`` is imported before ``torch``, OpenMM's plugin loader cannot
+resolve the CUDA libraries that the openmm-torch plugins link against, and
+every Context holding a ``TorchForce`` then fails with "Specified a Platform
+for a Context which does not support all required kernels". Importing torch
+first and loading the plugin directory again fixes it; this module does that
+once, on import of :mod:`openmm_flashmd`.
+"""
+
+import contextlib
+import importlib
+import io
+import os
+import warnings
+
+import torch  # noqa: F401  (must be loaded before the plugins)
+import openmm
+
+_loaded = False
+
+
+def ensure_torch_plugins() -> None:
+    """Make sure OpenMM's platforms know the TorchForce kernels (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    plugin_dir = os.path.join(openmm.version.openmm_library_path, "plugins")
+    if os.path.isdir(plugin_dir):
+        openmm.Platform.loadPluginsFromDirectory(plugin_dir)
+    import openmmtorch  # noqa: F401  (registers the TorchForce proxy)
+
+    _loaded = True
+
+
+def quiet_import(module: str):
+    """Import ``module`` without the banners openmmtools' dependencies print."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module(module)
+
+
+ensure_torch_plugins()

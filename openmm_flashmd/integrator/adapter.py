@@ -1,0 +1,272 @@
+"""The staged TorchForce adapter: runs a stride model inside an OpenMM Context.
+
+A ``TorchForce`` only receives positions (and the cell, and global parameters),
+yet a stride model needs velocities too. :class:`FlashMDIntegrator` therefore
+drives the adapter through consecutive force evaluations of one reserved force
+group, selected by the context parameter ``flashmd_stage``:
+
+========  ===========================  ============================================
+stage     positions the force receives  what the adapter does / returns as "forces"
+========  ===========================  ============================================
+0 (idle)  anything                      returns zeros (reporters, barostats, minimiser)
+1         x + s v                       stores the probe, returns zeros
+2         x                             decodes v = (probe - x) / s, runs the stride
+                                        model, returns the displacement Δq (nm)
+3         anything                      returns the new velocities v' (nm/ps)
+========  ===========================  ============================================
+
+Here ``s`` is :data:`VELOCITY_PROBE_TIME`. The integrator undoes the probe with
+``x = x - s v`` rather than restoring a saved copy, so a platform that wraps a
+molecule by a box vector during an evaluation (CUDA does, every few hundred
+evaluations, and it also reorders atoms) keeps a consistent ``x``; the decoded
+``probe - x`` is reduced to its minimum image, which removes such shifts exactly
+as long as ``|s v|`` stays below half the shortest cell height (true for any
+velocity below ~50 L nm/ps). Positions may arrive in float32 (CUDA mixed
+precision); the adapter works in float64 and returns the dtype it was given.
+
+A random rotation (proper or improper) of positions, velocities and cell is
+applied before the model and undone on its outputs; it is built from four
+uniform numbers the integrator draws (``flashmd_rot1..4``), so runs are
+reproducible from the integrator's seed and checkpoints.
+
+A stride that fails (NaN, Inf, a particle moving more than ``max_displacement``)
+raises nothing inside OpenMM: stage 2 returns a zero displacement and stage 3
+returns the sentinel ``code * FAILURE_SENTINEL``, from which the integrator keeps
+the state as it was and records the stride; Python then raises.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+
+#: Time (ps) by which velocities are scaled when they travel through the position slots.
+VELOCITY_PROBE_TIME = 0.01
+
+#: A failed stride returns code * FAILURE_SENTINEL in every velocity slot (nm/ps):
+#: far above any physical velocity, and within CUDA's fixed-point force range (~2e9).
+FAILURE_SENTINEL = 1.0e8
+
+#: What each failure code means.
+FAILURE_REASONS = {
+    1: "the velocities entering the stride are NaN or Inf",
+    2: "the stride model returned NaN or Inf",
+    3: "a particle moved more than max_displacement in one stride; the simulation is unstable",
+}
+
+#: Context parameters the adapter reads, in the order openmm-torch passes them.
+STAGE_PARAMETERS: List[str] = [
+    "flashmd_stage",
+    "flashmd_step",
+    "flashmd_rot1",
+    "flashmd_rot2",
+    "flashmd_rot3",
+    "flashmd_rot4",
+]
+
+
+def rotation_from_uniforms(uniforms: torch.Tensor) -> torch.Tensor:
+    """Uniformly distributed orthogonal 3x3 matrix (float64) from four uniforms in [0, 1).
+
+    ``uniforms[0:3]`` give a uniform random unit quaternion (Shoemake 1992);
+    ``uniforms[3] < 0.5`` makes the matrix improper (rotation composed with inversion).
+    Everything stays in float64 tensors: under TorchScript, ``math`` functions of
+    Python floats are evaluated through float32 scalar tensors.
+    """
+    u = uniforms.to(torch.float64)
+    a = torch.sqrt(1.0 - u[0])
+    b = torch.sqrt(u[0])
+    qx = a * torch.sin(2.0 * math.pi * u[1])
+    qy = a * torch.cos(2.0 * math.pi * u[1])
+    qz = b * torch.sin(2.0 * math.pi * u[2])
+    qw = b * torch.cos(2.0 * math.pi * u[2])
+    rot = torch.stack(
+        [
+            1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw),
+            2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw),
+            2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy),
+        ]
+    ).reshape(3, 3)
+    if bool(u[3] < 0.5):
+        rot = -rot
+    return rot
+
+
+def minimum_image(delta: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Reduce displacement vectors [N,3] (nm) by whole cell vectors (rows of ``box``)."""
+    frac = delta @ torch.linalg.inv(box)
+    return delta - torch.round(frac) @ box
+
+
+class StrideAdapter(torch.nn.Module):
+    """Stateful wrapper that runs one stride model step by step (see module docstring).
+
+    Parameters
+    ----------
+    model : scripted stride model (protocol in :mod:`openmm_flashmd.model.protocol`)
+    masses : [N] float64, Da
+    atomic_numbers : [N] int64
+    periodic : whether the system has a cell
+    random_rotation : apply a random orthogonal transformation around each stride
+    max_displacement : nm; a stride moving any particle further fails (0: no check)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        periodic: bool,
+        random_rotation: bool,
+        max_displacement: float,
+    ):
+        super().__init__()
+        n = int(masses.shape[0])
+        self.model = model
+        self.periodic = periodic
+        self.random_rotation = random_rotation
+        self.max_displacement = max_displacement
+        self.probe_time = VELOCITY_PROBE_TIME
+        self.failure_sentinel = FAILURE_SENTINEL
+        self.register_buffer("masses", masses.to(torch.float64))
+        self.register_buffer("atomic_numbers", atomic_numbers.to(torch.int64))
+        self.register_buffer("probe", torch.zeros(n, 3, dtype=torch.float64))
+        self.register_buffer("new_velocities", torch.zeros(n, 3, dtype=torch.float64))
+        # 0 idle, 1 probe stored, 2 outputs ready: each stage acts once per stride, in order,
+        # so an evaluation outside the integrator's program (e.g. a getState after a failed
+        # stride) returns zeros instead of re-running the model on stale inputs.
+        self.phase = 0
+
+    def stride(
+        self, positions: torch.Tensor, velocities: torch.Tensor, box: torch.Tensor, rotation: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One model stride in the rotated frame; returns (Δq nm, v' nm/ps) in the lab frame."""
+        x = positions @ rotation.T
+        v = velocities @ rotation.T
+        cell = box @ rotation.T
+        new_x, new_v = self.model(x, v, self.masses, self.atomic_numbers, cell)
+        displacement = (new_x.to(torch.float64) - x) @ rotation
+        return displacement, new_v.to(torch.float64) @ rotation
+
+    def failure(self, velocities_in: torch.Tensor, displacement: torch.Tensor, new_velocities: torch.Tensor) -> int:
+        """Failure code of a stride (see :data:`FAILURE_REASONS`); 0 when it is sound."""
+        if not bool(torch.isfinite(velocities_in).all()):
+            return 1
+        if not bool(torch.isfinite(displacement).all()) or not bool(torch.isfinite(new_velocities).all()):
+            return 2
+        if self.max_displacement > 0.0 and float(torch.linalg.norm(displacement, dim=1).max()) > self.max_displacement:
+            return 3
+        return 0
+
+    def run(
+        self,
+        positions: torch.Tensor,
+        box: torch.Tensor,
+        stage: torch.Tensor,
+        step: torch.Tensor,
+        r1: torch.Tensor,
+        r2: torch.Tensor,
+        r3: torch.Tensor,
+        r4: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Dispatch one force evaluation on ``stage``; returns (zero energy, "forces")."""
+        energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
+        current = int(stage)
+        x = positions.to(torch.float64)
+        if current == 1:
+            self.probe.copy_(x)
+            self.phase = 1
+            return energy, torch.zeros_like(positions)
+        if current == 2 and self.phase == 1:
+            delta = self.probe - x
+            if self.periodic:
+                delta = minimum_image(delta, box.to(torch.float64))
+            velocities = delta / self.probe_time
+            if self.random_rotation:
+                rotation = rotation_from_uniforms(torch.stack([r1, r2, r3, r4])).to(x.device)
+            else:
+                rotation = torch.eye(3, dtype=torch.float64, device=x.device)
+            cell = box.to(torch.float64) if self.periodic else torch.zeros(3, 3, dtype=torch.float64, device=x.device)
+            displacement, new_velocities = self.stride(x, velocities, cell, rotation)
+            code = self.failure(velocities, displacement, new_velocities)
+            self.phase = 2
+            if code != 0:
+                # The integrator sees the sentinel, keeps the state and reports the stride.
+                self.new_velocities.fill_(code * self.failure_sentinel)
+                return energy, torch.zeros_like(positions)
+            self.new_velocities.copy_(new_velocities)
+            return energy, displacement.to(positions.dtype)
+        if current == 3 and self.phase == 2:
+            self.phase = 0
+            return energy, self.new_velocities.to(positions.dtype)
+        return energy, torch.zeros_like(positions)
+
+
+class PeriodicStrideForceModule(torch.nn.Module):
+    """TorchForce entry point for periodic systems (openmm-torch passes the cell)."""
+
+    def __init__(self, adapter: StrideAdapter):
+        super().__init__()
+        self.adapter = adapter
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        box: torch.Tensor,
+        flashmd_stage: torch.Tensor,
+        flashmd_step: torch.Tensor,
+        flashmd_rot1: torch.Tensor,
+        flashmd_rot2: torch.Tensor,
+        flashmd_rot3: torch.Tensor,
+        flashmd_rot4: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.adapter.run(
+            positions, box, flashmd_stage, flashmd_step, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
+        )
+
+
+class NonPeriodicStrideForceModule(torch.nn.Module):
+    """TorchForce entry point for non-periodic systems (no cell argument)."""
+
+    def __init__(self, adapter: StrideAdapter):
+        super().__init__()
+        self.adapter = adapter
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        flashmd_stage: torch.Tensor,
+        flashmd_step: torch.Tensor,
+        flashmd_rot1: torch.Tensor,
+        flashmd_rot2: torch.Tensor,
+        flashmd_rot3: torch.Tensor,
+        flashmd_rot4: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        box = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+        return self.adapter.run(
+            positions, box, flashmd_stage, flashmd_step, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
+        )
+
+
+def build_stride_force(adapter: StrideAdapter, force_group: int):
+    """Wrap ``adapter`` in an openmm-torch ``TorchForce`` in ``force_group``."""
+    from openmm_flashmd._plugins import ensure_torch_plugins
+
+    ensure_torch_plugins()
+    import openmmtorch
+
+    entry = PeriodicStrideForceModule(adapter) if adapter.periodic else NonPeriodicStrideForceModule(adapter)
+    force = openmmtorch.TorchForce(torch.jit.script(entry))
+    force.setName(STRIDE_FORCE_NAME)
+    force.setOutputsForces(True)
+    force.setUsesPeriodicBoundaryConditions(adapter.periodic)
+    for name in STAGE_PARAMETERS:
+        force.addGlobalParameter(name, 0.0)
+    force.setForceGroup(force_group)
+    return force
+
+
+#: Name given to the TorchForce that carries the stride model.
+STRIDE_FORCE_NAME = "FlashMDStrideForce"

@@ -1,0 +1,93 @@
+"""Checks that a stride model fits an OpenMM System, and the particles' elements."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import openmm
+from openmm import unit
+
+#: Mass tolerance (Da) when matching system masses to a model's per-element masses.
+MASS_TOLERANCE = 1e-3
+
+
+class ModelSystemMismatch(ValueError):
+    """A stride model cannot run on this System."""
+
+
+def system_masses(system: openmm.System) -> np.ndarray:
+    """Particle masses in Da."""
+    return np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+
+
+def atomic_numbers_for(
+    system: openmm.System, metadata: Dict[str, Any], topology: Optional[openmm.app.Topology] = None
+) -> np.ndarray:
+    """Atomic number of every particle.
+
+    From ``topology`` when given; otherwise each mass is matched to the model's
+    per-element masses (``metadata["masses"]``); a model without such a table
+    (e.g. an analytic one) gets 0 (unknown) for every particle.
+    """
+    n = system.getNumParticles()
+    if topology is not None:
+        if topology.getNumAtoms() != n:
+            raise ModelSystemMismatch(f"topology has {topology.getNumAtoms()} atoms but the System has {n} particles")
+        return np.array([a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()])
+    table = {int(z): float(m) for z, m in metadata.get("masses", {}).items()}
+    if not table:
+        return np.zeros(n, dtype=np.int64)
+    masses = system_masses(system)
+    numbers = np.zeros(n, dtype=np.int64)
+    for i, m in enumerate(masses):
+        match = [z for z, mz in table.items() if abs(mz - m) < MASS_TOLERANCE]
+        if not match:
+            known = ", ".join(f"Z={z}: {mz} Da" for z, mz in sorted(table.items()))
+            raise ModelSystemMismatch(
+                f"particle {i} has mass {m:.4f} Da, which matches no element of the model ({known}); "
+                "hydrogen-mass repartitioning or a different force field changes masses: "
+                "pass topology= or use a model trained with these masses"
+            )
+        numbers[i] = match[0]
+    return numbers
+
+
+def check_model_fits_system(
+    system: openmm.System, metadata: Dict[str, Any], atomic_numbers: np.ndarray, step_size: Optional[float]
+) -> List[str]:
+    """Raise :class:`ModelSystemMismatch` naming the first problem; return notes (none today).
+
+    Checks: massless particles, particle count, periodicity, supported elements,
+    masses per element, and the requested step size (ps) against the stride.
+    """
+    n = system.getNumParticles()
+    masses = system_masses(system)
+    massless = np.flatnonzero(masses <= 0.0)
+    if len(massless):
+        raise ModelSystemMismatch(
+            f"particles {massless[:10].tolist()} are massless (virtual sites or fixed atoms); "
+            "FlashMD strides need every particle to have a mass"
+        )
+    if metadata.get("num_particles") not in (None, n):
+        raise ModelSystemMismatch(f"model is for {metadata['num_particles']} particles, the System has {n}")
+    periodic = system.usesPeriodicBoundaryConditions()
+    if metadata.get("periodic") is not None and bool(metadata["periodic"]) != periodic:
+        want = "periodic" if metadata["periodic"] else "non-periodic"
+        have = "periodic" if periodic else "non-periodic"
+        raise ModelSystemMismatch(f"model was trained on {want} systems but the System is {have}")
+    elements = set(int(z) for z in metadata.get("elements", []))
+    if elements:
+        missing = sorted(set(int(z) for z in atomic_numbers) - elements)
+        if missing:
+            raise ModelSystemMismatch(f"System contains elements {missing} the model does not support {sorted(elements)}")
+    table = {int(z): float(m) for z, m in metadata.get("masses", {}).items()}
+    for i, (z, m) in enumerate(zip(atomic_numbers, masses)):
+        if int(z) in table and abs(table[int(z)] - m) > MASS_TOLERANCE:
+            raise ModelSystemMismatch(
+                f"particle {i} (Z={int(z)}) has mass {m:.4f} Da; the model was trained with {table[int(z)]:.4f} Da"
+            )
+    stride = float(metadata["stride"])
+    if step_size is not None and abs(step_size - stride) > 1e-9 * stride:
+        raise ModelSystemMismatch(f"step size {step_size} ps differs from the model's stride {stride} ps")
+    return []

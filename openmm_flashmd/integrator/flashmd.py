@@ -1,0 +1,346 @@
+"""FlashMDIntegrator: one learned stride per OpenMM step, on the platform itself."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from openmm_flashmd._plugins import quiet_import
+from openmm_flashmd.integrator.adapter import (
+    FAILURE_REASONS,
+    FAILURE_SENTINEL,
+    STRIDE_FORCE_NAME,
+    VELOCITY_PROBE_TIME,
+    StrideAdapter,
+    build_stride_force,
+)
+from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system, system_masses
+from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
+from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
+
+ThermostatedIntegrator = quiet_import("openmmtools.integrators").ThermostatedIntegrator
+
+
+class FlashMDError(RuntimeError):
+    """A FlashMD stride failed (NaN, exploding stride); the message names the stride."""
+
+
+def _in(value, unit_, name):
+    """A float in ``unit_`` from a Quantity or a plain number (taken to be in ``unit_``)."""
+    if value is None:
+        return None
+    if unit.is_quantity(value):
+        if not value.unit.is_compatible(unit_):
+            raise TypeError(f"{name} has units {value.unit}, expected something compatible with {unit_}")
+        return value.value_in_unit(unit_)
+    return float(value)
+
+
+def _choose_stride_group(system: openmm.System) -> int:
+    used = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+    for group in range(31, -1, -1):
+        if group not in used:
+            return group
+    raise ValueError("all 32 force groups are in use; FlashMD needs one free group for its stride force")
+
+
+def _degrees_of_freedom(system: openmm.System) -> int:
+    dof = 3 * system.getNumParticles() - system.getNumConstraints()
+    if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
+        dof -= 3
+    return dof
+
+
+class FlashMDIntegrator(ThermostatedIntegrator):
+    """OpenMM integrator whose step is one FlashMD stride of a learned model.
+
+    The constructor adds a ``TorchForce`` carrying the stride model to ``system``
+    (in a reserved force group, zero energy), so build the integrator *before*
+    the Context or Simulation. One ``step`` advances the system by the model's
+    stride; ``getStepSize()`` is that stride, so simulation time, reporters and
+    checkpoints stay right.
+
+    Parameters
+    ----------
+    system : openmm.System
+        The system to simulate; the stride force is added to it.
+    model : TorchScript module, path, or bundled model name
+        A stride model (see :mod:`openmm_flashmd.model.protocol`).
+    temperature : temperature Quantity or float (K), optional
+        Heat-bath temperature; ``None`` for NVE.
+    collision_rate : 1/time Quantity or float (1/ps)
+        Friction of the O (Langevin) letter, inverse time constant of B (Bussi).
+    splitting : str, optional
+        Letters F, E, O, B (see :mod:`openmm_flashmd.integrator.splitting`);
+        default ``"O F E O"`` with a temperature, ``"F E"`` without.
+    energy_force_groups : iterable of int, optional
+        Force groups whose potential the energy filter E uses (e.g. the group of a
+        TorchForce MLIP); default all groups except the stride force's.
+    random_rotation : bool
+        Rotate (properly or improperly) positions, velocities and cell by a random
+        orthogonal matrix around every stride; turn off for models of systems in
+        external fields.
+    random_seed : int, optional
+        Seed of the integrator's random numbers (thermostat noise and rotations).
+    topology : openmm.app.Topology, optional
+        Elements of the particles; without it they are inferred from masses.
+    timestep : time Quantity or float (ps), optional
+        If given, must equal the model's stride (a guard for scripts).
+    filter_scale_bounds : (float, float)
+        The energy filter clamps its velocity scale factor to this band and counts
+        every clamp (see :attr:`filter_statistics`).
+    max_displacement : length Quantity or float (nm), or None
+        A stride moving any particle further raises :class:`FlashMDError`;
+        ``None`` turns the check off.
+    """
+
+    def __init__(
+        self,
+        system: openmm.System,
+        model: ModelLike,
+        temperature=None,
+        collision_rate=1.0 / unit.picosecond,
+        splitting: Optional[str] = None,
+        energy_force_groups: Optional[Iterable[int]] = None,
+        random_rotation: bool = True,
+        random_seed: Optional[int] = None,
+        topology: Optional[openmm.app.Topology] = None,
+        timestep=None,
+        filter_scale_bounds: Tuple[float, float] = (0.8, 1.25),
+        max_displacement=0.5 * unit.nanometer,
+    ):
+        scripted = load_model(model)
+        metadata = read_metadata(scripted)
+        stride = float(metadata["stride"])
+        kelvin = _in(temperature, unit.kelvin, "temperature")
+        gamma = _in(collision_rate, unit.picosecond**-1, "collision_rate")
+        letters = parse_splitting(splitting if splitting is not None else default_splitting(kelvin is not None))
+        thermostats = THERMOSTAT_LETTERS & set(letters)
+        if kelvin is None and thermostats:
+            raise SplittingError(f"splitting {''.join(letters)!r} has a thermostat but temperature is None")
+        if kelvin is not None and not thermostats:
+            raise SplittingError(
+                f"temperature given but splitting {''.join(letters)!r} has no thermostat letter (O or B); "
+                "pass temperature=None for NVE"
+            )
+        lo, hi = (float(b) for b in filter_scale_bounds)
+        if not 0.0 < lo <= 1.0 <= hi:
+            raise ValueError(f"filter_scale_bounds must satisfy 0 < low <= 1 <= high, got {filter_scale_bounds}")
+        if any(system.getForce(i).getName() == STRIDE_FORCE_NAME for i in range(system.getNumForces())):
+            raise ValueError(
+                "this System already carries a FlashMD stride force (another FlashMDIntegrator was built on it); "
+                "build each integrator on its own copy of the System (copy.deepcopy(system))"
+            )
+
+        atomic_numbers = atomic_numbers_for(system, metadata, topology)
+        check_model_fits_system(system, metadata, atomic_numbers, _in(timestep, unit.picosecond, "timestep"))
+
+        group = _choose_stride_group(system)
+        all_groups = set(range(32)) - {group}
+        energy_groups = set(all_groups if energy_force_groups is None else (int(g) for g in energy_force_groups))
+        if not energy_groups <= all_groups:
+            raise ValueError(f"energy_force_groups must be in 0..31 and exclude the stride group {group}: {energy_groups}")
+
+        adapter = StrideAdapter(
+            scripted,
+            torch.tensor(system_masses(system), dtype=torch.float64),
+            torch.tensor(atomic_numbers, dtype=torch.int64),
+            periodic=system.usesPeriodicBoundaryConditions(),
+            random_rotation=random_rotation,
+            max_displacement=_in(max_displacement, unit.nanometer, "max_displacement") or 0.0,
+        )
+        system.addForce(build_stride_force(adapter, group))
+
+        if kelvin is not None:
+            super().__init__(kelvin * unit.kelvin, stride * unit.picosecond)
+        else:  # NVE: no kT, so openmmtools does not take it for a thermostat
+            super(ThermostatedIntegrator, self).__init__(stride * unit.picosecond)
+        self.model_metadata: Dict = metadata
+        self.splitting = " ".join(letters)
+        self.stride_force_group = group
+        self.energy_force_groups = energy_groups
+        self.setIntegrationForceGroups(all_groups)
+        if random_seed is not None:
+            self.setRandomNumberSeed(int(random_seed))
+
+        self._energy = "energy" if energy_groups == all_groups else "+".join(f"energy{g}" for g in sorted(energy_groups))
+        self._constrained = system.getNumConstraints() > 0
+        self._num_particles = system.getNumParticles()
+        self._counts = {letter: letters.count(letter) for letter in set(letters)}
+        self._random_rotation = random_rotation
+        self._add_variables(gamma, lo, hi, system)
+        self.addUpdateContextState()
+        steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
+        for index, letter in enumerate(letters):
+            self.beginIfBlock("flashmd_failed = 0")  # after a failed stride the step does nothing more
+            steps[letter](filtered=letters[index + 1 : index + 2] == ["E"])
+            self.endBlock()
+
+    # ---------------------------------------------------------------- program
+    def _add_variables(self, gamma: float, lo: float, hi: float, system: openmm.System) -> None:
+        for name, value in [
+            ("flashmd_gamma", gamma),
+            ("flashmd_scale_lo", lo),
+            ("flashmd_scale_hi", hi),
+            ("flashmd_ke", 0.0),
+            ("flashmd_h0", 0.0),
+            ("flashmd_alpha2", 1.0),
+            ("flashmd_alpha", 1.0),
+            ("flashmd_inband", 1.0),
+            ("flashmd_filter_count", 0.0),
+            ("flashmd_filter_clamped", 0.0),
+            ("flashmd_alpha_sum", 0.0),
+            ("flashmd_alpha_min", 1e30),
+            ("flashmd_alpha_max", -1e30),
+            ("flashmd_failed", 0.0),
+            ("flashmd_fail_code", 0.0),
+        ]:
+            self.addGlobalVariable(name, value)
+        self.addPerDofVariable("flashmd_dq", 0.0)
+        self.addPerDofVariable("flashmd_vnew", 0.0)
+        self.addPerDofVariable("flashmd_sink", 0.0)
+        if "B" in self._counts:
+            for name in ("flashmd_r1", "flashmd_chi2", "flashmd_c", "flashmd_kfac", "flashmd_bussi"):
+                self.addGlobalVariable(name, 0.0)
+            # chi-square with (dof - 1) degrees of freedom: a gaussian^2 sum over a mask
+            mask = np.zeros(3 * system.getNumParticles())
+            mask[: max(_degrees_of_freedom(system) - 1, 0)] = 1.0
+            self.addPerDofVariable("flashmd_mask", 0.0)
+            self.setPerDofVariableByName("flashmd_mask", [openmm.Vec3(*row) for row in mask.reshape(-1, 3)])
+
+    def _add_stride(self, filtered: bool) -> None:
+        g = self.stride_force_group
+        s = VELOCITY_PROBE_TIME
+        if filtered:
+            self.addComputeSum("flashmd_ke", "0.5*m*v*v")
+            self.addComputeGlobal("flashmd_h0", f"flashmd_ke + {self._energy}")
+        if self._random_rotation:
+            for k in range(1, 5):
+                self.addComputeGlobal(f"flashmd_rot{k}", "uniform")
+        self.addComputeGlobal("flashmd_step", "flashmd_step + 1")
+        self.addComputePerDof("x", f"x + {s!r}*v")
+        self.addComputeGlobal("flashmd_stage", "1")
+        self.addComputePerDof("flashmd_sink", f"f{g}")
+        self.addComputePerDof("x", f"x - {s!r}*v")
+        self.addComputeGlobal("flashmd_stage", "2")
+        self.addComputePerDof("flashmd_dq", f"f{g}")
+        self.addComputeGlobal("flashmd_stage", "3")
+        self.addComputePerDof("flashmd_vnew", f"f{g}")
+        self.addComputeGlobal("flashmd_stage", "0")
+        # A failed stride returns code * FAILURE_SENTINEL in every slot: keep the state.
+        self.addComputeSum("flashmd_fail_code", f"step(abs(flashmd_vnew) - {FAILURE_SENTINEL / 2!r})*abs(flashmd_vnew)")
+        self.beginIfBlock("flashmd_fail_code > 0")
+        self.addComputeGlobal("flashmd_failed", "flashmd_step")
+        self.endBlock()
+        self.beginIfBlock("flashmd_fail_code = 0")
+        self.addComputePerDof("v", "flashmd_vnew")
+        self.addComputePerDof("x", "x + flashmd_dq")
+        if self._constrained:
+            self.addConstrainPositions()
+            self.addConstrainVelocities()
+        self.endBlock()
+
+    def _add_energy_filter(self, filtered: bool) -> None:
+        self.addComputeSum("flashmd_ke", "0.5*m*v*v")
+        self.addComputeGlobal("flashmd_alpha2", f"select(flashmd_ke, (flashmd_h0 - ({self._energy}))/flashmd_ke, 1)")
+        self.addComputeGlobal(
+            "flashmd_inband", "step(flashmd_alpha2 - flashmd_scale_lo^2)*step(flashmd_scale_hi^2 - flashmd_alpha2)"
+        )
+        self.addComputeGlobal("flashmd_alpha", "sqrt(min(flashmd_scale_hi^2, max(flashmd_scale_lo^2, flashmd_alpha2)))")
+        self.addComputePerDof("v", "v*flashmd_alpha")
+        self.addComputeGlobal("flashmd_filter_count", "flashmd_filter_count + 1")
+        self.addComputeGlobal("flashmd_filter_clamped", "flashmd_filter_clamped + 1 - flashmd_inband")
+        self.addComputeGlobal("flashmd_alpha_sum", "flashmd_alpha_sum + flashmd_alpha")
+        self.addComputeGlobal("flashmd_alpha_min", "min(flashmd_alpha_min, flashmd_alpha)")
+        self.addComputeGlobal("flashmd_alpha_max", "max(flashmd_alpha_max, flashmd_alpha)")
+
+    def _add_langevin(self, filtered: bool) -> None:
+        n = self._counts["O"]
+        self.addComputePerDof(
+            "v", f"exp(-flashmd_gamma*dt/{n})*v + sqrt((1 - exp(-2*flashmd_gamma*dt/{n}))*kT/m)*gaussian"
+        )
+        if self._constrained:
+            self.addConstrainVelocities()
+
+    def _add_bussi(self, filtered: bool) -> None:
+        # Bussi, Donadio & Parrinello (2007), exact resampling of the kinetic energy.
+        n = self._counts["B"]
+        self.addComputeSum("flashmd_ke", "0.5*m*v*v")
+        self.addComputeGlobal("flashmd_r1", "gaussian")
+        self.addComputeSum("flashmd_chi2", "flashmd_mask*gaussian^2")
+        self.addComputeGlobal("flashmd_c", f"exp(-flashmd_gamma*dt/{n})")
+        self.addComputeGlobal("flashmd_kfac", "(1 - flashmd_c)*0.5*kT/max(flashmd_ke, 1e-30)")
+        self.addComputeGlobal(
+            "flashmd_bussi",
+            "select(step(sqrt(flashmd_c) + flashmd_r1*sqrt(flashmd_kfac)), 1, -1)"
+            "*sqrt(flashmd_c + flashmd_kfac*(flashmd_r1^2 + flashmd_chi2)"
+            " + 2*flashmd_r1*sqrt(flashmd_c*flashmd_kfac))",
+        )
+        self.addComputePerDof("v", "v*flashmd_bussi")
+
+    # ---------------------------------------------------------------- Python API
+    def step(self, steps: int) -> None:
+        """Advance by ``steps`` strides.
+
+        A failed stride raises :class:`FlashMDError` naming it; the Context keeps
+        the state from before that stride's F (the failure flag is cleared, so a
+        later ``step`` tries again from there).
+        """
+        super().step(steps)
+        failed = int(self.getGlobalVariableByName("flashmd_failed"))
+        if failed:
+            total = self.getGlobalVariableByName("flashmd_fail_code")
+            code = int(round(total / FAILURE_SENTINEL / (3 * self._num_particles))) if hasattr(self, "_num_particles") else 0
+            reason = FAILURE_REASONS.get(code, "the stride failed")
+            self.setGlobalVariableByName("flashmd_failed", 0.0)
+            raise FlashMDError(f"FlashMD stride {failed}: {reason} (the Context keeps the state before this stride)")
+
+    def setStepSize(self, size) -> None:
+        """The step size is the model's stride and cannot change."""
+        if abs(_in(size, unit.picosecond, "step size") - self.getStepSize().value_in_unit(unit.picosecond)) > 1e-12:
+            raise ValueError("a FlashMDIntegrator's step size is its model's stride and cannot be changed")
+
+    def getTemperature(self):
+        """Heat-bath temperature, or ``None`` for NVE splittings."""
+        if "kT" not in self.global_variable_names:
+            return None
+        return super().getTemperature()
+
+    def getCollisionRate(self):
+        """Collision rate of the O/B letters (1/ps Quantity)."""
+        return self.getGlobalVariableByName("flashmd_gamma") / unit.picosecond
+
+    def setCollisionRate(self, rate) -> None:
+        """Set the collision rate (1/time Quantity or float in 1/ps)."""
+        self.setGlobalVariableByName("flashmd_gamma", _in(rate, unit.picosecond**-1, "collision_rate"))
+
+    @property
+    def filter_statistics(self) -> Dict[str, float]:
+        """Energy-filter statistics since construction or the last reset.
+
+        ``count`` filtered strides; ``clamped`` strides whose scale factor left the
+        band (including H - V' < 0); ``mean``/``min``/``max`` of the applied scale.
+        """
+        count = self.getGlobalVariableByName("flashmd_filter_count")
+        return {
+            "count": int(count),
+            "clamped": int(self.getGlobalVariableByName("flashmd_filter_clamped")),
+            "mean": self.getGlobalVariableByName("flashmd_alpha_sum") / count if count else float("nan"),
+            "min": self.getGlobalVariableByName("flashmd_alpha_min") if count else float("nan"),
+            "max": self.getGlobalVariableByName("flashmd_alpha_max") if count else float("nan"),
+        }
+
+    def reset_filter_statistics(self) -> None:
+        """Zero the energy-filter statistics."""
+        for name, value in [
+            ("flashmd_filter_count", 0.0),
+            ("flashmd_filter_clamped", 0.0),
+            ("flashmd_alpha_sum", 0.0),
+            ("flashmd_alpha_min", 1e30),
+            ("flashmd_alpha_max", -1e30),
+        ]:
+            self.setGlobalVariableByName(name, value)

@@ -1,0 +1,141 @@
+"""The stride-model protocol, and saving/loading models that follow it.
+
+A *stride model* is a TorchScript module with
+
+``forward(positions, velocities, masses, atomic_numbers, box) -> (new_positions, new_velocities)``
+
+=================  =========  ======  =====================================================
+argument           shape      units   meaning
+=================  =========  ======  =====================================================
+positions          [N, 3]     nm      positions at time t
+velocities         [N, 3]     nm/ps   velocities at time t
+masses             [N]        Da      particle masses
+atomic_numbers     [N] int64  --      elements (0 where unknown)
+box                [3, 3]     nm      periodic cell, one vector per row; all zeros when the
+                                      system is not periodic
+new_positions      [N, 3]     nm      positions at t + stride
+new_velocities     [N, 3]     nm/ps   velocities at t + stride
+=================  =========  ======  =====================================================
+
+and two attributes readable from the scripted module:
+
+* ``stride`` (float): the time the model advances, in ps;
+* ``metadata_json`` (str): a JSON object; the keys this package reads are listed in
+  :data:`METADATA_DEFAULTS` (elements, per-element masses, cutoff, periodicity,
+  particle count, hypers, training provenance, validation errors).
+
+A model computes in its own dtype and returns tensors in the dtype of ``positions``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+
+#: Keys of ``metadata_json`` and what they mean when a model leaves them out.
+METADATA_DEFAULTS: Dict[str, Any] = {
+    "kind": "unknown",        # e.g. "pet", "harmonic", "free-particle"
+    "elements": [],           # supported atomic numbers; empty = any element
+    "masses": {},             # atomic number (as str) -> mass in Da the model was trained with
+    "cutoff": None,           # nm; None for models without a cutoff
+    "periodic": None,         # True / False; None = works with and without a cell
+    "num_particles": None,    # int for models tied to one particle count; None = any
+    "hypers": {},
+    "provenance": {},         # training data, dataset hash, package versions
+    "validation": {},         # validation errors measured at export
+}
+
+ModelLike = Union[torch.jit.ScriptModule, torch.nn.Module, str, os.PathLike]
+
+
+class ModelProtocolError(ValueError):
+    """A module does not follow the stride-model protocol."""
+
+
+def make_metadata_json(**fields: Any) -> str:
+    """Serialise metadata fields, refusing keys the protocol does not define."""
+    unknown = set(fields) - set(METADATA_DEFAULTS)
+    if unknown:
+        raise ModelProtocolError(f"unknown metadata keys: {sorted(unknown)}")
+    merged = copy.deepcopy(METADATA_DEFAULTS)
+    merged.update(fields)
+    if merged["masses"]:
+        merged["masses"] = {str(int(z)): float(m) for z, m in merged["masses"].items()}
+    merged["elements"] = sorted(int(z) for z in merged["elements"])
+    return json.dumps(merged, sort_keys=True)
+
+
+def read_metadata(model: torch.nn.Module) -> Dict[str, Any]:
+    """Return the metadata of a stride model as a dict, with ``stride`` (ps) added.
+
+    Raises :class:`ModelProtocolError` when the module lacks ``stride`` or
+    ``metadata_json`` or its stride is not a positive number.
+    """
+    if not hasattr(model, "stride"):
+        raise ModelProtocolError("stride model has no 'stride' attribute (the stride in ps)")
+    stride = float(getattr(model, "stride"))
+    if not stride > 0.0:
+        raise ModelProtocolError(f"stride model has stride {stride} ps; it must be positive")
+    raw = getattr(model, "metadata_json", "{}")
+    try:
+        fields = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as err:
+        raise ModelProtocolError(f"stride model metadata_json is not valid JSON: {err}") from None
+    merged = copy.deepcopy(METADATA_DEFAULTS)
+    merged.update(fields)
+    merged["stride"] = stride
+    return merged
+
+
+def script_model(model: torch.nn.Module) -> torch.jit.ScriptModule:
+    """Return ``model`` as a TorchScript module (scripting it if needed)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    try:
+        return torch.jit.script(model)
+    except Exception as err:  # torch raises many types here
+        raise ModelProtocolError(f"stride model cannot be scripted with torch.jit.script: {err}") from err
+
+
+def save_model(model: torch.nn.Module, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+    """Script (if needed) and save a stride model with :func:`torch.jit.save`.
+
+    Refuses to replace an existing file unless ``overwrite`` is true. Returns the path.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    scripted = script_model(model)
+    read_metadata(scripted)  # refuse to write a model that breaks the protocol
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.jit.save(scripted, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(model: ModelLike, map_location: str = "cpu") -> torch.jit.ScriptModule:
+    """Return a scripted stride model from a module, a file path or a bundled model name.
+
+    Bundled names (e.g. ``"water-16fs"``) are looked up with
+    :func:`openmm_flashmd.model.bundled.bundled_model_path`.
+    """
+    if isinstance(model, torch.nn.Module):
+        scripted = script_model(model)
+    else:
+        path = Path(model)
+        if not path.exists():
+            from openmm_flashmd.model.bundled import bundled_model_path
+
+            path = bundled_model_path(str(model))
+        try:
+            scripted = torch.jit.load(str(path), map_location=map_location)
+        except Exception as err:
+            raise ModelProtocolError(f"{path} is not a TorchScript stride model: {err}") from err
+    read_metadata(scripted)
+    return scripted

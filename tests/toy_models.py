@@ -1,0 +1,66 @@
+"""Small TorchScript stride models for integrator tests."""
+
+from typing import Tuple
+
+import torch
+
+from openmm_flashmd.model.protocol import make_metadata_json
+
+
+class SoftPairStrideModel(torch.nn.Module):
+    """One explicit Euler step of a soft repulsive pair force, with minimum image.
+
+    Not a physical flow: it only needs to depend on interparticle vectors through
+    the cell, so tests see that periodic images and re-wrapping are handled.
+    """
+
+    def __init__(self, stride: float, cutoff: float = 0.6):
+        super().__init__()
+        self.stride = stride
+        self.cutoff = cutoff
+        self.metadata_json = make_metadata_json(kind="toy-pair", cutoff=cutoff)
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = positions.to(torch.float64)
+        v = velocities.to(torch.float64)
+        d = x.unsqueeze(0) - x.unsqueeze(1)  # d[i, j] = x_j - x_i
+        if bool(box.abs().sum() > 0):
+            cell = box.to(torch.float64)
+            d = d - torch.round(d @ torch.linalg.inv(cell)) @ cell
+        r2 = (d * d).sum(-1)
+        weight = torch.clamp(1.0 - r2 / self.cutoff**2, min=0.0) ** 2
+        weight = weight * (1.0 - torch.eye(x.shape[0], dtype=x.dtype))
+        force = -(weight.unsqueeze(-1) * d).sum(1) * 50.0
+        new_v = v + self.stride * force / masses.to(torch.float64).unsqueeze(1)
+        new_x = x + self.stride * new_v
+        return new_x.to(positions.dtype), new_v.to(positions.dtype)
+
+
+class NaNAfterStrideModel(torch.nn.Module):
+    """Free flight that returns NaN once any coordinate exceeds ``limit`` nm."""
+
+    def __init__(self, stride: float, limit: float):
+        super().__init__()
+        self.stride = stride
+        self.limit = limit
+        self.metadata_json = make_metadata_json(kind="toy-nan")
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        new_x = positions + self.stride * velocities
+        if bool(positions.abs().max() > self.limit):
+            new_x = new_x * float("nan")
+        return new_x, velocities.clone()

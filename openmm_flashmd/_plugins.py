@@ -20,6 +20,13 @@ import openmm
 _loaded = False
 
 
+def quiet_import(module: str):
+    """Import ``module`` without the banners openmmtools' dependencies print."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module(module)
+
+
 def ensure_torch_plugins() -> None:
     """Make sure OpenMM's platforms know the TorchForce kernels (idempotent)."""
     global _loaded
@@ -28,16 +35,8 @@ def ensure_torch_plugins() -> None:
     plugin_dir = os.path.join(openmm.version.openmm_library_path, "plugins")
     if os.path.isdir(plugin_dir):
         openmm.Platform.loadPluginsFromDirectory(plugin_dir)
-    import openmmtorch  # noqa: F401  (registers the TorchForce proxy)
-
+    quiet_import("openmmtorch")  # registers the TorchForce proxy (its SWIG module imports simtk.openmm)
     _loaded = True
-
-
-def quiet_import(module: str):
-    """Import ``module`` without the banners openmmtools' dependencies print."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return importlib.import_module(module)
 
 
 ensure_torch_plugins()

@@ -146,7 +146,8 @@ class StrideAdapter(torch.nn.Module):
         x = positions @ rotation.T
         v = velocities @ rotation.T
         cell = box @ rotation.T
-        new_x, new_v = self.model(x, v, self.masses, self.atomic_numbers, cell)
+        with torch.no_grad():  # openmm-torch hands over positions that require grad
+            new_x, new_v = self.model(x.detach(), v.detach(), self.masses, self.atomic_numbers, cell.detach())
         displacement = (new_x.to(torch.float64) - x) @ rotation
         return displacement, new_v.to(torch.float64) @ rotation
 

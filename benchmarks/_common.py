@@ -1,0 +1,70 @@
+"""Shared helpers for benchmark scripts: machine/stack record, timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+
+def stack_info() -> Dict[str, object]:
+    """Where and on what software a benchmark ran."""
+    import openmm
+    import torch
+
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "openmm": openmm.__version__,
+        "cuda_available": torch.cuda.is_available(),
+    }
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        from importlib.metadata import version
+
+        info["openmmtorch"] = version("openmmtorch")
+    except Exception:
+        info["openmmtorch"] = None
+    return info
+
+
+def summarize(samples: List[float]) -> Dict[str, float]:
+    """Median, min and max of timing samples (s)."""
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+def median_time(function: Callable[[], object], repeats: int, inner: int = 1) -> Dict[str, float]:
+    """Median, min and max wall time (s) per call of ``inner`` calls, over ``repeats`` runs."""
+    samples: List[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            function()
+        samples.append((time.perf_counter() - start) / inner)
+    return summarize(samples)
+
+
+def write_json(path: Path, payload: Dict[str, object], overwrite: bool) -> None:
+    """Write ``payload`` as JSON; refuse to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")

@@ -1,0 +1,100 @@
+"""Overhead of running a stride through OpenMM: FlashMDIntegrator step vs bare parts.
+
+For flexible TIP3P water boxes, times (a) one ``FlashMDIntegrator`` step with the
+energy filter (splitting "F E") on an OpenMM platform and (b) the bare TorchScript
+model forward plus one potential-energy evaluation of the same System on the same
+platform, in the same run. The ratio a / b is the integrator's overhead.
+
+    python benchmarks/integrator_overhead.py --platform CPU --output benchmarks/results/integrator_overhead_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+import openmm_flashmd  # noqa: F401  (torch plugins)
+from openmm_flashmd import FlashMDIntegrator
+from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+from openmm_flashmd.systems import water_box
+
+from _common import median_time, stack_info, summarize, write_json
+
+STRIDE = 0.016  # ps
+
+
+def measure(n_molecules: int, platform_name: str, repeats: int, steps: int) -> dict:
+    water = water_box(n_molecules=n_molecules)
+    plain_system = copy.deepcopy(water.system)
+    model = torch.jit.script(PETStrideModel(PETHypers(), STRIDE, [1, 8], {1: 1.008, 8: 15.999}, periodic=True))
+    masses = torch.tensor([water.system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(water.num_particles)])
+    numbers = torch.tensor([a.element.atomic_number for a in water.topology.atoms()])
+    platform = openmm.Platform.getPlatformByName(platform_name)
+
+    # FlashMD step: random weights give an arbitrary but smooth map; the filter keeps it bounded.
+    integrator = FlashMDIntegrator(water.system, model, splitting="F E", topology=water.topology, max_displacement=None)
+    context = openmm.Context(water.system, integrator, platform)
+    context.setPositions(water.positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    integrator.step(2)
+
+    # Bare parts on the same platform: model forward + one potential energy.
+    plain = openmm.Context(plain_system, openmm.VerletIntegrator(0.0005), platform)
+    state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=False)
+    plain.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+    x = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    v = torch.tensor(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+    box = torch.tensor(np.array(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)))
+
+    def bare():
+        with torch.no_grad():
+            model(x, v, masses.double(), numbers, box)
+        plain.setPositions(state.getPositions())  # invalidates the cached energy
+        plain.getState(getEnergy=True)
+
+    bare()
+    # Interleave the two measurements so machine noise hits both alike.
+    step_samples, bare_samples = [], []
+    for _ in range(repeats):
+        step_samples.append(median_time(lambda: integrator.step(steps), 1)["median"] / steps)
+        bare_samples.append(median_time(bare, 1, inner=steps)["median"])
+    step_time, bare_time = summarize(step_samples), summarize(bare_samples)
+    return {
+        "n_molecules": n_molecules,
+        "n_atoms": water.num_particles,
+        "stride_step_s": step_time,
+        "model_plus_energy_s": bare_time,
+        "overhead_ratio": step_time["median"] / bare_time["median"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--platform", default="CPU", help="OpenMM platform (Reference, CPU, CUDA)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128, 512], help="water molecules per box")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="strides per timed repeat")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/integrator_overhead_cpu.json"))
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+    if args.output.exists() and not args.overwrite:
+        raise SystemExit(f"{args.output} exists; pass --overwrite to replace it")
+    rows = []
+    for n in args.sizes:
+        row = measure(n, args.platform, args.repeats, args.steps)
+        print(f"{row['n_atoms']:6d} atoms: step {row['stride_step_s']['median'] * 1e3:8.2f} ms, "
+              f"model+energy {row['model_plus_energy_s']['median'] * 1e3:8.2f} ms, ratio {row['overhead_ratio']:.3f}")
+        rows.append(row)
+    write_json(args.output, {"benchmark": "integrator_overhead", "platform": args.platform, "stride_ps": STRIDE,
+                             "splitting": "F E", "model": "PET default hypers, random weights, float32",
+                             "stack": stack_info(), "results": rows}, args.overwrite)
+
+
+if __name__ == "__main__":
+    main()

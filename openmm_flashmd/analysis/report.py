@@ -1,0 +1,91 @@
+"""Summary report of a FlashMD run: markdown with PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+
+def read_log(path: Path) -> Dict[str, np.ndarray]:
+    """Columns of a :class:`FlashMDReporter` CSV log as arrays."""
+    table = np.genfromtxt(path, delimiter=",", names=True, ndmin=1)
+    return {name: np.atleast_1d(table[name]) for name in table.dtype.names}
+
+
+def _mean_and_error(values: np.ndarray, blocks: int = 4) -> str:
+    """``mean ± standard error`` from block averages (error omitted when too short)."""
+    if len(values) < blocks:
+        return f"{values.mean():.1f}"
+    means = [b.mean() for b in np.array_split(values, blocks)]
+    return f"{values.mean():.1f} ± {np.std(means, ddof=1) / np.sqrt(blocks):.1f}"
+
+
+def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for label, y in series.items():
+        ax.plot(x, y, label=label, lw=1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, report: Path) -> Path:
+    """Write ``report`` (markdown) and its plots into ``output_dir`` from a run's outputs."""
+    output_dir = Path(output_dir)
+    columns = read_log(log)
+    time = columns["time_ps"]
+    lines: List[str] = ["# FlashMD run", ""]
+    settings = output_dir / "settings.json"
+    if settings.exists():
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in json.loads(settings.read_text()).items()]
+        lines.append("")
+
+    series = {"all": columns["temperature_K"]}
+    series.update({k[len("temperature_"):-len("_K")]: v for k, v in columns.items()
+                   if k.startswith("temperature_") and k != "temperature_K"})
+    half = len(time) // 2
+    lines += ["## Temperature", "", "Second half of the run (mean ± standard error of 4 blocks):", "",
+              "| atoms | T (K) |", "|---|---|"]
+    for name, values in series.items():
+        lines.append(f"| {name} | {_mean_and_error(values[half:])} |")
+    _plot(output_dir / "temperature.png", time, series, "time (ps)", "T (K)")
+    lines += ["", "![temperature](temperature.png)", ""]
+
+    _plot(output_dir / "energy.png", time, {"total": columns["total_kjmol"], "potential": columns["potential_kjmol"]},
+          "time (ps)", "energy (kJ/mol)")
+    strides = int(columns["filter_strides"].sum())
+    clamped = int(columns["filter_clamped"].sum())
+    lines += ["## Energy", "", "![energy](energy.png)", "",
+              f"Energy filter: {strides} strides filtered, {clamped} clamped"
+              + (f", mean scale {np.nanmean(columns['filter_scale_mean']):.5f}." if strides else "."), ""]
+
+    lines += _structure_section(output_dir, trajectory, topology)
+    report = Path(report)
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _structure_section(output_dir: Path, trajectory: Path, topology: Path) -> List[str]:
+    import mdtraj
+
+    traj = mdtraj.load(str(trajectory), top=str(topology))
+    elements = {atom.element.symbol for atom in traj.topology.atoms}
+    if traj.unitcell_lengths is None or "O" not in elements or traj.n_frames < 2:
+        return []
+    from openmm_flashmd.analysis.structure import radial_distribution
+
+    r, g = radial_distribution(traj, "O", "O")
+    _plot(output_dir / "rdf_OO.png", r, {"O–O": g}, "r (nm)", "g(r)")
+    return ["## Structure", "", f"O–O radial distribution from {traj.n_frames} frames:", "", "![O-O RDF](rdf_OO.png)", ""]

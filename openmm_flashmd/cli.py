@@ -1,0 +1,202 @@
+"""Command line interface: ``openmm-flashmd <command> ...``.
+
+Each command is two small functions, ``add_<name>_arguments(parser)`` and
+``run_<name>(args) -> int``, registered in :data:`COMMANDS`; add a command by writing
+both and adding one entry.
+
+Examples::
+
+    openmm-flashmd generate water.h5 --system water --n-segments 50 --segment-length 1.0
+    openmm-flashmd generate data.h5 --system system.xml --structure start.pdb --temperature 300
+    openmm-flashmd train water.h5 runs/water-16fs --stride 0.016 --set training.max_steps=5000
+    openmm-flashmd evaluate runs/water-16fs/model.pt water.h5 --json errors.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Dict, List, Optional, Tuple
+
+
+# ------------------------------------------------------------------------ generate
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output", help="HDF5 file to write")
+    p.add_argument("--system", help="built-in name (water, alanine-dipeptide-implicit, argon) or a System XML file "
+                                    "(optional with --resume)")
+    p.add_argument("--structure", help="PDB/PDBx file or State XML (default: the built-in structure)")
+    p.add_argument("--temperature", type=float, help="K (default: the built-in system's)")
+    p.add_argument("--timestep", type=float, help="velocity-Verlet step, ps (default 0.0005)")
+    p.add_argument("--record-interval", type=float, help="ps between stored frames (default 0.004)")
+    p.add_argument("--n-segments", type=int, help="number of NVE segments (default 10)")
+    p.add_argument("--segment-length", type=float, help="ps per segment (default 0.5)")
+    p.add_argument("--thermalize", type=float, help="ps of Langevin before the first segment (default 10)")
+    p.add_argument("--decorrelate", type=float, help="ps of Langevin between segments (default 1)")
+    p.add_argument("--friction", type=float, help="Langevin friction, 1/ps (default 1)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--platform", help="OpenMM platform (Reference, CPU, CUDA, OpenCL)")
+    p.add_argument("--no-minimize", action="store_true", help="skip energy minimisation")
+    p.add_argument("--max-new-segments", type=int, help="stop after this many segments (chunked jobs)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--resume", action="store_true", help="continue an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from openmm_flashmd.data.generate import generate
+
+    path = generate(
+        args.output, args.system, args.structure, temperature=args.temperature, timestep=args.timestep,
+        record_interval=args.record_interval, n_segments=args.n_segments, segment_length=args.segment_length,
+        thermalize=args.thermalize, decorrelate=args.decorrelate, friction=args.friction, seed=args.seed,
+        platform=args.platform, minimize=not args.no_minimize, overwrite=args.overwrite, resume=args.resume,
+        max_new_segments=args.max_new_segments, progress=not args.quiet,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="+", help="trajectory file(s) from 'generate'")
+    p.add_argument("output_dir", help="directory for logs, checkpoints and model.pt")
+    p.add_argument("--stride", type=float, required=True, help="ps; a multiple of the record interval")
+    p.add_argument("--hypers", help="YAML file updating the default hyper-parameters")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one hyper-parameter (repeatable), e.g. training.max_steps=1000")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
+    g.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from openmm_flashmd.train.trainer import train
+
+    data = args.data[0] if len(args.data) == 1 else args.data
+    result = train(data, args.output_dir, args.stride, hypers=args.hypers, overrides=args.overrides,
+                   resume=args.resume, overwrite=args.overwrite, device=args.device, progress=not args.quiet)
+    print(f"{result.steps} steps, best validation loss {result.best_validation_loss:.4g} at step {result.best_step}"
+          + (" (stopped early)" if result.stopped_early else ""))
+    if result.model_path is not None:
+        print(f"model: {result.model_path}")
+    return 0
+
+
+# ------------------------------------------------------------------------ evaluate
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="stride model file (or bundled model name)")
+    p.add_argument("data", help="trajectory file")
+    p.add_argument("--stride", type=float, help="ps (default: the model's)")
+    p.add_argument("--segments", default=None,
+                   help="'all', comma-separated segment indices, or omitted: the model's validation segments "
+                        "when it was trained on this file, else all")
+    p.add_argument("--max-pairs", type=int, default=2000, help="evaluate at most this many pairs (0 = all)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the result to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from openmm_flashmd.train.evaluate import evaluate, format_table
+
+    segments = args.segments
+    if segments is not None and segments != "all":
+        segments = [int(s) for s in segments.split(",") if s.strip()]
+    result = evaluate(args.model, args.data, stride=args.stride, segments=segments,
+                      max_pairs=args.max_pairs or None, batch_size=args.batch_size, output_json=args.json,
+                      overwrite=args.overwrite, device=args.device)
+    print(format_table(result))
+    return 0
+
+
+# ------------------------------------------------------------------------ simulate
+
+def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output_dir", nargs="?", default="flashmd-run", help="directory for all outputs (default flashmd-run)")
+    p.add_argument("--system", default="water", help="built-in name or a System XML file (default water)")
+    p.add_argument("--structure", help="PDB/PDBx or State XML (required with a System XML)")
+    p.add_argument("--model", help="bundled model name or model file (default water-16fs for water)")
+    p.add_argument("--ensemble", default="nvt", choices=["nve", "nvt", "npt"])
+    p.add_argument("--temperature", type=float, help="K (default: the system's, else 300)")
+    p.add_argument("--pressure", type=float, default=1.0, help="bar, for npt (default 1)")
+    p.add_argument("--collision-rate", type=float, default=1.0, help="1/ps (default 1)")
+    p.add_argument("--time", type=float, default=10.0, help="simulated time, ps (default 10)")
+    p.add_argument("--report-interval", type=float, default=0.16, help="ps between frames and log rows")
+    p.add_argument("--format", default="dcd", choices=["dcd", "xtc"], help="trajectory format")
+    p.add_argument("--splitting", help="splitting letters (default: from --ensemble)")
+    p.add_argument("--platform", help="OpenMM platform (default: fastest available)")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    g.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.chk")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from openmm_flashmd.model.bundled import bundled_models
+    from openmm_flashmd.simulate import DEFAULT_MODEL, simulate
+    from openmm_flashmd.systems import available_systems
+
+    if args.model is None and DEFAULT_MODEL not in bundled_models():
+        print(f"openmm-flashmd simulate: the default run needs the bundled model {DEFAULT_MODEL!r}, which this "
+              "install does not have yet.\n"
+              f"  built-in systems: {', '.join(available_systems())}\n"
+              f"  bundled models:   {', '.join(bundled_models()) or 'none'}\n"
+              "  run with your own model: openmm-flashmd simulate --system water --model model.pt\n"
+              "  (make one with: openmm-flashmd generate / train; see the README)", file=sys.stderr)
+        return 1
+    run = simulate(args.output_dir, system=args.system, structure=args.structure, model=args.model,
+                   ensemble=args.ensemble, temperature=args.temperature, pressure=args.pressure,
+                   collision_rate=args.collision_rate, duration=args.time, report_interval=args.report_interval,
+                   trajectory_format=args.format, splitting=args.splitting, platform=args.platform, seed=args.seed,
+                   overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    print(f"{run.steps} strides; trajectory {run.trajectory}, log {run.log}, report {run.report}")
+    return 0
+
+
+# ------------------------------------------------------------------------ dispatch
+
+#: name -> (help, add_arguments, run)
+COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "generate": ("generate NVE reference trajectories (HDF5)", add_generate_arguments, run_generate),
+    "train": ("train a PET stride model", add_train_arguments, run_train),
+    "evaluate": ("stride errors of a model vs free-flight baselines", add_evaluate_arguments, run_evaluate),
+    "simulate": ("run FlashMD and write trajectory, log and report", add_simulate_arguments, run_simulate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openmm-flashmd", description="FlashMD long-stride learned MD for OpenMM")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``openmm-flashmd`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import openmm_flashmd  # noqa: F401  (loads torch before openmm plugins)
+
+    try:
+        return COMMANDS[args.command][2](args)
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
+        if args.traceback:
+            raise
+        print(f"openmm-flashmd {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Reference data: generation (:mod:`.generate`), file layout (:mod:`.schema`) and
+training pairs (:mod:`.dataset`)."""
+
+from openmm_flashmd.data.dataset import (
+    DataError,
+    StridePairs,
+    TrajectoryData,
+    load_trajectories,
+    split_segments,
+    stride_frames,
+)
+from openmm_flashmd.data.generate import SimulationError, generate
+from openmm_flashmd.data.schema import FORMAT_NAME, FORMAT_VERSION, TrajectoryFormatError
+
+__all__ = [
+    "DataError",
+    "SimulationError",
+    "StridePairs",
+    "TrajectoryData",
+    "TrajectoryFormatError",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "generate",
+    "load_trajectories",
+    "split_segments",
+    "stride_frames",
+]

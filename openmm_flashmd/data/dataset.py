@@ -1,0 +1,291 @@
+"""Training pairs ``(q, v)(t) -> (q, v)(t + stride)`` from reference trajectory files.
+
+Units: positions nm, velocities nm/ps, strides ps, masses Da, box nm (rows = cell vectors).
+
+* :func:`load_trajectories` reads the complete segments of a file written by
+  :func:`openmm_flashmd.data.generate.generate` (checking format, version and finiteness).
+* :func:`split_segments` splits **segments** (never frames) into training and validation
+  sets, so that no validation pair shares a trajectory with a training pair.
+* :class:`StridePairs` enumerates all pairs of frames ``k`` record intervals apart, for
+  one or several strides ``tau = k * record_interval``; optional time-reversal
+  augmentation adds ``(q', -v') -> (q, -v)`` for each pair; optional random rotation
+  (proper or improper, i.e. with inversion) is applied to positions, velocities and box
+  of both ends each time a pair is drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from openmm_flashmd.data import schema
+
+__all__ = [
+    "DataError",
+    "TrajectoryData",
+    "load_trajectories",
+    "file_sha256",
+    "stride_frames",
+    "split_segments",
+    "random_orthogonal",
+    "StridePairs",
+]
+
+
+class DataError(ValueError):
+    """Training data that cannot be used (non-finite values, no complete segment, bad stride...)."""
+
+
+@dataclass
+class TrajectoryData:
+    """The complete segments of one trajectory file, in memory.
+
+    Arrays: ``positions``/``velocities``/``forces`` [S, F, N, 3] (nm, nm/ps, kJ/mol/nm),
+    ``potential_energy`` [S, F] (kJ/mol), ``box`` [S, F, 3, 3] (nm), ``masses`` [N] (Da),
+    ``atomic_numbers`` [N]. ``segment_ids`` are the segment indices in the file.
+    """
+
+    path: Path
+    positions: np.ndarray
+    velocities: np.ndarray
+    forces: np.ndarray
+    potential_energy: np.ndarray
+    box: np.ndarray
+    masses: np.ndarray
+    atomic_numbers: np.ndarray
+    segment_ids: np.ndarray
+    record_interval: float
+    timestep: float
+    temperature: float
+    periodic: bool
+    constraints: np.ndarray
+    attrs: Dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def n_segments(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def frames_per_segment(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.positions.shape[2]
+
+    @property
+    def constraints_active(self) -> bool:
+        return len(self.constraints) > 0
+
+    def element_masses(self) -> Dict[int, float]:
+        """Atomic number -> mass (Da); raises :class:`DataError` if one element has two masses."""
+        out: Dict[int, float] = {}
+        for z, m in zip(self.atomic_numbers.tolist(), self.masses.tolist()):
+            if z in out and abs(out[z] - m) > 1e-6 * max(1.0, m):
+                raise DataError(f"{self.path}: element {z} appears with masses {out[z]} and {m} Da")
+            out.setdefault(int(z), float(m))
+        return out
+
+
+def file_sha256(path: Union[str, os.PathLike]) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_trajectories(path: Union[str, os.PathLike]) -> TrajectoryData:
+    """Read the complete segments of a trajectory file.
+
+    Raises :class:`FileNotFoundError`, :class:`~openmm_flashmd.data.schema.TrajectoryFormatError`
+    (not HDF5, corrupt, foreign format, unsupported version, missing fields such as
+    ``velocities``) and :class:`DataError` (no complete segment, non-finite values).
+    """
+    path = Path(path)
+    with schema.open_trajectory_file(path, "r") as f:
+        attrs = schema.read_attrs(f)
+        complete = np.flatnonzero(f["segment_complete"][()] == 1)
+        if len(complete) == 0:
+            raise DataError(f"{path} has no complete segment")
+        arrays = {}
+        for name in schema.PER_FRAME_DATASETS:
+            arrays[name] = np.asarray(f[name][()][complete], dtype=np.float64)
+        masses = np.asarray(f["masses"][()], dtype=np.float64)
+        atomic_numbers = np.asarray(f["atomic_numbers"][()], dtype=np.int64)
+        constraints = np.asarray(f["constraints"][()], dtype=np.float64).reshape(-1, 3)
+    for name, arr in list(arrays.items()) + [("masses", masses)]:
+        if not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))[0]
+            where = f"segment {complete[bad[0]]}, frame {bad[1]}" if arr.ndim > 1 else f"index {bad[0]}"
+            raise DataError(f"{path}: non-finite value in {name} ({where})")
+    if np.any(masses <= 0):
+        raise DataError(f"{path}: particles with zero mass (virtual sites) are not supported by stride models")
+    return TrajectoryData(
+        path=path,
+        positions=arrays["positions"],
+        velocities=arrays["velocities"],
+        forces=arrays["forces"],
+        potential_energy=arrays["potential_energy"],
+        box=arrays["box"],
+        masses=masses,
+        atomic_numbers=atomic_numbers,
+        segment_ids=complete,
+        record_interval=float(attrs["record_interval"]),
+        timestep=float(attrs["timestep"]),
+        temperature=float(attrs["temperature"]),
+        periodic=bool(attrs["periodic"]),
+        constraints=constraints,
+        attrs=attrs,
+        sha256=file_sha256(path),
+    )
+
+
+def stride_frames(stride: float, record_interval: float, frames_per_segment: Optional[int] = None) -> int:
+    """Number of record intervals in ``stride`` (both ps); :class:`DataError` if ``stride`` is
+    not a positive multiple of ``record_interval`` or does not fit in a segment."""
+    ratio = stride / record_interval
+    k = int(round(ratio))
+    if k < 1 or abs(ratio - k) > 1e-6 * max(1.0, ratio):
+        raise DataError(
+            f"stride {stride} ps is not a positive multiple of the record interval {record_interval} ps"
+        )
+    if frames_per_segment is not None and k > frames_per_segment - 1:
+        raise DataError(
+            f"stride {stride} ps is longer than a segment ({(frames_per_segment - 1) * record_interval} ps)"
+        )
+    return k
+
+
+def split_segments(n_segments: int, validation_fraction: float = 0.1, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Random split of segment indices ``0..n_segments-1`` into (train, validation).
+
+    At least one segment goes to each side when ``validation_fraction > 0``; with
+    ``validation_fraction == 0`` every segment is used for training.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError("validation_fraction must be in [0, 1)")
+    order = np.random.default_rng(seed).permutation(n_segments)
+    if validation_fraction == 0.0:
+        return np.sort(order), np.array([], dtype=np.int64)
+    if n_segments < 2:
+        raise DataError("a train/validation split needs at least 2 complete segments")
+    n_val = min(n_segments - 1, max(1, int(round(validation_fraction * n_segments))))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def random_orthogonal(batch: int, generator: Optional[torch.Generator] = None,
+                      inversion: bool = True, dtype=torch.float64) -> torch.Tensor:
+    """``batch`` random orthogonal 3x3 matrices (Haar rotations; with ``inversion``, half of
+    them improper, det = -1)."""
+    a = torch.randn(batch, 3, 3, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    det = torch.linalg.det(q)
+    q = q * det.sign().view(-1, 1, 1)  # now proper rotations
+    if inversion:
+        flip = torch.randint(0, 2, (batch,), generator=generator) * 2 - 1
+        q = q * flip.to(q.dtype).view(-1, 1, 1)
+    return q.to(dtype)
+
+
+class StridePairs(torch.utils.data.Dataset):
+    """Pairs of frames ``stride`` apart within the segments of a :class:`TrajectoryData`.
+
+    Parameters
+    ----------
+    data : the trajectories
+    strides : one stride or several (ps); each a multiple of ``data.record_interval``
+    segments : indices into ``data``'s segments to use (default: all)
+    time_reversal : also yield the reversed pair ``(q', -v') -> (q, -v)``
+    random_rotations : rotate (and with ``inversion`` also reflect) every drawn pair by a
+        fresh random orthogonal matrix (positions, velocities and box, both ends)
+    dtype : torch dtype of returned tensors
+
+    Each item/batch is a dict with ``positions``, ``velocities`` (input, nm and nm/ps),
+    ``new_positions``, ``new_velocities`` (target), ``box`` (nm), ``stride`` (ps),
+    ``reversed`` (bool) and ``segment`` (index into ``data``).
+    """
+
+    def __init__(
+        self,
+        data: TrajectoryData,
+        strides: Union[float, Sequence[float]],
+        segments: Optional[Sequence[int]] = None,
+        time_reversal: bool = False,
+        random_rotations: bool = False,
+        inversion: bool = True,
+        dtype: torch.dtype = torch.float64,
+        generator: Optional[torch.Generator] = None,
+    ):
+        self.data = data
+        self.strides = [float(s) for s in (strides if isinstance(strides, (list, tuple, np.ndarray)) else [strides])]
+        if not self.strides:
+            raise DataError("no stride given")
+        self.frame_steps = [stride_frames(s, data.record_interval, data.frames_per_segment) for s in self.strides]
+        self.segments = np.arange(data.n_segments) if segments is None else np.asarray(segments, dtype=np.int64)
+        if len(self.segments) and (self.segments.min() < 0 or self.segments.max() >= data.n_segments):
+            raise IndexError("segment index out of range")
+        self.time_reversal = bool(time_reversal)
+        self.random_rotations = bool(random_rotations)
+        self.inversion = bool(inversion)
+        self.dtype = dtype
+        self.generator = generator
+        rows: List[np.ndarray] = []
+        n_frames = data.frames_per_segment
+        for k_index, k in enumerate(self.frame_steps):
+            starts = np.arange(n_frames - k)
+            for s in self.segments:
+                rows.append(np.stack([np.full_like(starts, s), starts, starts + k, np.full_like(starts, k_index)], 1))
+        self.pairs = np.concatenate(rows) if rows else np.zeros((0, 4), dtype=np.int64)
+        self._pos = torch.from_numpy(data.positions)
+        self._vel = torch.from_numpy(data.velocities)
+        self._box = torch.from_numpy(data.box)
+        self.masses = torch.as_tensor(data.masses, dtype=dtype)
+        self.atomic_numbers = torch.as_tensor(data.atomic_numbers, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.pairs) * (2 if self.time_reversal else 1)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        batch = self.get_batch(np.array([index]))
+        return {k: (v[0] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
+
+    def get_batch(self, indices: Union[Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:
+        """A batch (leading dimension B) for item indices (vectorised)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError("pair index out of range")
+        n_pairs = len(self.pairs)
+        rev = idx >= n_pairs
+        rows = self.pairs[idx % n_pairs] if n_pairs else self.pairs[:0]
+        seg = torch.from_numpy(rows[:, 0])
+        a = torch.from_numpy(np.where(rev, rows[:, 2], rows[:, 1]))
+        b = torch.from_numpy(np.where(rev, rows[:, 1], rows[:, 2]))
+        sign = torch.from_numpy(np.where(rev, -1.0, 1.0)).view(-1, 1, 1)
+        q0, q1 = self._pos[seg, a], self._pos[seg, b]
+        v0, v1 = self._vel[seg, a] * sign, self._vel[seg, b] * sign
+        box = self._box[seg, a]
+        if self.random_rotations and len(idx):
+            rot = random_orthogonal(len(idx), self.generator, self.inversion)
+            rt = rot.transpose(1, 2)
+            q0, q1, v0, v1, box = (torch.bmm(x, rt) for x in (q0, q1, v0, v1, box))
+        stride = torch.tensor([self.strides[k] for k in rows[:, 3]], dtype=self.dtype)
+        return {
+            "positions": q0.to(self.dtype),
+            "velocities": v0.to(self.dtype),
+            "new_positions": q1.to(self.dtype),
+            "new_velocities": v1.to(self.dtype),
+            "box": box.to(self.dtype),
+            "stride": stride,
+            "reversed": torch.from_numpy(rev),
+            "segment": seg,
+        }

@@ -1,0 +1,89 @@
+"""A Simulation reporter for what FlashMD users watch: temperatures and the energy filter."""
+
+from __future__ import annotations
+
+import os
+from typing import IO, List, Optional, Union
+
+import numpy as np
+from openmm import unit
+
+from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
+
+
+class FlashMDReporter:
+    """CSV rows of step, time (ps), potential and total energy (kJ/mol), kinetic
+    temperature (K) overall and per element, and the energy filter's statistics
+    since the previous row (strides filtered, clamped, mean scale).
+
+    Parameters
+    ----------
+    file : path or open text file
+    report_interval : steps (strides) between rows
+    overwrite : replace an existing file (a path is never silently overwritten)
+    append : add rows to an existing file (resuming a run); no new header
+    """
+
+    def __init__(
+        self,
+        file: Union[str, os.PathLike, IO[str]],
+        report_interval: int,
+        overwrite: bool = False,
+        append: bool = False,
+    ):
+        self._write_header = not append
+        if isinstance(file, (str, os.PathLike)):
+            if os.path.exists(file) and not (overwrite or append):
+                raise FileExistsError(f"{file} exists; pass overwrite=True to replace it or append=True")
+            self._out: IO[str] = open(file, "a" if append else "w")
+            self._own = True
+        else:
+            self._out, self._own = file, False
+        self._interval = int(report_interval)
+        self._elements: Optional[List[str]] = None
+        self._masses: Optional[np.ndarray] = None
+
+    def describeNextReport(self, simulation):
+        steps = self._interval - simulation.currentStep % self._interval
+        return {"steps": steps, "periodic": None, "include": ["velocities", "energy"]}
+
+    def _start(self, simulation) -> None:
+        system = simulation.system
+        self._masses = np.array(
+            [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
+        )
+        self._elements = [a.element.symbol if a.element is not None else "X" for a in simulation.topology.atoms()]
+        columns = ["step", "time_ps", "potential_kjmol", "total_kjmol", "temperature_K"]
+        columns += [f"temperature_{e}_K" for e in sorted(set(self._elements))]
+        columns += ["filter_strides", "filter_clamped", "filter_scale_mean"]
+        if self._write_header:
+            print(",".join(columns), file=self._out)
+
+    def report(self, simulation, state) -> None:
+        if self._elements is None:
+            self._start(simulation)
+        v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        by_element = temperature_by_element(v, self._masses, self._elements)
+        everyone = float(kinetic_temperature(v, self._masses))
+        potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        integrator = simulation.integrator
+        stats = integrator.filter_statistics if hasattr(integrator, "filter_statistics") else None
+        row = [
+            simulation.currentStep,
+            state.getTime().value_in_unit(unit.picosecond),
+            potential,
+            potential + kinetic,
+            everyone,
+            *[float(by_element[e]) for e in sorted(by_element)],
+            stats["count"] if stats else 0,
+            stats["clamped"] if stats else 0,
+            stats["mean"] if stats else float("nan"),
+        ]
+        print(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row), file=self._out, flush=True)
+        if stats:
+            integrator.reset_filter_statistics()
+
+    def __del__(self):
+        if getattr(self, "_own", False):
+            self._out.close()

@@ -1,0 +1,292 @@
+"""Small built-in systems for generating reference data and testing.
+
+Every builder returns a :class:`BuiltinSystem`. Units: positions in nm, temperature in K,
+``reference_timestep`` in ps (a velocity-Verlet step that is safe for the system as built,
+i.e. without constraints).
+
+==============================  ========================================================
+name (for :func:`get_system`)   builder
+==============================  ========================================================
+``water``                       :func:`water_box` (flexible TIP3P, periodic, PME)
+``alanine-dipeptide-implicit``  :func:`alanine_dipeptide_implicit` (amber14 + OBC2)
+``argon``                       :func:`argon_box` (Lennard-Jones argon, periodic)
+==============================  ========================================================
+"""
+
+from __future__ import annotations
+
+import openmm_flashmd._plugins  # noqa: F401  (torch before openmm; see NOTES)
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+__all__ = [
+    "BuiltinSystem",
+    "water_box",
+    "alanine_dipeptide_implicit",
+    "argon_box",
+    "get_system",
+    "available_systems",
+]
+
+
+@dataclass
+class BuiltinSystem:
+    """A ready-to-simulate system.
+
+    Attributes
+    ----------
+    name : registry name
+    topology : :class:`openmm.app.Topology`
+    system : :class:`openmm.System`
+    positions : positions as an OpenMM ``Quantity`` in nm, shape [N, 3]
+    temperature : suggested temperature, K
+    reference_timestep : velocity-Verlet step that integrates this system accurately, ps
+    description : one line describing the potential
+    """
+
+    name: str
+    topology: app.Topology
+    system: openmm.System
+    positions: unit.Quantity
+    temperature: float
+    reference_timestep: float
+    description: str
+    options: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def num_particles(self) -> int:
+        return self.system.getNumParticles()
+
+
+# ---------------------------------------------------------------------------- water
+
+_WATER_MASS_DA = 18.01528
+_AVOGADRO = 6.02214076e23
+
+
+def _water_geometry() -> np.ndarray:
+    """O, H1, H2 coordinates (nm) of one TIP3P water in its own frame."""
+    r, theta = 0.09572, np.deg2rad(104.52)
+    return np.array(
+        [
+            [0.0, 0.0, 0.0],
+            [r, 0.0, 0.0],
+            [r * np.cos(theta), r * np.sin(theta), 0.0],
+        ]
+    )
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def water_box(
+    n_molecules: int = 64,
+    density: float = 0.997,
+    temperature: float = 300.0,
+    cutoff: float | None = None,
+    nonbonded_method: str = "PME",
+    rigid: bool = False,
+    seed: int = 0,
+) -> BuiltinSystem:
+    """A cubic periodic box of TIP3P water (flexible unless ``rigid``).
+
+    The molecules sit on a simple cubic lattice with random orientations (no overlaps);
+    minimise before dynamics. Parameters come from OpenMM's ``amber14/tip3p.xml`` with
+    ``rigidWater=False`` (harmonic O-H bonds and H-O-H angle) and no constraints, so a
+    0.5 fs velocity-Verlet step is accurate.
+
+    Parameters
+    ----------
+    n_molecules : number of waters (any positive integer; the lattice is filled row by row)
+    density : g/cm^3, sets the box edge
+    temperature : K, stored as the suggested temperature
+    cutoff : nonbonded cutoff in nm; default ``min(0.9, 0.49 * edge)``
+    nonbonded_method : ``"PME"`` or ``"CutoffPeriodic"``
+    rigid : constrain the water geometry (SETTLE); the reference timestep becomes 2 fs
+    seed : orientation seed
+    """
+    if n_molecules < 1:
+        raise ValueError("n_molecules must be positive")
+    volume_nm3 = n_molecules * _WATER_MASS_DA / _AVOGADRO / density * 1e21
+    edge = volume_nm3 ** (1.0 / 3.0)
+    if cutoff is None:
+        cutoff = min(0.9, 0.49 * edge)
+    if cutoff >= 0.5 * edge:
+        raise ValueError(f"cutoff {cutoff} nm must be below half the box edge ({edge:.3f} nm)")
+    methods = {"PME": app.PME, "CutoffPeriodic": app.CutoffPeriodic}
+    if nonbonded_method not in methods:
+        raise ValueError(f"nonbonded_method must be one of {sorted(methods)}")
+
+    per_side = int(np.ceil(n_molecules ** (1.0 / 3.0) - 1e-9))
+    spacing = edge / per_side
+    rng = np.random.default_rng(seed)
+    geometry = _water_geometry()
+    centre = geometry.mean(axis=0)
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    oxygen, hydrogen = app.Element.getBySymbol("O"), app.Element.getBySymbol("H")
+    coords = []
+    count = 0
+    for ix in range(per_side):
+        for iy in range(per_side):
+            for iz in range(per_side):
+                if count == n_molecules:
+                    break
+                res = topology.addResidue("HOH", chain)
+                o = topology.addAtom("O", oxygen, res)
+                h1 = topology.addAtom("H1", hydrogen, res)
+                h2 = topology.addAtom("H2", hydrogen, res)
+                topology.addBond(o, h1)
+                topology.addBond(o, h2)
+                site = (np.array([ix, iy, iz]) + 0.5) * spacing
+                coords.append((geometry - centre) @ _random_rotation(rng).T + site)
+                count += 1
+    topology.setPeriodicBoxVectors(np.eye(3) * edge * unit.nanometer)
+    positions = np.concatenate(coords) * unit.nanometer
+
+    forcefield = app.ForceField("amber14/tip3p.xml")
+    system = forcefield.createSystem(
+        topology,
+        nonbondedMethod=methods[nonbonded_method],
+        nonbondedCutoff=cutoff * unit.nanometer,
+        constraints=None,
+        rigidWater=rigid,
+        removeCMMotion=False,
+    )
+    kind = "rigid" if rigid else "flexible"
+    return BuiltinSystem(
+        name="water",
+        topology=topology,
+        system=system,
+        positions=positions,
+        temperature=float(temperature),
+        reference_timestep=0.002 if rigid else 0.0005,
+        description=(
+            f"{n_molecules} {kind} TIP3P waters (OpenMM amber14/tip3p.xml), {nonbonded_method}, "
+            f"cutoff {cutoff:.3f} nm, cubic box {edge:.4f} nm"
+        ),
+        options=dict(n_molecules=n_molecules, density=density, cutoff=cutoff,
+                     nonbonded_method=nonbonded_method, rigid=rigid, seed=seed),
+    )
+
+
+# ---------------------------------------------------------------- alanine dipeptide
+
+def alanine_dipeptide_implicit(temperature: float = 300.0) -> BuiltinSystem:
+    """Alanine dipeptide (ACE-ALA-NME, 22 atoms) in OBC2 implicit solvent.
+
+    amber14 (``amber14-all.xml``) with ``implicit/obc2.xml``, no cutoff, no constraints,
+    not periodic. The structure is the one bundled with openmmtools (shipped in
+    ``openmm_flashmd/systems/data/alanine-dipeptide.pdb``).
+    """
+    pdb = app.PDBFile(str(DATA_DIR / "alanine-dipeptide.pdb"))
+    forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+    system = forcefield.createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False,
+        removeCMMotion=False,
+    )
+    return BuiltinSystem(
+        name="alanine-dipeptide-implicit",
+        topology=pdb.topology,
+        system=system,
+        positions=pdb.getPositions(asNumpy=True).in_units_of(unit.nanometer),
+        temperature=float(temperature),
+        reference_timestep=0.0005,
+        description="alanine dipeptide, amber14-all + implicit/obc2 (OpenMM), no cutoff, no constraints",
+    )
+
+
+# --------------------------------------------------------------------------- argon
+
+def argon_box(
+    n_atoms: int = 64,
+    density: float = 1.40,
+    temperature: float = 120.0,
+    cutoff: float | None = None,
+    seed: int = 0,
+) -> BuiltinSystem:
+    """Periodic Lennard-Jones argon (sigma 0.3405 nm, epsilon 0.996 kJ/mol, 39.948 Da).
+
+    Atoms start on a jittered simple cubic lattice. ``density`` in g/cm^3 (1.40 is the
+    liquid near 90-120 K). The cutoff (nm, default ``min(1.0, 0.49 * edge)``) uses a
+    switching function from 0.9 x cutoff and the long-range dispersion correction off.
+    """
+    if n_atoms < 2:
+        raise ValueError("n_atoms must be at least 2")
+    mass = 39.948
+    volume_nm3 = n_atoms * mass / _AVOGADRO / density * 1e21
+    edge = volume_nm3 ** (1.0 / 3.0)
+    if cutoff is None:
+        cutoff = min(1.0, 0.49 * edge)
+    if cutoff >= 0.5 * edge:
+        raise ValueError(f"cutoff {cutoff} nm must be below half the box edge ({edge:.3f} nm)")
+    per_side = int(np.ceil(n_atoms ** (1.0 / 3.0) - 1e-9))
+    spacing = edge / per_side
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(per_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    coords = (grid[:n_atoms] + 0.5) * spacing + rng.normal(scale=0.01, size=(n_atoms, 3))
+
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) * edge for row in np.eye(3)))
+    force = openmm.NonbondedForce()
+    force.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    force.setCutoffDistance(cutoff)
+    force.setUseSwitchingFunction(True)
+    force.setSwitchingDistance(0.9 * cutoff)
+    force.setUseDispersionCorrection(False)
+    topology = app.Topology()
+    chain = topology.addChain()
+    element = app.Element.getBySymbol("Ar")
+    for _ in range(n_atoms):
+        system.addParticle(mass)
+        force.addParticle(0.0, 0.3405, 0.996)
+        topology.addAtom("Ar", element, topology.addResidue("AR", chain))
+    system.addForce(force)
+    topology.setPeriodicBoxVectors(np.eye(3) * edge * unit.nanometer)
+    return BuiltinSystem(
+        name="argon",
+        topology=topology,
+        system=system,
+        positions=coords * unit.nanometer,
+        temperature=float(temperature),
+        reference_timestep=0.002,
+        description=(
+            f"{n_atoms} Lennard-Jones argon atoms (sigma 0.3405 nm, epsilon 0.996 kJ/mol), "
+            f"cutoff {cutoff:.3f} nm with switch, cubic box {edge:.4f} nm"
+        ),
+        options=dict(n_atoms=n_atoms, density=density, cutoff=cutoff, seed=seed),
+    )
+
+
+_REGISTRY: Dict[str, Callable[..., BuiltinSystem]] = {
+    "water": water_box,
+    "alanine-dipeptide-implicit": alanine_dipeptide_implicit,
+    "argon": argon_box,
+}
+
+
+def available_systems() -> Dict[str, str]:
+    """Map each registry name to the first line of its builder's docstring."""
+    return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in _REGISTRY.items()}
+
+
+def get_system(name: str, **options) -> BuiltinSystem:
+    """Build the built-in system ``name`` (see :func:`available_systems`), passing ``options``
+    to its builder."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown built-in system {name!r}; available: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name](**options)

@@ -1,0 +1,224 @@
+"""Accuracy of a stride model on reference trajectories, against trivial baselines.
+
+For every pair ``(q, v)(t) -> (q, v)(t + stride)`` of held-out segments the model's
+displacement ``dq`` (nm) and new velocity ``v'`` (nm/ps) are compared with the reference.
+Errors are reported per element as the root mean square of the error **vector**
+(``sqrt(<|e|^2>)`` over atoms and pairs), next to two baselines:
+
+* free flight: ``dq = v * stride``;
+* unchanged velocities: ``v' = v``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, load_trajectories
+
+__all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "stride_errors"]
+
+_SYMBOLS = {0: "X", 1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 11: "Na", 15: "P", 16: "S", 17: "Cl", 18: "Ar", 19: "K"}
+
+
+class ModelDataMismatch(ValueError):
+    """The model was not made for this data (elements, masses, stride or periodicity)."""
+
+
+def _symbol(z: int) -> str:
+    if z in _SYMBOLS:
+        return _SYMBOLS[z]
+    try:
+        from openmm.app import Element
+
+        return Element.getByAtomicNumber(int(z)).symbol
+    except Exception:
+        return f"Z{z}"
+
+
+def check_model_matches_data(metadata: Dict[str, Any], data: TrajectoryData, stride: Optional[float] = None) -> None:
+    """Raise :class:`ModelDataMismatch` if the model's elements, masses (Da), periodicity or
+    particle count do not fit ``data``, or if ``stride`` (ps) differs from the model's."""
+    elements = set(int(z) for z in metadata.get("elements") or [])
+    data_elements = set(int(z) for z in np.unique(data.atomic_numbers))
+    if elements and not data_elements <= elements:
+        raise ModelDataMismatch(
+            f"the data contain elements {sorted(data_elements - elements)} the model does not know "
+            f"(model elements {sorted(elements)})"
+        )
+    masses = {int(k): float(v) for k, v in (metadata.get("masses") or {}).items()}
+    for z, m in data.element_masses().items():
+        if z in masses and abs(masses[z] - m) > 1e-3 * max(1.0, m):
+            raise ModelDataMismatch(f"element {z}: the model was trained with mass {masses[z]} Da, the data use {m} Da")
+    periodic = metadata.get("periodic")
+    if periodic is not None and bool(periodic) != bool(data.periodic):
+        raise ModelDataMismatch(f"the model is for {'periodic' if periodic else 'non-periodic'} systems; the data are "
+                                f"{'periodic' if data.periodic else 'not periodic'}")
+    n = metadata.get("num_particles")
+    if n is not None and int(n) != data.n_atoms:
+        raise ModelDataMismatch(f"the model is for {n} particles; the data have {data.n_atoms}")
+    if stride is not None and "stride" in metadata and abs(float(metadata["stride"]) - stride) > 1e-9 * stride:
+        raise ModelDataMismatch(f"the model's stride is {metadata['stride']} ps, not {stride} ps")
+
+
+def stride_errors(
+    dq_pred: torch.Tensor, v_pred: torch.Tensor, batch: Dict[str, torch.Tensor], atomic_numbers: np.ndarray,
+    sums: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Accumulate squared errors of a batch into ``sums`` (created if None): per element,
+    sums of ``|dq - dq_ref|^2`` for the model and free flight, ``|v' - v'_ref|^2`` for the
+    model and unchanged velocities, and atom counts."""
+    if sums is None:
+        sums = {}
+    q0, v0 = batch["positions"].double(), batch["velocities"].double()
+    dq_ref = batch["new_positions"].double() - q0
+    v_ref = batch["new_velocities"].double()
+    tau = batch["stride"].double().view(-1, 1, 1)
+    terms = {
+        "dq": ((dq_pred.double().cpu() - dq_ref) ** 2).sum(-1),
+        "dq_free_flight": ((v0 * tau - dq_ref) ** 2).sum(-1),
+        "v": ((v_pred.double().cpu() - v_ref) ** 2).sum(-1),
+        "v_unchanged": ((v0 - v_ref) ** 2).sum(-1),
+    }
+    z = torch.as_tensor(atomic_numbers)
+    for element in np.unique(atomic_numbers).tolist():
+        mask = z == element
+        entry = sums.setdefault(int(element), {k: 0.0 for k in list(terms) + ["count"]})
+        for key, value in terms.items():
+            entry[key] += float(value[:, mask].sum())
+        entry["count"] += int(mask.sum()) * q0.shape[0]
+    return sums
+
+
+def _summarise(sums: Dict[int, Dict[str, float]]) -> Dict[str, Any]:
+    def block(entries):
+        count = sum(e["count"] for e in entries)
+        out = {"n_atom_samples": int(count)}
+        for key in ("dq", "dq_free_flight", "v", "v_unchanged"):
+            out[key + "_rmse"] = float(np.sqrt(sum(e[key] for e in entries) / max(count, 1)))
+        out["dq_improvement"] = out["dq_free_flight_rmse"] / max(out["dq_rmse"], 1e-300)
+        out["v_improvement"] = out["v_unchanged_rmse"] / max(out["v_rmse"], 1e-300)
+        return out
+
+    result = {"per_element": {str(z): dict(symbol=_symbol(z), **block([e])) for z, e in sorted(sums.items())}}
+    result["all"] = block(list(sums.values()))
+    return result
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    """A plain-text table of an :func:`evaluate` result (dq in nm, v' in nm/ps)."""
+    head = (f"{'element':>8} {'dq RMSE':>11} {'free flight':>11} {'ratio':>7} "
+            f"{'v RMSE':>11} {'unchanged':>11} {'ratio':>7}")
+    lines = [f"stride {result['stride']} ps, {result['n_pairs']} pairs, segments: {result['segments_used']}",
+             "dq in nm, v' in nm/ps; ratio = baseline RMSE / model RMSE", head, "-" * len(head)]
+    rows = [(e["symbol"], e) for e in result["per_element"].values()] + [("all", result["all"])]
+    for name, e in rows:
+        lines.append(
+            f"{name:>8} {e['dq_rmse']:11.4e} {e['dq_free_flight_rmse']:11.4e} {e['dq_improvement']:7.1f} "
+            f"{e['v_rmse']:11.4e} {e['v_unchanged_rmse']:11.4e} {e['v_improvement']:7.1f}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate(
+    model: Any,
+    data: Union[str, os.PathLike, TrajectoryData],
+    stride: Optional[float] = None,
+    segments: Union[None, str, Sequence[int]] = None,
+    max_pairs: Optional[int] = 2000,
+    batch_size: int = 1,
+    output_json: Union[None, str, os.PathLike] = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Per-element RMSE of ``dq`` and ``v'`` of ``model`` on ``data`` vs trivial baselines.
+
+    Parameters
+    ----------
+    model : a stride model (module, file path or bundled name; see
+        :func:`openmm_flashmd.model.protocol.load_model`)
+    data : trajectory file (or loaded :class:`TrajectoryData`)
+    stride : ps; defaults to (and must equal) the model's stride
+    segments : indices of the file's segments to use, ``"all"``, or None: the validation
+        segments recorded in the model's provenance when it was trained on this very file
+        (same SHA-256), else all segments
+    max_pairs : evaluate a random subset of at most this many pairs (None = all)
+    batch_size : pairs per call; >1 needs a model with ``forward_batch`` (PET models)
+    output_json : write the result there (refuses an existing file unless ``overwrite``)
+    device : torch device for the model
+
+    Returns a dict with ``stride``, ``n_pairs``, ``segments_used``, ``per_element``
+    (``{Z: {symbol, dq_rmse, dq_free_flight_rmse, dq_improvement, v_rmse,
+    v_unchanged_rmse, v_improvement, n_atom_samples}}``) and ``all``.
+    """
+    from openmm_flashmd.model.protocol import load_model, read_metadata
+
+    if output_json is not None and Path(output_json).exists() and not overwrite:
+        raise FileExistsError(f"{output_json} exists; pass overwrite=True to replace it")
+    scripted = load_model(model, map_location=device) if not isinstance(model, torch.nn.Module) else model
+    meta = read_metadata(scripted)
+    if stride is None:
+        stride = float(meta["stride"])
+    data = data if isinstance(data, TrajectoryData) else load_trajectories(data)
+    check_model_matches_data(meta, data, stride)
+
+    prov = meta.get("provenance") or {}
+    if segments is None:
+        if prov.get("dataset_sha256") == data.sha256 and prov.get("validation_segments"):
+            file_ids = list(prov["validation_segments"])
+            segments_used = "validation (from model provenance)"
+        else:
+            file_ids = data.segment_ids.tolist()
+            segments_used = "all"
+    elif isinstance(segments, str):
+        if segments != "all":
+            raise ValueError("segments must be None, 'all' or a list of segment indices")
+        file_ids = data.segment_ids.tolist()
+        segments_used = "all"
+    else:
+        file_ids = [int(s) for s in segments]
+        segments_used = file_ids
+    lookup = {int(s): k for k, s in enumerate(data.segment_ids.tolist())}
+    missing = [s for s in file_ids if s not in lookup]
+    if missing:
+        raise ValueError(f"segments {missing} are not complete segments of {data.path}")
+    pairs = StridePairs(data, stride, segments=[lookup[s] for s in file_ids])
+    order = np.arange(len(pairs))
+    if max_pairs is not None and len(order) > max_pairs:
+        order = np.sort(np.random.default_rng(seed).choice(len(order), size=max_pairs, replace=False))
+    if len(order) == 0:
+        raise ValueError("no pairs to evaluate")
+
+    masses = torch.as_tensor(data.masses)
+    numbers = torch.as_tensor(data.atomic_numbers)
+    batched = batch_size > 1 and hasattr(scripted, "forward_batch")
+    step = batch_size if batched else 1
+    sums: Dict[int, Dict[str, float]] = {}
+    with torch.no_grad():
+        for start in range(0, len(order), step):
+            batch = pairs.get_batch(order[start:start + step])
+            if batched:
+                new_q, new_v = scripted.forward_batch(
+                    batch["positions"].to(device), batch["velocities"].to(device), masses.to(device),
+                    numbers.to(device), batch["box"].to(device))
+                new_q, new_v = new_q.double().cpu(), new_v.double().cpu()
+            else:
+                outs = [scripted(batch["positions"][b].to(device), batch["velocities"][b].to(device),
+                                 masses.to(device), numbers.to(device), batch["box"][b].to(device))
+                        for b in range(batch["positions"].shape[0])]
+                new_q = torch.stack([o[0] for o in outs]).double().cpu()
+                new_v = torch.stack([o[1] for o in outs]).double().cpu()
+            stride_errors(new_q - batch["positions"], new_v, batch, data.atomic_numbers, sums)
+    result = {"stride": float(stride), "n_pairs": int(len(order)), "segments_used": segments_used,
+              "data": str(data.path), "dataset_sha256": data.sha256}
+    result.update(_summarise(sums))
+    if output_json is not None:
+        Path(output_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_json).write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,76 @@
+"""Export trained PET stride models as TorchScript files with full metadata."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from openmm_flashmd.model.protocol import make_metadata_json, read_metadata, save_model
+
+__all__ = ["export_model", "model_from_checkpoint", "export_checkpoint"]
+
+
+def export_model(
+    model: torch.nn.Module,
+    path: Union[str, os.PathLike],
+    provenance: Optional[Dict[str, Any]] = None,
+    validation: Optional[Dict[str, Any]] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Script ``model`` (on CPU, in its dtype) and save it with :func:`save_model`.
+
+    The metadata keep the model's own fields (kind, stride, elements, masses, cutoff,
+    periodicity, hypers) and are updated with ``provenance`` (dataset SHA-256, data path,
+    split, package versions, ...) and ``validation`` (errors measured on held-out
+    segments). Refuses an existing ``path`` unless ``overwrite``.
+    """
+    from openmm_flashmd.data.schema import package_versions
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    module = copy.deepcopy(model).cpu().eval()
+    meta = read_metadata(module)
+    fields = {k: v for k, v in meta.items() if k != "stride"}
+    prov = dict(fields.get("provenance") or {})
+    prov.update(provenance or {})
+    prov.setdefault("package_versions", package_versions())
+    fields["provenance"] = prov
+    if validation is not None:
+        fields["validation"] = validation
+    if hasattr(module, "update_metadata"):  # PETStrideModel keeps its own copy of the fields
+        module.update_metadata(provenance=prov, validation=validation)
+    else:
+        module.metadata_json = make_metadata_json(**fields)
+    return save_model(module, path, overwrite=overwrite)
+
+
+def model_from_checkpoint(checkpoint: Union[str, os.PathLike, Dict[str, Any]], best: bool = True) -> torch.nn.Module:
+    """Rebuild the :class:`~openmm_flashmd.model.pet.PETStrideModel` stored in a trainer
+    checkpoint (the best-validation weights when ``best``)."""
+    from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location="cpu", weights_only=False)
+    spec = ckpt["model_spec"]
+    model = PETStrideModel(
+        PETHypers.from_dict(spec["hypers"]), spec["stride"], spec["elements"],
+        {int(k): v for k, v in spec["masses"].items()}, spec["periodic"], spec["provenance"],
+    )
+    dtype = torch.float64 if spec.get("dtype") == "float64" else torch.float32
+    model.to(dtype)
+    state = ckpt["best_state"] if best and ckpt.get("best_state") is not None else ckpt["model_state"]
+    model.load_state_dict(state)
+    return model
+
+
+def export_checkpoint(
+    checkpoint: Union[str, os.PathLike], path: Union[str, os.PathLike], best: bool = True, overwrite: bool = False
+) -> Path:
+    """Export the model of a trainer checkpoint (see :func:`model_from_checkpoint`)."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = model_from_checkpoint(ckpt, best=best)
+    return export_model(model, path, validation=ckpt.get("validation"), overwrite=overwrite)

@@ -1,0 +1,66 @@
+"""The main job: simulate, its outputs, resume, refusals and the CLI."""
+
+import io
+
+import numpy as np
+import pytest
+
+from openmm_flashmd import save_model
+from openmm_flashmd.analysis.report import read_log
+from openmm_flashmd.cli import main
+from openmm_flashmd.model import FreeParticleStrideModel
+from openmm_flashmd.simulate import simulate
+
+
+@pytest.fixture()
+def free_model(tmp_path):
+    return str(save_model(FreeParticleStrideModel(0.002), tmp_path / "free.pt"))
+
+
+def test_simulate_writes_trajectory_log_and_report_and_resumes(tmp_path, free_model):
+    out = tmp_path / "run"
+    run = simulate(out, system="argon", model=free_model, duration=0.04, report_interval=0.01, progress=False,
+                   system_options={"n_atoms": 27})
+    assert run.steps == 20
+    log = read_log(run.log)
+    assert list(log["step"]) == [5, 10, 15, 20]
+    assert np.allclose(log["time_ps"], [0.01, 0.02, 0.03, 0.04])
+    assert "temperature_Ar_K" in log and np.all(log["filter_strides"] == 5)
+    text = run.report.read_text()
+    assert "## Temperature" in text and (out / "temperature.png").stat().st_size > 0
+
+    with pytest.raises(FileExistsError, match="overwrite=True or resume=True"):
+        simulate(out, system="argon", model=free_model, duration=0.04, progress=False, system_options={"n_atoms": 27})
+
+    resumed = simulate(out, system="argon", model=free_model, duration=0.08, report_interval=0.01, progress=False,
+                       resume=True, system_options={"n_atoms": 27})
+    assert resumed.steps == 40
+    assert list(read_log(resumed.log)["step"]) == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_simulate_refuses_unknown_inputs(tmp_path, free_model):
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        simulate(tmp_path / "a", system="argon", model=free_model, ensemble="nph", progress=False)
+    with pytest.raises(ValueError, match="npt needs a periodic System"):
+        simulate(tmp_path / "b", system="alanine-dipeptide-implicit", model=free_model, ensemble="npt",
+                 progress=False)
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        simulate(tmp_path / "c", system="argon", model=free_model, resume=True, progress=False)
+
+
+def test_cli_simulate_without_a_bundled_model_explains(capsys, tmp_path, monkeypatch):
+    from openmm_flashmd.model import bundled
+
+    monkeypatch.setattr(bundled, "BUNDLED_DIR", tmp_path / "none")
+    assert main(["simulate", str(tmp_path / "run")]) == 1
+    assert "bundled model 'water-16fs'" in capsys.readouterr().err
+
+
+def test_flashmd_reporter_refuses_existing_file(tmp_path):
+    from openmm_flashmd.reporters import FlashMDReporter
+
+    path = tmp_path / "log.csv"
+    path.write_text("old")
+    with pytest.raises(FileExistsError):
+        FlashMDReporter(path, 10)
+    FlashMDReporter(io.StringIO(), 10)

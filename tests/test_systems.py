@@ -1,0 +1,72 @@
+"""Built-in systems."""
+
+import numpy as np
+import pytest
+
+import openmm_flashmd  # noqa: F401
+import openmm
+from openmm import unit
+
+from openmm_flashmd.systems import (
+    BuiltinSystem, alanine_dipeptide_implicit, argon_box, available_systems, get_system, water_box,
+)
+
+
+def _minimised_energy(built: BuiltinSystem) -> float:
+    ctx = openmm.Context(built.system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(built.positions)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 200)
+    return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_registry():
+    assert set(available_systems()) == {"water", "alanine-dipeptide-implicit", "argon"}
+    with pytest.raises(KeyError, match="available"):
+        get_system("nope")
+    assert get_system("argon", n_atoms=8).num_particles == 8
+
+
+def test_water_box_flexible():
+    w = water_box(n_molecules=27)
+    assert isinstance(w, BuiltinSystem) and w.name == "water"
+    assert w.num_particles == 81 and w.topology.getNumResidues() == 27
+    assert w.system.getNumConstraints() == 0
+    assert w.system.usesPeriodicBoundaryConditions()
+    forces = {type(f).__name__ for f in w.system.getForces()}
+    assert {"HarmonicBondForce", "HarmonicAngleForce", "NonbondedForce"} <= forces
+    nb = [f for f in w.system.getForces() if isinstance(f, openmm.NonbondedForce)][0]
+    assert nb.getNonbondedMethod() == openmm.NonbondedForce.PME
+    edge = w.system.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer)
+    # density 0.997 g/cm^3
+    assert 27 * 18.015 / 6.022e23 / (edge * 1e-7) ** 3 == pytest.approx(0.997, rel=1e-3)
+    pos = w.positions.value_in_unit(unit.nanometer)
+    assert pos.shape == (81, 3)
+    oh = np.linalg.norm(pos[1::3] - pos[0::3], axis=1)
+    assert np.allclose(oh, 0.09572)
+    assert np.isfinite(_minimised_energy(w)) and _minimised_energy(w) < 0
+    assert w.reference_timestep == 0.0005 and w.temperature == 300.0
+
+
+def test_water_box_options():
+    rigid = water_box(n_molecules=8, cutoff=0.3, nonbonded_method="CutoffPeriodic", rigid=True)
+    assert rigid.system.getNumConstraints() == 24 and rigid.reference_timestep == 0.002
+    with pytest.raises(ValueError, match="half the box"):
+        water_box(n_molecules=8, cutoff=0.5)
+    with pytest.raises(ValueError):
+        water_box(n_molecules=8, cutoff=0.3, nonbonded_method="Ewald?")
+
+
+def test_alanine_dipeptide_implicit():
+    ala = alanine_dipeptide_implicit()
+    assert ala.num_particles == 22 and ala.system.getNumConstraints() == 0
+    assert not ala.system.usesPeriodicBoundaryConditions()
+    forces = {type(f).__name__ for f in ala.system.getForces()}
+    assert "GBSAOBCForce" in forces or "CustomGBForce" in forces
+    assert np.isfinite(_minimised_energy(ala))
+
+
+def test_argon():
+    ar = argon_box(n_atoms=32)
+    assert ar.num_particles == 32 and ar.system.usesPeriodicBoundaryConditions()
+    assert [a.element.symbol for a in ar.topology.atoms()] == ["Ar"] * 32
+    assert _minimised_energy(ar) < 0

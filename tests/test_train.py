@@ -117,6 +117,45 @@ def test_end_to_end_beats_free_flight(trained, dimer_data, tmp_path):
     assert evaluate(rebuilt, dimer_data)["all"]["dq_rmse"] == pytest.approx(result["all"]["dq_rmse"], rel=1e-5)
 
 
+def test_trained_model_runs_in_flashmd_integrator(trained, dimer_data):
+    """generate -> train -> export -> FlashMDIntegrator: in-context strides follow the reference MD."""
+    from openmm_flashmd import FlashMDIntegrator
+
+    data = load_trajectories(dimer_data)
+    split = json.loads((trained.output_dir / "split.json").read_text())
+    segment = list(data.segment_ids).index(split["validation_segments"][0])
+    frames_per_stride = round(STRIDE / data.record_interval)
+    x0, v0 = data.positions[segment, 0], data.velocities[segment, 0]
+    system, topology, _ = diatomics()
+    integrator = FlashMDIntegrator(system, trained.model_path, splitting="F", topology=topology)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(x0)
+    context.setVelocities(v0)
+    integrator.step(2)
+    x = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    reference = data.positions[segment, 2 * frames_per_stride]
+    free_flight = x0 + v0 * 2 * STRIDE
+    model_error = np.sqrt(((x - reference) ** 2).mean())
+    free_error = np.sqrt(((free_flight - reference) ** 2).mean())
+    assert model_error < free_error / 3, (model_error, free_error)
+
+    # with the energy filter the learned map conserves the System's energy
+    system, topology, _ = diatomics()
+    filtered = FlashMDIntegrator(system, trained.model_path, splitting="F E", topology=topology)
+    context = openmm.Context(system, filtered, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(x0)
+    context.setVelocities(v0)
+
+    def total():
+        state = context.getState(getEnergy=True)
+        return (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+
+    h0 = total()
+    filtered.step(50)
+    assert abs(total() - h0) < 1e-6 * abs(h0)
+    assert filtered.filter_statistics["clamped"] == 0
+
+
 @pytest.mark.slow
 def test_longer_training_gains_an_order_of_magnitude(dimer_data, tmp_path):
     overrides = _quick(**{"training.max_steps": 2500, "training.validate_every": 250, "training.checkpoint_every": 2500,

@@ -1,0 +1,656 @@
+"""PET (Point-Edge Transformer) stride model.
+
+The model maps positions and velocities at time ``t`` to positions and velocities at
+``t + stride`` (see :mod:`openmm_flashmd.model.protocol`). Units: nm, ps, Da, kJ/mol
+(so momenta are Da nm/ps and ``1 kJ/mol = 1 Da nm^2/ps^2``).
+
+Architecture (our own implementation of the ideas of PET, Pozdnyakov & Ceriotti 2023):
+
+* every atom ``i`` is the centre of a sequence of tokens ``[centre, edges i->j]`` over
+  its neighbours ``j`` within ``cutoff``;
+* an edge token is built from ``r_ij / cutoff``, ``|r_ij| / cutoff``, species
+  embeddings of both atoms and the mass-scaled velocities ``u = v sqrt(m)`` of both
+  atoms (divided by the buffer ``velocity_scale``); the centre token from the
+  species and ``u_i``;
+* a per-centre transformer whose attention is *cutoff-smoothed*: the softmax
+  probabilities are multiplied by ``fc(r_ij)`` (1 inside ``cutoff - cutoff_width``,
+  smoothly 0 at ``cutoff``; padding 0; the centre token 1) and renormalised, so the
+  outputs are continuous when a neighbour crosses the cutoff;
+* ``num_gnn_layers`` message-passing layers: the output token of edge ``j->i`` at
+  layer ``l`` is an input of edge ``i->j`` at layer ``l+1``;
+* per layer, a node feature ``centre token + sum_j fc_ij * edge token`` feeds two
+  heads; their outputs are summed over layers.
+
+Outputs are mass-scaled: ``y_q ~ dq sqrt(m)`` and ``y_p ~ p'/sqrt(m) = v' sqrt(m)``
+with the residual parametrisation ``y_q = u stride + dq_scale head_q`` and
+``y_p = u + p_scale head_p`` (or ``p_scale head_p`` without
+``predict_momentum_difference``). After the heads two constraints are imposed
+exactly: the total momentum is conserved and the centre of mass moves by
+``stride * V_com``.
+"""
+
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from openmm_flashmd.model.neighbors import batched_neighbor_list
+from openmm_flashmd.model.protocol import make_metadata_json
+
+#: Boltzmann constant in kJ/mol/K.
+KB_KJ_PER_MOL_K = 0.008314462618
+
+#: sqrt(kB * 300 K) in sqrt(Da) nm/ps: the rms of each component of u = v sqrt(m) at 300 K.
+DEFAULT_VELOCITY_SCALE = math.sqrt(KB_KJ_PER_MOL_K * 300.0)
+
+
+@dataclass
+class PETHypers:
+    """Hyper-parameters of :class:`PETStrideModel` (lengths in nm)."""
+
+    cutoff: float = 0.45
+    """Neighbour cutoff radius (nm)."""
+    cutoff_width: float = 0.05
+    """Width of the smooth switching region of the cutoff function (nm)."""
+    d_pet: int = 64
+    """Token dimension of the transformer."""
+    d_node: int = 128
+    """Hidden width of the readout heads."""
+    d_feedforward: int = 128
+    """Hidden width of the transformer feed-forward blocks."""
+    num_heads: int = 4
+    """Attention heads (``d_pet`` must be divisible by it)."""
+    num_attention_layers: int = 2
+    """Transformer layers inside each message-passing layer."""
+    num_gnn_layers: int = 2
+    """Message-passing layers (>= 1; >= 2 to pass messages between centres)."""
+    activation: str = "swiglu"
+    """Feed-forward activation: ``"swiglu"``, ``"silu"`` or ``"gelu"``."""
+    normalization: str = "rmsnorm"
+    """Token normalisation: ``"rmsnorm"`` or ``"layernorm"``."""
+    predict_momentum_difference: bool = True
+    """Predict ``v' sqrt(m)`` as a correction to ``v sqrt(m)`` (else from scratch)."""
+    neighbor_method: str = "auto"
+    """Neighbour-list algorithm: ``"auto"``, ``"brute"`` or ``"cell"``."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for inconsistent values."""
+        if not self.cutoff > 0.0:
+            raise ValueError(f"cutoff must be positive (nm), got {self.cutoff}")
+        if not 0.0 < self.cutoff_width <= self.cutoff:
+            raise ValueError(f"cutoff_width must be in (0, cutoff] (nm), got {self.cutoff_width}")
+        for name in ("d_pet", "d_node", "d_feedforward", "num_heads", "num_attention_layers", "num_gnn_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.d_pet % self.num_heads != 0 or self.d_pet // self.num_heads < 2:
+            raise ValueError(
+                f"d_pet ({self.d_pet}) must be a multiple of num_heads ({self.num_heads}) with at least 2 channels per head"
+            )
+        if self.activation not in ("swiglu", "silu", "gelu"):
+            raise ValueError(f"activation must be 'swiglu', 'silu' or 'gelu', got {self.activation!r}")
+        if self.normalization not in ("rmsnorm", "layernorm"):
+            raise ValueError(f"normalization must be 'rmsnorm' or 'layernorm', got {self.normalization!r}")
+        if self.neighbor_method not in ("auto", "brute", "cell"):
+            raise ValueError(f"neighbor_method must be 'auto', 'brute' or 'cell', got {self.neighbor_method!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-JSON dictionary of the hyper-parameters."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "PETHypers":
+        """Build from a dictionary; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown PET hyper-parameters: {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**values)
+
+
+def cutoff_function(r: Tensor, cutoff: float, width: float) -> Tensor:
+    """Smooth cutoff ``fc(r)`` (r in nm): 1 for ``r <= cutoff - width``, 0 for ``r >= cutoff``.
+
+    In between ``0.5 (1 + cos(pi (r - cutoff + width) / width))``: continuous with a
+    continuous first derivative; gradients are finite everywhere.
+    """
+    x = torch.clamp((r - (cutoff - width)) / width, min=0.0, max=1.0)
+    return 0.5 * (1.0 + torch.cos(math.pi * x))
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last dimension with a learned gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+def _make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "rmsnorm":
+        return RMSNorm(dim)
+    return nn.LayerNorm(dim)
+
+
+class FeedForward(nn.Module):
+    """Transformer feed-forward block (SwiGLU, SiLU or GELU)."""
+
+    def __init__(self, dim: int, hidden: int, activation: str):
+        super().__init__()
+        self.gated = activation == "swiglu"
+        self.use_gelu = activation == "gelu"
+        self.w_in = nn.Linear(dim, 2 * hidden if self.gated else hidden)
+        self.w_out = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.w_in(x)
+        if self.gated:
+            a, b = h.chunk(2, dim=-1)
+            h = nn.functional.silu(a) * b
+        elif self.use_gelu:
+            h = nn.functional.gelu(h)
+        else:
+            h = nn.functional.silu(h)
+        return self.w_out(h)
+
+
+class CutoffAttention(nn.Module):
+    """Multi-head self-attention within each centre's sequence, weighted by a cutoff.
+
+    For query ``a`` and keys ``b`` of one sequence the probabilities are
+
+    ``p_ab = softmax_b(s_ab) w_b / sum_c softmax_c(s_ac) w_c``
+
+    with ``w`` = 1 for the centre token, ``fc(r_ij)`` for a neighbour token and 0 for
+    padding (also masked). No ``log(w)`` appears, so gradients stay finite at
+    ``w = 0``, and a token whose ``w`` goes to 0 drops out continuously.
+
+    Tokens come *packed* (``[M, d]``: every real token once) with ``slots`` giving
+    each token's place in the padded ``[C, T]`` layout. Each head has ``head_dim - 1``
+    value channels; the fused path (``use_sdpa``, default) appends ``w`` as an extra
+    value channel, runs :func:`torch.nn.functional.scaled_dot_product_attention` on
+    ``[w v, w]`` and divides, which equals the formula above because the softmax
+    normalisation cancels in the ratio. ``use_sdpa = False`` evaluates the formula
+    explicitly (reference path, same result up to rounding).
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.value_dim = self.head_dim - 1
+        self.dim = dim
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.use_sdpa = True
+        self.qkv = nn.Linear(dim, 2 * dim + num_heads * self.value_dim)
+        self.out = nn.Linear(num_heads * self.value_dim, dim)
+
+    def forward(
+        self, x: Tensor, weights: Tensor, slots: Tensor, masks: List[Tensor], sizes: List[int], lengths: List[int]
+    ) -> Tensor:
+        """Attention over padded sequences stored group by group.
+
+        ``x`` [M, d] packed tokens; ``weights`` [M]; ``slots`` [M]: each token's index
+        in the padded buffer, which holds group ``g`` as ``sizes[g]`` sequences of
+        ``lengths[g]`` tokens (groups one after the other); ``masks[g]``
+        ``[sizes[g], 1, 1, lengths[g]]`` bool marks real tokens. Returns [M, d]."""
+        n_real = x.shape[0]
+        heads = self.num_heads
+        hd = self.head_dim
+        qkv = self.qkv(x)
+        q = qkv[:, : self.dim].reshape(n_real, heads, hd)
+        k = qkv[:, self.dim : 2 * self.dim].reshape(n_real, heads, hd)
+        w = weights.view(n_real, 1, 1)
+        v = qkv[:, 2 * self.dim :].reshape(n_real, heads, self.value_dim) * w
+        v = torch.cat([v, w.expand(n_real, heads, 1)], dim=2)
+        total = 0
+        for g in range(len(sizes)):
+            total += sizes[g] * lengths[g]
+        padded = torch.zeros(3, total, heads * hd, dtype=x.dtype, device=x.device)
+        padded[0].index_copy_(0, slots, q.reshape(n_real, heads * hd))
+        padded[1].index_copy_(0, slots, k.reshape(n_real, heads * hd))
+        padded[2].index_copy_(0, slots, v.reshape(n_real, heads * hd))
+        outputs: List[Tensor] = []
+        start = 0
+        for g in range(len(sizes)):
+            n_seq = sizes[g]
+            n_tok = lengths[g]
+            chunk = padded[:, start : start + n_seq * n_tok]
+            chunk = chunk.view(3, n_seq, n_tok, heads, hd).transpose(2, 3)  # [3, C, H, T, hd]
+            start += n_seq * n_tok
+            if self.use_sdpa:
+                o = nn.functional.scaled_dot_product_attention(
+                    chunk[0], chunk[1], chunk[2], attn_mask=masks[g], scale=self.scale
+                )
+            else:
+                scores = torch.matmul(chunk[0], chunk[1].transpose(-1, -2)) * self.scale
+                scores = scores.masked_fill(~masks[g], float("-inf"))
+                o = torch.matmul(torch.softmax(scores, dim=-1), chunk[2])
+            outputs.append(o.transpose(1, 2).reshape(n_seq * n_tok, heads, hd))
+        o = torch.cat(outputs, dim=0).index_select(0, slots)
+        num = o[:, :, : self.value_dim]
+        den = o[:, :, self.value_dim :].clamp(min=1e-30)
+        return self.out((num / den).reshape(n_real, heads * self.value_dim))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm transformer layer with cutoff-smoothed attention (packed tokens)."""
+
+    def __init__(self, hypers: PETHypers):
+        super().__init__()
+        self.norm_attn = _make_norm(hypers.normalization, hypers.d_pet)
+        self.attention = CutoffAttention(hypers.d_pet, hypers.num_heads)
+        self.norm_ff = _make_norm(hypers.normalization, hypers.d_pet)
+        self.feedforward = FeedForward(hypers.d_pet, hypers.d_feedforward, hypers.activation)
+
+    def forward(
+        self, x: Tensor, weights: Tensor, slots: Tensor, masks: List[Tensor], sizes: List[int], lengths: List[int]
+    ) -> Tensor:
+        x = x + self.attention(self.norm_attn(x), weights, slots, masks, sizes, lengths)
+        return x + self.feedforward(self.norm_ff(x))
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+
+
+class GNNLayer(nn.Module):
+    """One message-passing layer: token embedding, per-centre transformer, readout.
+
+    Edge token ``i->j``: ``W2 silu(W_g g_ij + E_nb[s_j] + E_c[s_i] (+ W_m m_ji)) + b``
+    with ``g_ij = [r_ij/rc, |r_ij|/rc, u_i/s, u_j/s]`` and ``m_ji`` the previous
+    layer's output token of the reverse edge ``j->i``. Centre token: an MLP of
+    ``[u_i/s, E[s_i]]`` (and the previous centre output).
+    """
+
+    def __init__(self, hypers: PETHypers, n_species: int, first: bool):
+        super().__init__()
+        d = hypers.d_pet
+        self.first = first
+        self.dim = d
+        self.edge_geometry = nn.Linear(10, d)
+        self.species_neighbor = nn.Embedding(n_species, d)
+        self.species_centre = nn.Embedding(n_species, d)
+        # reverse-edge messages from the previous layer (none in the first layer)
+        self.edge_message = nn.Identity() if first else nn.Linear(d, d, bias=False)
+        self.edge_out = nn.Linear(d, d)
+        self.species_node = nn.Embedding(n_species, d)
+        self.centre_embed = _mlp(3 + d + (0 if first else d), d, d)
+        self.transformer = nn.ModuleList([TransformerLayer(hypers) for _ in range(hypers.num_attention_layers)])
+        self.norm_node = _make_norm(hypers.normalization, d)
+        self.head_q = _mlp(d, hypers.d_node, 3)
+        self.head_p = _mlp(d, hypers.d_node, 3)
+
+    def forward(
+        self,
+        edge_geometry: Tensor,
+        species: Tensor,
+        centre_u: Tensor,
+        centre: Tensor,
+        neighbor: Tensor,
+        fc: Tensor,
+        weights: Tensor,
+        slots: Tensor,
+        masks: List[Tensor],
+        sizes: List[int],
+        lengths: List[int],
+        previous_edges: Optional[Tensor],
+        previous_centres: Optional[Tensor],
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        n_atoms = species.shape[0]
+        h = (
+            self.edge_geometry(edge_geometry)
+            + self.species_neighbor(species).index_select(0, neighbor)
+            + self.species_centre(species).index_select(0, centre)
+        )
+        if previous_edges is not None:
+            h = h + self.edge_message(previous_edges)
+        edge_tok = self.edge_out(nn.functional.silu(h))
+        centre_in = [centre_u, self.species_node(species)]
+        if previous_centres is not None:
+            centre_in.append(previous_centres)
+        centre_tok = self.centre_embed(torch.cat(centre_in, dim=1))
+
+        x = torch.cat([centre_tok, edge_tok], dim=0)  # packed: centres first, then edges
+        for layer in self.transformer:
+            x = layer(x, weights, slots, masks, sizes, lengths)
+        centre_out = x[:n_atoms]
+        edge_out = x[n_atoms:]
+        node = centre_out.index_add(0, centre, edge_out * fc.unsqueeze(1))
+        node = self.norm_node(node)
+        return edge_out, centre_out, self.head_q(node), self.head_p(node)
+
+
+def _sequence_layout(
+    centre: Tensor, n_atoms: int, group_atoms: int = 512, max_groups: int = 8
+) -> Tuple[Tensor, List[Tensor], List[int], List[int]]:
+    """Where each token goes in the padded attention buffer.
+
+    Tokens are packed as ``[n_atoms centre tokens, edges sorted by centre]``. To limit
+    padding, atoms are sorted by neighbour count and split into up to ``max_groups``
+    groups of at least about ``group_atoms`` atoms; group ``g`` is padded to ``lengths[g] = 1 +`` its largest
+    neighbour count. Returns (slots [M], masks, sizes, lengths) as used by
+    :class:`CutoffAttention`. The grouping changes only the memory layout, not the result.
+    """
+    device = centre.device
+    n_edges = centre.shape[0]
+    counts = torch.bincount(centre, minlength=n_atoms)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(n_edges, device=device) - starts.index_select(0, centre)
+    n_groups = max(1, min(max_groups, n_atoms // max(1, group_atoms)))
+    order = torch.argsort(counts, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n_atoms, device=device)
+    sizes: List[int] = []
+    lengths: List[int] = []
+    group_of_rank = torch.zeros(n_atoms, dtype=torch.long, device=device)
+    bounds: List[int] = torch.linspace(0, n_atoms, n_groups + 1).round().to(torch.long).tolist()
+    base_list: List[int] = []
+    first_list: List[int] = []
+    base = 0
+    for g in range(n_groups):
+        lo = int(bounds[g])
+        hi = int(bounds[g + 1])
+        if hi <= lo:
+            continue
+        length = 1 + int(counts.index_select(0, order[hi - 1 : hi]).item())  # sorted: last is largest
+        group_of_rank[lo:hi] = len(sizes)
+        sizes.append(hi - lo)
+        lengths.append(length)
+        base_list.append(base)
+        first_list.append(lo)
+        base += (hi - lo) * length
+    base_t = torch.tensor(base_list, dtype=torch.long, device=device)
+    first_t = torch.tensor(first_list, dtype=torch.long, device=device)
+    length_t = torch.tensor(lengths, dtype=torch.long, device=device)
+    group = group_of_rank.index_select(0, rank)  # per atom
+    atom_slot = base_t.index_select(0, group) + (rank - first_t.index_select(0, group)) * length_t.index_select(0, group)
+    slots = torch.cat([atom_slot, atom_slot.index_select(0, centre) + 1 + slot])
+    valid = torch.zeros(base, dtype=torch.bool, device=device)
+    valid[slots] = True
+    masks: List[Tensor] = []
+    start = 0
+    for g in range(len(sizes)):
+        masks.append(valid[start : start + sizes[g] * lengths[g]].view(sizes[g], 1, 1, lengths[g]))
+        start += sizes[g] * lengths[g]
+    return slots, masks, sizes, lengths
+
+
+class PETStrideModel(nn.Module):
+    """PET stride model following :mod:`openmm_flashmd.model.protocol`.
+
+    Args:
+        hypers: architecture hyper-parameters (:class:`PETHypers`).
+        stride: time advanced by one call, in ps.
+        elements: supported atomic numbers.
+        masses: mass in Da for each supported element (recorded in the metadata).
+        periodic: True (the model requires a box), False (requires no box), None (both).
+        provenance: free-form training provenance written into the metadata.
+
+    Buffers (set by the trainer from data, in the model's dtype):
+        ``velocity_scale`` (sqrt(Da) nm/ps): typical component of ``u = v sqrt(m)``;
+        ``dq_scale`` (sqrt(Da) nm): scale of the learned part of ``dq sqrt(m)``;
+        ``p_scale`` (sqrt(Da) nm/ps): scale of the learned part of ``v' sqrt(m)``.
+        Defaults correspond to 300 K: ``velocity_scale = p_scale = sqrt(kB 300 K)``
+        and ``dq_scale = velocity_scale * stride``.
+    """
+
+    __jit_ignored_attributes__ = ["hypers", "elements", "element_masses", "provenance", "validation"]
+
+    stride: float
+    metadata_json: str
+
+    def __init__(
+        self,
+        hypers: PETHypers,
+        stride: float,
+        elements: List[int],
+        masses: Dict[int, float],
+        periodic: Optional[bool] = None,
+        provenance: Optional[Dict[str, Any]] = None,
+    ):
+        super().__init__()
+        if not stride > 0.0:
+            raise ValueError(f"stride must be positive (ps), got {stride}")
+        hypers.validate()
+        elements = sorted({int(z) for z in elements})
+        if not elements or min(elements) < 1:
+            raise ValueError(f"elements must be a non-empty list of atomic numbers >= 1, got {elements}")
+        masses = {int(z): float(m) for z, m in masses.items()}
+        missing = [z for z in elements if z not in masses]
+        if missing:
+            raise ValueError(f"no mass (Da) given for elements {missing}")
+        self.hypers = hypers
+        self.elements = elements
+        self.element_masses = {z: masses[z] for z in elements}
+        self.provenance = dict(provenance or {})
+        self.validation = {}  # type: Dict[str, Any]
+        self.stride = float(stride)
+        self.cutoff = float(hypers.cutoff)
+        self.cutoff_width = float(hypers.cutoff_width)
+        self.neighbor_method = hypers.neighbor_method
+        self.predict_momentum_difference = bool(hypers.predict_momentum_difference)
+        self.periodic_mode = -1 if periodic is None else int(bool(periodic))
+        # atoms per padding group of the attention (performance only, see _sequence_layout)
+        self.attention_group_atoms = 512
+        self.elements_str = ", ".join(str(z) for z in elements)
+
+        table = torch.full((max(elements) + 1,), -1, dtype=torch.long)
+        for k, z in enumerate(elements):
+            table[z] = k
+        self.register_buffer("species_index", table)
+        self.register_buffer("velocity_scale", torch.tensor(DEFAULT_VELOCITY_SCALE))
+        self.register_buffer("dq_scale", torch.tensor(DEFAULT_VELOCITY_SCALE * float(stride)))
+        self.register_buffer("p_scale", torch.tensor(DEFAULT_VELOCITY_SCALE))
+
+        self.gnn_layers = nn.ModuleList(
+            [GNNLayer(hypers, len(elements), first=(k == 0)) for k in range(hypers.num_gnn_layers)]
+        )
+        self.metadata_json = ""
+        self.update_metadata()
+
+    @torch.jit.ignore
+    def update_metadata(
+        self, provenance: Optional[Dict[str, Any]] = None, validation: Optional[Dict[str, Any]] = None
+    ) -> None:
+        """Rewrite ``metadata_json`` with new training provenance and/or validation errors.
+
+        Call before :func:`torch.jit.script` / ``save_model``: a scripted copy keeps the
+        string it was scripted with.
+        """
+        if provenance is not None:
+            self.provenance = dict(provenance)
+        if validation is not None:
+            self.validation = dict(validation)
+        self.metadata_json = make_metadata_json(
+            kind="pet",
+            elements=self.elements,
+            masses=self.element_masses,
+            cutoff=self.cutoff,
+            periodic=None if self.periodic_mode < 0 else bool(self.periodic_mode),
+            hypers=self.hypers.to_dict(),
+            provenance=self.provenance,
+            validation=self.validation,
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: Dict[str, Any]) -> "PETStrideModel":
+        """A freshly initialised model with the architecture recorded in ``metadata``.
+
+        ``metadata`` is what :func:`openmm_flashmd.model.protocol.read_metadata` returns
+        (it includes ``stride`` in ps); load trained weights with ``load_state_dict``.
+        """
+        if metadata.get("kind") != "pet":
+            raise ValueError(f"metadata describes a {metadata.get('kind')!r} model, not 'pet'")
+        masses = {int(z): float(m) for z, m in metadata["masses"].items()}
+        model = cls(
+            PETHypers.from_dict(metadata["hypers"]),
+            float(metadata["stride"]),
+            [int(z) for z in metadata["elements"]],
+            masses,
+            periodic=metadata.get("periodic"),
+            provenance=metadata.get("provenance") or {},
+        )
+        if metadata.get("validation"):
+            model.update_metadata(validation=metadata["validation"])
+        return model
+
+    @torch.jit.ignore
+    def set_scales(self, velocity_scale: float, dq_scale: float, p_scale: float) -> None:
+        """Set the normalisation buffers (sqrt(Da) nm/ps, sqrt(Da) nm, sqrt(Da) nm/ps)."""
+        for name, value in (("velocity_scale", velocity_scale), ("dq_scale", dq_scale), ("p_scale", p_scale)):
+            if not float(value) > 0.0:
+                raise ValueError(f"{name} must be positive, got {value}")
+            getattr(self, name).fill_(float(value))
+
+    def _species(self, atomic_numbers: Tensor) -> Tensor:
+        z = atomic_numbers.to(torch.long)
+        n_table = self.species_index.shape[0]
+        if z.numel() > 0:
+            bad = (z < 0) | (z >= n_table)
+            in_range = torch.where(bad, torch.zeros_like(z), z)
+            species = self.species_index.index_select(0, in_range)
+            bad = bad | (species < 0)
+            if bool(bad.any()):
+                unknown: List[int] = torch.unique(z[bad]).tolist()
+                raise ValueError(
+                    "PET model got atomic numbers "
+                    + str(unknown)
+                    + " it was not trained for (supported elements: "
+                    + self.elements_str
+                    + ")"
+                )
+            return species
+        return torch.zeros_like(z)
+
+    def _check_box(self, box: Tensor) -> None:
+        periodic = bool((box != 0).any())
+        if self.periodic_mode == 1 and not periodic:
+            raise ValueError("this PET model was trained on periodic systems; pass a non-zero box (nm)")
+        if self.periodic_mode == 0 and periodic:
+            raise ValueError("this PET model was trained on non-periodic systems; pass an all-zero box")
+
+    def _predict(
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Batched core in the model dtype: returns (dq [B,N,3] nm, v' [B,N,3] nm/ps)."""
+        dtype = self.velocity_scale.dtype
+        if positions.dim() != 3 or positions.shape[2] != 3:
+            raise ValueError("positions must have shape [B, N, 3] (nm)")
+        if velocities.shape != positions.shape:
+            raise ValueError("velocities must have the shape of positions (nm/ps)")
+        n_struct = positions.shape[0]
+        n_atoms = positions.shape[1]
+        if masses.shape[0] != n_atoms or atomic_numbers.shape[0] != n_atoms:
+            raise ValueError("masses (Da) and atomic_numbers must have one entry per particle")
+        pos = positions.to(dtype)
+        vel = velocities.to(dtype)
+        m = masses.to(dtype)
+        cell = box.to(dtype)
+        if bool((m <= 0).any()):
+            raise ValueError("PET model needs positive masses (Da) for every particle")
+        for b in range(n_struct):
+            self._check_box(cell[b])
+        species = self._species(atomic_numbers).repeat(n_struct)
+        sqrt_m = torch.sqrt(m).view(1, n_atoms, 1)
+        u = vel * sqrt_m  # [B, N, 3], sqrt(Da) nm/ps
+        u_flat = (u / self.velocity_scale).reshape(n_struct * n_atoms, 3)
+
+        edge_index, vectors = batched_neighbor_list(pos, cell, self.cutoff, self.neighbor_method)
+        centre = edge_index[0]
+        neighbor = edge_index[1]
+        n_total = n_struct * n_atoms
+        r = torch.linalg.norm(vectors, dim=1)
+        fc = cutoff_function(r, self.cutoff, self.cutoff_width)
+        geometry = torch.cat(
+            [vectors / self.cutoff, (r / self.cutoff).unsqueeze(1), u_flat.index_select(0, centre), u_flat.index_select(0, neighbor)],
+            dim=1,
+        )
+        slots, masks, sizes, lengths = _sequence_layout(centre, n_total, self.attention_group_atoms)
+        weights = torch.cat([torch.ones(n_total, dtype=dtype, device=pos.device), fc])
+        key = centre * n_total + neighbor
+        reverse = torch.searchsorted(key, neighbor * n_total + centre)
+
+        head_q = torch.zeros(n_total, 3, dtype=dtype, device=pos.device)
+        head_p = torch.zeros(n_total, 3, dtype=dtype, device=pos.device)
+        edges: Optional[Tensor] = None
+        centres: Optional[Tensor] = None
+        for layer in self.gnn_layers:
+            previous_edges: Optional[Tensor] = None
+            if edges is not None:
+                previous_edges = edges.index_select(0, reverse)
+            edges, centres, hq, hp = layer(
+                geometry, species, u_flat, centre, neighbor, fc, weights, slots, masks, sizes, lengths,
+                previous_edges, centres,
+            )
+            head_q = head_q + hq
+            head_p = head_p + hp
+        head_q = head_q.view(n_struct, n_atoms, 3)
+        head_p = head_p.view(n_struct, n_atoms, 3)
+
+        y_q = u * self.stride + self.dq_scale * head_q
+        if self.predict_momentum_difference:
+            y_p = u + self.p_scale * head_p
+        else:
+            y_p = self.p_scale * head_p
+        dq = y_q / sqrt_m
+        new_v = y_p / sqrt_m
+        return self._constrain(dq, new_v, vel, m)
+
+    def _constrain(self, dq: Tensor, new_v: Tensor, vel: Tensor, m: Tensor) -> Tuple[Tensor, Tensor]:
+        """Impose momentum conservation and uniform centre-of-mass motion exactly."""
+        w = (m / m.sum()).view(1, -1, 1)
+        dv = new_v - vel
+        dv = dv - (w * dv).sum(dim=1, keepdim=True)
+        new_v = vel + dv
+        v_com = (w * vel).sum(dim=1, keepdim=True)
+        dq = dq - ((w * dq).sum(dim=1, keepdim=True) - self.stride * v_com)
+        return dq, new_v
+
+    @torch.jit.export
+    def forward_batch(
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Batched step: positions/velocities ``[B, N, 3]`` (nm, nm/ps), masses ``[N]`` (Da),
+        atomic_numbers ``[N]``, box ``[B, 3, 3]`` (nm, rows) -> new positions and velocities
+        ``[B, N, 3]`` (nm, nm/ps) in the model's dtype."""
+        dq, new_v = self._predict(positions, velocities, masses, atomic_numbers, box)
+        return positions.to(dq.dtype) + dq, new_v
+
+    @torch.jit.export
+    def forward_scaled_batch(
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Mass-scaled predictions after the constraints, in the model's dtype.
+
+        Same inputs as :meth:`forward_batch`; returns ``y_q = dq sqrt(m)`` (sqrt(Da) nm)
+        and ``y_p = v' sqrt(m)`` (sqrt(Da) nm/ps), each ``[B, N, 3]``.
+        """
+        dq, new_v = self._predict(positions, velocities, masses, atomic_numbers, box)
+        sqrt_m = torch.sqrt(masses.to(dq.dtype)).view(1, -1, 1)
+        return dq * sqrt_m, new_v * sqrt_m
+
+    def forward(
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """One stride: positions [N,3] nm, velocities [N,3] nm/ps, masses [N] Da,
+        atomic_numbers [N], box [3,3] nm (rows; zeros = non-periodic) -> positions and
+        velocities at ``t + stride`` (nm, nm/ps) in the dtype of ``positions``."""
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape [N, 3] (nm)")
+        dq, new_v = self._predict(
+            positions.unsqueeze(0), velocities.unsqueeze(0), masses, atomic_numbers, box.unsqueeze(0)
+        )
+        out_dtype = positions.dtype
+        new_positions = positions + dq[0].to(out_dtype)
+        return new_positions, new_v[0].to(out_dtype)

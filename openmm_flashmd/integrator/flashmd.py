@@ -169,7 +169,6 @@ class FlashMDIntegrator(ThermostatedIntegrator):
 
         self._energy = "energy" if energy_groups == all_groups else "+".join(f"energy{g}" for g in sorted(energy_groups))
         self._constrained = system.getNumConstraints() > 0
-        self._num_particles = system.getNumParticles()
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
         self._random_rotation = random_rotation
         self._add_variables(gamma, lo, hi, system)
@@ -197,6 +196,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             ("flashmd_alpha_min", 1e30),
             ("flashmd_alpha_max", -1e30),
             ("flashmd_failed", 0.0),
+            ("flashmd_num_particles", float(system.getNumParticles())),
             ("flashmd_fail_code", 0.0),
         ]:
             self.addGlobalVariable(name, value)
@@ -294,7 +294,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
         if failed:
             total = self.getGlobalVariableByName("flashmd_fail_code")
-            code = int(round(total / FAILURE_SENTINEL / (3 * self._num_particles))) if hasattr(self, "_num_particles") else 0
+            slots = 3 * self.getGlobalVariableByName("flashmd_num_particles")
+            code = int(round(total / FAILURE_SENTINEL / slots))
             reason = FAILURE_REASONS.get(code, "the stride failed")
             self.setGlobalVariableByName("flashmd_failed", 0.0)
             raise FlashMDError(f"FlashMD stride {failed}: {reason} (the Context keeps the state before this stride)")

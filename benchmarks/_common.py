@@ -12,9 +12,13 @@ from typing import Callable, Dict, List
 
 
 def stack_info() -> Dict[str, object]:
-    """Where and on what software a benchmark ran."""
-    import openmm
+    """Where and on what software a benchmark ran (``openmm`` is None where it is not installed)."""
     import torch
+
+    try:
+        import openmm
+    except ImportError:  # e.g. a GPU image with torch only (benchmarks/speed.py --direct)
+        openmm = None
 
     info = {
         "machine": platform.machine(),
@@ -23,7 +27,7 @@ def stack_info() -> Dict[str, object]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "openmm": openmm.__version__,
+        "openmm": openmm.__version__ if openmm is not None else None,
         "cuda_available": torch.cuda.is_available(),
     }
     try:

@@ -58,7 +58,47 @@ def render_integrator_overhead(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def render_speed(data: Dict, name: str) -> List[str]:
+    strides = data["flashmd"]["strides_ps"]
+    direct = data.get("mode") == "direct"
+    where = f"PyTorch only on {data['device']}" if direct else f"OpenMM {data['platform']} platform"
+    title = f"### FlashMD vs MLIP-MD, {where} (`{name}`)"
+    if direct:
+        what = ("Time per simulated ps from the bare PyTorch calls: MLIP energy + forces (forward + backward) per "
+                "0.5 fs MLIP-MD step against stride-model forward + MLIP energy forward per FlashMD stride.")
+    else:
+        what = ("Wall time per simulated ps of MLIP-MD (`LangevinMiddleIntegrator`, 0.5 fs) and of "
+                "`FlashMDIntegrator` (\"O F E O\", energy filter on the MLIP `TorchForce` group), same MLIP, "
+                "interleaved repeats in one run.")
+    models = data["models"]
+    lines = [title, "", what + f" PET stride model ({models['stride_model_parameters']} parameters) and PET MLIP "
+             f"({models['mlip_parameters']} parameters), default hypers, {models['dtype']}, untrained weights "
+             "(timing only).", ""]
+    head = "| atoms | MLIP-MD (s/ps) | " + " | ".join(f"FlashMD {s * 1000:g} fs (s/ps)" for s in strides)
+    head += " | " + " | ".join(f"speedup {s * 1000:g} fs" for s in strides) + " | peak RSS (MiB) |"
+    lines += [head, "|" + "---:|" * (2 + 2 * len(strides) + 1)]
+    for row in data["results"]:
+        m = row["methods"]
+        cells = [str(row["n_atoms"]), f"{m['mlip_md']['wall_s_per_simulated_ps']:.3g}"]
+        cells += [f"{m[f'flashmd_{s:g}']['wall_s_per_simulated_ps']:.3g}" for s in strides]
+        cells += [f"{row['speedup'][f'{s:g}']:.1f}×" for s in strides]
+        cells.append(f"{max(v.get('peak_rss_mib', 0.0) for v in m.values()):.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    exps = data.get("scaling_exponents") or {}
+    fitted = [f"{k.replace('_', ' ')} {v:.2f}" for k, v in exps.items() if v is not None and not k.startswith("bare_")]
+    if fitted:
+        lines += ["", "Fitted exponents of time per step in N: " + "; ".join(fitted) + "."]
+    overhead = [r.get("integrator_overhead") for r in data["results"] if r.get("integrator_overhead")]
+    if overhead:
+        lines += ["", "Integrator overhead (OpenMM step / bare PyTorch calls), per size: " + "; ".join(
+            f"{r['n_atoms']} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r["integrator_overhead"].items())
+            for r in data["results"] if r.get("integrator_overhead")) + "."]
+    lines += ["", _stack_line(data["stack"]), ""]
+    return lines
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
+    "speed": render_speed,
     "pet_forward": render_pet_forward,
     "integrator_overhead": render_integrator_overhead,
 }

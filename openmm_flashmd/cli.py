@@ -10,12 +10,13 @@ Examples::
     openmm-flashmd generate data.h5 --system system.xml --structure start.pdb --temperature 300
     openmm-flashmd train water.h5 runs/water-16fs --stride 0.016 --set training.max_steps=5000
     openmm-flashmd evaluate runs/water-16fs/model.pt water.h5 --json errors.json
+    openmm-flashmd train-mlip water.h5 runs/water-mlip --set training.max_steps=5000
+    openmm-flashmd evaluate-mlip runs/water-mlip/model.pt water.h5 --json mlip-errors.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -117,6 +118,67 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- train-mlip
+
+def add_train_mlip_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="+", help="trajectory file(s) from 'generate' (energies and forces are the targets)")
+    p.add_argument("output_dir", help="directory for logs, checkpoints and model.pt")
+    p.add_argument("--hypers", help="YAML file updating the default MLIP hyper-parameters")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one hyper-parameter (repeatable), e.g. loss.forces=10")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
+    g.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train_mlip(args: argparse.Namespace) -> int:
+    from openmm_flashmd.train.evaluate_mlip import format_mlip_table
+    from openmm_flashmd.train.mlip import train_mlip
+
+    data = args.data[0] if len(args.data) == 1 else args.data
+    result = train_mlip(data, args.output_dir, hypers=args.hypers, overrides=args.overrides, resume=args.resume,
+                        overwrite=args.overwrite, device=args.device, progress=not args.quiet)
+    print(f"{result.steps} steps, best validation loss {result.best_validation_loss:.4g} at step {result.best_step}"
+          + (" (stopped early)" if result.stopped_early else ""))
+    if "errors" in result.validation:
+        print(format_mlip_table(result.validation["errors"]))
+    if result.model_path is not None:
+        print(f"model: {result.model_path}")
+    return 0
+
+
+# -------------------------------------------------------------------- evaluate-mlip
+
+def add_evaluate_mlip_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="energy model file (model.pt from 'train-mlip')")
+    p.add_argument("data", help="trajectory file")
+    p.add_argument("--segments", default=None,
+                   help="'all', comma-separated segment indices, or omitted: the model's validation segments "
+                        "when it was trained on this file, else all")
+    p.add_argument("--max-frames", type=int, default=2000, help="evaluate at most this many frames (0 = all)")
+    p.add_argument("--frame-interval", type=int, default=None,
+                   help="use every k-th frame (default: the model's, on its own training file; else 1)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the result to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def run_evaluate_mlip(args: argparse.Namespace) -> int:
+    from openmm_flashmd.train.evaluate_mlip import evaluate_mlip, format_mlip_table
+
+    segments = args.segments
+    if segments is not None and segments != "all":
+        segments = [int(s) for s in segments.split(",") if s.strip()]
+    result = evaluate_mlip(args.model, args.data, segments=segments, max_frames=args.max_frames or None,
+                           frame_interval=args.frame_interval, batch_size=args.batch_size, output_json=args.json,
+                           overwrite=args.overwrite, device=args.device)
+    print(format_mlip_table(result))
+    return 0
+
+
 # ------------------------------------------------------------------------ simulate
 
 def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
@@ -169,6 +231,10 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "generate": ("generate NVE reference trajectories (HDF5)", add_generate_arguments, run_generate),
     "train": ("train a PET stride model", add_train_arguments, run_train),
     "evaluate": ("stride errors of a model vs free-flight baselines", add_evaluate_arguments, run_evaluate),
+    "train-mlip": ("train a PET energy model (MLIP) on energies and forces", add_train_mlip_arguments,
+                   run_train_mlip),
+    "evaluate-mlip": ("energy and force errors of an MLIP vs trivial baselines", add_evaluate_mlip_arguments,
+                      run_evaluate_mlip),
     "simulate": ("run FlashMD and write trajectory, log and report", add_simulate_arguments, run_simulate),
 }
 

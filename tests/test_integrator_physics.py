@@ -181,3 +181,49 @@ def test_energy_filter_clamps_instead_of_nan():
     assert stats["clamped"] == 5 and stats["min"] == pytest.approx(0.9)
     integrator.reset_filter_statistics()
     assert integrator.filter_statistics["count"] == 0
+
+
+class _PrintingWell(torch.nn.Module):
+    """Harmonic energy 50 |x|^2 (kJ/mol) that prints a line per evaluation."""
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        print("FLASHMD-ENERGY-CALL")
+        return 50.0 * (positions**2).sum()
+
+
+def test_filter_reuses_the_energy_of_unchanged_positions(capfd):
+    """Within one step(n) call the potential before F is the one E computed: one evaluation per stride."""
+    import openmmtorch
+
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(2.0)
+    energy_force = openmmtorch.TorchForce(torch.jit.script(_PrintingWell()))
+    energy_force.setForceGroup(1)
+    system.addForce(energy_force)
+    integrator = FlashMDIntegrator(system, HarmonicStrideModel(0.01, 100.0), temperature=300, splitting="O F E O",
+                                   energy_force_groups={1})
+    context = context_for(system, integrator, "CPU")
+    context.setPositions(np.random.default_rng(0).normal(size=(3, 3)) * 0.1)
+    context.setVelocities(np.ones((3, 3)))
+    capfd.readouterr()
+    integrator.step(20)
+    calls = capfd.readouterr().out.count("FLASHMD-ENERGY-CALL")
+    assert calls == 21  # 20 after-stride energies + one fresh start of the call
+
+
+def test_filter_sees_a_potential_changed_between_calls():
+    """setParameter between step() calls: H before the stride uses the new potential."""
+    masses = [1.0, 2.0, 3.0]
+    system = harmonic_system(masses, 200.0)
+    model = HarmonicStrideModel(0.01, 200.0, velocity_error=0.02)
+    integrator = FlashMDIntegrator(system, model, splitting="F E")
+    context = context_for(system, integrator)
+    x, v = random_state(3, np.random.default_rng(5))
+    context.setPositions(x)
+    context.setVelocities(v)
+    integrator.step(5)
+    context.setParameter("k", 260.0)
+    h_before = total_energy(context)
+    integrator.step(3)
+    assert abs(total_energy(context) - h_before) < 1e-9 * abs(h_before)

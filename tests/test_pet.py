@@ -110,10 +110,9 @@ def test_outputs_are_nontrivial(model64, system):
 def test_zero_heads_give_free_flight(system):
     model = make_model()
     with torch.no_grad():
-        for layer in model.gnn_layers:
-            for head in (layer.head_q, layer.head_p):
-                head[-1].weight.zero_()
-                head[-1].bias.zero_()
+        for head in list(model.heads_q) + list(model.heads_p):
+            head[-1].weight.zero_()
+            head[-1].bias.zero_()
     pos, vel, m, z, box = system
     new_pos, new_vel = model(pos, vel, m, z, box)
     torch.testing.assert_close(new_pos, pos + vel * STRIDE, rtol=0, atol=1e-14)
@@ -387,4 +386,39 @@ def test_metadata_update_and_rebuild(system):
     pos, vel, m, z, box = system
     a = model(pos, vel, m, z, box)
     b = rebuilt(pos, vel, m, z, box)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_radial_basis_and_old_hypers():
+    from openmm_flashmd.model.pet import radial_basis
+
+    r = torch.linspace(0.0, 0.45, 91, dtype=torch.float64)
+    b = radial_basis(r, 0.45, 8)
+    assert b.shape == (91, 8) and bool(torch.isfinite(b).all())
+    torch.testing.assert_close(b[0], torch.arange(1, 9, dtype=torch.float64))  # b_k(0) = k
+    assert float(b[-1].abs().max()) < 1e-12  # sin(k pi) = 0 at the cutoff
+    assert radial_basis(r, 0.45, 0).shape == (91, 0)
+    with pytest.raises(ValueError, match="n_radial"):
+        PETHypers(n_radial=-1)
+    old = PETHypers().to_dict()
+    del old["n_radial"]  # a dictionary written before the field existed
+    assert PETHypers.from_dict(old) == PETHypers()
+
+
+def test_state_dict_from_before_the_shared_backbone_loads(system):
+    """Weights saved with the old key layout (heads inside gnn_layers) load with n_radial=0."""
+    model = make_model(seed=7, n_radial=0)
+    old = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("heads_"):
+            kind, layer, rest = key.split(".", 2)
+            key = f"gnn_layers.{layer}.head_{kind[-1]}.{rest}"
+        elif key.startswith("backbone."):
+            key = key[len("backbone."):]
+        old[key] = value
+    assert "gnn_layers.1.head_p.2.bias" in old and "species_index" in old
+    rebuilt = make_model(seed=8, n_radial=0)
+    rebuilt.load_state_dict(old)
+    pos, vel, m, z, box = system
+    a, b = model(pos, vel, m, z, box), rebuilt(pos, vel, m, z, box)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

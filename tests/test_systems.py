@@ -70,3 +70,21 @@ def test_argon():
     assert ar.num_particles == 32 and ar.system.usesPeriodicBoundaryConditions()
     assert [a.element.symbol for a in ar.topology.atoms()] == ["Ar"] * 32
     assert _minimised_energy(ar) < 0
+
+
+def test_topology_from_periodic_system_writes_pdb():
+    """A periodic System without a topology (e.g. an MLIP System) gets one that PDB writing accepts."""
+    import io
+
+    from openmm import app
+
+    from openmm_flashmd.systems.loading import topology_from_system
+
+    ar = argon_box(n_atoms=8)
+    topology = topology_from_system(ar.system)
+    assert [a.element.symbol for a in topology.atoms()] == ["Ar"] * 8
+    edge = ar.system.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer)
+    assert topology.getUnitCellDimensions()[0].value_in_unit(unit.nanometer) == pytest.approx(edge)
+    buffer = io.StringIO()
+    app.PDBFile.writeFile(topology, ar.positions, buffer)
+    assert "CRYST1" in buffer.getvalue()

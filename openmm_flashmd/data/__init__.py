@@ -3,9 +3,11 @@ training pairs (:mod:`.dataset`)."""
 
 from openmm_flashmd.data.dataset import (
     DataError,
+    ForceFrames,
     StridePairs,
     TrajectoryData,
     load_trajectories,
+    merge_trajectories,
     split_segments,
     stride_frames,
 )
@@ -14,6 +16,7 @@ from openmm_flashmd.data.schema import FORMAT_NAME, FORMAT_VERSION, TrajectoryFo
 
 __all__ = [
     "DataError",
+    "ForceFrames",
     "SimulationError",
     "StridePairs",
     "TrajectoryData",
@@ -22,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "generate",
     "load_trajectories",
+    "merge_trajectories",
     "split_segments",
     "stride_frames",
 ]

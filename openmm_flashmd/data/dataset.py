@@ -6,6 +6,9 @@ Units: positions nm, velocities nm/ps, strides ps, masses Da, box nm (rows = cel
   :func:`openmm_flashmd.data.generate.generate` (checking format, version and finiteness).
 * :func:`split_segments` splits **segments** (never frames) into training and validation
   sets, so that no validation pair shares a trajectory with a training pair.
+* :func:`merge_trajectories` concatenates the segments of several files of one system.
+* :class:`ForceFrames` serves single frames (positions, box, potential energy, forces)
+  for training energy models (MLIPs).
 * :class:`StridePairs` enumerates all pairs of frames ``k`` record intervals apart, for
   one or several strides ``tau = k * record_interval``; optional time-reversal
   augmentation adds ``(q', -v') -> (q, -v)`` for each pair; optional random rotation
@@ -30,11 +33,13 @@ __all__ = [
     "DataError",
     "TrajectoryData",
     "load_trajectories",
+    "merge_trajectories",
     "file_sha256",
     "stride_frames",
     "split_segments",
     "random_orthogonal",
     "StridePairs",
+    "ForceFrames",
 ]
 
 
@@ -146,6 +151,40 @@ def load_trajectories(path: Union[str, os.PathLike]) -> TrajectoryData:
         constraints=constraints,
         attrs=attrs,
         sha256=file_sha256(path),
+    )
+
+
+def merge_trajectories(items: Sequence[Union[str, os.PathLike, TrajectoryData]]) -> TrajectoryData:
+    """Load trajectory files (or take loaded ones) and concatenate their segments.
+
+    All must hold the same system (atomic numbers, masses, periodicity) and record
+    settings (record interval, frames per segment), else :class:`DataError`. The SHA-256
+    of the result is a hash of the files' hashes (so it identifies the set and order).
+    """
+    loaded = [d if isinstance(d, TrajectoryData) else load_trajectories(d) for d in items]
+    if not loaded:
+        raise DataError("no trajectory file given")
+    first = loaded[0]
+    if len(loaded) == 1:
+        return first
+    for other in loaded[1:]:
+        if not (np.array_equal(other.atomic_numbers, first.atomic_numbers)
+                and np.allclose(other.masses, first.masses)
+                and abs(other.record_interval - first.record_interval) <= 1e-9 * first.record_interval
+                and other.frames_per_segment == first.frames_per_segment
+                and other.periodic == first.periodic):
+            raise DataError(f"{other.path} and {first.path} hold different systems or record settings")
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(d, name) for d in loaded])
+
+    return TrajectoryData(
+        path=first.path, positions=cat("positions"), velocities=cat("velocities"), forces=cat("forces"),
+        potential_energy=cat("potential_energy"), box=cat("box"), masses=first.masses,
+        atomic_numbers=first.atomic_numbers, segment_ids=np.arange(sum(d.n_segments for d in loaded)),
+        record_interval=first.record_interval, timestep=first.timestep, temperature=first.temperature,
+        periodic=first.periodic, constraints=first.constraints, attrs=first.attrs,
+        sha256=hashlib.sha256("".join(d.sha256 for d in loaded).encode()).hexdigest(),
     )
 
 
@@ -289,3 +328,70 @@ class StridePairs(torch.utils.data.Dataset):
             "reversed": torch.from_numpy(rev),
             "segment": seg,
         }
+
+
+class ForceFrames(torch.utils.data.Dataset):
+    """Single frames of the segments of a :class:`TrajectoryData`, for energy models.
+
+    Parameters
+    ----------
+    data : the trajectories
+    segments : indices into ``data``'s segments to use (default: all)
+    frame_interval : use every ``frame_interval``-th recorded frame of each segment
+        (consecutive frames are strongly correlated)
+    random_rotations : rotate (and with ``inversion`` also reflect) positions, forces and
+        box of every drawn frame by a fresh random orthogonal matrix
+    dtype : torch dtype of the returned positions, forces and box (energies are float64)
+
+    Each batch is a dict with ``positions`` [B, N, 3] (nm), ``forces`` [B, N, 3]
+    (kJ/mol/nm), ``energy`` [B] (kJ/mol, float64), ``box`` [B, 3, 3] (nm) and
+    ``segment``, ``frame`` (indices into ``data``).
+    """
+
+    def __init__(
+        self,
+        data: TrajectoryData,
+        segments: Optional[Sequence[int]] = None,
+        frame_interval: int = 1,
+        random_rotations: bool = False,
+        inversion: bool = True,
+        dtype: torch.dtype = torch.float64,
+        generator: Optional[torch.Generator] = None,
+    ):
+        if int(frame_interval) < 1:
+            raise ValueError("frame_interval must be a positive integer")
+        self.data = data
+        self.segments = np.arange(data.n_segments) if segments is None else np.asarray(segments, dtype=np.int64)
+        if len(self.segments) and (self.segments.min() < 0 or self.segments.max() >= data.n_segments):
+            raise IndexError("segment index out of range")
+        frames = np.arange(0, data.frames_per_segment, int(frame_interval))
+        self.items = np.stack(np.meshgrid(self.segments, frames, indexing="ij"), -1).reshape(-1, 2)
+        self.random_rotations = bool(random_rotations)
+        self.inversion = bool(inversion)
+        self.dtype = dtype
+        self.generator = generator
+        self._pos = torch.from_numpy(data.positions)
+        self._frc = torch.from_numpy(data.forces)
+        self._box = torch.from_numpy(data.box)
+        self._energy = torch.from_numpy(data.potential_energy)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        batch = self.get_batch(np.array([index]))
+        return {k: v[0] for k, v in batch.items()}
+
+    def get_batch(self, indices: Union[Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:
+        """A batch (leading dimension B) for item indices (vectorised)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError("frame index out of range")
+        rows = self.items[idx]
+        seg, frame = torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1])
+        q, f, box = self._pos[seg, frame], self._frc[seg, frame], self._box[seg, frame]
+        if self.random_rotations and len(idx):
+            rt = random_orthogonal(len(idx), self.generator, self.inversion).transpose(1, 2)
+            q, f, box = (torch.bmm(x, rt) for x in (q, f, box))
+        return {"positions": q.to(self.dtype), "forces": f.to(self.dtype), "box": box.to(self.dtype),
+                "energy": self._energy[seg, frame].clone(), "segment": seg, "frame": frame}

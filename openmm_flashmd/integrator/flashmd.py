@@ -197,11 +197,19 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             ("flashmd_alpha_max", -1e30),
             ("flashmd_failed", 0.0),
             ("flashmd_num_particles", float(system.getNumParticles())),
+            ("flashmd_energy_after", 0.0),
+            ("flashmd_energy_valid", 0.0),
+            ("flashmd_xsum", 0.0),
+            ("flashmd_xsum_after", 0.0),
             ("flashmd_fail_code", 0.0),
         ]:
             self.addGlobalVariable(name, value)
         self.addPerDofVariable("flashmd_dq", 0.0)
         self.addPerDofVariable("flashmd_vnew", 0.0)
+        # Fixed random weights for a positions checksum (see _add_stride).
+        weights = np.random.default_rng(12345).uniform(0.5, 1.5, size=(system.getNumParticles(), 3))
+        self.addPerDofVariable("flashmd_weight", 0.0)
+        self.setPerDofVariableByName("flashmd_weight", [openmm.Vec3(*row) for row in weights])
         self.addPerDofVariable("flashmd_sink", 0.0)
         if "B" in self._counts:
             for name in ("flashmd_r1", "flashmd_chi2", "flashmd_c", "flashmd_kfac", "flashmd_bussi"):
@@ -216,8 +224,21 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         g = self.stride_force_group
         s = VELOCITY_PROBE_TIME
         if filtered:
+            # H before the stride. The potential at these positions was usually computed by
+            # the previous step's E; reuse it when the positions are bit-identical (a barostat
+            # move changes them) and it was computed in this same step() call (Python-side
+            # changes between calls, e.g. setParameter or a new box, always force a recompute).
             self.addComputeSum("flashmd_ke", "0.5*m*v*v")
+            self.addComputeSum("flashmd_xsum", "flashmd_weight*x")
+            self.addComputeGlobal(
+                "flashmd_energy_valid", "flashmd_energy_valid*delta(flashmd_xsum - flashmd_xsum_after)"
+            )
+            self.beginIfBlock("flashmd_energy_valid = 1")
+            self.addComputeGlobal("flashmd_h0", "flashmd_ke + flashmd_energy_after")
+            self.endBlock()
+            self.beginIfBlock("flashmd_energy_valid = 0")
             self.addComputeGlobal("flashmd_h0", f"flashmd_ke + {self._energy}")
+            self.endBlock()
         if self._random_rotation:
             for k in range(1, 5):
                 self.addComputeGlobal(f"flashmd_rot{k}", "uniform")
@@ -246,7 +267,10 @@ class FlashMDIntegrator(ThermostatedIntegrator):
 
     def _add_energy_filter(self, filtered: bool) -> None:
         self.addComputeSum("flashmd_ke", "0.5*m*v*v")
-        self.addComputeGlobal("flashmd_alpha2", f"select(flashmd_ke, (flashmd_h0 - ({self._energy}))/flashmd_ke, 1)")
+        self.addComputeGlobal("flashmd_energy_after", self._energy)
+        self.addComputeSum("flashmd_xsum_after", "flashmd_weight*x")
+        self.addComputeGlobal("flashmd_energy_valid", "1")
+        self.addComputeGlobal("flashmd_alpha2", "select(flashmd_ke, (flashmd_h0 - flashmd_energy_after)/flashmd_ke, 1)")
         self.addComputeGlobal(
             "flashmd_inband", "step(flashmd_alpha2 - flashmd_scale_lo^2)*step(flashmd_scale_hi^2 - flashmd_alpha2)"
         )
@@ -290,6 +314,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         the state from before that stride's F (the failure flag is cleared, so a
         later ``step`` tries again from there).
         """
+        self.setGlobalVariableByName("flashmd_energy_valid", 0.0)  # the Context may have changed since
         super().step(steps)
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
         if failed:

@@ -35,7 +35,9 @@ def topology_from_system(system: openmm.System) -> app.Topology:
         res = topology.addResidue("UNK", chain)
         topology.addAtom(element.symbol if element else "X", element, res)
     if system.usesPeriodicBoundaryConditions():
-        topology.setPeriodicBoxVectors(system.getDefaultPeriodicBoxVectors())
+        # a list of Vec3 Quantities confuses Topology (PDB writing fails): one Quantity in nm
+        vectors = [v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()]
+        topology.setPeriodicBoxVectors(vectors * unit.nanometer)
     return topology
 
 

@@ -1,4 +1,5 @@
-"""Export trained PET stride models as TorchScript files with full metadata."""
+"""Export trained PET models (stride models and energy models / MLIPs) as TorchScript
+files with full metadata, and rebuild them from trainer checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from openmm_flashmd.model.protocol import make_metadata_json, read_metadata, save_model
 
-__all__ = ["export_model", "model_from_checkpoint", "export_checkpoint"]
+__all__ = ["export_model", "export_energy_model", "model_from_checkpoint", "export_checkpoint"]
 
 
 def export_model(
@@ -49,17 +50,56 @@ def export_model(
     return save_model(module, path, overwrite=overwrite)
 
 
+def export_energy_model(
+    model: torch.nn.Module,
+    path: Union[str, os.PathLike],
+    provenance: Optional[Dict[str, Any]] = None,
+    validation: Optional[Dict[str, Any]] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Script an energy model (:class:`~openmm_flashmd.model.energy.PETEnergyModel`, on
+    CPU, in its dtype) and save it with :func:`torch.jit.save`, atomically.
+
+    ``provenance`` updates the model's recorded provenance (package versions are added)
+    and ``validation`` replaces its validation errors, via ``update_metadata``. Refuses an
+    existing ``path`` unless ``overwrite``.
+    """
+    from openmm_flashmd.data.schema import package_versions
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    module = copy.deepcopy(model).cpu().eval()
+    prov = dict(getattr(module, "provenance", None) or {})
+    prov.update(provenance or {})
+    prov.setdefault("package_versions", package_versions())
+    module.update_metadata(provenance=prov, validation=validation)
+    scripted = torch.jit.script(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.jit.save(scripted, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
 def model_from_checkpoint(checkpoint: Union[str, os.PathLike, Dict[str, Any]], best: bool = True) -> torch.nn.Module:
-    """Rebuild the :class:`~openmm_flashmd.model.pet.PETStrideModel` stored in a trainer
-    checkpoint (the best-validation weights when ``best``)."""
+    """Rebuild the model stored in a trainer checkpoint (the best-validation weights when
+    ``best``): a :class:`~openmm_flashmd.model.pet.PETStrideModel` from ``train``, a
+    :class:`~openmm_flashmd.model.energy.PETEnergyModel` from ``train_mlip``."""
     from openmm_flashmd.model.pet import PETHypers, PETStrideModel
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location="cpu", weights_only=False)
     spec = ckpt["model_spec"]
-    model = PETStrideModel(
-        PETHypers.from_dict(spec["hypers"]), spec["stride"], spec["elements"],
-        {int(k): v for k, v in spec["masses"].items()}, spec["periodic"], spec["provenance"],
-    )
+    if ckpt.get("task", "stride") == "mlip":
+        from openmm_flashmd.model.energy import PETEnergyModel
+
+        model = PETEnergyModel(PETHypers.from_dict(spec["hypers"]), spec["elements"], spec["periodic"],
+                               spec["provenance"])
+    else:
+        model = PETStrideModel(
+            PETHypers.from_dict(spec["hypers"]), spec["stride"], spec["elements"],
+            {int(k): v for k, v in spec["masses"].items()}, spec["periodic"], spec["provenance"],
+        )
     dtype = torch.float64 if spec.get("dtype") == "float64" else torch.float32
     model.to(dtype)
     state = ckpt["best_state"] if best and ckpt.get("best_state") is not None else ckpt["model_state"]
@@ -73,4 +113,6 @@ def export_checkpoint(
     """Export the model of a trainer checkpoint (see :func:`model_from_checkpoint`)."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = model_from_checkpoint(ckpt, best=best)
+    if ckpt.get("task", "stride") == "mlip":
+        return export_energy_model(model, path, validation=ckpt.get("validation"), overwrite=overwrite)
     return export_model(model, path, validation=ckpt.get("validation"), overwrite=overwrite)

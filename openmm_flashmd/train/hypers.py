@@ -1,22 +1,41 @@
-"""Training hyper-parameters: documented defaults in ``default_hypers.yaml`` plus overrides."""
+"""Training hyper-parameters: documented defaults per task plus overrides.
+
+=========  ===========================  ===============================================
+task       defaults                     trainer
+=========  ===========================  ===============================================
+stride     ``default_hypers.yaml``      :func:`openmm_flashmd.train.trainer.train`
+mlip       ``default_mlip_hypers.yaml`` :func:`openmm_flashmd.train.mlip.train_mlip`
+=========  ===========================  ===============================================
+
+Both files have the sections ``model`` (PET architecture, :class:`PETHypers`),
+``training`` (the shared engine, :mod:`openmm_flashmd.train.engine`), ``loss`` and
+``data`` (task-specific).
+"""
 
 from __future__ import annotations
 
 import copy
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Union
 
 import yaml
 
 DEFAULT_HYPERS_PATH = Path(__file__).resolve().parent / "default_hypers.yaml"
+DEFAULT_MLIP_HYPERS_PATH = Path(__file__).resolve().parent / "default_mlip_hypers.yaml"
 
-__all__ = ["DEFAULT_HYPERS_PATH", "default_hypers", "load_hypers", "parse_overrides"]
+#: task name -> file of documented defaults
+DEFAULTS = {"stride": DEFAULT_HYPERS_PATH, "mlip": DEFAULT_MLIP_HYPERS_PATH}
+
+__all__ = ["DEFAULT_HYPERS_PATH", "DEFAULT_MLIP_HYPERS_PATH", "DEFAULTS", "default_hypers", "load_hypers",
+           "parse_overrides"]
 
 
-def default_hypers() -> Dict[str, Any]:
-    """The defaults (a fresh nested dict) read from ``default_hypers.yaml``."""
-    with open(DEFAULT_HYPERS_PATH) as f:
+def default_hypers(task: str = "stride") -> Dict[str, Any]:
+    """The defaults of ``task`` (``"stride"`` or ``"mlip"``) as a fresh nested dict."""
+    if task not in DEFAULTS:
+        raise ValueError(f"unknown training task {task!r}; known: {sorted(DEFAULTS)}")
+    with open(DEFAULTS[task]) as f:
         return yaml.safe_load(f)
 
 
@@ -62,10 +81,11 @@ def _coerce(default: Any, value: Any, name: str) -> Any:
 def load_hypers(
     hypers: Union[None, str, os.PathLike, Mapping[str, Any]] = None,
     overrides: Union[None, Mapping[str, Any], Iterable[str]] = None,
+    task: str = "stride",
 ) -> Dict[str, Any]:
-    """Defaults, updated by ``hypers`` (a YAML file or a nested dict; only the keys to change)
-    and then by ``overrides`` (dotted keys). Unknown keys raise ``ValueError``."""
-    result = default_hypers()
+    """Defaults of ``task``, updated by ``hypers`` (a YAML file or a nested dict; only the
+    keys to change) and then by ``overrides`` (dotted keys). Unknown keys raise ``ValueError``."""
+    result = default_hypers(task)
     if hypers is not None:
         if isinstance(hypers, Mapping):
             update = copy.deepcopy(dict(hypers))
@@ -93,9 +113,11 @@ def _validate(h: Dict[str, Any]) -> None:
         raise ValueError("training.dtype must be float32 or float64")
     if t["scheduler"] not in ("cosine", "plateau", "constant"):
         raise ValueError("training.scheduler must be cosine, plateau or constant")
-    for key in ("batch_size", "max_steps", "validate_every", "checkpoint_every"):
-        if int(t[key]) < 1:
-            raise ValueError(f"training.{key} must be a positive integer")
+    positive = [("training", key) for key in ("batch_size", "max_steps", "validate_every", "checkpoint_every")]
+    positive += [("data", "frame_interval")] if "frame_interval" in h["data"] else []
+    for section, key in positive:
+        if int(h[section][key]) < 1:
+            raise ValueError(f"{section}.{key} must be a positive integer")
     if not float(t["learning_rate"]) > 0:
         raise ValueError("training.learning_rate must be positive")
     for key, value in h["loss"].items():

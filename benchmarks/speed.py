@@ -1,0 +1,442 @@
+"""The speed case: FlashMD against MLIP molecular dynamics on the same potential.
+
+For water boxes of several sizes, in one run and with interleaved repeats, this times
+
+(a) MLIP-MD: an OpenMM System whose only potential is a PET energy model (our MLIP, a
+    ``TorchForce`` made by :func:`openmm_flashmd.model.mlip.create_mlip_system`),
+    integrated with ``LangevinMiddleIntegrator`` at 0.5 fs;
+(b) FlashMD: ``FlashMDIntegrator`` with a PET stride model at 4, 8 and 16 fs, splitting
+    "O F E O", the energy filter on the same MLIP ``TorchForce`` force group;
+
+and reports the wall time per simulated ps, the speedup (a)/(b), the peak resident
+memory during each method's steps, and the fitted scaling exponent ``time ~ N^a``.
+It also times the bare PyTorch calls the two methods are made of (below), so the ratio
+FlashMD step / (stride forward + MLIP energy) is the integrator's overhead per size.
+
+Both networks use the default ``PETHypers`` (the same backbone; parameter counts are
+recorded) with **untrained (random) weights**: the time of a forward pass does not
+depend on the weight values, but neighbour counts do depend on the geometry, so the
+boxes are the lattice-built ``water_box`` structures, re-set before every timed block.
+
+``--direct`` runs without OpenMM/openmm-torch (e.g. on a GPU machine whose torch is too
+new for openmm-torch): it times, on ``--device``, the stride-model forward plus one MLIP
+energy forward (what a FlashMD step computes; the energy before the stride is the one
+after the previous stride) against the MLIP forward + backward (energy and forces: what
+an MLIP-MD step computes), and converts both to time per simulated ps.
+
+Usage::
+
+    python benchmarks/speed.py                                  # CPU, OpenMM, default sizes
+    python benchmarks/speed.py --sizes 32 --repeats 2 --target-block-s 0.2 --output /tmp/s.json
+    python benchmarks/speed.py --direct --device cuda --sizes 32 333 3333 10000
+
+Memory: peak resident set size (VmHWM, reset through ``/proc/self/clear_refs`` before
+each timed block; ``resource.getrusage`` where that is unavailable). tracemalloc does
+not see PyTorch's C++ allocations, so it is not used. On CUDA the peak allocated GPU
+memory is reported too. Times in seconds unless the key says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import stack_info, summarize, write_json  # noqa: E402
+
+DEFAULT_SIZES = [32, 100, 333, 1000]        # water molecules: 96, 300, 999, 3000 atoms
+DEFAULT_STRIDES = [0.004, 0.008, 0.016]     # ps
+MLIP_MD_TIMESTEP = 0.0005                   # ps
+TEMPERATURE = 300.0                         # K
+MASSES = {1: 1.008, 8: 15.999}              # Da
+
+
+# ----------------------------------------------------------------------------- setup
+
+def import_models():
+    """(PETHypers, PETStrideModel, PETEnergyModel); works without OpenMM installed."""
+    try:
+        import openmm_flashmd  # noqa: F401  (torch before the openmm-torch plugins)
+    except ImportError:
+        # No OpenMM here (a torch-only GPU image): load the pure-PyTorch model modules
+        # without running the package __init__, which imports OpenMM.
+        import types
+
+        root = Path(__file__).resolve().parent.parent / "openmm_flashmd"
+        for name, path in (("openmm_flashmd", root), ("openmm_flashmd.model", root / "model")):
+            if name not in sys.modules:
+                module = types.ModuleType(name)
+                module.__path__ = [str(path)]
+                sys.modules[name] = module
+    from openmm_flashmd.model.energy import PETEnergyModel
+    from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+
+    return PETHypers, PETStrideModel, PETEnergyModel
+
+
+def water_lattice(n_molecules: int, density: float = 0.997, seed: int = 0):
+    """Positions [N, 3] nm, atomic numbers [N] and cubic box [3, 3] nm of the same
+    lattice-built box as :func:`openmm_flashmd.systems.water_box` (without OpenMM)."""
+    volume = n_molecules * 18.01528 / 6.02214076e23 / density * 1e21
+    edge = volume ** (1.0 / 3.0)
+    per_side = int(np.ceil(n_molecules ** (1.0 / 3.0) - 1e-9))
+    spacing = edge / per_side
+    rng = np.random.default_rng(seed)
+    r, theta = 0.09572, np.deg2rad(104.52)
+    geometry = np.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0], [r * np.cos(theta), r * np.sin(theta), 0.0]])
+    centre = geometry.mean(axis=0)
+    coords = []
+    for ix in range(per_side):
+        for iy in range(per_side):
+            for iz in range(per_side):
+                if len(coords) == n_molecules:
+                    break
+                q, rr = np.linalg.qr(rng.normal(size=(3, 3)))
+                q = q * np.sign(np.diag(rr))
+                if np.linalg.det(q) < 0:
+                    q[:, 0] = -q[:, 0]
+                coords.append((geometry - centre) @ q.T + (np.array([ix, iy, iz]) + 0.5) * spacing)
+    positions = np.concatenate(coords)
+    numbers = np.array([8, 1, 1] * n_molecules)
+    return positions, numbers, np.eye(3) * edge
+
+
+def make_models(strides: Sequence[float], dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """Scripted stride models (one per stride) and the scripted MLIP, default hypers, random weights."""
+    PETHypers, PETStrideModel, PETEnergyModel = import_models()
+    hypers = PETHypers()
+    torch.manual_seed(seed)
+    energy = PETEnergyModel(hypers, [1, 8], periodic=True).to(dtype).eval()
+    strides_models = {}
+    for stride in strides:
+        torch.manual_seed(seed + 1)  # the same weights for every stride
+        strides_models[stride] = PETStrideModel(hypers, stride, [1, 8], MASSES, periodic=True).to(dtype).eval()
+    info = {
+        "hypers": hypers.to_dict(), "dtype": str(dtype).replace("torch.", ""), "untrained_weights": True,
+        "stride_model_parameters": sum(p.numel() for p in next(iter(strides_models.values())).parameters()),
+        "mlip_parameters": sum(p.numel() for p in energy.parameters()),
+    }
+    return ({s: torch.jit.script(m).to(device) for s, m in strides_models.items()},
+            torch.jit.script(energy).to(device), info)
+
+
+# ---------------------------------------------------------------------------- memory
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Reset the peak-RSS counter of this process (and CUDA's); False if RSS cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory(device: torch.device) -> Dict[str, float]:
+    """Peak RSS (MiB) since the last reset (VmHWM; else getrusage's lifetime maximum)
+    and, on CUDA, the peak allocated GPU memory (MiB)."""
+    out: Dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    out["peak_rss_mib"] = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    if "peak_rss_mib" not in out:
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if device.type == "cuda":
+        out["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return out
+
+
+def current_rss_mib() -> Optional[float]:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------- timing
+
+class Method:
+    """One thing to time: ``reset()`` re-sets the state, ``run(k)`` advances ``k`` steps of
+    ``sim_ps_per_step`` simulated ps each."""
+
+    def __init__(self, name: str, sim_ps_per_step: float, run: Callable[[int], None],
+                 reset: Callable[[], None] = lambda: None, sync: Callable[[], None] = lambda: None):
+        self.name, self.sim_ps_per_step = name, sim_ps_per_step
+        self._run, self.reset, self.sync = run, reset, sync
+        self.steps = 1
+        self.samples: List[float] = []
+        self.warmup_s: List[float] = []
+        self.memory: Dict[str, float] = {}
+
+    def block(self) -> float:
+        self.sync()
+        start = time.perf_counter()
+        self._run(self.steps)
+        self.sync()
+        return (time.perf_counter() - start) / self.steps
+
+
+def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s: float, max_steps: int,
+            device: torch.device) -> None:
+    """Warm up each method, size its timed blocks to about ``target_block_s``, then time
+    ``repeats`` rounds, the methods interleaved within each round.
+
+    Warm-up: at least ``warmup`` single steps, continued (up to ``3 * warmup``) while the
+    last step is more than 30 % slower than the fastest so far (TorchScript's profiling
+    executor re-optimises the graphs during the first calls of every new input shape).
+    """
+    for m in methods:
+        m.reset()
+        m.steps = 1
+        times: List[float] = []
+        while len(times) < max(1, 3 * warmup):
+            times.append(m.block())
+            if len(times) >= max(1, warmup) and times[-1] <= 1.3 * min(times[:-1] or times):
+                break
+        m.warmup_s = times
+        m.steps = int(min(max_steps, max(1, math.ceil(target_block_s / max(min(times), 1e-9)))))
+    for _ in range(repeats):
+        for m in methods:
+            m.reset()
+            reset_peak_memory(device)
+            m.samples.append(m.block())
+            for key, value in peak_memory(device).items():
+                m.memory[key] = max(m.memory.get(key, 0.0), value)
+
+
+def method_record(m: Method) -> Dict[str, Any]:
+    step = summarize(m.samples)
+    return {"step_s": step, "steps_per_block": m.steps, "warmup_step_s": m.warmup_s,
+            "sim_ps_per_step": m.sim_ps_per_step,
+            "wall_s_per_simulated_ps": step["median"] / m.sim_ps_per_step, **m.memory}
+
+
+def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> Optional[float]:
+    """Least-squares slope of log(time) against log(N); None with fewer than two sizes."""
+    if len(sizes) < 2:
+        return None
+    return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+
+
+# ----------------------------------------------------------------- bare PyTorch calls
+
+def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.Module, positions: np.ndarray,
+                 numbers: np.ndarray, box: np.ndarray, dtype: torch.dtype, device: torch.device,
+                 prefix: str = "") -> List[Method]:
+    """The PyTorch calls of one MLIP-MD step (energy + forces) and one FlashMD step
+    (stride forward + MLIP energy), timed without OpenMM."""
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.as_tensor(positions, dtype=dtype).to(device)
+    z = torch.as_tensor(numbers, dtype=torch.long).to(device)
+    cell = torch.as_tensor(box, dtype=dtype).to(device)
+    m = torch.tensor([MASSES[int(a)] for a in numbers], dtype=dtype)
+    vel = (torch.randn(len(numbers), 3, generator=gen, dtype=torch.float64).to(dtype)
+           * torch.sqrt(0.008314462618 * TEMPERATURE / m).unsqueeze(1)).to(device)
+    m = m.to(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    def mlip_md(k: int) -> None:
+        for _ in range(k):
+            energy.energy_and_forces_batch(pos.unsqueeze(0), z, cell.unsqueeze(0), False)
+
+    out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync)]
+    for stride, model in stride_models.items():
+        def flashmd(k: int, model=model) -> None:
+            with torch.no_grad():
+                for _ in range(k):
+                    new_pos, _ = model(pos, vel, m, z, cell)
+                    energy(new_pos, z, cell)
+        out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync))
+    return out
+
+
+# ------------------------------------------------------------------------ OpenMM runs
+
+def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
+                   seed: int) -> Tuple[List[Method], Tuple[Any, ...]]:
+    import openmm
+    from openmm import unit
+
+    from openmm_flashmd import FlashMDIntegrator
+    from openmm_flashmd.model.mlip import create_mlip_system
+    from openmm_flashmd.systems import water_box
+
+    water = water_box(n_molecules=n_molecules, seed=seed)
+    platform = openmm.Platform.getPlatformByName(platform_name)
+    positions = water.positions
+    box = water.topology.getPeriodicBoxVectors()
+    methods = []
+
+    def context_method(name, sim_ps, system, integrator):
+        context = openmm.Context(system, integrator, platform)
+        context.setPeriodicBoxVectors(*box)
+        context.setPositions(positions)
+        context.setVelocitiesToTemperature(TEMPERATURE * unit.kelvin, seed + 1)
+        start = context.getState(getPositions=True, getVelocities=True)
+
+        def reset():
+            context.setPeriodicBoxVectors(*box)
+            context.setPositions(start.getPositions())
+            context.setVelocities(start.getVelocities())
+
+        method = Method(name, sim_ps, integrator.step, reset)
+        method.context = context  # keep it alive
+        return method
+
+    md_system = create_mlip_system(water.topology, energy)
+    methods.append(context_method(
+        "mlip_md", MLIP_MD_TIMESTEP, md_system,
+        openmm.LangevinMiddleIntegrator(TEMPERATURE * unit.kelvin, 1.0 / unit.picosecond,
+                                        MLIP_MD_TIMESTEP * unit.picosecond)))
+    mlip_groups = {md_system.getForce(i).getForceGroup() for i in range(md_system.getNumForces())
+                   if not isinstance(md_system.getForce(i), openmm.CMMotionRemover)}
+    for stride, model in stride_models.items():
+        system = create_mlip_system(water.topology, energy)
+        integrator = FlashMDIntegrator(system, model, temperature=TEMPERATURE * unit.kelvin,
+                                       collision_rate=1.0 / unit.picosecond, splitting="O F E O",
+                                       energy_force_groups=mlip_groups, topology=water.topology,
+                                       random_seed=seed + 2, max_displacement=None)
+        methods.append(context_method(f"flashmd_{stride:g}", stride, system, integrator))
+    pos_nm = np.asarray(positions.value_in_unit(unit.nanometer))
+    box_nm = np.array([[v.value_in_unit(unit.nanometer) for v in row] for row in box])
+    numbers = np.array([a.element.atomic_number for a in water.topology.atoms()])
+    return methods, (pos_nm, numbers, box_nm, sorted(mlip_groups))
+
+
+# ------------------------------------------------------------------------------ main
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES, help="water molecules per box")
+    parser.add_argument("--strides", type=float, nargs="+", default=DEFAULT_STRIDES, help="FlashMD strides, ps")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps per method and size (more while the steps still speed up)")
+    parser.add_argument("--target-block-s", type=float, default=1.0,
+                        help="aim for timed blocks of about this many seconds (steps per block chosen from a probe)")
+    parser.add_argument("--max-steps", type=int, default=200, help="most steps in one timed block")
+    parser.add_argument("--platform", default="CPU", help="OpenMM platform (not with --direct)")
+    parser.add_argument("--direct", action="store_true", help="PyTorch only, no OpenMM (see the docstring)")
+    parser.add_argument("--device", default=None, help="--direct: torch device (default cuda if available, else cpu)")
+    parser.add_argument("--no-bare", action="store_true", help="OpenMM mode: skip the bare PyTorch timings")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default benchmarks/results/speed_cpu.json; with --direct "
+                             "benchmarks/results/speed_direct_<device>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+
+    if args.direct:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    else:
+        device = torch.device("cpu")
+        if args.device not in (None, "cpu"):
+            parser.error("--device applies to --direct; OpenMM mode picks the device through --platform")
+    output = args.output or Path(__file__).resolve().parent / "results" / (
+        f"speed_direct_{device.type}.json" if args.direct else f"speed_{args.platform.lower()}.json")
+    if output.exists() and not args.overwrite:
+        print(f"{output} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    strides = sorted(args.strides)
+    stride_models, energy, model_info = make_models(strides, dtype, device, args.seed)
+
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    rows = []
+    for n_molecules in args.sizes:
+        if args.direct:
+            positions, numbers, box = water_lattice(n_molecules, seed=args.seed)
+            methods = bare_methods(stride_models, energy, positions, numbers, box, dtype, device)
+            groups = None
+        else:
+            methods, (positions, numbers, box, groups) = openmm_methods(
+                n_molecules, stride_models, energy, args.platform, args.seed)
+            if not args.no_bare:
+                methods += bare_methods(stride_models, energy, positions, numbers, box, dtype, device, "bare_")
+        baseline_rss = current_rss_mib()
+        measure(methods, args.repeats, args.warmup, args.target_block_s, args.max_steps, device)
+        records = {m.name: method_record(m) for m in methods}
+        row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": int(len(numbers)),
+                               "box_edge_nm": float(box[0, 0]), "rss_before_mib": baseline_rss, "methods": records}
+        md = records["mlip_md"]["wall_s_per_simulated_ps"]
+        row["speedup"] = {f"{s:g}": md / records[f"flashmd_{s:g}"]["wall_s_per_simulated_ps"] for s in strides}
+        if not args.direct and not args.no_bare:
+            row["integrator_overhead"] = {
+                f"{s:g}": records[f"flashmd_{s:g}"]["step_s"]["median"]
+                / records[f"bare_flashmd_{s:g}"]["step_s"]["median"] for s in strides}
+            row["integrator_overhead"]["mlip_md"] = (records["mlip_md"]["step_s"]["median"]
+                                                     / records["bare_mlip_md"]["step_s"]["median"])
+        rows.append(row)
+        line = ", ".join(f"{s * 1000:g} fs {row['speedup'][f'{s:g}']:.1f}x" for s in strides)
+        print(f"{row['n_atoms']:6d} atoms: MLIP-MD {md:10.1f} s/ps; FlashMD speedup {line}", flush=True)
+    elapsed = time.perf_counter() - t_start
+
+    sizes = [r["n_atoms"] for r in rows]
+    exponents = {name: fit_exponent(sizes, [r["methods"][name]["step_s"]["median"] for r in rows])
+                 for name in rows[0]["methods"]}
+    stack = stack_info()
+    stack["device"] = str(device)
+    if device.type == "cuda":
+        stack["gpu"] = torch.cuda.get_device_name(device)
+        stack["cuda"] = torch.version.cuda
+    payload = {
+        "benchmark": "speed",
+        "mode": "direct" if args.direct else "openmm",
+        "description": (
+            "MLIP-MD (LangevinMiddleIntegrator, 0.5 fs) vs FlashMD (FlashMDIntegrator, 'O F E O', energy filter on "
+            "the MLIP TorchForce group) on lattice-built water boxes, interleaved repeats in one run"
+            if not args.direct else
+            "PyTorch only: MLIP forward+backward per 0.5 fs step vs stride forward + MLIP energy forward per stride"),
+        "untrained_weights": True,
+        "weights_note": "both networks have random (untrained) weights: the timing of a forward/backward pass does "
+                        "not depend on weight values; no accuracy is implied",
+        "platform": None if args.direct else args.platform,
+        "device": str(device),
+        "models": model_info,
+        "mlip_md": {"integrator": "LangevinMiddleIntegrator", "timestep_ps": MLIP_MD_TIMESTEP,
+                    "friction_per_ps": 1.0, "temperature_K": TEMPERATURE},
+        "flashmd": {"strides_ps": strides, "splitting": "O F E O", "energy_force_groups": groups,
+                    "collision_rate_per_ps": 1.0, "temperature_K": TEMPERATURE},
+        "repeats": args.repeats, "warmup": args.warmup, "target_block_s": args.target_block_s,
+        "sizes_molecules": list(args.sizes),
+        "results": rows,
+        "scaling_exponents": exponents,
+        "memory_note": "peak RSS (VmHWM) of the whole process during each method's timed blocks (reset before each "
+                       "block); includes the memory all contexts of the run hold (rss_before_mib)",
+        "stack": stack,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "total_wall_s": elapsed,
+        "command": "python " + " ".join([sys.argv[0]] + list(argv if argv is not None else sys.argv[1:])),
+    }
+    write_json(output, payload, args.overwrite)
+    print("scaling exponents: " + ", ".join(f"{k} {v:.2f}" for k, v in exponents.items() if v is not None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

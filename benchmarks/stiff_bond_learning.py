@@ -32,25 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from flashmd_data_helpers import TINY_MODEL, diatomics  # noqa: E402
 from openmm_flashmd.data.generate import generate  # noqa: E402
-from openmm_flashmd.model.pet import PETHypers  # noqa: E402
-import openmm_flashmd.train.hypers as hypers_module  # noqa: E402
 from openmm_flashmd.train import evaluate, train  # noqa: E402
 
-_default_hypers = hypers_module.default_hypers
-
-
-def _patch_defaults():
-    """Let ``model.<field>`` override every PETHypers field, also ones newer than the YAML."""
-
-    def defaults(*args, **kwargs):
-        h = _default_hypers(*args, **kwargs)
-        if "model" in h:
-            for key, value in PETHypers().to_dict().items():
-                h["model"].setdefault(key, value)
-        return h
-
-    hypers_module.default_hypers = defaults
-
+from _common import stack_info, write_json  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,9 +46,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise SystemExit(f"{args.json} exists; pass --overwrite to replace it")
     torch.set_num_threads(1)
-    _patch_defaults()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="stiff_bond_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -100,7 +86,10 @@ def main() -> None:
             results.append(entry)
             print(json.dumps(entry), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        write_json(Path(args.json), {
+            "benchmark": "stiff_bond_learning", "k_kjmol_nm2": args.k, "stride_ps": args.stride, "steps": args.steps,
+            "model": "tests/flashmd_data_helpers.TINY_MODEL", "stack": stack_info(), "results": results,
+        }, args.overwrite)
 
 
 if __name__ == "__main__":

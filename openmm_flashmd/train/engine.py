@@ -266,6 +266,14 @@ class TrainingTask:
     train_parts: Sequence[str] = ()
     val_fields: Sequence[str] = ()
 
+    def file_ids(self, idx: np.ndarray) -> list:
+        """Segment indices in the file of the loaded segments ``idx``."""
+        return [int(self.tdata.segment_ids[i]) for i in idx]
+
+    def _to_dev(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """``batch`` with its tensors moved to the task's device."""
+        return {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in batch.items()}
+
     def forward_module(self) -> torch.nn.Module:
         """The module the engine calls (and wraps in DDP): ``forward(batch) -> outputs``.
         It must hold ``self.model`` so that DDP sees its parameters."""
@@ -285,13 +293,16 @@ class TrainingTask:
         raise NotImplementedError
 
     def checkpoint_fields(self) -> Dict[str, Any]:
-        """Task fields stored in ``checkpoint.pt`` (must include ``dataset_sha256`` and
-        ``split = {"train": [...], "validation": [...]}``)."""
-        raise NotImplementedError
+        """Task fields stored in ``checkpoint.pt``: the model spec, the data scales, the
+        dataset hash and the segment split (tasks set ``spec``, ``scales``, ``tdata``,
+        ``train_idx``, ``val_idx``)."""
+        return {"model_spec": self.spec, "scales": self.scales, "dataset_sha256": self.tdata.sha256,
+                "split": {"train": self.train_idx.tolist(), "validation": self.val_idx.tolist()}}
 
     def split_info(self) -> Dict[str, Any]:
-        """Content of ``split.json``."""
-        raise NotImplementedError
+        """Content of ``split.json``: training and validation segments (file indices) and the data hash."""
+        return {"training_segments": self.file_ids(self.train_idx), "validation_segments": self.file_ids(self.val_idx),
+                "dataset_sha256": self.tdata.sha256}
 
     def final_validation(self, val: Dict[str, Any], best_step: int) -> Dict[str, Any]:
         """The ``validation`` metadata of the exported model (also ``validation.json``)."""

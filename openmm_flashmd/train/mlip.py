@@ -140,7 +140,7 @@ class MLIPTask(TrainingTask):
             self.val_order = np.sort(np.random.default_rng(0).choice(len(self.val_order), max_val, replace=False))
 
         elements = sorted(int(z) for z in np.unique(tdata.atomic_numbers))
-        self.stats = ckpt["scales"] if ckpt is not None else energy_statistics(tdata, train_idx, elements, interval)
+        self.scales = ckpt["scales"] if ckpt is not None else energy_statistics(tdata, train_idx, elements, interval)
         self.provenance = {
             "dataset_sha256": tdata.sha256,
             "data": [str(Path(p.path if isinstance(p, TrajectoryData) else p).name) for p in paths],
@@ -150,25 +150,19 @@ class MLIPTask(TrainingTask):
             "frame_interval": interval,
             "training_segments": self.file_ids(train_idx),
             "validation_segments": self.file_ids(val_idx),
-            "scales": self.stats,
+            "scales": self.scales,
         }
         phypers = PETHypers.from_dict(h["model"])
         self.spec = {"hypers": phypers.to_dict(), "elements": elements, "periodic": bool(tdata.periodic),
                      "provenance": self.provenance, "dtype": t["dtype"]}
         self.model = PETEnergyModel(phypers, elements, bool(tdata.periodic), self.provenance)
-        self.model.set_composition_energies({int(z): e for z, e in self.stats["composition_energies"].items()})
-        self.model.set_energy_scale(float(self.stats["energy_scale"]))
+        self.model.set_composition_energies({int(z): e for z, e in self.scales["composition_energies"].items()})
+        self.model.set_energy_scale(float(self.scales["energy_scale"]))
         self.model.to(dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)
         self.w_energy, self.w_forces = float(h["loss"]["energy"]), float(h["loss"]["forces"])
-        self.inv_var_e = 1.0 / float(self.stats["energy_variance"])
-        self.inv_f2 = 1.0 / float(self.stats["force_rms"]) ** 2
-
-    def file_ids(self, idx: np.ndarray) -> list:
-        return [int(self.tdata.segment_ids[i]) for i in idx]
-
-    def _to_dev(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        return {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in batch.items()}
+        self.inv_var_e = 1.0 / float(self.scales["energy_variance"])
+        self.inv_f2 = 1.0 / float(self.scales["force_rms"]) ** 2
 
     def forward_module(self) -> torch.nn.Module:
         return _EnergyForces(self.model, self.numbers)
@@ -212,16 +206,8 @@ class MLIPTask(TrainingTask):
                 "val_force_rmse": summary["forces"]["all"]["rmse"], "summary": summary}
 
     def _composition_sum(self) -> float:
-        comp = self.stats["composition_energies"]
+        comp = self.scales["composition_energies"]
         return float(sum(comp[str(int(z))] for z in self.tdata.atomic_numbers))
-
-    def checkpoint_fields(self) -> Dict[str, Any]:
-        return {"model_spec": self.spec, "scales": self.stats, "dataset_sha256": self.tdata.sha256,
-                "split": {"train": self.train_idx.tolist(), "validation": self.val_idx.tolist()}}
-
-    def split_info(self) -> Dict[str, Any]:
-        return {"training_segments": self.file_ids(self.train_idx), "validation_segments": self.file_ids(self.val_idx),
-                "dataset_sha256": self.tdata.sha256}
 
     def final_validation(self, val: Dict[str, Any], best_step: int) -> Dict[str, Any]:
         validation = {"loss": val["val_loss"], "step": best_step}

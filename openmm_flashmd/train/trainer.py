@@ -182,12 +182,6 @@ class StrideTask(TrainingTask):
         if float(h["loss"]["energy"]) > 0 and energy_model is None:
             raise ValueError("loss.energy > 0 needs an energy_model")
 
-    def file_ids(self, idx: np.ndarray) -> list:
-        return [int(self.tdata.segment_ids[i]) for i in idx]
-
-    def _to_dev(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        return {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in batch.items()}
-
     def forward_module(self) -> torch.nn.Module:
         return _ScaledForward(self.model, self.masses, self.numbers)
 
@@ -223,14 +217,6 @@ class StrideTask(TrainingTask):
         return {"val_loss": (wq * lq + wp * lp) / n, "val_loss_q": lq / n, "val_loss_p": lp / n,
                 "val_dq_rmse": summary["all"]["dq_rmse"], "val_v_rmse": summary["all"]["v_rmse"],
                 "summary": summary}
-
-    def checkpoint_fields(self) -> Dict[str, Any]:
-        return {"model_spec": self.spec, "scales": self.scales, "dataset_sha256": self.tdata.sha256,
-                "split": {"train": self.train_idx.tolist(), "validation": self.val_idx.tolist()}}
-
-    def split_info(self) -> Dict[str, Any]:
-        return {"training_segments": self.file_ids(self.train_idx), "validation_segments": self.file_ids(self.val_idx),
-                "dataset_sha256": self.tdata.sha256}
 
     def final_validation(self, val: Dict[str, Any], best_step: int) -> Dict[str, Any]:
         validation = {"loss": val["val_loss"], "step": best_step}

@@ -8,7 +8,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 
 def stack_info() -> Dict[str, object]:
@@ -46,6 +46,15 @@ def stack_info() -> Dict[str, object]:
     except Exception:
         info["openmmtorch"] = None
     return info
+
+
+def fit_exponent(sizes: List[float], times: List[float]) -> Optional[float]:
+    """Least-squares slope of log(time) against log(N); None with fewer than two sizes."""
+    if len(sizes) < 2:
+        return None
+    import numpy as np
+
+    return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
 
 
 def summarize(samples: List[float]) -> Dict[str, float]:

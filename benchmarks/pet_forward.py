@@ -20,10 +20,7 @@ Times in seconds; per-atom times in microseconds.
 """
 
 import argparse
-import json
-import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -34,6 +31,8 @@ import torch
 
 from openmm_flashmd.model.neighbors import AUTO_CELL_THRESHOLD, auto_method, neighbor_list
 from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+
+from _common import fit_exponent, stack_info, write_json
 
 DEFAULT_SIZES = [96, 300, 999, 3000, 9999]
 MASSES = {1: 1.008, 8: 15.999}
@@ -54,17 +53,6 @@ def water_like_box(n_atoms: int, density: float = 100.0, seed: int = 0, dtype=to
     vel = torch.randn(n_atoms, 3, generator=gen, dtype=torch.float64) * torch.sqrt(2.494 / m).unsqueeze(1)
     box = torch.eye(3, dtype=torch.float64) * length
     return pos.to(dtype), vel.to(dtype), m.to(dtype), z, box.to(dtype)
-
-
-def fit_exponent(sizes, times):
-    """Least-squares slope of log(time) against log(N)."""
-    if len(sizes) < 2:
-        return None
-    x = [math.log(n) for n in sizes]
-    y = [math.log(t) for t in times]
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxx = sum((a - mx) ** 2 for a in x)
-    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx
 
 
 def time_call(fn, repeats, warmup):
@@ -175,24 +163,13 @@ def main(argv=None):
         "results": rows,
         "scaling_exponent_all_sizes": fit_exponent(sizes, times),
         "scaling_exponent_n_ge_999": fit_exponent([n for n, _ in large], [t for _, t in large]),
-        "machine": {
-            "processor": platform.processor(),
-            "machine": platform.machine(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
-        "python": platform.python_version(),
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "stack": dict(stack_info(), load_average_before=load_before, load_average_after=os.getloadavg()),
         "malloc_tuned": malloc_tuned,
         "total_wall_s": elapsed,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(output, result, args.overwrite)
     print(f"scaling exponent (all sizes) {result['scaling_exponent_all_sizes']:.3f}; "
-          f"(N >= 999) {result['scaling_exponent_n_ge_999']}; wrote {output}")
+          f"(N >= 999) {result['scaling_exponent_n_ge_999']:.3f}")
     return 0
 
 

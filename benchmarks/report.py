@@ -21,7 +21,7 @@ START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 def _stack_line(stack: Dict) -> str:
     cpu = stack.get("cpu_model") or stack.get("processor") or stack.get("machine", "")
     parts = [f"{stack.get('cpu_count')} CPU cores ({cpu})" if stack.get("cpu_count") else cpu,
-             f"torch {stack.get('torch') or stack.get('torch_version')}",
+             f"torch {stack.get('torch')}",
              f"{stack.get('torch_threads')} torch threads" if stack.get("torch_threads") else None,
              f"OpenMM {stack['openmm']}" if stack.get("openmm") else None,
              f"openmmtorch {stack['openmmtorch']}" if stack.get("openmmtorch") else None,
@@ -30,8 +30,6 @@ def _stack_line(stack: Dict) -> str:
 
 
 def render_pet_forward(data: Dict, name: str) -> List[str]:
-    stack = dict(data.get("machine", {}))
-    stack.update(torch=data.get("torch_version"), torch_threads=data.get("torch_threads"))
     tuned = " with glibc malloc thresholds raised (`--tune-malloc`)" if data.get("malloc_tuned") else ""
     lines = [f"### PET forward time{tuned} (`{name}`)", "",
              f"{data['description']}; {data['model']['parameters']} parameters, {data['model']['dtype']}, "
@@ -41,7 +39,7 @@ def render_pet_forward(data: Dict, name: str) -> List[str]:
         lines.append(f"| {row['n_atoms']} | {row['neighbor_method']} | {row['forward_median_s'] * 1e3:.1f} | "
                      f"{row['forward_per_atom_us']:.0f} |")
     lines += ["", f"Fitted exponent (time ∝ N^a): a = {data['scaling_exponent_all_sizes']:.2f} over all sizes, "
-                  f"{data['scaling_exponent_n_ge_999']:.2f} for N ≥ 999. " + _stack_line(stack), ""]
+                  f"{data['scaling_exponent_n_ge_999']:.2f} for N ≥ 999. " + _stack_line(data["stack"]), ""]
     return lines
 
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, summarize, write_json  # noqa: E402
+from _common import fit_exponent, stack_info, summarize, write_json  # noqa: E402
 
 DEFAULT_SIZES = [32, 100, 333, 1000]        # water molecules: 96, 300, 999, 3000 atoms
 DEFAULT_STRIDES = [0.004, 0.008, 0.016]     # ps
@@ -228,13 +228,6 @@ def method_record(m: Method) -> Dict[str, Any]:
     return {"step_s": step, "steps_per_block": m.steps, "warmup_step_s": m.warmup_s,
             "sim_ps_per_step": m.sim_ps_per_step,
             "wall_s_per_simulated_ps": step["median"] / m.sim_ps_per_step, **m.memory}
-
-
-def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> Optional[float]:
-    """Least-squares slope of log(time) against log(N); None with fewer than two sizes."""
-    if len(sizes) < 2:
-        return None
-    return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
 
 
 # ----------------------------------------------------------------- bare PyTorch calls

@@ -204,6 +204,42 @@ def stride_frames(stride: float, record_interval: float, frames_per_segment: Opt
     return k
 
 
+def subsample(n: int, limit: Optional[int], seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``limit`` of ``n`` items, drawn without replacement
+    (all of them when ``limit`` is None or not positive)."""
+    if limit is None or limit <= 0 or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def evaluation_segments(
+    data: "TrajectoryData", segments: Union[None, str, Sequence[int]], provenance: Dict[str, Any]
+) -> Tuple[List[int], Any]:
+    """Which loaded segments to evaluate a model on, and how to describe the choice.
+
+    ``segments``: None (the model's held-out segments when ``provenance`` says it was
+    trained on this very file, else all), ``"all"``, or segment indices of the file.
+    Returns (indices into the loaded segments, description).
+    """
+    if segments is None:
+        if provenance.get("dataset_sha256") == data.sha256 and provenance.get("validation_segments"):
+            file_ids, used = list(provenance["validation_segments"]), "validation (from model provenance)"
+        else:
+            file_ids, used = data.segment_ids.tolist(), "all"
+    elif isinstance(segments, str):
+        if segments != "all":
+            raise ValueError("segments must be None, 'all' or a list of segment indices")
+        file_ids, used = data.segment_ids.tolist(), "all"
+    else:
+        file_ids = [int(x) for x in segments]
+        used = file_ids
+    lookup = {int(x): k for k, x in enumerate(data.segment_ids.tolist())}
+    missing = [x for x in file_ids if x not in lookup]
+    if missing:
+        raise ValueError(f"segments {missing} are not complete segments of {data.path}")
+    return [lookup[x] for x in file_ids], used
+
+
 def split_segments(n_segments: int, validation_fraction: float = 0.1, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Random split of segment indices ``0..n_segments-1`` into (train, validation).
 

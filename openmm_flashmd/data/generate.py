@@ -33,7 +33,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 import h5py
 import numpy as np

@@ -266,6 +266,23 @@ class TrainingTask:
     train_parts: Sequence[str] = ()
     val_fields: Sequence[str] = ()
 
+    def seed(self, seed: int, rank: int) -> None:
+        """Seed torch and the augmentation generator of process ``rank``."""
+        torch.manual_seed(seed + rank)
+        self.generator = torch.Generator().manual_seed(seed * 1000 + rank)
+
+    def set_datasets(self, train_ds: Any, val_ds: Any, max_validation: int, empty_message: str) -> None:
+        """Install the training and (optional) validation datasets and pick at most
+        ``max_validation`` validation items (0: all), the same ones every validation."""
+        from openmm_flashmd.data.dataset import DataError, subsample
+
+        if len(train_ds) == 0:
+            raise DataError(empty_message)
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.train_size = len(train_ds)
+        self.has_validation = val_ds is not None
+        self.val_order = subsample(len(val_ds), max_validation) if val_ds is not None else np.array([], dtype=np.int64)
+
     def file_ids(self, idx: np.ndarray) -> list:
         """Segment indices in the file of the loaded segments ``idx``."""
         return [int(self.tdata.segment_ids[i]) for i in idx]

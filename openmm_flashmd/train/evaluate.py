@@ -19,7 +19,13 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, load_trajectories
+from openmm_flashmd.data.dataset import (
+    StridePairs,
+    TrajectoryData,
+    evaluation_segments,
+    load_trajectories,
+    subsample,
+)
 
 __all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "stride_errors"]
 
@@ -168,30 +174,9 @@ def evaluate(
     data = data if isinstance(data, TrajectoryData) else load_trajectories(data)
     check_model_matches_data(meta, data, stride)
 
-    prov = meta.get("provenance") or {}
-    if segments is None:
-        if prov.get("dataset_sha256") == data.sha256 and prov.get("validation_segments"):
-            file_ids = list(prov["validation_segments"])
-            segments_used = "validation (from model provenance)"
-        else:
-            file_ids = data.segment_ids.tolist()
-            segments_used = "all"
-    elif isinstance(segments, str):
-        if segments != "all":
-            raise ValueError("segments must be None, 'all' or a list of segment indices")
-        file_ids = data.segment_ids.tolist()
-        segments_used = "all"
-    else:
-        file_ids = [int(s) for s in segments]
-        segments_used = file_ids
-    lookup = {int(s): k for k, s in enumerate(data.segment_ids.tolist())}
-    missing = [s for s in file_ids if s not in lookup]
-    if missing:
-        raise ValueError(f"segments {missing} are not complete segments of {data.path}")
-    pairs = StridePairs(data, stride, segments=[lookup[s] for s in file_ids])
-    order = np.arange(len(pairs))
-    if max_pairs is not None and len(order) > max_pairs:
-        order = np.sort(np.random.default_rng(seed).choice(len(order), size=max_pairs, replace=False))
+    loaded, segments_used = evaluation_segments(data, segments, meta.get("provenance") or {})
+    pairs = StridePairs(data, stride, segments=loaded)
+    order = subsample(len(pairs), max_pairs, seed)
     if len(order) == 0:
         raise ValueError("no pairs to evaluate")
 

@@ -20,7 +20,13 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from openmm_flashmd.data.dataset import ForceFrames, TrajectoryData, load_trajectories
+from openmm_flashmd.data.dataset import (
+    ForceFrames,
+    TrajectoryData,
+    evaluation_segments,
+    load_trajectories,
+    subsample,
+)
 from openmm_flashmd.train.evaluate import ModelDataMismatch, _symbol
 
 __all__ = ["evaluate_mlip", "energy_force_errors", "summarise_energy_force", "format_mlip_table",
@@ -195,31 +201,13 @@ def evaluate_mlip(
     same_data = prov.get("dataset_sha256") == data.sha256
     if frame_interval is None:
         frame_interval = int(prov.get("frame_interval", 1)) if same_data else 1
-    if segments is None:
-        if same_data and prov.get("validation_segments"):
-            file_ids = list(prov["validation_segments"])
-            segments_used: Any = "validation (from model provenance)"
-        else:
-            file_ids, segments_used = data.segment_ids.tolist(), "all"
-    elif isinstance(segments, str):
-        if segments != "all":
-            raise ValueError("segments must be None, 'all' or a list of segment indices")
-        file_ids, segments_used = data.segment_ids.tolist(), "all"
-    else:
-        file_ids = [int(s) for s in segments]
-        segments_used = file_ids
-    lookup = {int(s): k for k, s in enumerate(data.segment_ids.tolist())}
-    missing = [s for s in file_ids if s not in lookup]
-    if missing:
-        raise ValueError(f"segments {missing} are not complete segments of {data.path}")
+    loaded, segments_used = evaluation_segments(data, segments, prov)
     dtype = torch.float64
     for p in module.parameters():
         dtype = p.dtype
         break
-    frames = ForceFrames(data, [lookup[s] for s in file_ids], frame_interval=frame_interval, dtype=dtype)
-    order = np.arange(len(frames))
-    if max_frames is not None and len(order) > max_frames:
-        order = np.sort(np.random.default_rng(seed).choice(len(order), size=max_frames, replace=False))
+    frames = ForceFrames(data, loaded, frame_interval=frame_interval, dtype=dtype)
+    order = subsample(len(frames), max_frames, seed)
     if len(order) == 0:
         raise ValueError("no frames to evaluate")
 

@@ -125,19 +125,13 @@ class MLIPTask(TrainingTask):
         self.device = proc.device
         interval = int(hd["frame_interval"])
         dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
-        torch.manual_seed(int(t["seed"]) + proc.rank)
-        self.generator = torch.Generator().manual_seed(int(t["seed"]) * 1000 + proc.rank)
-        self.train_ds = ForceFrames(tdata, train_idx, interval, random_rotations=hd["random_rotations"], dtype=dtype,
-                                    generator=self.generator)
-        self.val_ds = ForceFrames(tdata, val_idx, interval, dtype=dtype) if len(val_idx) else None
-        if len(self.train_ds) == 0:
-            raise DataError("no training frames")
-        self.train_size = len(self.train_ds)
-        self.has_validation = self.val_ds is not None
-        self.val_order = np.arange(len(self.val_ds)) if self.val_ds is not None else np.array([], dtype=np.int64)
-        max_val = int(t["max_validation_frames"])
-        if max_val > 0 and len(self.val_order) > max_val:
-            self.val_order = np.sort(np.random.default_rng(0).choice(len(self.val_order), max_val, replace=False))
+        self.seed(int(t["seed"]), proc.rank)
+        self.set_datasets(
+            ForceFrames(tdata, train_idx, interval, random_rotations=hd["random_rotations"], dtype=dtype,
+                        generator=self.generator),
+            ForceFrames(tdata, val_idx, interval, dtype=dtype) if len(val_idx) else None,
+            int(t["max_validation_frames"]), "no training frames",
+        )
 
         elements = sorted(int(z) for z in np.unique(tdata.atomic_numbers))
         self.scales = ckpt["scales"] if ckpt is not None else energy_statistics(tdata, train_idx, elements, interval)

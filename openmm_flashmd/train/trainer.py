@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from openmm_flashmd.data.dataset import DataError, StridePairs, TrajectoryData, stride_frames
+from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, stride_frames
 from openmm_flashmd.train.engine import (
     ENGINE_FILES, ProcessInfo, TrainingTask, TrainResult, check_output_dir, load_training_data, resume_hypers,
     run_training, setup_process,
@@ -139,19 +139,13 @@ class StrideTask(TrainingTask):
         self.device = proc.device
         k = stride_frames(stride, tdata.record_interval, tdata.frames_per_segment)
         dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
-        torch.manual_seed(int(t["seed"]) + proc.rank)
-        self.generator = torch.Generator().manual_seed(int(t["seed"]) * 1000 + proc.rank)
-        self.train_ds = StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
-                                    random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator)
-        self.val_ds = StridePairs(tdata, stride, val_idx, dtype=dtype) if len(val_idx) else None
-        if len(self.train_ds) == 0:
-            raise DataError("no training pairs: segments too short for this stride?")
-        self.train_size = len(self.train_ds)
-        self.has_validation = self.val_ds is not None
-        self.val_order = np.arange(len(self.val_ds)) if self.val_ds is not None else np.array([], dtype=np.int64)
-        max_val = int(t["max_validation_pairs"])
-        if max_val > 0 and len(self.val_order) > max_val:
-            self.val_order = np.sort(np.random.default_rng(0).choice(len(self.val_order), max_val, replace=False))
+        self.seed(int(t["seed"]), proc.rank)
+        self.set_datasets(
+            StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
+                        random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator),
+            StridePairs(tdata, stride, val_idx, dtype=dtype) if len(val_idx) else None,
+            int(t["max_validation_pairs"]), "no training pairs: segments too short for this stride?",
+        )
 
         phypers = PETHypers.from_dict(h["model"])
         self.scales = (ckpt["scales"] if ckpt is not None

@@ -185,7 +185,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output_dir", nargs="?", default="flashmd-run", help="directory for all outputs (default flashmd-run)")
     p.add_argument("--system", default="water", help="built-in name or a System XML file (default water)")
     p.add_argument("--structure", help="PDB/PDBx or State XML (required with a System XML)")
-    p.add_argument("--model", help="bundled model name or model file (default water-16fs for water)")
+    p.add_argument("--model", help="bundled model name or model file (default: the bundled model of a built-in system, water-16fs for water)")
     p.add_argument("--ensemble", default="nvt", choices=["nve", "nvt", "npt"])
     p.add_argument("--temperature", type=float, help="K (default: the system's, else 300)")
     p.add_argument("--pressure", type=float, default=1.0, help="bar, for npt (default 1)")
@@ -203,18 +203,8 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from openmm_flashmd.model.bundled import bundled_models
-    from openmm_flashmd.simulate import DEFAULT_MODEL, simulate
-    from openmm_flashmd.systems import available_systems
+    from openmm_flashmd.simulate import simulate
 
-    if args.model is None and DEFAULT_MODEL not in bundled_models():
-        print(f"openmm-flashmd simulate: the default run needs the bundled model {DEFAULT_MODEL!r}, which this "
-              "install does not have yet.\n"
-              f"  built-in systems: {', '.join(available_systems())}\n"
-              f"  bundled models:   {', '.join(bundled_models()) or 'none'}\n"
-              "  run with your own model: openmm-flashmd simulate --system water --model model.pt\n"
-              "  (make one with: openmm-flashmd generate / train; see the README)", file=sys.stderr)
-        return 1
     run = simulate(args.output_dir, system=args.system, structure=args.structure, model=args.model,
                    ensemble=args.ensemble, temperature=args.temperature, pressure=args.pressure,
                    collision_rate=args.collision_rate, duration=args.time, report_interval=args.report_interval,

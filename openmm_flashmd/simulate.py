@@ -25,7 +25,8 @@ from openmm_flashmd.systems.loading import load_structure, load_system, make_pla
 
 #: Built-in default of ``openmm-flashmd simulate``.
 DEFAULT_SYSTEM = "water"
-DEFAULT_MODEL = "water-16fs"
+#: Bundled model used for a built-in system when no model is given.
+DEFAULT_MODELS = {"water": "water-16fs", "alanine-dipeptide-implicit": "alanine-dipeptide-implicit-8fs"}
 
 ENSEMBLES = {"nve": "F E", "nvt": "O F E O", "npt": "O F E O"}
 
@@ -79,7 +80,8 @@ def simulate(
     ----------
     system : built-in name (see :func:`openmm_flashmd.systems.available_systems`) or a
         serialized System XML file (then ``structure`` gives PDB/PDBx or State XML).
-    model : bundled model name or file; default ``water-16fs`` for the water system.
+    model : bundled model name or file; default from :data:`DEFAULT_MODELS` for built-in systems
+        (``water-16fs`` for water).
     ensemble : ``nve``, ``nvt`` (Langevin + energy filter) or ``npt`` (adds a
         ``MonteCarloBarostat`` at ``pressure`` bar).
     temperature : K (default: the built-in system's, else 300).
@@ -114,7 +116,7 @@ def simulate(
         raise ValueError("a System XML needs structure= (PDB, PDBx or State XML)")
     topology = topology or topology_from_system(omm_system)
     temperature = float(temperature if temperature is not None else (built.temperature if built else 300.0))
-    model_name = model or (DEFAULT_MODEL if system == DEFAULT_SYSTEM else None)
+    model_name = model or DEFAULT_MODELS.get(system)
     if model_name is None:
         raise ValueError(f"no default model for system {system!r}; pass model= (a bundled name or a file)")
     scripted = load_model(model_name)

@@ -48,12 +48,10 @@ def test_simulate_refuses_unknown_inputs(tmp_path, free_model):
         simulate(tmp_path / "c", system="argon", model=free_model, resume=True, progress=False)
 
 
-def test_cli_simulate_without_a_bundled_model_explains(capsys, tmp_path, monkeypatch):
-    from openmm_flashmd.model import bundled
-
-    monkeypatch.setattr(bundled, "BUNDLED_DIR", tmp_path / "none")
-    assert main(["simulate", str(tmp_path / "run")]) == 1
-    assert "bundled model 'water-16fs'" in capsys.readouterr().err
+def test_cli_simulate_with_an_unknown_model_explains(capsys, tmp_path):
+    assert main(["simulate", str(tmp_path / "run"), "--model", "water-3fs"]) == 1
+    err = capsys.readouterr().err
+    assert "no model file or bundled model named 'water-3fs'" in err and "water-16fs" in err
 
 
 def test_flashmd_reporter_refuses_existing_file(tmp_path):

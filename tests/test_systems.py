@@ -20,7 +20,7 @@ def _minimised_energy(built: BuiltinSystem) -> float:
 
 
 def test_registry():
-    assert set(available_systems()) == {"water", "alanine-dipeptide-implicit", "argon"}
+    assert set(available_systems()) == {"water", "alanine-dipeptide-implicit", "alanine-dipeptide-explicit", "argon"}
     with pytest.raises(KeyError, match="available"):
         get_system("nope")
     assert get_system("argon", n_atoms=8).num_particles == 8
@@ -65,6 +65,19 @@ def test_alanine_dipeptide_implicit():
     assert np.isfinite(_minimised_energy(ala))
 
 
+def test_alanine_dipeptide_explicit_is_solvated_flexible_and_periodic():
+    ala = get_system("alanine-dipeptide-explicit")
+    residues = [res.name for res in ala.topology.residues()]
+    assert residues[:3] == ["ACE", "ALA", "NME"] and residues.count("HOH") == 230
+    assert ala.system.usesPeriodicBoundaryConditions()
+    assert ala.system.getNumConstraints() == 0
+    assert ala.num_particles == 22 + 3 * 230
+    bonds = [f for f in ala.system.getForces() if isinstance(f, openmm.HarmonicBondForce)][0]
+    assert bonds.getNumBonds() >= 21 + 2 * 230  # flexible water: two O-H bonds each
+    with pytest.raises(ValueError, match="half the box edge"):
+        get_system("alanine-dipeptide-explicit", padding=0.3)
+
+
 def test_argon():
     ar = argon_box(n_atoms=32)
     assert ar.num_particles == 32 and ar.system.usesPeriodicBoundaryConditions()
@@ -88,3 +101,14 @@ def test_topology_from_periodic_system_writes_pdb():
     buffer = io.StringIO()
     app.PDBFile.writeFile(topology, ar.positions, buffer)
     assert "CRYST1" in buffer.getvalue()
+
+
+def test_bundled_water_reference_rdf_has_the_liquid_first_peak():
+    from openmm_flashmd.analysis.structure import reference_rdf
+
+    ref = reference_rdf("water")
+    peak = ref["r_nm"][np.argmax(ref["g_OO"])]
+    assert 0.26 < peak < 0.29 and 2.3 < ref["g_OO"].max() < 3.5
+    assert ref["g_OH"][ref["r_nm"] < 0.14].max() < 0.05  # intramolecular O-H excluded
+    with pytest.raises(KeyError, match="no bundled reference RDF"):
+        reference_rdf("argon")

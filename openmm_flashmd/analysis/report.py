@@ -8,6 +8,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from openmm_flashmd.analysis.statistics import block_average
+
 
 def read_log(path: Path) -> Dict[str, np.ndarray]:
     """Columns of a :class:`FlashMDReporter` CSV log as arrays."""
@@ -17,10 +19,10 @@ def read_log(path: Path) -> Dict[str, np.ndarray]:
 
 def _mean_and_error(values: np.ndarray, blocks: int = 4) -> str:
     """``mean ± standard error`` from block averages (error omitted when too short)."""
-    if len(values) < blocks:
-        return f"{values.mean():.1f}"
-    means = [b.mean() for b in np.array_split(values, blocks)]
-    return f"{values.mean():.1f} ± {np.std(means, ddof=1) / np.sqrt(blocks):.1f}"
+    mean, error = block_average(values, blocks)
+    if np.isnan(error):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {error:.1f}"
 
 
 def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str, ylabel: str) -> None:
@@ -78,14 +80,26 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
 
 
 def _structure_section(output_dir: Path, trajectory: Path, topology: Path) -> List[str]:
+    """O–O RDF of periodic runs with oxygen; pure water is compared with the bundled reference RDF."""
     import mdtraj
 
     traj = mdtraj.load(str(trajectory), top=str(topology))
     elements = {atom.element.symbol for atom in traj.topology.atoms}
     if traj.unitcell_lengths is None or "O" not in elements or traj.n_frames < 2:
         return []
-    from openmm_flashmd.analysis.structure import radial_distribution
+    from openmm_flashmd.analysis.structure import radial_distribution, rdf_difference, reference_rdf
 
     r, g = radial_distribution(traj, "O", "O")
-    _plot(output_dir / "rdf_OO.png", r, {"O–O": g}, "r (nm)", "g(r)")
-    return ["## Structure", "", f"O–O radial distribution from {traj.n_frames} frames:", "", "![O-O RDF](rdf_OO.png)", ""]
+    series = {"O–O (this run)": g}
+    lines = ["## Structure", "", f"O–O radial distribution from {traj.n_frames} frames.", ""]
+    if all(residue.name == "HOH" for residue in traj.topology.residues):
+        ref = reference_rdf("water")
+        g_ref = np.interp(r, ref["r_nm"], ref["g_OO"], right=np.nan)
+        inside = np.isfinite(g_ref)
+        series["O–O reference MD"] = g_ref
+        difference = rdf_difference(r[inside], g[inside], g_ref[inside])
+        lines += [f"Integrated absolute difference from the bundled reference "
+                  f"(∫|g − g_ref| dr / ∫g_ref dr, r < {r[inside][-1]:.2f} nm): **{100 * difference:.1f} %**. "
+                  f"Reference: {ref['description']} at {ref['temperature_K']:g} K; {ref['source']}.", ""]
+    _plot(output_dir / "rdf_OO.png", r, series, "r (nm)", "g(r)")
+    return lines + ["![O-O RDF](rdf_OO.png)", ""]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import json
+from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import mdtraj
 import numpy as np
@@ -37,3 +39,21 @@ def rdf_difference(r: np.ndarray, g: np.ndarray, g_reference: np.ndarray) -> flo
     """Integrated absolute difference ∫|g - g_ref| dr / ∫ g_ref dr (a fraction)."""
     dr = np.gradient(r)
     return float(np.sum(np.abs(g - g_reference) * dr) / np.sum(g_reference * dr))
+
+
+#: Bundled reference RDFs of the built-in systems (made by ``examples/models/water_reference_rdf.py``).
+REFERENCE_RDFS = {"water": Path(__file__).resolve().parent.parent / "systems" / "data" / "water-reference-rdf.json"}
+
+
+def reference_rdf(system: str = "water") -> Dict[str, object]:
+    """The bundled reference RDF of a built-in system from reference MD with the same potential.
+
+    Returns the JSON record: ``r_nm`` (bin centres, nm), ``g_OO``, ``g_OH`` (arrays),
+    ``temperature_K``, ``description`` and ``source`` (which data, how many frames).
+    """
+    if system not in REFERENCE_RDFS:
+        raise KeyError(f"no bundled reference RDF for {system!r}; available: {', '.join(REFERENCE_RDFS)}")
+    record = json.loads(REFERENCE_RDFS[system].read_text())
+    for key in ("r_nm", "g_OO", "g_OH"):
+        record[key] = np.asarray(record[key], dtype=float)
+    return record

@@ -9,6 +9,7 @@ name (for :func:`get_system`)   builder
 ==============================  ========================================================
 ``water``                       :func:`water_box` (flexible TIP3P, periodic, PME)
 ``alanine-dipeptide-implicit``  :func:`alanine_dipeptide_implicit` (amber14 + OBC2)
+``alanine-dipeptide-explicit``  :func:`alanine_dipeptide_explicit` (amber14 + flexible TIP3P, PME)
 ``argon``                       :func:`argon_box` (Lennard-Jones argon, periodic)
 ==============================  ========================================================
 """
@@ -31,6 +32,7 @@ __all__ = [
     "BuiltinSystem",
     "water_box",
     "alanine_dipeptide_implicit",
+    "alanine_dipeptide_explicit",
     "argon_box",
     "get_system",
     "available_systems",
@@ -210,6 +212,44 @@ def alanine_dipeptide_implicit(temperature: float = 300.0) -> BuiltinSystem:
     )
 
 
+def alanine_dipeptide_explicit(
+    temperature: float = 300.0, padding: float = 1.0, cutoff: float = 0.9, seed: int = 0
+) -> BuiltinSystem:
+    """Alanine dipeptide in a periodic box of flexible TIP3P water (amber14, PME).
+
+    The solvated peptide of the FlashMD paper, for GPU-sized runs (712 atoms, 230 waters,
+    a 2.0 nm box with the default ``padding``; larger ``padding`` gives larger boxes). ``amber14-all.xml`` + ``amber14/tip3p.xml`` with
+    ``rigidWater=False``, no constraints, PME with ``cutoff`` (nm); ``padding`` (nm) is the
+    minimum water layer between the peptide and the box faces (OpenMM ``Modeller.addSolvent``,
+    cubic box). ``seed`` is accepted for a uniform interface; solvation is deterministic.
+    """
+    pdb = app.PDBFile(str(DATA_DIR / "alanine-dipeptide.pdb"))
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.addSolvent(forcefield, model="tip3p", padding=padding * unit.nanometer, boxShape="cube")
+    edge = modeller.topology.getPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer)
+    if cutoff >= 0.5 * edge:
+        raise ValueError(f"cutoff {cutoff} nm must be below half the box edge ({edge:.3f} nm)")
+    system = forcefield.createSystem(
+        modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=cutoff * unit.nanometer,
+        constraints=None, rigidWater=False, removeCMMotion=False,
+    )
+    n_waters = sum(1 for res in modeller.topology.residues() if res.name == "HOH")
+    return BuiltinSystem(
+        name="alanine-dipeptide-explicit",
+        topology=modeller.topology,
+        system=system,
+        positions=modeller.getPositions().value_in_unit(unit.nanometer) * unit.nanometer,
+        temperature=float(temperature),
+        reference_timestep=0.0005,
+        description=(
+            f"alanine dipeptide in {n_waters} flexible TIP3P waters, amber14-all + amber14/tip3p.xml, PME, "
+            f"cutoff {cutoff:.2f} nm, cubic box {edge:.4f} nm, no constraints"
+        ),
+        options=dict(padding=padding, cutoff=cutoff, seed=seed),
+    )
+
+
 # --------------------------------------------------------------------------- argon
 
 def argon_box(
@@ -275,6 +315,7 @@ def argon_box(
 _REGISTRY: Dict[str, Callable[..., BuiltinSystem]] = {
     "water": water_box,
     "alanine-dipeptide-implicit": alanine_dipeptide_implicit,
+    "alanine-dipeptide-explicit": alanine_dipeptide_explicit,
     "argon": argon_box,
 }
 

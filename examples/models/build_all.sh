@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Rebuild every bundled stride model from scratch: reference data, training, bundling.
+# These are the exact commands used for the models in openmm_flashmd/models/ (each model's
+# card quotes its blocks). CPU, 1 thread per job; run blocks in parallel where cores allow.
+#   bash examples/models/build_all.sh [WORK_DIR]   (default bundled-work, relative to the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WORK="${1:-bundled-work}"
+mkdir -p "$WORK"
+export OMP_NUM_THREADS=1
+
+# >>> data-water
+openmm-flashmd generate --system water --n-segments 60 --segment-length 1.0 --seed 1 \
+    --platform CPU "$WORK/water64.h5"
+# <<< data-water
+
+# >>> data-alanine-dipeptide-implicit
+openmm-flashmd generate --system alanine-dipeptide-implicit --n-segments 120 --segment-length 1.0 \
+    --decorrelate 2 --thermalize 20 --platform CPU "$WORK/ala-implicit.h5"
+# <<< data-alanine-dipeptide-implicit
+
+# >>> water-16fs
+openmm-flashmd train "$WORK/water64.h5" "$WORK/water-16fs" --stride 0.016 --hypers examples/models/water.yaml \
+    --set training.max_steps=5000 --device cpu
+# <<< water-16fs
+
+# >>> water-8fs
+openmm-flashmd train "$WORK/water64.h5" "$WORK/water-8fs" --stride 0.008 --hypers examples/models/water.yaml \
+    --set training.max_steps=3000 --device cpu
+# <<< water-8fs
+
+for name in water-16fs water-8fs; do
+    python examples/models/bundle.py "$name" "$WORK/$name" --overwrite
+done

@@ -1,0 +1,86 @@
+"""Copy a trained stride model into the package and write its model card.
+
+    python examples/models/bundle.py water-16fs runs/water-16fs [--overwrite]
+
+Takes ``RUN_DIR/model.pt`` (from ``openmm-flashmd train``), refuses models over 5 MB,
+copies it to ``openmm_flashmd/models/NAME.pt`` and writes ``NAME.md``: data, stride,
+hyper-parameters and held-out errors from the model's metadata, the dynamics validation
+from ``benchmarks/results/validation/NAME.json`` when it exists, and the exact commands
+quoted from ``examples/models/build_all.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+MODELS = ROOT / "openmm_flashmd" / "models"
+VALIDATION = ROOT / "benchmarks" / "results" / "validation"
+MAX_BYTES = 5 * 1024 * 1024
+
+NOTES = {
+    "water": "Trained on 64 flexible TIP3P waters at 300 K only; other temperatures, densities or water "
+             "models are extrapolation. Use it with the energy filter (\"E\") and a thermostat; see the "
+             "dynamics table for how far it is from reference MD.",
+    "alanine-dipeptide-implicit": "Trained on alanine dipeptide in OBC2 implicit solvent at 300 K only "
+                                  "(amber14); not for other peptides or explicit solvent. Use it with the "
+                                  "energy filter (\"E\") and a thermostat.",
+}
+
+
+def recipe(name: str) -> str:
+    """The commands of ``build_all.sh`` that make ``name``: its data block and its training block."""
+    script = (HERE / "build_all.sh").read_text()
+    system = re.sub(r"-\d+fs$", "", name)
+    blocks = []
+    for key in (f"data-{system}", name):
+        match = re.search(rf"# >>> {re.escape(key)}\n(.*?)# <<< {re.escape(key)}", script, re.S)
+        if match is None:
+            raise SystemExit(f"build_all.sh has no block '# >>> {key}'")
+        blocks.append(match.group(1).strip())
+    blocks.append(f'python examples/models/bundle.py {name} "$WORK/{name}" --overwrite')
+    return "# from the repository root\nexport OMP_NUM_THREADS=1 WORK=bundled-work\n" + "\n".join(blocks)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="bundled name, <system>-<N>fs (e.g. water-16fs)")
+    parser.add_argument("run_dir", help="output directory of 'openmm-flashmd train'")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundled model")
+    args = parser.parse_args()
+
+    import openmm_flashmd  # noqa: F401
+    from openmm_flashmd.model.protocol import load_model, read_metadata
+    from openmm_flashmd.train.card import model_card
+
+    source = Path(args.run_dir) / "model.pt"
+    target = MODELS / f"{args.name}.pt"
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist")
+    if source.stat().st_size > MAX_BYTES:
+        raise SystemExit(f"{source} is {source.stat().st_size / 2**20:.1f} MiB; bundled models must be ≤ 5 MB")
+    stride_fs = read_metadata(load_model(source))["stride"] * 1000
+    if not args.name.endswith(f"-{stride_fs:g}fs"):
+        raise SystemExit(f"{args.name!r} does not end in the model's stride (-{stride_fs:g}fs)")
+    if target.exists() and not args.overwrite:
+        raise SystemExit(f"{target} exists; pass --overwrite to replace it")
+    MODELS.mkdir(exist_ok=True)
+    shutil.copyfile(source, target)
+
+    record = VALIDATION / f"{args.name}.json"
+    dynamics = json.loads(record.read_text()) if record.exists() else None
+    system = re.sub(r"-\d+fs$", "", args.name)
+    card = model_card(target, args.name, reproduce=recipe(args.name), dynamics=dynamics, notes=NOTES.get(system))
+    target.with_suffix(".md").write_text(card)
+    print(f"bundled {target} ({target.stat().st_size / 2**20:.2f} MiB) and {target.with_suffix('.md').name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Model cards: a short markdown description of a trained stride model.
+
+A card says what the model was trained on (data, stride, hyper-parameters), how well it
+predicts held-out strides, and, when a validation record from ``benchmarks/validate.py`` is
+given, how its dynamics compare with reference MD. Everything comes from the model's own
+metadata and the records passed in; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
+
+__all__ = ["model_card"]
+
+_SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 16: "S", 18: "Ar"}
+
+
+def _symbol(z: Any) -> str:
+    return _SYMBOLS.get(int(z), f"Z={int(z)}")
+
+
+def _held_out_section(validation: Dict[str, Any]) -> List[str]:
+    errors = validation.get("errors") or {}
+    if not errors:
+        return []
+    lines = ["## Held-out strides", "",
+             f"Best validation loss {validation.get('loss', float('nan')):.4f} at step {validation.get('step')} "
+             f"({validation.get('n_pairs')} pairs from held-out segments {validation.get('segments')}). "
+             "Improvement = baseline RMSE / model RMSE (baselines: free flight q + vτ for Δq, "
+             "unchanged velocities for v′).", "",
+             "| atoms | Δq RMSE (nm) | free flight (nm) | improvement | v′ RMSE (nm/ps) | unchanged (nm/ps) | "
+             "improvement |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [("all", errors["all"])] + [(_symbol(z), e) for z, e in sorted(errors.get("per_element", {}).items())]
+    for label, e in rows:
+        lines.append(f"| {label} | {e['dq_rmse']:.4f} | {e['dq_free_flight_rmse']:.4f} | {e['dq_improvement']:.2f}× | "
+                     f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× |")
+    return lines + [""]
+
+
+def _dynamics_section(record: Dict[str, Any]) -> List[str]:
+    rows = record.get("card_rows") or []
+    if not rows:
+        return []
+    lines = ["## Dynamics against reference MD", "",
+             f"From `benchmarks/validate.py` ({record.get('lengths', 'full')} lengths); see "
+             "`benchmarks/results/validation/summary.md` for plots.", "",
+             "| quantity | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return lines + [""]
+
+
+def model_card(
+    model: ModelLike,
+    name: str,
+    reproduce: Optional[str] = None,
+    dynamics: Optional[Dict[str, Any]] = None,
+    notes: Optional[str] = None,
+) -> str:
+    """Markdown model card of ``model`` (a module, file or bundled name).
+
+    Parameters
+    ----------
+    name : the model's name (e.g. ``water-16fs``)
+    reproduce : shell commands that rebuild the model (shown verbatim)
+    dynamics : optional record with ``card_rows`` (list of ``[quantity, value]`` strings)
+        summarising a validation against reference MD
+    notes : free text on limitations, shown last
+    """
+    meta = read_metadata(load_model(model))
+    prov = meta.get("provenance") or {}
+    hypers = meta.get("hypers") or {}
+    elements = ", ".join(_symbol(z) for z in meta.get("elements", []))
+    masses = ", ".join(f"{_symbol(z)} {m:g}" for z, m in sorted((meta.get("masses") or {}).items()))
+    lines = [f"# Model card: `{name}`", "",
+             f"PET stride model: one call advances positions and velocities by **{meta['stride'] * 1000:g} fs** "
+             f"({meta['stride']:g} ps). Elements {elements}; masses (Da) {masses}; "
+             f"{'periodic' if meta.get('periodic') else 'non-periodic'} systems; cutoff {meta.get('cutoff')} nm.", "",
+             "## Data", "",
+             f"- {prov.get('data_description', 'unknown system')} at {prov.get('data_temperature', '?')} K",
+             f"- files {', '.join(prov.get('data', []))} (SHA-256 {str(prov.get('dataset_sha256', '?'))[:16]}…), "
+             f"frames every {prov.get('record_interval', '?')} ps",
+             f"- {len(prov.get('training_segments', []))} training segments, "
+             f"{len(prov.get('validation_segments', []))} held-out validation segments", "",
+             "## Hyper-parameters", "",
+             "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(hypers.items())]
+    lines.append("")
+    versions = prov.get("package_versions") or {}
+    if versions:
+        lines += ["Trained with " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".", ""]
+    lines += _held_out_section(meta.get("validation") or {})
+    lines += _dynamics_section(dynamics or {})
+    if reproduce:
+        lines += ["## Reproduce", "", "```bash", reproduce.strip(), "```", ""]
+    if notes:
+        lines += ["## Limitations", "", notes.strip(), ""]
+    return "\n".join(lines)

@@ -108,15 +108,80 @@ def render_stiff_bond_learning(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def _num(value, spec: str, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{value:{spec}}{suffix}"
+
+
+def render_validation(data: Dict, name: str) -> List[str]:
+    """``validation.json`` from ``benchmarks/validate.py summarize`` (the per-model files in
+    ``results/validation/`` are not globbed by :func:`render_all`)."""
+
+    def temperature(run: Dict) -> str:
+        if not run:
+            return "—"
+        if run.get("failed_at_ps") is not None and not run.get("temperature_K"):
+            return f"failed at {run['failed_at_ps']:.3g} ps"
+        temps = run.get("temperature_K") or {}
+        overall = _num((temps.get("all") or {}).get("dev_target"), "+.1f")
+        worst = run.get("worst_element") or {}
+        cell = f"{overall} / {worst['element']} {worst['dev_target']:+.1f}" if worst else overall
+        if run.get("failed_at_ps") is not None:
+            cell += f" (failed at {run['failed_at_ps']:.3g} ps)"
+        return cell
+
+    lines = [f"### Validation against reference MD (`{name}`)", "",
+             "Trained stride models on the OpenMM CPU platform against Langevin MD (`LangevinMiddleIntegrator` at the "
+             "reference timestep) with the same classical potential, 300 K, friction 1/ps "
+             "(`benchmarks/validate.py`; plots and details in `benchmarks/results/validation/summary.md`). "
+             "ΔT: kinetic temperature minus 300 K, overall / worst element, NVT with the energy filter "
+             "(\"O F E O\") and without (\"O F O\"); RDF: integrated |Δg| of O–O; density: NpT at 1 bar, FlashMD "
+             "vs reference; JS: Ramachandran Jensen–Shannon divergence (nats, 36×36 bins); NVE: T(end) − T(start) "
+             "without filter (\"F\"); speedup: reference MD s/ps ÷ FlashMD s/ps.", "",
+             "| model | stride (fs) | lengths | ΔT filter (K) | ΔT no filter (K) | RDF O–O (%) | density (%) | JS | "
+             "NVE ΔT (K) | stability | speedup |", "|---|---:|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for model, m in sorted(data.get("models", {}).items()):
+        nvt = m.get("nvt") or {}
+        nve = m.get("nve") or {}
+        stab = m.get("stability") or {}
+        if not stab.get("ran"):
+            stability = "—"
+        elif stab.get("stable"):
+            stability = f"stable {stab.get('length_ps'):g} ps"
+        else:
+            stability = f"failed at {_num(stab.get('failed_at_ps'), '.3g')} ps"
+        nve_cell = _num(nve.get("T_drift_K"), "+.1f")
+        if nve.get("failed_at_ps") is not None:
+            nve_cell += f" (failed at {nve['failed_at_ps']:.3g} ps)"
+        lines.append(" | ".join([
+            f"| {model}", f"{m['stride_ps'] * 1000:g}", str(m.get("lengths_mode")),
+            temperature(nvt.get("filter")), temperature(nvt.get("no_filter")),
+            _num(((m.get("rdf") or {}).get("O-O") or {}).get("difference_percent"), ".2f"),
+            _num(((m.get("npt") or {}).get("flashmd") or {}).get("relative_difference_percent"), "+.2f"),
+            _num((m.get("ramachandran") or {}).get("js_divergence"), ".4f"),
+            nve_cell, stability, _num((m.get("cost") or {}).get("speedup"), ".1f", "×")]) + " |")
+    lines += ["", "| goal | model | value | met |", "|---|---|---:|---|"]
+    for goal in data.get("goals", []):
+        met = {True: "met", False: "**not met**", None: "not measured"}[goal.get("met")]
+        note = f" ({goal['note']})" if goal.get("note") else ""
+        lines.append(f"| {goal['text']} | {goal.get('model') or '—'} | {_num(goal.get('value'), '.3g')} | {met}{note} |")
+    lines += ["", _stack_line(data["stack"]), ""]
+    return lines
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,
     "pet_forward": render_pet_forward,
     "integrator_overhead": render_integrator_overhead,
+    "validation": render_validation,
 }
 
 
 def render_all() -> str:
+    """Markdown of every ``RESULTS/*.json`` with a renderer (top level only: the per-model
+    validation files in ``RESULTS/validation/`` are merged into ``validation.json``)."""
     lines: List[str] = []
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())

@@ -155,8 +155,9 @@ def test_nan_and_exploding_strides_raise_and_keep_the_state():
     context = context_for(system, integrator)
     context.setPositions(np.zeros((2, 3)))
     context.setVelocities(np.array([[1.0, 0, 0], [0, 0, 0]]))
-    with pytest.raises(FlashMDError, match=r"FlashMD stride 52: the stride model returned NaN"):
+    with pytest.raises(FlashMDError, match=r"FlashMD stride 52: the stride model returned NaN") as failure:
         integrator.step(100)
+    assert failure.value.stride == 52
     x, _ = positions_velocities(context)
     assert np.all(np.isfinite(x)) and x[0, 0] == pytest.approx(0.51)
 

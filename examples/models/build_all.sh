@@ -29,6 +29,11 @@ openmm-flashmd train "$WORK/water64.h5" "$WORK/water-8fs" --stride 0.008 --hyper
     --set training.max_steps=3000 --device cpu
 # <<< water-8fs
 
-for name in water-16fs water-8fs; do
+# >>> alanine-dipeptide-implicit-8fs
+openmm-flashmd train "$WORK/ala-implicit.h5" "$WORK/alanine-dipeptide-implicit-8fs" --stride 0.008 \
+    --hypers examples/models/alanine.yaml --set training.max_steps=6000 --device cpu
+# <<< alanine-dipeptide-implicit-8fs
+
+for name in water-16fs water-8fs alanine-dipeptide-implicit-8fs; do
     python examples/models/bundle.py "$name" "$WORK/$name" --overwrite
 done

@@ -26,7 +26,14 @@ ThermostatedIntegrator = quiet_import("openmmtools.integrators").ThermostatedInt
 
 
 class FlashMDError(RuntimeError):
-    """A FlashMD stride failed (NaN, exploding stride); the message names the stride."""
+    """A FlashMD stride failed (NaN, exploding stride); the message names the stride.
+
+    ``stride`` is the failed stride's number (counted from 1 over the integrator's life).
+    """
+
+    def __init__(self, message: str, stride: int = 0):
+        super().__init__(message)
+        self.stride = stride
 
 
 def _in(value, unit_, name):
@@ -311,8 +318,11 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         """Advance by ``steps`` strides.
 
         A failed stride raises :class:`FlashMDError` naming it; the Context keeps
-        the state from before that stride's F (the failure flag is cleared, so a
-        later ``step`` tries again from there).
+        the positions and velocities from before that stride's F (the failure flag is
+        cleared, so a later ``step`` tries again from there). The remaining strides of
+        the call do nothing, but OpenMM still advances the Context's time and step count
+        over the whole call (an integrator cannot end ``step`` early): rewind them with
+        ``context.setTime``/``setStepCount`` if it matters, or step in small chunks.
         """
         self.setGlobalVariableByName("flashmd_energy_valid", 0.0)  # the Context may have changed since
         super().step(steps)
@@ -323,7 +333,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             code = int(round(total / FAILURE_SENTINEL / slots))
             reason = FAILURE_REASONS.get(code, "the stride failed")
             self.setGlobalVariableByName("flashmd_failed", 0.0)
-            raise FlashMDError(f"FlashMD stride {failed}: {reason} (the Context keeps the state before this stride)")
+            raise FlashMDError(f"FlashMD stride {failed}: {reason} (the Context keeps the positions and "
+                               "velocities from before this stride)", stride=failed)
 
     def setStepSize(self, size) -> None:
         """The step size is the model's stride and cannot change."""

@@ -1,0 +1,98 @@
+"""Analysis helpers: block averages, Ramachandran histograms, JS divergence, basins, bootstrap."""
+
+import math
+
+import numpy as np
+import pytest
+
+from openmm_flashmd.analysis.dihedrals import (
+    basin_populations,
+    block_bootstrap,
+    jensen_shannon,
+    ramachandran,
+    ramachandran_histogram,
+    wrap_degrees,
+)
+from openmm_flashmd.analysis.statistics import block_average
+
+
+def test_block_average_mean_and_error():
+    values = np.array([1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 7.0, 7.0])
+    mean, error = block_average(values, 4)
+    assert mean == pytest.approx(4.0)
+    assert error == pytest.approx(np.std([1, 3, 5, 7], ddof=1) / 2)
+    assert math.isnan(block_average([1.0, 2.0], 4)[1]) and block_average([1.0, 2.0], 4)[0] == 1.5
+    assert all(math.isnan(x) for x in block_average([], 4))
+    # independent samples: the block error estimates sigma / sqrt(n)
+    rng = np.random.default_rng(0)
+    _, error = block_average(rng.normal(0.0, 2.0, 40_000), 20)
+    assert error == pytest.approx(2.0 / math.sqrt(40_000), rel=0.5)
+
+
+def test_report_uses_block_average():
+    from openmm_flashmd.analysis.report import _mean_and_error
+
+    assert _mean_and_error(np.array([1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 7.0, 7.0])) == "4.0 ± 1.3"
+    assert _mean_and_error(np.array([2.0, 4.0])) == "3.0"
+
+
+def test_histogram_and_jensen_shannon():
+    rng = np.random.default_rng(1)
+    phi, psi = rng.uniform(-180, 180, 1000), rng.uniform(-180, 180, 1000)
+    hist = ramachandran_histogram(phi, psi)
+    assert hist.shape == (36, 36) and hist.sum() == pytest.approx(1.0)
+    edge = ramachandran_histogram([180.0], [-180.0])  # 180 wraps to -180: the first bin
+    assert edge[0, 0] == 1.0
+    assert jensen_shannon(hist, hist) == pytest.approx(0.0, abs=1e-12)
+    a = ramachandran_histogram([-100.0] * 10, [-50.0] * 10)
+    b = ramachandran_histogram([60.0] * 10, [30.0] * 10)
+    assert jensen_shannon(a, b) == pytest.approx(math.log(2.0))
+    partial = jensen_shannon(a, 0.5 * a + 0.5 * b)
+    assert 0.0 < partial < math.log(2.0) and jensen_shannon(0.5 * a + 0.5 * b, a) == pytest.approx(partial)
+    with pytest.raises(ValueError):
+        jensen_shannon(np.zeros((2, 2)), np.ones((2, 2)))
+
+
+def test_basin_populations_of_synthetic_angles():
+    phi = np.array([-60.0, -60.0, -150.0, -70.0, 60.0, 170.0, -60.0, 190.0])
+    psi = np.array([-45.0, 50.0, 150.0, -130.0, 40.0, -170.0, 51.0, 0.0])
+    # alpha_R: (-60,-45), (-60,50) (psi = 50 is inside) and (190 -> -170, 0);
+    # beta_PPII: (-150,150), (-70,-130), (-60,51); alpha_L: (60,40), (170,-170)
+    pops = basin_populations(phi, psi)
+    assert pops == pytest.approx({"alpha_R": 3 / 8, "beta_PPII": 3 / 8, "alpha_L": 2 / 8})
+    assert sum(pops.values()) == pytest.approx(1.0)
+    assert wrap_degrees(180.0) == -180.0
+
+
+def test_block_bootstrap_error_shrinks_with_more_data():
+    rng = np.random.default_rng(2)
+
+    def error(n):
+        _, se = block_bootstrap(np.mean, rng.normal(size=n), n_blocks=20, n_resamples=300, seed=3)
+        return se
+
+    small, large = error(400), error(40_000)
+    assert small == pytest.approx(1 / math.sqrt(400), rel=0.4)
+    assert large == pytest.approx(1 / math.sqrt(40_000), rel=0.4)
+    assert large < small / 5
+
+    phi = rng.uniform(-180, 180, 2000)
+    psi = rng.uniform(-180, 180, 2000)
+    value, se = block_bootstrap(basin_populations, phi, psi, n_resamples=100)
+    assert set(value) == set(se) == {"alpha_R", "beta_PPII", "alpha_L"}
+    assert value == basin_populations(phi, psi) and all(0 < s < 0.05 for s in se.values())
+
+
+def test_ramachandran_of_alanine_dipeptide():
+    import mdtraj
+
+    from openmm_flashmd.systems import get_system
+
+    built = get_system("alanine-dipeptide-implicit")
+    xyz = np.asarray(built.positions.value_in_unit(built.positions.unit))[None]
+    traj = mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(built.topology))
+    phi, psi = ramachandran(traj)
+    assert phi.shape == psi.shape == (1, 1)
+    assert np.all((phi >= -180) & (phi < 180)) and np.all((psi >= -180) & (psi < 180))
+    _, phi_md = mdtraj.compute_phi(traj)
+    assert phi[0, 0] == pytest.approx(wrap_degrees(np.degrees(phi_md[0, 0])))

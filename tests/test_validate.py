@@ -1,0 +1,123 @@
+"""benchmarks/validate.py end to end in quick mode on the water box, with a tiny untrained PET."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from openmm_flashmd import save_model
+from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+from openmm_flashmd.systems import get_system
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_water_model(tmp_path_factory):
+    """An untrained PET stride model (16 fs) with the water box's elements and masses."""
+    built = get_system("water")
+    masses = {atom.element.atomic_number: built.system.getParticleMass(atom.index)._value
+              for atom in built.topology.atoms()}
+    torch.manual_seed(0)
+    hypers = PETHypers(cutoff=0.3, d_pet=8, d_node=8, d_feedforward=8, num_heads=2, num_attention_layers=1,
+                       num_gnn_layers=1)
+    model = PETStrideModel(hypers, 0.016, sorted(masses), masses, periodic=True)
+    return save_model(model, tmp_path_factory.mktemp("model") / "tiny-water-16fs.pt")
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """validate.py --threads sets torch's thread count; give other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+QUICK = ["--lengths", "quick", "--no-progress", "--threads", "1", "--set", "nvt_ps=0.16", "--set", "npt_ps=0.16",
+         "--set", "nve_ps=0.16", "--set", "stability_ps=0.32"]
+
+
+def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
+    validate = _load("validate")
+    out, work = tmp_path / "validation", tmp_path / "work"
+    common = ["--system", "water", "--out", str(out), "--work-dir", str(work)] + QUICK
+    assert validate.main(["run", str(tiny_water_model), "--name", "water-16fs", "--stability"] + common) == 0
+    with pytest.raises(SystemExit, match="--overwrite"):
+        validate.main(["run", str(tiny_water_model), "--name", "water-16fs"] + common)
+    # a second model reuses the cached reference and times reference MD itself
+    assert validate.main(["run", str(tiny_water_model), "--name", "second", "--no-stability"] + common) == 0
+
+    result = json.loads((out / "water-16fs.json").read_text())
+    assert result["system"] == "water" and result["stride_ps"] == pytest.approx(0.016)
+    assert result["reference"]["computed_in_this_run"] is True
+    assert {"machine", "torch", "openmm"} <= set(result["stack"])
+    for key in ("filter", "no_filter"):
+        run = result["nvt"][key]
+        assert run["failed_at_ps"] is None, run["error"]
+        for entry in run["temperature_K"].values():
+            assert _finite(entry["mean"]) and _finite(entry["sem"]) and _finite(entry["dev_reference"])
+        assert set(run["temperature_K"]) == {"all", "H", "O"}
+    filt = result["nvt"]["filter"]["filter"]
+    assert filt["strides"] == 10 and 0.0 <= filt["clamped_fraction"] <= 1.0 and _finite(filt["mean_scale"])
+    assert all(_finite(result["rdf"][pair]["difference_percent"]) for pair in ("O-O", "O-H"))
+    npt = result["npt"]
+    assert npt["flashmd"]["barostat_interval_strides"] == 1  # 25 x 0.5 fs rounds to one 16 fs stride
+    assert _finite(npt["flashmd"]["density_g_cm3"]["mean"]) and _finite(npt["reference"]["density_g_cm3"]["mean"])
+    assert _finite(npt["flashmd"]["relative_difference_percent"])
+    for key in ("T_start_K", "T_end_K", "T_drift_K", "energy_drift_kjmol_per_ps_per_atom"):
+        assert _finite(result["nve"][key]), key
+    assert result["stability"]["ran"] and result["stability"]["length_ps"] == pytest.approx(0.32)
+    assert isinstance(result["stability"]["stable"], bool)
+    cost = result["cost"]
+    assert cost["reference_s_per_ps"] > 0 and cost["flashmd_s_per_ps"] > 0 and cost["speedup"] > 0
+    for plot in result["plots"]:
+        assert (out / plot).stat().st_size > 0
+    assert {"water-16fs-temperature.png", "water-16fs-rdf.png", "water-16fs-nve.png"} <= set(result["plots"])
+    assert (out / "reference-water.json").exists() and (out / "reference-water.npz").stat().st_size < 1_000_000
+    assert (out / "water-16fs.npz").stat().st_size < 1_000_000
+    assert list(work.glob("*.npz")), "trajectories go to the work dir"
+
+    second = json.loads((out / "second.json").read_text())
+    assert second["reference"]["computed_in_this_run"] is False and not second["stability"]["ran"]
+    assert "timed in this run" in second["cost"]["reference_source"] and second["cost"]["reference_s_per_ps"] > 0
+
+    assert validate.main(["summarize", "--out", str(out)]) == 0
+    merged = json.loads((tmp_path / "validation.json").read_text())
+    assert merged["benchmark"] == "validation" and set(merged["models"]) == {"water-16fs", "second"}
+    goals = {(g["goal"], g["model"]): g for g in merged["goals"]}
+    assert goals[("water_T", "water-16fs")]["met"] in (True, False) and _finite(goals[("water_T", "water-16fs")]["value"])
+    assert goals[("alanine_js", None)]["met"] is None
+    assert "quick lengths" in goals[("water_rdf", "water-16fs")]["note"]
+    summary = (out / "summary.md").read_text()
+    assert "## Goals" in summary and "![water-16fs-rdf.png](water-16fs-rdf.png)" in summary
+
+    report = _load("report")
+    markdown = "\n".join(report.render_validation(merged, "validation.json"))
+    assert "| water-16fs | 16 | quick |" in markdown and "Measured on" in markdown
+
+
+def test_reference_cache_with_other_settings_is_refused(tmp_path, tiny_water_model, monkeypatch):
+    validate = _load("validate")
+    out = tmp_path / "validation"
+    out.mkdir()
+    (out / "reference-water.json").write_text(json.dumps({"settings": {"other": 1}}))
+    (out / "reference-water.npz").write_bytes(b"")
+    with pytest.raises(SystemExit, match="other settings"):
+        validate.main(["run", str(tiny_water_model), "--system", "water", "--out", str(out),
+                       "--work-dir", str(tmp_path / "work")] + QUICK)
+    assert validate.system_from_model_name("alanine-dipeptide-implicit-8fs") == "alanine-dipeptide-implicit"
+    assert validate.system_from_model_name("model") is None

@@ -2,6 +2,7 @@
 
     python benchmarks/validate.py run MODEL [--system NAME] [--out DIR] [--lengths quick|full]
                                             [--overwrite] [--work-dir DIR] [--set KEY=VALUE ...]
+    python benchmarks/validate.py reference SYSTEM [--out DIR] [--lengths quick|full]
     python benchmarks/validate.py summarize [--out DIR]
 
 ``run`` validates one stride model (a bundled name such as ``water-16fs`` or a file) on a
@@ -1080,6 +1081,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     group.add_argument("--no-stability", dest="stability", action="store_false", help="never run it")
     run.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads (default: theirs)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ref = sub.add_parser("reference", help="run (or reuse) only the reference MD of a system")
+    ref.add_argument("system", help="built-in system, e.g. water")
+    ref.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
+    ref.add_argument("--lengths", choices=sorted(LENGTHS), default="full")
+    ref.add_argument("--overwrite", action="store_true", help="replace a cached reference made with other settings")
+    ref.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="trajectories (default %(default)s)")
+    ref.add_argument("--threads", type=int, default=None, help="OpenMM CPU threads (default: OpenMM's)")
     summ = sub.add_parser("summarize", help="merge results into validation.json and summary.md")
     summ.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
     args = parser.parse_args(argv)
@@ -1087,6 +1095,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         PROGRESS = not args.no_progress
         validate_model(args.model, args.system, args.out, args.lengths, args.overwrite, args.work_dir,
                        parse_overrides(args.set), args.stability, args.name, args.threads)
+    elif args.command == "reference":
+        args.out.mkdir(parents=True, exist_ok=True)
+        load_or_run_reference(Setup(args.system, args.threads), dict(LENGTHS[args.lengths][args.system]), args.out,
+                              args.work_dir, args.overwrite)
     else:
         summarize(args.out)
     return 0

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import openmm
 from openmm import app, unit
 
-from openmm_flashmd.integrator import FlashMDIntegrator
+from openmm_flashmd.integrator import FlashMDError, FlashMDIntegrator
 from openmm_flashmd.model.protocol import load_model, read_metadata
 from openmm_flashmd.reporters import FlashMDReporter
 from openmm_flashmd.systems import available_systems, get_system
@@ -88,6 +88,9 @@ def simulate(
     collision_rate : 1/ps. duration, report_interval : ps.
     trajectory_format : ``dcd`` or ``xtc``.
     overwrite / resume : an existing ``output_dir`` is refused unless one of them is set.
+
+    A failed stride (:class:`FlashMDError`) stops the run: the report is still written (its
+    trust checks say the run did not finish) and the error is raised again.
     """
     ensemble = ensemble.lower()
     if ensemble not in ENSEMBLES:
@@ -161,17 +164,26 @@ def simulate(
     remaining = total_steps - simulation.currentStep
     from tqdm.auto import tqdm
 
+    failure = None
     with tqdm(total=total_steps, initial=simulation.currentStep, unit="stride", disable=not progress,
               desc=f"FlashMD {stride * 1000:g} fs") as bar:
         while remaining > 0:
             chunk = min(interval, remaining)
-            simulation.step(chunk)
+            try:
+                simulation.step(chunk)
+            except FlashMDError as err:
+                failure = str(err)
+                break
             remaining -= chunk
             bar.update(chunk)
-    simulation.saveCheckpoint(str(paths["checkpoint"]))
+    if failure is None:
+        simulation.saveCheckpoint(str(paths["checkpoint"]))
 
     from openmm_flashmd.analysis.report import write_report
 
-    write_report(output_dir, paths["log"], paths["trajectory"], paths["topology"], paths["report"])
+    write_report(output_dir, paths["log"], paths["trajectory"], paths["topology"], paths["report"], failure=failure)
+    if failure is not None:
+        raise FlashMDError(f"{failure}; the outputs up to the last report interval before it, the last good "
+                           f"checkpoint and {paths['report'].name} are in {output_dir}")
     return SimulationRun(output_dir, paths["trajectory"], paths["log"], paths["checkpoint"], paths["report"],
                          simulation.currentStep)

@@ -22,3 +22,11 @@ def test_mlip_chain_quick(tmp_path):
     # an existing output directory is refused without --overwrite
     again = subprocess.run([sys.executable, script, str(out), "--quick"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+@pytest.mark.slow
+def test_bundled_water_example_runs():
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "bundled_water.py"), "--strides", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "20 strides = 0.32 ps" in proc.stdout and "energy filter:" in proc.stdout

@@ -62,3 +62,17 @@ def test_flashmd_reporter_refuses_existing_file(tmp_path):
     with pytest.raises(FileExistsError):
         FlashMDReporter(path, 10)
     FlashMDReporter(io.StringIO(), 10)
+
+
+def test_simulate_reports_a_failed_stride_and_raises(tmp_path):
+    """A model that returns NaN after a few strides: the report is written with a failed trust check."""
+    from openmm_flashmd import FlashMDError
+    from toy_models import NaNAfterStrideModel
+
+    model = str(save_model(NaNAfterStrideModel(0.002, 0.03), tmp_path / "nan.pt"))
+    out = tmp_path / "run"
+    with pytest.raises(FlashMDError, match="report.md"):
+        simulate(out, system="argon", model=model, ensemble="nve", duration=0.1, report_interval=0.01,
+                 progress=False, system_options={"n_atoms": 27})
+    report = (out / "report.md").read_text()
+    assert "❌ run finished (FlashMD stride" in report and "Do not use these results" in report

@@ -31,7 +31,7 @@ openmm-flashmd train "$WORK/water64.h5" "$WORK/water-8fs" --stride 0.008 --hyper
 
 # >>> alanine-dipeptide-implicit-8fs
 openmm-flashmd train "$WORK/ala-implicit.h5" "$WORK/alanine-dipeptide-implicit-8fs" --stride 0.008 \
-    --hypers examples/models/alanine.yaml --set training.max_steps=6000 --device cpu
+    --hypers examples/models/alanine.yaml --set training.max_steps=5000 --device cpu
 # <<< alanine-dipeptide-implicit-8fs
 
 for name in water-16fs water-8fs alanine-dipeptide-implicit-8fs; do

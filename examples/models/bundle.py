@@ -48,6 +48,72 @@ def recipe(name: str) -> str:
     return "# from the repository root\nexport OMP_NUM_THREADS=1 WORK=bundled-work\n" + "\n".join(blocks)
 
 
+def _pm(entry, spec=".1f", scale=1.0):
+    """``mean ± sem`` of a validation entry (``mean``/``value`` and ``sem``)."""
+    if not entry:
+        return "n/a"
+    mean = entry.get("mean", entry.get("value"))
+    sem = entry.get("sem")
+    if mean is None:
+        return "n/a"
+    text = format(mean * scale, spec)
+    return text + (f" ± {format(sem * scale, spec)}" if sem is not None else "")
+
+
+def _run_status(run):
+    return "" if not run or run.get("failed_at_ps") is None else f" (failed at {run['failed_at_ps']:.2f} ps)"
+
+
+def dynamics_rows(record):
+    """Card rows (quantity, value) from a ``benchmarks/validate.py run`` record."""
+    rows = []
+    target = record.get("temperature_K", 300.0)
+    nvt = record.get("nvt", {})
+    for key, label in (("filter", "with filter (O F E O)"), ("no_filter", "without filter (O F O)")):
+        run = nvt.get(key)
+        if not run:
+            continue
+        temps = run.get("temperature_K", {})
+        per_element = ", ".join(f"{k} {_pm(v)}" for k, v in temps.items() if k != "all")
+        rows.append((f"NVT {target:g} K {label}, {run['completed_ps']:g} ps: T (K)",
+                     f"all {_pm(temps.get('all'))}; {per_element}{_run_status(run)}"))
+    ref_temps = nvt.get("reference", {}).get("temperature_K", {})
+    if ref_temps:
+        rows.append(("reference MD, same settings: T (K)", ", ".join(f"{k} {_pm(v)}" for k, v in ref_temps.items())))
+    filt = nvt.get("filter", {}).get("filter")
+    if filt:
+        rows.append(("energy filter", f"mean scale {filt['mean_scale']:.4f}, clamped {100 * filt['clamped_fraction']:.1f} % "
+                                      f"of {filt['strides']} strides"))
+    for pair, entry in (record.get("rdf") or {}).items():
+        rows.append((f"{pair} RDF integrated |difference| vs reference", f"{entry['difference_percent']:.1f} %"))
+    npt = record.get("npt")
+    if npt:
+        rows.append(("NpT 1 bar density (g/cm³): FlashMD / reference",
+                     f"{_pm(npt['flashmd']['density_g_cm3'], '.4f')} / {_pm(npt['reference']['density_g_cm3'], '.4f')} "
+                     f"({npt['flashmd']['relative_difference_percent']:+.2f} %){_run_status(npt['flashmd'])}"))
+    rama = record.get("ramachandran")
+    if rama:
+        rows.append(("Ramachandran JS divergence vs reference (nats)",
+                     f"{rama['js_divergence']:.3f} (two halves of the reference: {rama['js_reference_halves']:.3f})"))
+        for basin in rama["basins"]["reference"]:
+            rows.append((f"population {basin}: FlashMD / reference",
+                         f"{_pm(rama['basins']['flashmd'][basin], '.3f')} / {_pm(rama['basins']['reference'][basin], '.3f')}"))
+    nve = record.get("nve")
+    if nve:
+        rows.append((f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",
+                     f"{nve['T_start_K']:.1f} → {nve['T_end_K']:.1f} ({nve['T_drift_K']:+.1f} K){_run_status(nve)}"))
+    stability = record.get("stability") or {}
+    if stability.get("ran"):
+        rows.append((f"stability, NVT with filter, {stability['length_ps']:g} ps",
+                     "stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps"))
+    cost = record.get("cost")
+    if cost:
+        rows.append(("wall time per simulated ps: FlashMD / reference MD (s)",
+                     f"{cost['flashmd_s_per_ps']:.2f} / {cost['reference_s_per_ps']:.2f} "
+                     f"(speedup {cost['speedup']:.2f}×, same CPU, same run)"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="bundled name, <system>-<N>fs (e.g. water-16fs)")
@@ -74,7 +140,10 @@ def main() -> int:
     shutil.copyfile(source, target)
 
     record = VALIDATION / f"{args.name}.json"
-    dynamics = json.loads(record.read_text()) if record.exists() else None
+    dynamics = None
+    if record.exists():
+        data = json.loads(record.read_text())
+        dynamics = {"lengths": data.get("lengths_mode"), "card_rows": dynamics_rows(data)}
     system = re.sub(r"-\d+fs$", "", args.name)
     card = model_card(target, args.name, reproduce=recipe(args.name), dynamics=dynamics, notes=NOTES.get(system))
     target.with_suffix(".md").write_text(card)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,56 +42,104 @@ def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str,
     plt.close(fig)
 
 
-def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, report: Path) -> Path:
-    """Write ``report`` (markdown) and its plots into ``output_dir`` from a run's outputs."""
+#: Thresholds of the report's trust checks.
+MAX_CLAMPED_FRACTION = 0.01     # energy filter clamps, fraction of filtered strides
+MAX_TEMPERATURE_DEVIATION = 5.0  # K, thermostatted runs, second half, overall and per element
+MAX_RDF_DIFFERENCE = 0.10        # integrated |g - g_ref| / integral g_ref, pure water
+
+
+def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, report: Path,
+                 failure: Optional[str] = None) -> Path:
+    """Write ``report`` (markdown) and its plots into ``output_dir`` from a run's outputs.
+
+    The report opens with trust checks (each passes or fails with its number): the run
+    finished (``failure`` is the error that stopped it, if any), the energy filter rarely
+    clamps, a thermostatted run holds its temperature overall and per element, and a water
+    box has the O–O structure of the bundled reference RDF.
+    """
     output_dir = Path(output_dir)
+    settings_path = output_dir / "settings.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    checks: List[Tuple[bool, str]] = [(failure is None, f"run finished ({failure})" if failure else "run finished")]
+    rows = len(Path(log).read_text().strip().splitlines()) - 1 if Path(log).exists() else 0
+    if rows < 1:
+        return _write(report, settings, checks, ["No log rows were written before the run stopped.", ""])
     columns = read_log(log)
     time = columns["time_ps"]
-    lines: List[str] = ["# FlashMD run", ""]
-    settings = output_dir / "settings.json"
-    if settings.exists():
-        lines += ["| setting | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in json.loads(settings.read_text()).items()]
-        lines.append("")
+    body: List[str] = []
 
     series = {"all": columns["temperature_K"]}
     series.update({k[len("temperature_"):-len("_K")]: v for k, v in columns.items()
                    if k.startswith("temperature_") and k != "temperature_K"})
     half = len(time) // 2
-    lines += ["## Temperature", "", "Second half of the run (mean ± standard error of 4 blocks):", "",
-              "| atoms | T (K) |", "|---|---|"]
+    body += ["## Temperature", "", "Second half of the run (mean ± standard error of 4 blocks):", "",
+             "| atoms | T (K) |", "|---|---|"]
     for name, values in series.items():
-        lines.append(f"| {name} | {_mean_and_error(values[half:])} |")
+        body.append(f"| {name} | {_mean_and_error(values[half:])} |")
+    target = settings.get("temperature_K") if settings.get("ensemble") in ("nvt", "npt") else None
+    if target is not None and len(time) >= 2:
+        worst_name, worst = max(((n, float(np.mean(v[half:])) - target) for n, v in series.items()),
+                                key=lambda item: abs(item[1]))
+        checks.append((abs(worst) <= MAX_TEMPERATURE_DEVIATION,
+                       f"temperature within {MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K overall and per element "
+                       f"(worst: {worst_name} {worst:+.1f} K)"))
     _plot(output_dir / "temperature.png", time, series, "time (ps)", "T (K)")
-    lines += ["", "![temperature](temperature.png)", ""]
+    body += ["", "![temperature](temperature.png)", ""]
 
     _plot(output_dir / "energy.png", time, {"total": columns["total_kjmol"], "potential": columns["potential_kjmol"]},
           "time (ps)", "energy (kJ/mol)")
     strides = int(columns["filter_strides"].sum())
     clamped = int(columns["filter_clamped"].sum())
-    lines += ["## Energy", "", "![energy](energy.png)", "",
-              f"Energy filter: {strides} strides filtered, {clamped} clamped"
-              + (f", mean scale {np.nanmean(columns['filter_scale_mean']):.5f}." if strides else "."), ""]
+    body += ["## Energy", "", "![energy](energy.png)", "",
+             f"Energy filter: {strides} strides filtered, {clamped} clamped"
+             + (f", mean scale {np.nanmean(columns['filter_scale_mean']):.5f}." if strides else "."), ""]
+    if strides:
+        checks.append((clamped <= MAX_CLAMPED_FRACTION * strides,
+                       f"energy filter clamped at most {100 * MAX_CLAMPED_FRACTION:g} % of strides "
+                       f"({100 * clamped / strides:.1f} %)"))
 
-    lines += _structure_section(output_dir, trajectory, topology)
+    structure, rdf_check = _structure_section(output_dir, trajectory, topology)
+    body += structure
+    if rdf_check is not None:
+        checks.append(rdf_check)
+
+    return _write(report, settings, checks, body)
+
+
+def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: List[str]) -> Path:
+    """Settings table, trust checks, then the body; returns the report path."""
+    lines: List[str] = ["# FlashMD run", ""]
+    if settings:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in settings.items()]
+        lines.append("")
+    lines += ["## Can you trust this run?", ""]
+    lines += [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
+    if not all(ok for ok, _ in checks):
+        lines += ["", "**At least one check failed: the stride model is outside its range of validity here "
+                      "(see its model card). Do not use these results as dynamics of the system.**"]
+    lines.append("")
     report = Path(report)
-    report.write_text("\n".join(lines) + "\n")
+    report.write_text("\n".join(lines + body) + "\n")
     return report
 
 
-def _structure_section(output_dir: Path, trajectory: Path, topology: Path) -> List[str]:
-    """O–O RDF of periodic runs with oxygen; pure water is compared with the bundled reference RDF."""
+def _structure_section(output_dir: Path, trajectory: Path, topology: Path
+                       ) -> Tuple[List[str], Optional[Tuple[bool, str]]]:
+    """O–O RDF of periodic runs with oxygen; pure water is compared with the bundled reference RDF.
+    Returns the markdown lines and the RDF trust check (None when there is no reference)."""
     import mdtraj
 
     traj = mdtraj.load(str(trajectory), top=str(topology))
     elements = {atom.element.symbol for atom in traj.topology.atoms}
     if traj.unitcell_lengths is None or "O" not in elements or traj.n_frames < 2:
-        return []
+        return [], None
     from openmm_flashmd.analysis.structure import radial_distribution, rdf_difference, reference_rdf
 
     r, g = radial_distribution(traj, "O", "O")
     series = {"O–O (this run)": g}
     lines = ["## Structure", "", f"O–O radial distribution from {traj.n_frames} frames.", ""]
+    check = None
     if all(residue.name == "HOH" for residue in traj.topology.residues):
         ref = reference_rdf("water")
         g_ref = np.interp(r, ref["r_nm"], ref["g_OO"], right=np.nan)
@@ -101,5 +149,7 @@ def _structure_section(output_dir: Path, trajectory: Path, topology: Path) -> Li
         lines += [f"Integrated absolute difference from the bundled reference "
                   f"(∫|g − g_ref| dr / ∫g_ref dr, r < {r[inside][-1]:.2f} nm): **{100 * difference:.1f} %**. "
                   f"Reference: {ref['description']} at {ref['temperature_K']:g} K; {ref['source']}.", ""]
+        check = (difference <= MAX_RDF_DIFFERENCE,
+                 f"O–O RDF within {100 * MAX_RDF_DIFFERENCE:g} % of the reference ({100 * difference:.1f} %)")
     _plot(output_dir / "rdf_OO.png", r, series, "r (nm)", "g(r)")
-    return lines + ["![O-O RDF](rdf_OO.png)", ""]
+    return lines + ["![O-O RDF](rdf_OO.png)", ""], check

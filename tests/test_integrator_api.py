@@ -210,6 +210,12 @@ def test_model_system_mismatches_are_clear_errors():
         FlashMDIntegrator(harmonic_system([1.0], 1.0), model_with(periodic=True))
     with pytest.raises(ModelSystemMismatch, match="differs from the model's stride"):
         FlashMDIntegrator(harmonic_system([1.0], 1.0), model_with(), timestep=1.0 * unit.femtosecond)
+    with pytest.raises(ModelSystemMismatch, match="trained on data with constraints .* the System has no constraints"):
+        FlashMDIntegrator(harmonic_system([1.0, 1.0], 1.0), model_with(provenance={"constraints_active": True}))
+    constrained = harmonic_system([1.0, 1.0], 1.0)
+    constrained.addConstraint(0, 1, 0.1)
+    with pytest.raises(ModelSystemMismatch, match="without constraints .* the System has 1 constraints"):
+        FlashMDIntegrator(constrained, model_with(provenance={"constraints_active": False}))
     with pytest.raises(ModelSystemMismatch, match="massless"):
         FlashMDIntegrator(harmonic_system([1.0, 0.0], 1.0), model_with())
     system = harmonic_system([1.0], 1.0)

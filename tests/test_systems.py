@@ -20,7 +20,7 @@ def _minimised_energy(built: BuiltinSystem) -> float:
 
 
 def test_registry():
-    assert set(available_systems()) == {"water", "alanine-dipeptide-implicit", "alanine-dipeptide-explicit", "argon"}
+    assert set(available_systems()) == {"water", "water-rigid", "alanine-dipeptide-implicit", "alanine-dipeptide-explicit", "argon"}
     with pytest.raises(KeyError, match="available"):
         get_system("nope")
     assert get_system("argon", n_atoms=8).num_particles == 8

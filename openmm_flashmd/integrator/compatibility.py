@@ -58,8 +58,9 @@ def check_model_fits_system(
 ) -> List[str]:
     """Raise :class:`ModelSystemMismatch` naming the first problem; return notes (none today).
 
-    Checks: massless particles, particle count, periodicity, supported elements,
-    masses per element, and the requested step size (ps) against the stride.
+    Checks: massless particles, particle count, periodicity, constraints (when the model's
+    provenance records whether its training data had them), supported elements, masses
+    per element, and the requested step size (ps) against the stride.
     """
     n = system.getNumParticles()
     masses = system_masses(system)
@@ -76,6 +77,12 @@ def check_model_fits_system(
         want = "periodic" if metadata["periodic"] else "non-periodic"
         have = "periodic" if periodic else "non-periodic"
         raise ModelSystemMismatch(f"model was trained on {want} systems but the System is {have}")
+    trained_constrained = (metadata.get("provenance") or {}).get("constraints_active")
+    constrained = system.getNumConstraints() > 0
+    if trained_constrained is not None and bool(trained_constrained) != constrained:
+        want = "with constraints (e.g. rigid water)" if trained_constrained else "without constraints (flexible)"
+        have = f"{system.getNumConstraints()} constraints" if constrained else "no constraints"
+        raise ModelSystemMismatch(f"model was trained on data {want} but the System has {have}")
     elements = set(int(z) for z in metadata.get("elements", []))
     if elements:
         missing = sorted(set(int(z) for z in atomic_numbers) - elements)

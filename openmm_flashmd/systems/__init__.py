@@ -8,6 +8,7 @@ i.e. without constraints).
 name (for :func:`get_system`)   builder
 ==============================  ========================================================
 ``water``                       :func:`water_box` (flexible TIP3P, periodic, PME)
+``water-rigid``                 :func:`rigid_water_box` (rigid TIP3P, SETTLE, periodic, PME)
 ``alanine-dipeptide-implicit``  :func:`alanine_dipeptide_implicit` (amber14 + OBC2)
 ``alanine-dipeptide-explicit``  :func:`alanine_dipeptide_explicit` (amber14 + flexible TIP3P, PME)
 ``argon``                       :func:`argon_box` (Lennard-Jones argon, periodic)
@@ -31,6 +32,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 __all__ = [
     "BuiltinSystem",
     "water_box",
+    "rigid_water_box",
     "alanine_dipeptide_implicit",
     "alanine_dipeptide_explicit",
     "argon_box",
@@ -186,6 +188,20 @@ def water_box(
     )
 
 
+def rigid_water_box(n_molecules: int = 64, density: float = 0.997, temperature: float = 300.0,
+                    cutoff: float | None = None, nonbonded_method: str = "PME", seed: int = 0) -> BuiltinSystem:
+    """A cubic periodic box of rigid TIP3P water (SETTLE constraints), otherwise as :func:`water_box`.
+
+    Rigid water removes the stiff O-H vibrations (periods near 9 fs) that a small stride
+    model cannot resolve at 8-16 fs; the reference timestep is 2 fs.
+    """
+    built = water_box(n_molecules=n_molecules, density=density, temperature=temperature, cutoff=cutoff,
+                      nonbonded_method=nonbonded_method, rigid=True, seed=seed)
+    built.name = "water-rigid"
+    built.options.pop("rigid")
+    return built
+
+
 # ---------------------------------------------------------------- alanine dipeptide
 
 def alanine_dipeptide_implicit(temperature: float = 300.0) -> BuiltinSystem:
@@ -314,6 +330,7 @@ def argon_box(
 
 _REGISTRY: Dict[str, Callable[..., BuiltinSystem]] = {
     "water": water_box,
+    "water-rigid": rigid_water_box,
     "alanine-dipeptide-implicit": alanine_dipeptide_implicit,
     "alanine-dipeptide-explicit": alanine_dipeptide_explicit,
     "argon": argon_box,

@@ -90,8 +90,8 @@ _ALANINE_FULL = dict(equil_ps=2.0, settle_ps=2.0, nvt_ps=250.0, ref_nvt_ps=500.0
 _ALANINE_QUICK = dict(equil_ps=0.1, settle_ps=0.05, nvt_ps=1.0, ref_nvt_ps=1.0, nve_ps=0.4, nve_start_ps=0.1,
                       nve_end_ps=0.1, stability_ps=1.2, sample_ps=0.02, blocks=4, ref_cost_ps=0.1)
 LENGTHS: Dict[str, Dict[str, Dict[str, float]]] = {
-    "full": {"water": _WATER_FULL, "alanine-dipeptide-implicit": _ALANINE_FULL},
-    "quick": {"water": _WATER_QUICK, "alanine-dipeptide-implicit": _ALANINE_QUICK},
+    "full": {"water": _WATER_FULL, "water-rigid": _WATER_FULL, "alanine-dipeptide-implicit": _ALANINE_FULL},
+    "quick": {"water": _WATER_QUICK, "water-rigid": _WATER_QUICK, "alanine-dipeptide-implicit": _ALANINE_QUICK},
 }
 #: Lengths that define the cached reference (a cache with other values is not reused).
 REFERENCE_KEYS = ("equil_ps", "settle_ps", "ref_nvt_ps", "npt_settle_ps", "ref_npt_ps", "sample_ps", "blocks")
@@ -111,6 +111,10 @@ GOALS = [
 ]
 
 PROGRESS = True
+#: A run whose kinetic temperature exceeds this multiple of the target has exploded: it is
+#: stopped and reported as failed at that time (T fluctuations of these systems at 300 K are
+#: tens of K, so twice the target is far outside any physical fluctuation).
+EXPLOSION_FACTOR = 2.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -190,8 +194,10 @@ class Recorder:
     box (nm), volume (nm^3), potential and kinetic energy (kJ/mol), max speed (nm/ps)."""
 
     def __init__(self, masses: np.ndarray, elements: List[str], dof: float, positions: bool = False,
-                 energy: bool = False, energy_groups=None, volume: bool = False):
+                 energy: bool = False, energy_groups=None, volume: bool = False,
+                 explosion_K: Optional[float] = None):
         self.masses, self.elements, self.dof = masses, elements, dof
+        self.explosion_K = explosion_K
         self.want_positions, self.want_energy, self.want_volume = positions, energy, volume
         self.energy_groups = energy_groups
         self.time: List[float] = []
@@ -226,6 +232,15 @@ class Recorder:
             self.potential.append(float(state.getPotentialEnergy()._value))
             self.kinetic.append(float(state.getKineticEnergy()._value))
 
+    def exploded(self) -> Optional[str]:
+        """Why the last sample counts as an explosion (kinetic T above ``explosion_K``), else None."""
+        if self.explosion_K is None or not self.velocities_T:
+            return None
+        last = self.velocities_T[-1]
+        if math.isfinite(last) and last <= self.explosion_K:
+            return None
+        return f"exploded: kinetic temperature {last:.0f} K > {self.explosion_K:.0f} K"
+
     def temperatures(self) -> Dict[str, np.ndarray]:
         out = {"all": np.asarray(self.velocities_T)}
         out.update({e: np.asarray(v) for e, v in self.by_element.items()})
@@ -241,7 +256,7 @@ def advance(context, integrator, dt: float, duration: float, interval: int, desc
     Returns wall seconds spent in ``step`` (``wall_s``), simulated ps done (``done_ps``),
     and, if a FlashMD stride failed, ``failed_at_ps`` (the end time of the failed stride
     since the Context was made: ``FlashMDError`` names the stride by its running count) and
-    ``error``.
+    ``error``. A run whose ``recorder`` reports an explosion stops there and counts as failed.
     """
     import openmm
     from tqdm.auto import tqdm
@@ -268,6 +283,10 @@ def advance(context, integrator, dt: float, duration: float, interval: int, desc
             bar.update(chunk)
             if recorder is not None:
                 recorder(context, t0 + done * dt)
+                reason = recorder.exploded()
+                if reason:
+                    result.update(failed_at_ps=t0 + done * dt, error=reason)
+                    break
     result.update(wall_s=wall, done_ps=done * dt)
     return result
 
@@ -302,7 +321,8 @@ class Setup:
         return openmm.Context(system, integrator, self.platform, self.properties)
 
     def recorder(self, **kwargs) -> Recorder:
-        return Recorder(self.masses, self.elements, self.dof, **kwargs)
+        """A :class:`Recorder` that calls a run exploded above ``EXPLOSION_FACTOR`` x the temperature."""
+        return Recorder(self.masses, self.elements, self.dof, explosion_K=EXPLOSION_FACTOR * self.temperature, **kwargs)
 
     def barostat_system(self, frequency: int = REFERENCE_BAROSTAT_FREQUENCY):
         """A copy of the System with a MonteCarloBarostat attempting a move every ``frequency`` steps."""

@@ -55,6 +55,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     validate = _load("validate")
     out, work = tmp_path / "validation", tmp_path / "work"
     common = ["--system", "water", "--out", str(out), "--work-dir", str(work)] + QUICK
+    validate.EXPLOSION_FACTOR = 1e6  # the untrained model heats up; here we test the bookkeeping
     assert validate.main(["run", str(tiny_water_model), "--name", "water-16fs", "--stability"] + common) == 0
     with pytest.raises(SystemExit, match="--overwrite"):
         validate.main(["run", str(tiny_water_model), "--name", "water-16fs"] + common)
@@ -94,6 +95,14 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     second = json.loads((out / "second.json").read_text())
     assert second["reference"]["computed_in_this_run"] is False and not second["stability"]["ran"]
     assert "timed in this run" in second["cost"]["reference_source"] and second["cost"]["reference_s_per_ps"] > 0
+
+    # a run hotter than EXPLOSION_FACTOR x the target stops there and is reported as failed
+    validate.EXPLOSION_FACTOR = 0.01
+    assert validate.main(["run", str(tiny_water_model), "--name", "exploding", "--no-stability"] + common) == 0
+    exploding = json.loads((out / "exploding.json").read_text())
+    for run in (exploding["nvt"]["filter"], exploding["nve"]):
+        assert run["failed_at_ps"] is not None and run["error"].startswith("exploded: kinetic temperature")
+    (out / "exploding.json").unlink()
 
     assert validate.main(["summarize", "--out", str(out)]) == 0
     merged = json.loads((tmp_path / "validation.json").read_text())

@@ -14,6 +14,11 @@ openmm-flashmd generate --system water --n-segments 60 --segment-length 1.0 --se
     --platform CPU "$WORK/water64.h5"
 # <<< data-water
 
+# >>> data-water-rigid
+openmm-flashmd generate --system water-rigid --timestep 0.001 --n-segments 60 --segment-length 1.0 --seed 1 \
+    --platform CPU "$WORK/water64-rigid.h5"
+# <<< data-water-rigid
+
 # >>> data-alanine-dipeptide-implicit
 openmm-flashmd generate --system alanine-dipeptide-implicit --n-segments 120 --segment-length 1.0 \
     --decorrelate 2 --thermalize 20 --platform CPU "$WORK/ala-implicit.h5"
@@ -29,11 +34,36 @@ openmm-flashmd train "$WORK/water64.h5" "$WORK/water-8fs" --stride 0.008 --hyper
     --set training.max_steps=3000 --device cpu
 # <<< water-8fs
 
+# >>> water-rigid-16fs
+openmm-flashmd train "$WORK/water64-rigid.h5" "$WORK/water-rigid-16fs" --stride 0.016 \
+    --hypers examples/models/water.yaml --set training.max_steps=3500 --device cpu
+# <<< water-rigid-16fs
+
+# >>> water-4fs
+openmm-flashmd train "$WORK/water64.h5" "$WORK/water-4fs" --stride 0.004 --hypers examples/models/water.yaml \
+    --set training.max_steps=2500 --device cpu
+# <<< water-4fs
+
 # >>> alanine-dipeptide-implicit-8fs
 openmm-flashmd train "$WORK/ala-implicit.h5" "$WORK/alanine-dipeptide-implicit-8fs" --stride 0.008 \
     --hypers examples/models/alanine.yaml --set training.max_steps=5000 --device cpu
 # <<< alanine-dipeptide-implicit-8fs
 
-for name in water-16fs water-8fs alanine-dipeptide-implicit-8fs; do
+# >>> alanine-dipeptide-implicit-4fs
+openmm-flashmd train "$WORK/ala-implicit.h5" "$WORK/alanine-dipeptide-implicit-4fs" --stride 0.004 \
+    --hypers examples/models/alanine.yaml --set training.max_steps=4000 --device cpu
+# <<< alanine-dipeptide-implicit-4fs
+
+# Validation against reference MD (writes benchmarks/results/validation/), then the cards
+# quote it: bundle once, validate, bundle again.
+for name in water-rigid-16fs water-16fs water-8fs water-4fs alanine-dipeptide-implicit-8fs alanine-dipeptide-implicit-4fs; do
+    python examples/models/bundle.py "$name" "$WORK/$name" --overwrite
+done
+for name in water-rigid-16fs water-16fs water-8fs water-4fs alanine-dipeptide-implicit-8fs alanine-dipeptide-implicit-4fs; do
+    python benchmarks/validate.py run "$name" --threads 1 --overwrite
+done
+python benchmarks/validate.py summarize
+python benchmarks/report.py
+for name in water-rigid-16fs water-16fs water-8fs water-4fs alanine-dipeptide-implicit-8fs alanine-dipeptide-implicit-4fs; do
     python examples/models/bundle.py "$name" "$WORK/$name" --overwrite
 done

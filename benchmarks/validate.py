@@ -63,7 +63,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "validation"
 DEFAULT_WORK = Path("/tmp/flashmd-validation")
 
 #: Bump when the reference protocol changes, so old caches are not reused.
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2
 COLLISION_RATE = 1.0  # 1/ps
 PRESSURE_BAR = 1.0
 SEED = 0
@@ -325,11 +325,15 @@ class Setup:
         return Recorder(self.masses, self.elements, self.dof, explosion_K=EXPLOSION_FACTOR * self.temperature, **kwargs)
 
     def barostat_system(self, frequency: int = REFERENCE_BAROSTAT_FREQUENCY):
-        """A copy of the System with a MonteCarloBarostat attempting a move every ``frequency`` steps."""
+        """The System rebuilt for a barostat (cutoff at most 0.45 x the box edge, see
+        :func:`openmm_flashmd.systems.get_system_for_barostat`) with a MonteCarloBarostat
+        attempting a move every ``frequency`` steps."""
         import openmm
         from openmm import unit
 
-        system = copy.deepcopy(self.system)
+        from openmm_flashmd.systems import get_system_for_barostat
+
+        system = get_system_for_barostat(self.name).system
         barostat = openmm.MonteCarloBarostat(PRESSURE_BAR * unit.bar, self.temperature * unit.kelvin, int(frequency))
         barostat.setRandomNumberSeed(SEED + 7)
         system.addForce(barostat)

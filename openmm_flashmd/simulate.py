@@ -20,7 +20,7 @@ from openmm import app, unit
 from openmm_flashmd.integrator import FlashMDError, FlashMDIntegrator
 from openmm_flashmd.model.protocol import load_model, read_metadata
 from openmm_flashmd.reporters import FlashMDReporter
-from openmm_flashmd.systems import available_systems, get_system
+from openmm_flashmd.systems import available_systems, get_system, get_system_for_barostat
 from openmm_flashmd.systems.loading import load_structure, load_system, make_platform, topology_from_system
 
 #: Built-in default of ``openmm-flashmd simulate``.
@@ -83,7 +83,8 @@ def simulate(
     model : bundled model name or file; default from :data:`DEFAULT_MODELS` for built-in systems
         (``water-16fs`` for water).
     ensemble : ``nve``, ``nvt`` (Langevin + energy filter) or ``npt`` (adds a
-        ``MonteCarloBarostat`` at ``pressure`` bar).
+        ``MonteCarloBarostat`` at ``pressure`` bar; a built-in system's cutoff is lowered to
+        0.45 x its box edge if needed, see :func:`~openmm_flashmd.systems.get_system_for_barostat`).
     temperature : K (default: the built-in system's, else 300).
     collision_rate : 1/ps. duration, report_interval : ps.
     trajectory_format : ``dcd`` or ``xtc``.
@@ -105,8 +106,9 @@ def simulate(
         raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True or resume=True")
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    builder = get_system_for_barostat if ensemble == "npt" else get_system
     omm_system, built = load_system(
-        get_system(system, **(system_options or {})) if system in available_systems() else system
+        builder(system, **(system_options or {})) if system in available_systems() else system
     )
     topology = built.topology if built else None
     box = None

@@ -112,3 +112,14 @@ def test_bundled_water_reference_rdf_has_the_liquid_first_peak():
     assert ref["g_OH"][ref["r_nm"] < 0.14].max() < 0.05  # intramolecular O-H excluded
     with pytest.raises(KeyError, match="no bundled reference RDF"):
         reference_rdf("argon")
+
+
+def test_systems_for_a_barostat_leave_room_for_the_box_to_shrink():
+    from openmm_flashmd.systems import get_system_for_barostat
+
+    water = get_system_for_barostat("water")
+    edge = water.system.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer)
+    assert water.options["cutoff"] == pytest.approx(0.45 * edge)
+    small = get_system_for_barostat("water", n_molecules=216, cutoff=0.5)
+    assert small.options["cutoff"] == 0.5  # already fits: kept
+    assert get_system_for_barostat("alanine-dipeptide-implicit").num_particles == 22  # not periodic: unchanged

@@ -1,0 +1,87 @@
+"""The bundled stride models: they load by name, match their built-in systems, have model
+cards, and run stably in OpenMM; the default `openmm-flashmd simulate` job works."""
+
+import re
+
+import numpy as np
+import openmm
+import pytest
+from openmm import unit
+
+import openmm_flashmd  # noqa: F401
+from openmm_flashmd import FlashMDIntegrator, load_model, read_metadata
+from openmm_flashmd.analysis.report import read_log
+from openmm_flashmd.cli import main
+from openmm_flashmd.model.bundled import bundled_models
+from openmm_flashmd.simulate import DEFAULT_MODELS
+from openmm_flashmd.systems import get_system
+from openmm_flashmd.systems.loading import make_platform
+
+BUNDLED = bundled_models()
+EXPECTED = ["water-4fs", "water-8fs", "water-16fs", "alanine-dipeptide-implicit-4fs", "alanine-dipeptide-implicit-8fs"]
+
+
+def test_every_promised_model_is_bundled_and_every_default_exists():
+    assert set(EXPECTED) <= set(BUNDLED)
+    assert set(DEFAULT_MODELS.values()) <= set(BUNDLED)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_model_matches_its_name_system_and_size(name):
+    path = BUNDLED[name]
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    meta = read_metadata(load_model(name))
+    system_name, stride_fs = re.fullmatch(r"(.+)-(\d+)fs", name).groups()
+    assert meta["stride"] == pytest.approx(int(stride_fs) / 1000)
+    built = get_system(system_name)
+    numbers = {atom.element.atomic_number for atom in built.topology.atoms()}
+    assert set(meta["elements"]) == numbers
+    assert meta["periodic"] == built.system.usesPeriodicBoundaryConditions()
+    FlashMDIntegrator(built.system, name, temperature=300 * unit.kelvin)  # passes every compatibility check
+    card = path.with_suffix(".md").read_text()
+    assert f"`{name}`" in card and "## Reproduce" in card and "## Held-out strides" in card
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_model_runs_ten_strides_without_exploding(name):
+    """10 strides of NVT ("O F E O") from an equilibrated 300 K state: finite, filtered, not exploded.
+
+    "Exploded" is benchmarks/validate.py's criterion: kinetic temperature above twice the
+    target. The validation report says how long each model lasts beyond this.
+    """
+    system_name = re.fullmatch(r"(.+)-\d+fs", name).group(1)
+    built = get_system(system_name)
+    platform = make_platform("CPU")
+    langevin = openmm.LangevinMiddleIntegrator(300, 1, built.reference_timestep)
+    equilibrate = openmm.Context(built.system, langevin, platform)
+    equilibrate.setPositions(built.positions)
+    openmm.LocalEnergyMinimizer.minimize(equilibrate, 10, 200)
+    equilibrate.setVelocitiesToTemperature(300, 1)
+    langevin.step(400)
+    start = equilibrate.getState(getPositions=True, getVelocities=True)
+
+    integrator = FlashMDIntegrator(built.system, name, temperature=300 * unit.kelvin,
+                                   collision_rate=1 / unit.picosecond, splitting="O F E O", random_seed=1)
+    context = openmm.Context(built.system, integrator, platform)
+    context.setPositions(start.getPositions())
+    context.setVelocities(start.getVelocities())
+    dof = 3 * built.num_particles - built.system.getNumConstraints()
+    for _ in range(10):
+        integrator.step(1)
+        state = context.getState(getEnergy=True, getPositions=True)
+        temperature = 2 * state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * 0.00831446261815324)
+        assert np.all(np.isfinite(state.getPositions(asNumpy=True)._value))
+        assert 0 < temperature < 600, temperature
+    assert integrator.filter_statistics["count"] == 10
+
+
+def test_default_simulate_job_writes_trajectory_log_and_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", str(out), "--time", "0.64", "--report-interval", "0.064", "--quiet"]) == 0
+    for name in ("trajectory.dcd", "log.csv", "report.md", "temperature.png", "energy.png", "rdf_OO.png"):
+        assert (out / name).exists(), name
+    report = (out / "report.md").read_text()
+    assert "water-16fs" in report and "Integrated absolute difference from the bundled reference" in report
+    assert len(read_log(out / "log.csv")["time_ps"]) == 10
+    # the same output directory is refused without --overwrite or --resume
+    assert main(["simulate", str(out), "--time", "0.64", "--quiet"]) == 1

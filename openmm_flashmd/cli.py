@@ -183,9 +183,11 @@ def run_evaluate_mlip(args: argparse.Namespace) -> int:
 
 def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output_dir", nargs="?", default="flashmd-run", help="directory for all outputs (default flashmd-run)")
-    p.add_argument("--system", default="water", help="built-in name or a System XML file (default water)")
+    p.add_argument("--system", default="water-rigid",
+                   help="built-in name or a System XML file (default water-rigid: 64 rigid TIP3P waters)")
     p.add_argument("--structure", help="PDB/PDBx or State XML (required with a System XML)")
-    p.add_argument("--model", help="bundled model name or model file (default: the bundled model of a built-in system, water-16fs for water)")
+    p.add_argument("--model", help="bundled model name or model file (default: the bundled model of a built-in system, "
+                   "water-rigid-16fs for water-rigid)")
     p.add_argument("--ensemble", default="nvt", choices=["nve", "nvt", "npt"])
     p.add_argument("--temperature", type=float, help="K (default: the system's, else 300)")
     p.add_argument("--pressure", type=float, default=1.0, help="bar, for npt (default 1)")

@@ -24,9 +24,10 @@ from openmm_flashmd.systems import available_systems, get_system, get_system_for
 from openmm_flashmd.systems.loading import load_structure, load_system, make_platform, topology_from_system
 
 #: Built-in default of ``openmm-flashmd simulate``.
-DEFAULT_SYSTEM = "water"
+DEFAULT_SYSTEM = "water-rigid"
 #: Bundled model used for a built-in system when no model is given.
-DEFAULT_MODELS = {"water": "water-16fs", "alanine-dipeptide-implicit": "alanine-dipeptide-implicit-8fs"}
+DEFAULT_MODELS = {"water-rigid": "water-rigid-16fs", "water": "water-16fs",
+                  "alanine-dipeptide-implicit": "alanine-dipeptide-implicit-8fs"}
 
 ENSEMBLES = {"nve": "F E", "nvt": "O F E O", "npt": "O F E O"}
 
@@ -81,7 +82,7 @@ def simulate(
     system : built-in name (see :func:`openmm_flashmd.systems.available_systems`) or a
         serialized System XML file (then ``structure`` gives PDB/PDBx or State XML).
     model : bundled model name or file; default from :data:`DEFAULT_MODELS` for built-in systems
-        (``water-16fs`` for water).
+        (``water-rigid-16fs`` for the default rigid water box, ``water-16fs`` for flexible water).
     ensemble : ``nve``, ``nvt`` (Langevin + energy filter) or ``npt`` (adds a
         ``MonteCarloBarostat`` at ``pressure`` bar; a built-in system's cutoff is lowered to
         0.45 x its box edge if needed, see :func:`~openmm_flashmd.systems.get_system_for_barostat`).
@@ -154,7 +155,7 @@ def simulate(
             "system": system, "structure": structure, "model": str(model_name), "ensemble": ensemble,
             "temperature_K": temperature, "pressure_bar": pressure, "collision_rate_per_ps": collision_rate,
             "stride_ps": stride, "duration_ps": duration, "report_interval_ps": interval * stride,
-            "splitting": integrator.splitting, "seed": seed,
+            "splitting": integrator.splitting, "seed": seed, "constraints": omm_system.getNumConstraints(),
         }, indent=2) + "\n")
 
     append = resume

@@ -18,7 +18,7 @@ from openmm_flashmd.systems import get_system
 from openmm_flashmd.systems.loading import make_platform
 
 BUNDLED = bundled_models()
-EXPECTED = ["water-4fs", "water-8fs", "water-16fs", "alanine-dipeptide-implicit-4fs", "alanine-dipeptide-implicit-8fs"]
+EXPECTED = ["water-rigid-16fs", "water-4fs", "water-8fs", "water-16fs", "alanine-dipeptide-implicit-4fs", "alanine-dipeptide-implicit-8fs"]
 
 
 def test_every_promised_model_is_bundled_and_every_default_exists():
@@ -81,7 +81,7 @@ def test_default_simulate_job_writes_trajectory_log_and_report(tmp_path, capsys)
     for name in ("trajectory.dcd", "log.csv", "report.md", "temperature.png", "energy.png", "rdf_OO.png"):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
-    assert "water-16fs" in report and "Integrated absolute difference from the bundled reference" in report
+    assert "water-rigid-16fs" in report and "✅ run finished" in report and "Integrated absolute difference from the bundled reference" in report
     assert len(read_log(out / "log.csv")["time_ps"]) == 10
     # the same output directory is refused without --overwrite or --resume
     assert main(["simulate", str(out), "--time", "0.64", "--quiet"]) == 1

@@ -98,11 +98,14 @@ def dynamics_rows(record):
                      f"({npt['flashmd']['relative_difference_percent']:+.2f} %){_run_status(npt['flashmd'])}"))
     rama = record.get("ramachandran")
     if rama:
+        js = rama.get("js_divergence")
         rows.append(("Ramachandran JS divergence vs reference (nats)",
-                     f"{rama['js_divergence']:.3f} (two halves of the reference: {rama['js_reference_halves']:.3f})"))
+                     (f"{js:.3f}" if js is not None else "n/a (the run failed before sampling)")
+                     + f" (two halves of the reference: {rama['js_reference_halves']:.3f})"))
+        flashmd = rama["basins"].get("flashmd", {})
         for basin in rama["basins"]["reference"]:
             rows.append((f"population {basin}: FlashMD / reference",
-                         f"{_pm(rama['basins']['flashmd'][basin], '.3f')} / {_pm(rama['basins']['reference'][basin], '.3f')}"))
+                         f"{_pm(flashmd.get(basin), '.3f')} / {_pm(rama['basins']['reference'][basin], '.3f')}"))
     nve = record.get("nve")
     if nve:
         rows.append((f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",

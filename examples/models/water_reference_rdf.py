@@ -1,11 +1,14 @@
-"""Write the bundled reference RDFs of the built-in water box from reference MD data.
+"""Write the bundled reference RDFs (and per-element temperatures) of a built-in water box from reference MD data.
 
     python examples/models/water_reference_rdf.py water64.h5 \
         openmm_flashmd/systems/data/water-reference-rdf.json
 
 ``water64.h5`` is the output of ``openmm-flashmd generate --system water`` (see
 ``examples/models/README.md`` for the exact command). Every ``--every``-th frame of every
-complete segment is used; the JSON holds r (nm), g_OO and g_OH and where they came from.
+complete segment is used; the JSON holds r (nm), g_OO and g_OH, the kinetic temperature of
+each element (K, 3 degrees of freedom per atom, over all frames: with constraints these are
+not the system temperature), the measured system temperature (K, 3N - constraints degrees of
+freedom) and where they came from.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 import openmm_flashmd  # noqa: F401  (torch before the openmm plugins)
 from openmm_flashmd.analysis.structure import radial_distribution
+from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
 from openmm_flashmd.data import load_trajectories
 from openmm_flashmd.data.schema import open_trajectory_file, read_string
 
@@ -56,6 +60,13 @@ def main() -> None:
         "r_nm": np.round(r, 6).tolist(),
         "g_OO": np.round(g_oo, 5).tolist(),
         "g_OH": np.round(g_oh, 5).tolist(),
+        "measured_temperature_K": round(float(np.mean(kinetic_temperature(
+            data.velocities.reshape(-1, data.n_atoms, 3), data.masses, 3 * data.n_atoms - len(data.constraints)))), 2),
+        "temperature_by_element_K": {
+            element: round(float(np.mean(values)), 2)
+            for element, values in temperature_by_element(
+                data.velocities.reshape(-1, data.n_atoms, 3), data.masses,
+                [atom.element.symbol for atom in pdb.topology.atoms()]).items()},
     }, indent=1) + "\n")
     print(f"wrote {output} from {traj.n_frames} frames")
 

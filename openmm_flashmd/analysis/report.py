@@ -78,11 +78,12 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
         body.append(f"| {name} | {_mean_and_error(values[half:])} |")
     target = settings.get("temperature_K") if settings.get("ensemble") in ("nvt", "npt") else None
     if target is not None and len(time) >= 2:
-        worst_name, worst = max(((n, float(np.mean(v[half:])) - target) for n, v in series.items()),
+        expected = _expected_temperatures(target, list(series), settings)
+        worst_name, worst = max(((n, float(np.mean(series[n][half:])) - t) for n, t in expected.items()),
                                 key=lambda item: abs(item[1]))
         checks.append((abs(worst) <= MAX_TEMPERATURE_DEVIATION,
-                       f"temperature within {MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K overall and per element "
-                       f"(worst: {worst_name} {worst:+.1f} K)"))
+                       f"temperature within {MAX_TEMPERATURE_DEVIATION:g} K of " + ", ".join(
+                           f"{n} {t:.0f} K" for n, t in expected.items()) + f" (worst: {worst_name} {worst:+.1f} K)"))
     _plot(output_dir / "temperature.png", time, series, "time (ps)", "T (K)")
     body += ["", "![temperature](temperature.png)", ""]
 
@@ -98,12 +99,28 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
                        f"energy filter clamped at most {100 * MAX_CLAMPED_FRACTION:g} % of strides "
                        f"({100 * clamped / strides:.1f} %)"))
 
-    structure, rdf_check = _structure_section(output_dir, trajectory, topology)
+    structure, rdf_check = _structure_section(output_dir, trajectory, topology, settings.get("system"))
     body += structure
     if rdf_check is not None:
         checks.append(rdf_check)
 
     return _write(report, settings, checks, body)
+
+
+def _expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
+    """What each temperature column should read at equilibrium (K): ``target`` overall; per
+    element ``target`` too without constraints (equipartition), or with constraints the bundled
+    reference MD's per-element values scaled to ``target`` (none when there is no reference)."""
+    from openmm_flashmd.analysis.structure import REFERENCE_RDFS, reference_rdf
+
+    expected = {"all": target}
+    if not settings.get("constraints"):
+        expected.update({n: target for n in names if n != "all"})
+    elif settings.get("system") in REFERENCE_RDFS:
+        ref = reference_rdf(settings["system"])
+        scale = target / ref.get("measured_temperature_K", ref["temperature_K"])
+        expected.update({n: t * scale for n, t in ref.get("temperature_by_element_K", {}).items() if n in names})
+    return expected
 
 
 def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: List[str]) -> Path:
@@ -124,24 +141,25 @@ def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: L
     return report
 
 
-def _structure_section(output_dir: Path, trajectory: Path, topology: Path
+def _structure_section(output_dir: Path, trajectory: Path, topology: Path, system: Optional[str] = None
                        ) -> Tuple[List[str], Optional[Tuple[bool, str]]]:
-    """O–O RDF of periodic runs with oxygen; pure water is compared with the bundled reference RDF.
-    Returns the markdown lines and the RDF trust check (None when there is no reference)."""
+    """O–O RDF of periodic runs with oxygen; pure water is compared with the bundled reference RDF
+    of ``system`` (a built-in name; flexible water's for other water boxes). Returns the markdown
+    lines and the RDF trust check (None when there is no reference)."""
     import mdtraj
 
     traj = mdtraj.load(str(trajectory), top=str(topology))
     elements = {atom.element.symbol for atom in traj.topology.atoms}
     if traj.unitcell_lengths is None or "O" not in elements or traj.n_frames < 2:
         return [], None
-    from openmm_flashmd.analysis.structure import radial_distribution, rdf_difference, reference_rdf
+    from openmm_flashmd.analysis.structure import REFERENCE_RDFS, radial_distribution, rdf_difference, reference_rdf
 
     r, g = radial_distribution(traj, "O", "O")
     series = {"O–O (this run)": g}
     lines = ["## Structure", "", f"O–O radial distribution from {traj.n_frames} frames.", ""]
     check = None
     if all(residue.name == "HOH" for residue in traj.topology.residues):
-        ref = reference_rdf("water")
+        ref = reference_rdf(system if system in REFERENCE_RDFS else "water")
         g_ref = np.interp(r, ref["r_nm"], ref["g_OO"], right=np.nan)
         inside = np.isfinite(g_ref)
         series["O–O reference MD"] = g_ref

@@ -42,14 +42,17 @@ def rdf_difference(r: np.ndarray, g: np.ndarray, g_reference: np.ndarray) -> flo
 
 
 #: Bundled reference RDFs of the built-in systems (made by ``examples/models/water_reference_rdf.py``).
-REFERENCE_RDFS = {"water": Path(__file__).resolve().parent.parent / "systems" / "data" / "water-reference-rdf.json"}
+_DATA = Path(__file__).resolve().parent.parent / "systems" / "data"
+REFERENCE_RDFS = {"water": _DATA / "water-reference-rdf.json", "water-rigid": _DATA / "water-rigid-reference-rdf.json"}
 
 
 def reference_rdf(system: str = "water") -> Dict[str, object]:
     """The bundled reference RDF of a built-in system from reference MD with the same potential.
 
     Returns the JSON record: ``r_nm`` (bin centres, nm), ``g_OO``, ``g_OH`` (arrays),
-    ``temperature_K``, ``description`` and ``source`` (which data, how many frames).
+    ``temperature_K``, ``temperature_by_element_K`` (kinetic temperature of each element's
+    atoms, 3 degrees of freedom per atom, K), ``description`` and ``source`` (which data,
+    how many frames).
     """
     if system not in REFERENCE_RDFS:
         raise KeyError(f"no bundled reference RDF for {system!r}; available: {', '.join(REFERENCE_RDFS)}")

@@ -6,6 +6,7 @@ import os
 from typing import IO, List, Optional, Union
 
 import numpy as np
+import openmm
 from openmm import unit
 
 from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
@@ -15,6 +16,10 @@ class FlashMDReporter:
     """CSV rows of step, time (ps), potential and total energy (kJ/mol), kinetic
     temperature (K) overall and per element, and the energy filter's statistics
     since the previous row (strides filtered, clamped, mean scale).
+
+    The overall temperature counts 3N - constraints (- 3 with a ``CMMotionRemover``)
+    degrees of freedom, like OpenMM's ``StateDataReporter``; per-element temperatures count
+    3 per atom, so with constraints (rigid water) they differ from T even at equilibrium.
 
     Parameters
     ----------
@@ -53,6 +58,8 @@ class FlashMDReporter:
             [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
         )
         self._elements = [a.element.symbol if a.element is not None else "X" for a in simulation.topology.atoms()]
+        remover = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+        self._dof = 3 * system.getNumParticles() - system.getNumConstraints() - (3 if remover else 0)
         columns = ["step", "time_ps", "potential_kjmol", "total_kjmol", "temperature_K"]
         columns += [f"temperature_{e}_K" for e in sorted(set(self._elements))]
         columns += ["filter_strides", "filter_clamped", "filter_scale_mean"]
@@ -64,7 +71,7 @@ class FlashMDReporter:
             self._start(simulation)
         v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         by_element = temperature_by_element(v, self._masses, self._elements)
-        everyone = float(kinetic_temperature(v, self._masses))
+        everyone = float(kinetic_temperature(v, self._masses, self._dof))
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         integrator = simulation.integrator

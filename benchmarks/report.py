@@ -167,7 +167,7 @@ def render_validation(data: Dict, name: str) -> List[str]:
     lines += ["", "| goal | model | value | met |", "|---|---|---:|---|"]
     for goal in data.get("goals", []):
         met = {True: "met", False: "**not met**", None: "not measured"}[goal.get("met")]
-        note = f" ({goal['note']})" if goal.get("note") else ""
+        note = f" ({goal['note']})" if goal.get("note") and goal.get("note") != "not measured" else ""
         lines.append(f"| {goal['text']} | {goal.get('model') or '—'} | {_num(goal.get('value'), '.3g')} | {met}{note} |")
     lines += ["", _stack_line(data["stack"]), ""]
     return lines

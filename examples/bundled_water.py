@@ -1,8 +1,8 @@
-"""Run the bundled water-16fs stride model on the built-in water box (NVT, 300 K).
+"""Run the bundled water-rigid-16fs stride model on the built-in rigid water box (NVT, 300 K).
 
     python examples/bundled_water.py [--strides 100]
 
-Builds the 64-water flexible TIP3P box, a FlashMDIntegrator with the bundled model, a
+Builds the 64-water rigid TIP3P box, a FlashMDIntegrator with the bundled model, a
 Langevin thermostat and the energy filter ("O F E O", the default with a temperature),
 and prints the temperature per element and the filter statistics. Nothing is downloaded.
 """
@@ -22,8 +22,8 @@ def main() -> None:
     parser.add_argument("--strides", type=int, default=100, help="number of 16 fs strides (default 100)")
     args = parser.parse_args()
 
-    water = get_system("water")
-    integrator = FlashMDIntegrator(water.system, "water-16fs", temperature=300 * unit.kelvin)
+    water = get_system("water-rigid")
+    integrator = FlashMDIntegrator(water.system, "water-rigid-16fs", temperature=300 * unit.kelvin)
     simulation = app.Simulation(water.topology, water.system, integrator)
     simulation.context.setPositions(water.positions)
     simulation.minimizeEnergy()

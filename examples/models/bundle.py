@@ -65,6 +65,11 @@ def _pm(entry, spec=".1f", scale=1.0):
     return text + (f" ± {format(sem * scale, spec)}" if sem is not None else "")
 
 
+def _f(value, spec):
+    """``value`` formatted with ``spec``, or ``n/a`` when missing."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _run_status(run):
     return "" if not run or run.get("failed_at_ps") is None else f" (failed at {run['failed_at_ps']:.2f} ps)"
 
@@ -90,12 +95,12 @@ def dynamics_rows(record):
         rows.append(("energy filter", f"mean scale {filt['mean_scale']:.4f}, clamped {100 * filt['clamped_fraction']:.1f} % "
                                       f"of {filt['strides']} strides"))
     for pair, entry in (record.get("rdf") or {}).items():
-        rows.append((f"{pair} RDF integrated |difference| vs reference", f"{entry['difference_percent']:.1f} %"))
+        rows.append((f"{pair} RDF, integrated absolute difference from reference", f"{entry['difference_percent']:.1f} %"))
     npt = record.get("npt")
     if npt:
         rows.append(("NpT 1 bar density (g/cm³): FlashMD / reference",
-                     f"{_pm(npt['flashmd']['density_g_cm3'], '.4f')} / {_pm(npt['reference']['density_g_cm3'], '.4f')} "
-                     f"({npt['flashmd']['relative_difference_percent']:+.2f} %){_run_status(npt['flashmd'])}"))
+                     f"{_pm(npt['flashmd'].get('density_g_cm3'), '.4f')} / {_pm(npt['reference'].get('density_g_cm3'), '.4f')} "
+                     f"({_f(npt['flashmd'].get('relative_difference_percent'), '+.2f')} %){_run_status(npt['flashmd'])}"))
     rama = record.get("ramachandran")
     if rama:
         js = rama.get("js_divergence")
@@ -109,16 +114,17 @@ def dynamics_rows(record):
     nve = record.get("nve")
     if nve:
         rows.append((f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",
-                     f"{nve['T_start_K']:.1f} → {nve['T_end_K']:.1f} ({nve['T_drift_K']:+.1f} K){_run_status(nve)}"))
+                     f"{_f(nve.get('T_start_K'), '.1f')} → {_f(nve.get('T_end_K'), '.1f')} "
+                     f"({_f(nve.get('T_drift_K'), '+.1f')} K){_run_status(nve)}"))
     stability = record.get("stability") or {}
     if stability.get("ran"):
         rows.append((f"stability, NVT with filter, {stability['length_ps']:g} ps",
                      "stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps"))
     cost = record.get("cost")
     if cost:
-        rows.append(("wall time per simulated ps: FlashMD / reference MD (s)",
-                     f"{cost['flashmd_s_per_ps']:.2f} / {cost['reference_s_per_ps']:.2f} "
-                     f"(speedup {cost['speedup']:.2f}×, same CPU, same run)"))
+        rows.append(("wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",
+                     f"{_f(cost.get('flashmd_s_per_ps'), '.2f')} / {_f(cost.get('reference_s_per_ps'), '.2f')} "
+                     f"(speedup {_f(cost.get('speedup'), '.2f')}×; {cost.get('flashmd_source', '')})"))
     return rows
 
 

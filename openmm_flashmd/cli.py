@@ -213,6 +213,10 @@ def run_simulate(args: argparse.Namespace) -> int:
                    trajectory_format=args.format, splitting=args.splitting, platform=args.platform, seed=args.seed,
                    overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     print(f"{run.steps} strides; trajectory {run.trajectory}, log {run.log}, report {run.report}")
+    failed = [line[4:] for line in run.report.read_text().splitlines() if line.startswith("- ❌")]
+    if failed:
+        print(f"warning: {len(failed)} trust check(s) failed, do not use this run as dynamics of the system: "
+              + "; ".join(failed), file=sys.stderr)
     return 0
 
 

@@ -53,6 +53,7 @@ def test_bundled_model_runs_ten_strides_without_exploding(name):
     built = get_system(system_name)
     platform = make_platform("CPU")
     langevin = openmm.LangevinMiddleIntegrator(300, 1, built.reference_timestep)
+    langevin.setRandomNumberSeed(1)
     equilibrate = openmm.Context(built.system, langevin, platform)
     equilibrate.setPositions(built.positions)
     openmm.LocalEnergyMinimizer.minimize(equilibrate, 10, 200)
@@ -83,5 +84,7 @@ def test_default_simulate_job_writes_trajectory_log_and_report(tmp_path, capsys)
     report = (out / "report.md").read_text()
     assert "water-rigid-16fs" in report and "✅ run finished" in report and "Integrated absolute difference from the bundled reference" in report
     assert len(read_log(out / "log.csv")["time_ps"]) == 10
+    if "- ❌" in report:  # failed trust checks are also said on the terminal
+        assert "trust check(s) failed" in capsys.readouterr().err
     # the same output directory is refused without --overwrite or --resume
     assert main(["simulate", str(out), "--time", "0.64", "--quiet"]) == 1

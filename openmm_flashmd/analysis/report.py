@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -141,6 +144,20 @@ def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: L
     return report
 
 
+@contextlib.contextmanager
+def _silenced_stdout():
+    """Send file descriptor 1 (C-level stdout) to /dev/null inside the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _structure_section(output_dir: Path, trajectory: Path, topology: Path, system: Optional[str] = None
                        ) -> Tuple[List[str], Optional[Tuple[bool, str]]]:
     """O–O RDF of periodic runs with oxygen; pure water is compared with the bundled reference RDF
@@ -148,7 +165,8 @@ def _structure_section(output_dir: Path, trajectory: Path, topology: Path, syste
     lines and the RDF trust check (None when there is no reference)."""
     import mdtraj
 
-    traj = mdtraj.load(str(trajectory), top=str(topology))
+    with _silenced_stdout():  # mdtraj's DCD reader prints "dcdplugin) ..." lines from C
+        traj = mdtraj.load(str(trajectory), top=str(topology))
     elements = {atom.element.symbol for atom in traj.topology.atoms}
     if traj.unitcell_lengths is None or "O" not in elements or traj.n_frames < 2:
         return [], None

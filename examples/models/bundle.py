@@ -24,7 +24,7 @@ MODELS = ROOT / "openmm_flashmd" / "models"
 VALIDATION = ROOT / "benchmarks" / "results" / "validation"
 MAX_BYTES = 5 * 1024 * 1024
 
-SMALL = ("A small model (under an hour of training on a 2-core CPU) that demonstrates the pipeline end to end. Its "
+SMALL = ("A small model (trained briefly on a 2-core CPU) that demonstrates the pipeline end to end. Its "
          "held-out stride errors beat the trivial baselines (table above), but the dynamics table shows how far "
          "that is from stable, faithful dynamics: do not use it for science. For production, retrain with larger "
          "hypers and many more steps (a GPU): the commands above take `--set model.d_pet=...` and "

@@ -303,8 +303,8 @@ class Setup:
     """A built-in system with what the measurements need."""
 
     def __init__(self, name: str, threads: Optional[int]):
-        import openmm
-
+        from openmm_flashmd.analysis.thermo import degrees_of_freedom
+        from openmm_flashmd.integrator.compatibility import system_masses
         from openmm_flashmd.systems import get_system
 
         self.name = name
@@ -315,11 +315,9 @@ class Setup:
         self.timestep = float(self.built.reference_timestep)
         self.periodic = self.system.usesPeriodicBoundaryConditions()
         self.n_atoms = self.system.getNumParticles()
-        self.masses = np.array([self.system.getParticleMass(i)._value for i in range(self.n_atoms)])
+        self.masses = system_masses(self.system)
         self.elements = [atom.element.symbol for atom in self.topology.atoms()]
-        remover = any(isinstance(self.system.getForce(i), openmm.CMMotionRemover)
-                      for i in range(self.system.getNumForces()))
-        self.dof = 3 * self.n_atoms - self.system.getNumConstraints() - (3 if remover else 0)
+        self.dof = degrees_of_freedom(self.system)
         self.platform, self.properties = _platform(threads)
 
     def context(self, system, integrator):
@@ -996,6 +994,64 @@ def _pm(entry: Optional[Dict], key: str = "mean", spec: str = ".2f") -> str:
     return f"{entry[key]:{spec}} ± {sem:{spec}}" if sem is not None else f"{entry[key]:{spec}}"
 
 
+def _failed(run: Optional[Dict]) -> str:
+    return "" if not run or run.get("failed_at_ps") is None else f" (failed at {run['failed_at_ps']:.2f} ps)"
+
+
+def card_rows(record: Dict[str, Any]) -> List[List[str]]:
+    """(quantity, value) rows summarising one model's record, for its model card."""
+    rows = []
+    nvt = record.get("nvt", {})
+    for key, label in (("filter", "with filter (O F E O)"), ("no_filter", "without filter (O F O)")):
+        run = nvt.get(key)
+        if run:
+            temps = run.get("temperature_K", {})
+            per_element = ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in temps.items() if k != "all")
+            rows.append([f"NVT {record.get('temperature_K', 300.0):g} K {label}, {run['completed_ps']:g} ps: T (K)",
+                         f"all {_pm(temps.get('all'), spec='.1f')}; {per_element}{_failed(run)}"])
+    ref_temps = nvt.get("reference", {}).get("temperature_K", {})
+    if ref_temps:
+        rows.append(["reference MD, same settings: T (K)",
+                     ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in ref_temps.items())])
+    filt = nvt.get("filter", {}).get("filter")
+    if filt:
+        rows.append(["energy filter", f"mean scale {_fmt(filt['mean_scale'], '.4f')}, clamped "
+                                      f"{_fmt(filt['clamped_fraction'], '.1%')} of {filt['strides']} strides"])
+    for pair, entry in (record.get("rdf") or {}).items():
+        rows.append([f"{pair} RDF, integrated absolute difference from reference",
+                     _fmt(entry["difference_percent"], ".1f", " %")])
+    npt = record.get("npt")
+    if npt:
+        rows.append(["NpT 1 bar density (g/cm³): FlashMD / reference",
+                     f"{_pm(npt['flashmd'].get('density_g_cm3'), spec='.4f')} / "
+                     f"{_pm(npt['reference'].get('density_g_cm3'), spec='.4f')} "
+                     f"({_fmt(npt['flashmd'].get('relative_difference_percent'), '+.2f', ' %')}){_failed(npt['flashmd'])}"])
+    rama = record.get("ramachandran")
+    if rama:
+        rows.append(["Ramachandran JS divergence vs reference (nats)",
+                     f"{_fmt(rama.get('js_divergence'), '.3f')} (two halves of the reference: "
+                     f"{_fmt(rama.get('js_reference_halves'), '.3f')})"])
+        flashmd = rama["basins"].get("flashmd", {})
+        for basin, reference in rama["basins"]["reference"].items():
+            rows.append([f"population {basin}: FlashMD / reference",
+                         f"{_pm(flashmd.get(basin), 'value', '.3f')} / {_pm(reference, 'value', '.3f')}"])
+    nve = record.get("nve")
+    if nve:
+        rows.append([f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",
+                     f"{_fmt(nve.get('T_start_K'), '.1f')} → {_fmt(nve.get('T_end_K'), '.1f')} "
+                     f"({_fmt(nve.get('T_drift_K'), '+.1f', ' K')}){_failed(nve)}"])
+    stability = record.get("stability") or {}
+    if stability.get("ran"):
+        rows.append([f"stability, NVT with filter, {stability['length_ps']:g} ps",
+                     "stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps"])
+    cost = record.get("cost")
+    if cost:
+        rows.append(["wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",
+                     f"{_fmt(cost.get('flashmd_s_per_ps'))} / {_fmt(cost.get('reference_s_per_ps'))} "
+                     f"(speedup {_fmt(cost.get('speedup'), '.2f', '×')}; {cost.get('flashmd_source', '')})"])
+    return rows
+
+
 def summary_markdown(merged: Dict[str, Any]) -> str:
     lines = ["# FlashMD validation against reference MD", "",
              "Generated by `python benchmarks/validate.py summarize`; every number comes from the JSON files "
@@ -1079,6 +1135,7 @@ def summarize(out: Path) -> Path:
         hashes[data.get("system")] = data.get("settings_hash")
     for data in models.values():  # a reference re-run with other settings after this model was validated
         data["reference"]["stale"] = hashes.get(data["system"]) != data["reference"].get("settings_hash")
+        data["card_rows"] = card_rows(data)
     stacks = [m["stack"] for m in models.values() if m.get("stack")]
     merged = {"benchmark": "validation",
               "description": "FlashMD stride models against reference MD with the same classical potential "

@@ -11,6 +11,7 @@ from openmm import unit
 import openmm_flashmd  # noqa: F401
 from openmm_flashmd import FlashMDIntegrator, load_model, read_metadata
 from openmm_flashmd.analysis.report import read_log
+from openmm_flashmd.analysis.thermo import KB, degrees_of_freedom
 from openmm_flashmd.cli import main
 from openmm_flashmd.model.bundled import bundled_models
 from openmm_flashmd.simulate import DEFAULT_MODELS
@@ -66,11 +67,11 @@ def test_bundled_model_runs_ten_strides_without_exploding(name):
     context = openmm.Context(built.system, integrator, platform)
     context.setPositions(start.getPositions())
     context.setVelocities(start.getVelocities())
-    dof = 3 * built.num_particles - built.system.getNumConstraints()
+    dof = degrees_of_freedom(built.system)
     for _ in range(10):
         integrator.step(1)
         state = context.getState(getEnergy=True, getPositions=True)
-        temperature = 2 * state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * 0.00831446261815324)
+        temperature = 2 * state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * KB)
         assert np.all(np.isfinite(state.getPositions(asNumpy=True)._value))
         assert 0 < temperature < 600, temperature
     assert integrator.filter_statistics["count"] == 10

@@ -5,7 +5,7 @@
 Takes ``RUN_DIR/model.pt`` (from ``openmm-flashmd train``), refuses models over 5 MB,
 copies it to ``openmm_flashmd/models/NAME.pt`` and writes ``NAME.md``: data, stride,
 hyper-parameters and held-out errors from the model's metadata, the dynamics validation
-from ``benchmarks/results/validation/NAME.json`` when it exists, and the exact commands
+(the model's ``card_rows`` in ``benchmarks/results/validation.json``) when it exists, and the exact commands
 quoted from ``examples/models/build_all.sh``.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 MODELS = ROOT / "openmm_flashmd" / "models"
-VALIDATION = ROOT / "benchmarks" / "results" / "validation"
+VALIDATION = ROOT / "benchmarks" / "results" / "validation.json"
 MAX_BYTES = 5 * 1024 * 1024
 
 SMALL = ("A small model (trained briefly on a 2-core CPU) that demonstrates the pipeline end to end. Its "
@@ -53,81 +53,6 @@ def recipe(name: str) -> str:
     return "# from the repository root\nexport OMP_NUM_THREADS=1 WORK=bundled-work\n" + "\n".join(blocks)
 
 
-def _pm(entry, spec=".1f", scale=1.0):
-    """``mean ± sem`` of a validation entry (``mean``/``value`` and ``sem``)."""
-    if not entry:
-        return "n/a"
-    mean = entry.get("mean", entry.get("value"))
-    sem = entry.get("sem")
-    if mean is None:
-        return "n/a"
-    text = format(mean * scale, spec)
-    return text + (f" ± {format(sem * scale, spec)}" if sem is not None else "")
-
-
-def _f(value, spec):
-    """``value`` formatted with ``spec``, or ``n/a`` when missing."""
-    return "n/a" if value is None else format(value, spec)
-
-
-def _run_status(run):
-    return "" if not run or run.get("failed_at_ps") is None else f" (failed at {run['failed_at_ps']:.2f} ps)"
-
-
-def dynamics_rows(record):
-    """Card rows (quantity, value) from a ``benchmarks/validate.py run`` record."""
-    rows = []
-    target = record.get("temperature_K", 300.0)
-    nvt = record.get("nvt", {})
-    for key, label in (("filter", "with filter (O F E O)"), ("no_filter", "without filter (O F O)")):
-        run = nvt.get(key)
-        if not run:
-            continue
-        temps = run.get("temperature_K", {})
-        per_element = ", ".join(f"{k} {_pm(v)}" for k, v in temps.items() if k != "all")
-        rows.append((f"NVT {target:g} K {label}, {run['completed_ps']:g} ps: T (K)",
-                     f"all {_pm(temps.get('all'))}; {per_element}{_run_status(run)}"))
-    ref_temps = nvt.get("reference", {}).get("temperature_K", {})
-    if ref_temps:
-        rows.append(("reference MD, same settings: T (K)", ", ".join(f"{k} {_pm(v)}" for k, v in ref_temps.items())))
-    filt = nvt.get("filter", {}).get("filter")
-    if filt:
-        rows.append(("energy filter", f"mean scale {filt['mean_scale']:.4f}, clamped {100 * filt['clamped_fraction']:.1f} % "
-                                      f"of {filt['strides']} strides"))
-    for pair, entry in (record.get("rdf") or {}).items():
-        rows.append((f"{pair} RDF, integrated absolute difference from reference", f"{entry['difference_percent']:.1f} %"))
-    npt = record.get("npt")
-    if npt:
-        rows.append(("NpT 1 bar density (g/cm³): FlashMD / reference",
-                     f"{_pm(npt['flashmd'].get('density_g_cm3'), '.4f')} / {_pm(npt['reference'].get('density_g_cm3'), '.4f')} "
-                     f"({_f(npt['flashmd'].get('relative_difference_percent'), '+.2f')} %){_run_status(npt['flashmd'])}"))
-    rama = record.get("ramachandran")
-    if rama:
-        js = rama.get("js_divergence")
-        rows.append(("Ramachandran JS divergence vs reference (nats)",
-                     (f"{js:.3f}" if js is not None else "n/a (the run failed before sampling)")
-                     + f" (two halves of the reference: {rama['js_reference_halves']:.3f})"))
-        flashmd = rama["basins"].get("flashmd", {})
-        for basin in rama["basins"]["reference"]:
-            rows.append((f"population {basin}: FlashMD / reference",
-                         f"{_pm(flashmd.get(basin), '.3f')} / {_pm(rama['basins']['reference'][basin], '.3f')}"))
-    nve = record.get("nve")
-    if nve:
-        rows.append((f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",
-                     f"{_f(nve.get('T_start_K'), '.1f')} → {_f(nve.get('T_end_K'), '.1f')} "
-                     f"({_f(nve.get('T_drift_K'), '+.1f')} K){_run_status(nve)}"))
-    stability = record.get("stability") or {}
-    if stability.get("ran"):
-        rows.append((f"stability, NVT with filter, {stability['length_ps']:g} ps",
-                     "stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps"))
-    cost = record.get("cost")
-    if cost:
-        rows.append(("wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",
-                     f"{_f(cost.get('flashmd_s_per_ps'), '.2f')} / {_f(cost.get('reference_s_per_ps'), '.2f')} "
-                     f"(speedup {_f(cost.get('speedup'), '.2f')}×; {cost.get('flashmd_source', '')})"))
-    return rows
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="bundled name, <system>-<N>fs (e.g. water-16fs)")
@@ -153,11 +78,11 @@ def main() -> int:
     MODELS.mkdir(exist_ok=True)
     shutil.copyfile(source, target)
 
-    record = VALIDATION / f"{args.name}.json"
+    validated = json.loads(VALIDATION.read_text())["models"] if VALIDATION.exists() else {}
     dynamics = None
-    if record.exists():
-        data = json.loads(record.read_text())
-        dynamics = {"lengths": data.get("lengths_mode"), "card_rows": dynamics_rows(data)}
+    if args.name in validated:
+        data = validated[args.name]
+        dynamics = {"lengths": data.get("lengths_mode"), "card_rows": data["card_rows"]}
     system = re.sub(r"-\d+fs$", "", args.name)
     card = model_card(target, args.name, reproduce=recipe(args.name), dynamics=dynamics, notes=NOTES.get(system))
     target.with_suffix(".md").write_text(card)

@@ -10,6 +10,15 @@ import numpy as np
 KB = 0.00831446261815324
 
 
+def degrees_of_freedom(system) -> int:
+    """Kinetic degrees of freedom of an ``openmm.System``: 3N - constraints, - 3 more with a
+    ``CMMotionRemover`` (OpenMM's ``StateDataReporter`` convention)."""
+    import openmm
+
+    remover = any(isinstance(force, openmm.CMMotionRemover) for force in system.getForces())
+    return 3 * system.getNumParticles() - system.getNumConstraints() - (3 if remover else 0)
+
+
 def kinetic_temperature(
     velocities: np.ndarray, masses: np.ndarray, dof: Optional[float] = None
 ) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 from openmm import unit
 
 from openmm_flashmd._plugins import quiet_import
+from openmm_flashmd.analysis.thermo import degrees_of_freedom
 from openmm_flashmd.integrator.adapter import (
     FAILURE_REASONS,
     FAILURE_SENTINEL,
@@ -53,13 +54,6 @@ def _choose_stride_group(system: openmm.System) -> int:
         if group not in used:
             return group
     raise ValueError("all 32 force groups are in use; FlashMD needs one free group for its stride force")
-
-
-def _degrees_of_freedom(system: openmm.System) -> int:
-    dof = 3 * system.getNumParticles() - system.getNumConstraints()
-    if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
-        dof -= 3
-    return dof
 
 
 class FlashMDIntegrator(ThermostatedIntegrator):
@@ -223,7 +217,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
                 self.addGlobalVariable(name, 0.0)
             # chi-square with (dof - 1) degrees of freedom: a gaussian^2 sum over a mask
             mask = np.zeros(3 * system.getNumParticles())
-            mask[: max(_degrees_of_freedom(system) - 1, 0)] = 1.0
+            mask[: max(degrees_of_freedom(system) - 1, 0)] = 1.0
             self.addPerDofVariable("flashmd_mask", 0.0)
             self.setPerDofVariableByName("flashmd_mask", [openmm.Vec3(*row) for row in mask.reshape(-1, 3)])
 

@@ -6,10 +6,10 @@ import os
 from typing import IO, List, Optional, Union
 
 import numpy as np
-import openmm
 from openmm import unit
 
-from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
+from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature, temperature_by_element
+from openmm_flashmd.integrator.compatibility import system_masses
 
 
 class FlashMDReporter:
@@ -54,12 +54,9 @@ class FlashMDReporter:
 
     def _start(self, simulation) -> None:
         system = simulation.system
-        self._masses = np.array(
-            [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
-        )
+        self._masses = system_masses(system)
         self._elements = [a.element.symbol if a.element is not None else "X" for a in simulation.topology.atoms()]
-        remover = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
-        self._dof = 3 * system.getNumParticles() - system.getNumConstraints() - (3 if remover else 0)
+        self._dof = degrees_of_freedom(system)
         columns = ["step", "time_ps", "potential_kjmol", "total_kjmol", "temperature_K"]
         columns += [f"temperature_{e}_K" for e in sorted(set(self._elements))]
         columns += ["filter_strides", "filter_clamped", "filter_scale_mean"]

@@ -11,15 +11,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
+from openmm_flashmd.train.evaluate import _symbol
 
 __all__ = ["model_card"]
-
-_SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 16: "S", 18: "Ar"}
-
-
-def _symbol(z: Any) -> str:
-    return _SYMBOLS.get(int(z), f"Z={int(z)}")
-
 
 def _held_out_section(validation: Dict[str, Any]) -> List[str]:
     errors = validation.get("errors") or {}
@@ -32,7 +26,7 @@ def _held_out_section(validation: Dict[str, Any]) -> List[str]:
              "unchanged velocities for v′).", "",
              "| atoms | Δq RMSE (nm) | free flight (nm) | improvement | v′ RMSE (nm/ps) | unchanged (nm/ps) | "
              "improvement |", "|---|---:|---:|---:|---:|---:|---:|"]
-    rows = [("all", errors["all"])] + [(_symbol(z), e) for z, e in sorted(errors.get("per_element", {}).items())]
+    rows = [("all", errors["all"])] + [(_symbol(int(z)), e) for z, e in sorted(errors.get("per_element", {}).items())]
     for label, e in rows:
         lines.append(f"| {label} | {e['dq_rmse']:.4f} | {e['dq_free_flight_rmse']:.4f} | {e['dq_improvement']:.2f}× | "
                      f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× |")
@@ -71,8 +65,8 @@ def model_card(
     meta = read_metadata(load_model(model))
     prov = meta.get("provenance") or {}
     hypers = meta.get("hypers") or {}
-    elements = ", ".join(_symbol(z) for z in meta.get("elements", []))
-    masses = ", ".join(f"{_symbol(z)} {m:g}" for z, m in sorted((meta.get("masses") or {}).items()))
+    elements = ", ".join(_symbol(int(z)) for z in meta.get("elements", []))
+    masses = ", ".join(f"{_symbol(int(z))} {m:g}" for z, m in sorted((meta.get("masses") or {}).items()))
     lines = [f"# Model card: `{name}`", "",
              f"PET stride model: one call advances positions and velocities by **{meta['stride'] * 1000:g} fs** "
              f"({meta['stride']:g} ps). Elements {elements}; masses (Da) {masses}; "

@@ -123,7 +123,10 @@ def load_trajectories(path: Union[str, os.PathLike]) -> TrajectoryData:
             raise DataError(f"{path} has no complete segment")
         arrays = {}
         for name in schema.PER_FRAME_DATASETS:
-            arrays[name] = np.asarray(f[name][()][complete], dtype=np.float64)
+            values = f[name][()]
+            if len(complete) < len(values):  # fancy indexing copies: only when segments are missing
+                values = values[complete]
+            arrays[name] = np.asarray(values, dtype=np.float64)
         masses = np.asarray(f["masses"][()], dtype=np.float64)
         atomic_numbers = np.asarray(f["atomic_numbers"][()], dtype=np.int64)
         constraints = np.asarray(f["constraints"][()], dtype=np.float64).reshape(-1, 3)
@@ -324,8 +327,7 @@ class StridePairs(torch.utils.data.Dataset):
         self._pos = torch.from_numpy(data.positions)
         self._vel = torch.from_numpy(data.velocities)
         self._box = torch.from_numpy(data.box)
-        self.masses = torch.as_tensor(data.masses, dtype=dtype)
-        self.atomic_numbers = torch.as_tensor(data.atomic_numbers, dtype=torch.long)
+        self._stride_values = torch.tensor(self.strides, dtype=dtype)
 
     def __len__(self) -> int:
         return len(self.pairs) * (2 if self.time_reversal else 1)
@@ -353,7 +355,7 @@ class StridePairs(torch.utils.data.Dataset):
             rot = random_orthogonal(len(idx), self.generator, self.inversion)
             rt = rot.transpose(1, 2)
             q0, q1, v0, v1, box = (torch.bmm(x, rt) for x in (q0, q1, v0, v1, box))
-        stride = torch.tensor([self.strides[k] for k in rows[:, 3]], dtype=self.dtype)
+        stride = self._stride_values[torch.from_numpy(rows[:, 3])]
         return {
             "positions": q0.to(self.dtype),
             "velocities": v0.to(self.dtype),
@@ -430,4 +432,4 @@ class ForceFrames(torch.utils.data.Dataset):
             rt = random_orthogonal(len(idx), self.generator, self.inversion).transpose(1, 2)
             q, f, box = (torch.bmm(x, rt) for x in (q, f, box))
         return {"positions": q.to(self.dtype), "forces": f.to(self.dtype), "box": box.to(self.dtype),
-                "energy": self._energy[seg, frame].clone(), "segment": seg, "frame": frame}
+                "energy": self._energy[seg, frame], "segment": seg, "frame": frame}

@@ -39,6 +39,7 @@ import torch
 import yaml
 
 from openmm_flashmd.data.dataset import DataError, TrajectoryData, merge_trajectories, split_segments
+from openmm_flashmd.model.neighbors import cell_heights
 
 __all__ = [
     "ProcessInfo",
@@ -48,7 +49,6 @@ __all__ = [
     "clear_outputs",
     "load_training_data",
     "lr_factor",
-    "min_cell_height",
     "resume_hypers",
     "run_training",
     "setup_process",
@@ -164,16 +164,6 @@ def resume_hypers(
     return h, ckpt
 
 
-def min_cell_height(box: np.ndarray) -> float:
-    """Smallest distance between opposite faces of the cell ``box`` [3, 3] (nm; inf if no cell)."""
-    a, b, c = box
-    vol = abs(np.linalg.det(box))
-    if vol == 0:
-        return math.inf
-    return float(min(vol / np.linalg.norm(np.cross(b, c)), vol / np.linalg.norm(np.cross(c, a)),
-                     vol / np.linalg.norm(np.cross(a, b))))
-
-
 def load_training_data(
     data: Union[str, os.PathLike, TrajectoryData, Sequence[Union[str, os.PathLike, TrajectoryData]]],
     h: Mapping[str, Any],
@@ -194,7 +184,7 @@ def load_training_data(
     tdata.element_masses()  # one mass per element
     cutoff = float(h["model"]["cutoff"])
     if tdata.periodic:
-        height = min(min_cell_height(b) for b in tdata.box[:, 0])
+        height = min(float(cell_heights(torch.from_numpy(b)).min()) for b in tdata.box[:, 0])
         if cutoff >= 0.5 * height:
             raise ValueError(f"model.cutoff {cutoff} nm must be below half the smallest cell height "
                              f"({0.5 * height:.4f} nm) of the data")
@@ -291,13 +281,13 @@ class TrainingTask:
         """``batch`` with its tensors moved to the task's device."""
         return {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in batch.items()}
 
+    def train_batch(self, indices: np.ndarray) -> Dict[str, Any]:
+        """The training items ``indices`` of ``self.train_ds``, on the task's device."""
+        return self._to_dev(self.train_ds.get_batch(indices))
+
     def forward_module(self) -> torch.nn.Module:
         """The module the engine calls (and wraps in DDP): ``forward(batch) -> outputs``.
         It must hold ``self.model`` so that DDP sees its parameters."""
-        raise NotImplementedError
-
-    def train_batch(self, indices: np.ndarray) -> Dict[str, Any]:
-        """The training batch for item ``indices``, on the device."""
         raise NotImplementedError
 
     def loss(self, outputs: Any, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
@@ -411,6 +401,7 @@ def run_training(
     start_time = time.time() - state["wall"]
     model.train()
     try:
+        start_step = state["step"]
         while state["step"] < max_steps and not state["stopped_early"]:
             global_bs = batch_size * world
             if state["cursor"] + global_bs > len(perm):
@@ -438,7 +429,8 @@ def run_training(
                                          "lower training.learning_rate or check the data")
             acc = state["acc"]
             acc["n"] += 1
-            for key in ["loss"] + list(task.train_parts):
+            acc["loss"] = acc.get("loss", 0.0) + loss_value
+            for key in task.train_parts:
                 if key in parts:
                     acc[key] = acc.get(key, 0.0) + float(parts[key].detach())
             state["step"] += 1
@@ -480,7 +472,8 @@ def run_training(
                 save_checkpoint()
     finally:
         bar.close()
-    save_checkpoint()
+    if state["step"] == start_step:  # nothing ran (resuming a finished run): the checkpoint is still written
+        save_checkpoint()
 
     # ------------------------------------------------------------------ export
     if state["best_state"] is not None:

@@ -58,7 +58,7 @@ def check_model_matches_data(metadata: Dict[str, Any], data: TrajectoryData, str
             f"(model elements {sorted(elements)})"
         )
     masses = {int(k): float(v) for k, v in (metadata.get("masses") or {}).items()}
-    for z, m in data.element_masses().items():
+    for z, m in (data.element_masses() if masses else {}).items():
         if z in masses and abs(masses[z] - m) > 1e-3 * max(1.0, m):
             raise ModelDataMismatch(f"element {z}: the model was trained with mass {masses[z]} Da, the data use {m} Da")
     periodic = metadata.get("periodic")
@@ -180,8 +180,8 @@ def evaluate(
     if len(order) == 0:
         raise ValueError("no pairs to evaluate")
 
-    masses = torch.as_tensor(data.masses)
-    numbers = torch.as_tensor(data.atomic_numbers)
+    masses = torch.as_tensor(data.masses).to(device)
+    numbers = torch.as_tensor(data.atomic_numbers).to(device)
     batched = batch_size > 1 and hasattr(scripted, "forward_batch")
     step = batch_size if batched else 1
     sums: Dict[int, Dict[str, float]] = {}
@@ -190,12 +190,12 @@ def evaluate(
             batch = pairs.get_batch(order[start:start + step])
             if batched:
                 new_q, new_v = scripted.forward_batch(
-                    batch["positions"].to(device), batch["velocities"].to(device), masses.to(device),
-                    numbers.to(device), batch["box"].to(device))
+                    batch["positions"].to(device), batch["velocities"].to(device), masses,
+                    numbers, batch["box"].to(device))
                 new_q, new_v = new_q.double().cpu(), new_v.double().cpu()
             else:
                 outs = [scripted(batch["positions"][b].to(device), batch["velocities"][b].to(device),
-                                 masses.to(device), numbers.to(device), batch["box"][b].to(device))
+                                 masses, numbers, batch["box"][b].to(device))
                         for b in range(batch["positions"].shape[0])]
                 new_q = torch.stack([o[0] for o in outs]).double().cpu()
                 new_v = torch.stack([o[1] for o in outs]).double().cpu()

@@ -27,7 +27,7 @@ from openmm_flashmd.data.dataset import (
     load_trajectories,
     subsample,
 )
-from openmm_flashmd.train.evaluate import ModelDataMismatch, _symbol
+from openmm_flashmd.train.evaluate import _symbol, check_model_matches_data
 
 __all__ = ["evaluate_mlip", "energy_force_errors", "summarise_energy_force", "format_mlip_table",
            "energy_model_metadata"]
@@ -129,18 +129,6 @@ def format_mlip_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_model_matches(meta: Dict[str, Any], data: TrajectoryData) -> None:
-    elements = set(int(z) for z in meta.get("elements") or [])
-    data_elements = set(int(z) for z in np.unique(data.atomic_numbers))
-    if elements and not data_elements <= elements:
-        raise ModelDataMismatch(f"the data contain elements {sorted(data_elements - elements)} the model does not "
-                                f"know (model elements {sorted(elements)})")
-    periodic = meta.get("periodic")
-    if periodic is not None and bool(periodic) != bool(data.periodic):
-        raise ModelDataMismatch(f"the model is for {'periodic' if periodic else 'non-periodic'} systems; the data are "
-                                f"{'periodic' if data.periodic else 'not periodic'}")
-
-
 def _composition_sum(model: torch.nn.Module, meta: Dict[str, Any], atomic_numbers: np.ndarray) -> float:
     elements = [int(z) for z in meta.get("elements") or []]
     comp = getattr(model, "composition_energies", None)
@@ -195,7 +183,7 @@ def evaluate_mlip(
     module = model if isinstance(model, torch.nn.Module) else load_energy_model(model, map_location=device)
     meta = energy_model_metadata(module)
     data = data if isinstance(data, TrajectoryData) else load_trajectories(data)
-    _check_model_matches(meta, data)
+    check_model_matches_data(meta, data)
 
     prov = meta.get("provenance") or {}
     same_data = prov.get("dataset_sha256") == data.sha256

@@ -161,9 +161,6 @@ class MLIPTask(TrainingTask):
     def forward_module(self) -> torch.nn.Module:
         return _EnergyForces(self.model, self.numbers)
 
-    def train_batch(self, indices: np.ndarray) -> Dict[str, Any]:
-        return self._to_dev(self.train_ds.get_batch(indices))
-
     def _parts(self, energies: torch.Tensor, forces: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         n = forces.shape[1]
         per_atom = (energies.to(torch.float64) - batch["energy"]) / n
@@ -182,8 +179,10 @@ class MLIPTask(TrainingTask):
         le = lf = 0.0
         n = 0
         bs = int(self.h["training"]["batch_size"]) * 2
+        composition_sum = self._composition_sum()
         for s in range(0, len(self.val_order), bs):
-            batch = self._to_dev(self.val_ds.get_batch(self.val_order[s:s + bs]))
+            host = self.val_ds.get_batch(self.val_order[s:s + bs])
+            batch = self._to_dev(host)
             energies, forces = self.model.energy_and_forces_batch(batch["positions"], self.numbers, batch["box"],
                                                                   False)
             energies, forces = energies.detach(), forces.detach()
@@ -192,8 +191,8 @@ class MLIPTask(TrainingTask):
             le += float(parts["loss_energy"]) * m
             lf += float(parts["loss_forces"]) * m
             n += m
-            energy_force_errors(energies.cpu(), forces.cpu(), batch["energy"].cpu(), batch["forces"].cpu(),
-                                self._composition_sum(), self.tdata.atomic_numbers, sums)
+            energy_force_errors(energies.cpu(), forces.cpu(), host["energy"], host["forces"],
+                                composition_sum, self.tdata.atomic_numbers, sums)
         summary = summarise_energy_force(sums)
         return {"val_loss": (self.w_energy * le + self.w_forces * lf) / n, "val_loss_energy": le / n,
                 "val_loss_forces": lf / n, "val_energy_rmse_per_atom": summary["energy"]["rmse_per_atom"],

@@ -47,11 +47,12 @@ from openmm_flashmd.train.engine import (
     run_training, setup_process,
 )
 from openmm_flashmd.train.evaluate import _summarise, stride_errors
+from openmm_flashmd.model.pet import KB_KJ_PER_MOL_K
 from openmm_flashmd.train.hypers import load_hypers
 
 __all__ = ["train", "StrideTask", "TrainResult", "OUTPUT_FILES", "KB"]
 
-KB = 0.008314462618  # kJ/mol/K
+KB = KB_KJ_PER_MOL_K  # kJ/mol/K (one constant, from the PET module)
 
 OUTPUT_FILES = ENGINE_FILES
 
@@ -180,9 +181,6 @@ class StrideTask(TrainingTask):
     def forward_module(self) -> torch.nn.Module:
         return _ScaledForward(self.model, self.masses, self.numbers)
 
-    def train_batch(self, indices: np.ndarray) -> Dict[str, Any]:
-        return self._to_dev(self.train_ds.get_batch(indices))
-
     def loss(self, outputs, batch):
         return self.losses(outputs[0], outputs[1], batch)
 
@@ -197,7 +195,8 @@ class StrideTask(TrainingTask):
         with torch.no_grad():
             bs = int(self.h["training"]["batch_size"]) * 4
             for s in range(0, len(self.val_order), bs):
-                batch = self._to_dev(self.val_ds.get_batch(self.val_order[s:s + bs]))
+                host = self.val_ds.get_batch(self.val_order[s:s + bs])
+                batch = self._to_dev(host)
                 y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses,
                                                            self.numbers, batch["box"])
                 parts = self.plain_losses(y_q, y_p, batch)
@@ -205,8 +204,7 @@ class StrideTask(TrainingTask):
                 lq += float(parts["loss_q"]) * m
                 lp += float(parts["loss_p"]) * m
                 n += m
-                stride_errors((y_q / sqrt_m).cpu(), (y_p / sqrt_m).cpu(),
-                              {key: v.cpu() for key, v in batch.items()}, self.tdata.atomic_numbers, sums)
+                stride_errors((y_q / sqrt_m).cpu(), (y_p / sqrt_m).cpu(), host, self.tdata.atomic_numbers, sums)
         summary = _summarise(sums)
         wq, wp = float(self.h["loss"]["positions"]), float(self.h["loss"]["velocities"])
         return {"val_loss": (wq * lq + wp * lp) / n, "val_loss_q": lq / n, "val_loss_p": lp / n,

@@ -56,7 +56,9 @@ FAILURE_REASONS = {
     3: "a particle moved more than max_displacement in one stride; the simulation is unstable",
 }
 
-#: Context parameters the adapter reads, in the order openmm-torch passes them.
+#: Context parameters of the stride force, in the order openmm-torch passes them. The
+#: integrator's stride counter ``flashmd_step`` travels with them (so it is saved with the
+#: Context's State) but the adapter does not read it.
 STAGE_PARAMETERS: List[str] = [
     "flashmd_stage",
     "flashmd_step",
@@ -146,8 +148,8 @@ class StrideAdapter(torch.nn.Module):
         x = positions @ rotation.T
         v = velocities @ rotation.T
         cell = box @ rotation.T
-        with torch.no_grad():  # openmm-torch hands over positions that require grad
-            new_x, new_v = self.model(x.detach(), v.detach(), self.masses, self.atomic_numbers, cell.detach())
+        with torch.no_grad():
+            new_x, new_v = self.model(x, v, self.masses, self.atomic_numbers, cell)
         displacement = (new_x.to(torch.float64) - x) @ rotation
         return displacement, new_v.to(torch.float64) @ rotation
 
@@ -166,7 +168,6 @@ class StrideAdapter(torch.nn.Module):
         positions: torch.Tensor,
         box: torch.Tensor,
         stage: torch.Tensor,
-        step: torch.Tensor,
         r1: torch.Tensor,
         r2: torch.Tensor,
         r3: torch.Tensor,
@@ -175,21 +176,21 @@ class StrideAdapter(torch.nn.Module):
         """Dispatch one force evaluation on ``stage``; returns (zero energy, "forces")."""
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         current = int(stage)
-        x = positions.to(torch.float64)
+        x = positions.detach().to(torch.float64)  # openmm-torch hands over positions that require grad
         if current == 1:
             self.probe.copy_(x)
             self.phase = 1
             return energy, torch.zeros_like(positions)
         if current == 2 and self.phase == 1:
+            cell = box.detach().to(torch.float64)  # all zeros for non-periodic systems
             delta = self.probe - x
             if self.periodic:
-                delta = minimum_image(delta, box.to(torch.float64))
+                delta = minimum_image(delta, cell)
             velocities = delta / self.probe_time
             if self.random_rotation:
                 rotation = rotation_from_uniforms(torch.stack([r1, r2, r3, r4])).to(x.device)
             else:
                 rotation = torch.eye(3, dtype=torch.float64, device=x.device)
-            cell = box.to(torch.float64) if self.periodic else torch.zeros(3, 3, dtype=torch.float64, device=x.device)
             displacement, new_velocities = self.stride(x, velocities, cell, rotation)
             code = self.failure(velocities, displacement, new_velocities)
             self.phase = 2
@@ -224,7 +225,7 @@ class PeriodicStrideForceModule(torch.nn.Module):
         flashmd_rot4: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.adapter.run(
-            positions, box, flashmd_stage, flashmd_step, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
+            positions, box, flashmd_stage, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
         )
 
 
@@ -247,7 +248,7 @@ class NonPeriodicStrideForceModule(torch.nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         box = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
         return self.adapter.run(
-            positions, box, flashmd_stage, flashmd_step, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
+            positions, box, flashmd_stage, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
         )
 
 

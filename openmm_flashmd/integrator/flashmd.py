@@ -175,9 +175,9 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self._add_variables(gamma, lo, hi, system)
         self.addUpdateContextState()
         steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
-        for index, letter in enumerate(letters):
+        for letter in letters:
             self.beginIfBlock("flashmd_failed = 0")  # after a failed stride the step does nothing more
-            steps[letter](filtered=letters[index + 1 : index + 2] == ["E"])
+            steps[letter]()
             self.endBlock()
 
     # ---------------------------------------------------------------- program
@@ -221,10 +221,10 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.addPerDofVariable("flashmd_mask", 0.0)
             self.setPerDofVariableByName("flashmd_mask", [openmm.Vec3(*row) for row in mask.reshape(-1, 3)])
 
-    def _add_stride(self, filtered: bool) -> None:
+    def _add_stride(self) -> None:
         g = self.stride_force_group
         s = VELOCITY_PROBE_TIME
-        if filtered:
+        if "E" in self._counts:  # parse_splitting puts E directly after the one F
             # H before the stride. The potential at these positions was usually computed by
             # the previous step's E; reuse it when the positions are bit-identical (a barostat
             # move changes them) and it was computed in this same step() call (Python-side
@@ -266,7 +266,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.addConstrainVelocities()
         self.endBlock()
 
-    def _add_energy_filter(self, filtered: bool) -> None:
+    def _add_energy_filter(self) -> None:
         self.addComputeSum("flashmd_ke", "0.5*m*v*v")
         self.addComputeGlobal("flashmd_energy_after", self._energy)
         self.addComputeSum("flashmd_xsum_after", "flashmd_weight*x")
@@ -283,7 +283,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.addComputeGlobal("flashmd_alpha_min", "min(flashmd_alpha_min, flashmd_alpha)")
         self.addComputeGlobal("flashmd_alpha_max", "max(flashmd_alpha_max, flashmd_alpha)")
 
-    def _add_langevin(self, filtered: bool) -> None:
+    def _add_langevin(self) -> None:
         n = self._counts["O"]
         self.addComputePerDof(
             "v", f"exp(-flashmd_gamma*dt/{n})*v + sqrt((1 - exp(-2*flashmd_gamma*dt/{n}))*kT/m)*gaussian"
@@ -291,7 +291,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         if self._constrained:
             self.addConstrainVelocities()
 
-    def _add_bussi(self, filtered: bool) -> None:
+    def _add_bussi(self) -> None:
         # Bussi, Donadio & Parrinello (2007), exact resampling of the kinetic energy.
         n = self._counts["B"]
         self.addComputeSum("flashmd_ke", "0.5*m*v*v")

@@ -55,7 +55,6 @@ DEFAULT_VELOCITY_SCALE = math.sqrt(KB_KJ_PER_MOL_K * 300.0)
 
 
 @dataclass
-@dataclass
 class PETHypers:
     """Hyper-parameters of :class:`PETBackbone` and the models built on it (lengths in nm).
 
@@ -326,8 +325,6 @@ class GNNLayer(nn.Module):
     def __init__(self, hypers: PETHypers, n_species: int, n_atom_features: int, first: bool):
         super().__init__()
         d = hypers.d_pet
-        self.first = first
-        self.dim = d
         self.edge_geometry = nn.Linear(4 + int(hypers.n_radial) + 2 * n_atom_features, d)
         self.species_neighbor = nn.Embedding(n_species, d)
         self.species_centre = nn.Embedding(n_species, d)

@@ -47,7 +47,6 @@ import datetime
 import hashlib
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -153,19 +152,21 @@ def _settings_hash(settings: Dict[str, Any]) -> str:
 
 def system_from_model_name(stem: str) -> Optional[str]:
     """``water-16fs`` -> ``water``; None when the name has no ``-<N>fs`` suffix."""
-    match = re.fullmatch(r"(.+)-(\d+)fs", stem)
-    return match.group(1) if match else None
+    from openmm_flashmd.model.bundled import split_model_name
+
+    parts = split_model_name(stem)
+    return parts[0] if parts else None
 
 
 def bundled_strides(system: str) -> List[int]:
     """Strides (fs) of the bundled models named ``<system>-<N>fs``."""
-    from openmm_flashmd.model.bundled import bundled_models
+    from openmm_flashmd.model.bundled import bundled_models, split_model_name
 
     strides = []
     for name in bundled_models():
-        match = re.fullmatch(re.escape(system) + r"-(\d+)fs", name)
-        if match:
-            strides.append(int(match.group(1)))
+        parts = split_model_name(name)
+        if parts and parts[0] == system:
+            strides.append(parts[1])
     return sorted(strides)
 
 
@@ -463,7 +464,7 @@ def run_reference(setup: Setup, lengths: Dict[str, float],
     traj = _trajectory(setup, rec.positions, rec.boxes)
     _save_work(work_dir, f"reference-{setup.name}-nvt", positions=np.asarray(rec.positions),
                boxes=np.asarray(rec.boxes))
-    if setup.name == "water" or (setup.periodic and "O" in setup.elements and "H" in setup.elements):
+    if setup.periodic and "O" in setup.elements and "H" in setup.elements:
         r_max = 0.49 * float(np.min(np.linalg.norm(start.box, axis=1)))
         result["rdf_r_max_nm"] = r_max
         for pair, (r, g) in rdfs(traj, r_max).items():

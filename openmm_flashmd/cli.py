@@ -205,6 +205,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from openmm_flashmd.analysis.report import failed_checks
     from openmm_flashmd.simulate import simulate
 
     run = simulate(args.output_dir, system=args.system, structure=args.structure, model=args.model,
@@ -213,7 +214,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                    trajectory_format=args.format, splitting=args.splitting, platform=args.platform, seed=args.seed,
                    overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     print(f"{run.steps} strides; trajectory {run.trajectory}, log {run.log}, report {run.report}")
-    failed = [line[4:] for line in run.report.read_text().splitlines() if line.startswith("- ❌")]
+    failed = failed_checks(run.report)
     if failed:
         print(f"warning: {len(failed)} trust check(s) failed, do not use this run as dynamics of the system: "
               + "; ".join(failed), file=sys.stderr)

@@ -158,10 +158,9 @@ def simulate(
             "splitting": integrator.splitting, "seed": seed, "constraints": omm_system.getNumConstraints(),
         }, indent=2) + "\n")
 
-    append = resume
     reporter_class = app.DCDReporter if trajectory_format == "dcd" else app.XTCReporter
-    simulation.reporters.append(reporter_class(str(paths["trajectory"]), interval, append=append))
-    simulation.reporters.append(FlashMDReporter(paths["log"], interval, overwrite=True, append=append))
+    simulation.reporters.append(reporter_class(str(paths["trajectory"]), interval, append=resume))
+    simulation.reporters.append(FlashMDReporter(paths["log"], interval, overwrite=True, append=resume))
     simulation.reporters.append(app.CheckpointReporter(str(paths["checkpoint"]), interval))
 
     remaining = total_steps - simulation.currentStep

@@ -10,7 +10,7 @@ import pytest
 import torch
 from openmm import app, unit
 
-from analytic_systems import KB, context_for, harmonic_system, ideal_gas_system, positions_velocities, random_state
+from analytic_systems import KB, context_for, harmonic_system, ideal_gas_system, positions_velocities
 from openmm_flashmd import FlashMDError, FlashMDIntegrator, ModelSystemMismatch, SplittingError
 from openmm_flashmd.integrator import parse_splitting
 from openmm_flashmd.integrator.adapter import VELOCITY_PROBE_TIME

@@ -150,6 +150,8 @@ def test_continuity_at_cutoff():
         direction = d / d.norm()
         if bool((((pos[1:] - (centre + rc * direction)).norm(dim=1) - rc).abs() > 0.02).all()):
             break
+    else:
+        pytest.fail("no direction meets only atom 0 near the cutoff")
     z2 = torch.cat([z, torch.tensor([1])])
 
     def run(r):

@@ -20,7 +20,6 @@ def reference_pairs(positions, box, cutoff):
     """Dict (i, j) -> r_j - r_i from an independent numpy search over 27 images."""
     pos = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(box, dtype=np.float64)
-    n = len(pos)
     periodic = np.any(cell != 0)
     out = {}
     d = pos[None, :, :] - pos[:, None, :]  # [i, j] = r_j - r_i

@@ -162,8 +162,6 @@ def test_continuity_across_cutoff():
     rc = model.cutoff
     pos, vel, m, z, box = water_like(n_mol=3, box_length=0.3, periodic=False)
     centre = pos[0].clone()
-    direction = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    far = float((pos - centre).norm(dim=1).max())
     extra_pos = torch.cat([pos, torch.zeros(1, 3, dtype=torch.float64)])
     extra = (extra_pos, torch.cat([vel, torch.tensor([[0.5, -0.3, 0.2]], dtype=torch.float64)]))
     m2 = torch.cat([m, torch.tensor([1.008], dtype=torch.float64)])
@@ -176,6 +174,8 @@ def test_continuity_across_cutoff():
         others = (pos[1:] - probe).norm(dim=1)
         if bool(((others - rc).abs() > 0.02).all()):
             break
+    else:
+        pytest.fail("no direction meets only atom 0 near the cutoff")
 
     def run(r):
         p = extra[0].clone()

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from openmm_flashmd.model.bundled import split_model_name
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 MODELS = ROOT / "openmm_flashmd" / "models"
@@ -42,7 +44,7 @@ NOTES = {
 def recipe(name: str) -> str:
     """The commands of ``build_all.sh`` that make ``name``: its data block and its training block."""
     script = (HERE / "build_all.sh").read_text()
-    system = re.sub(r"-\d+fs$", "", name)
+    system, _ = split_model_name(name)
     blocks = []
     for key in (f"data-{system}", name):
         match = re.search(rf"# >>> {re.escape(key)}\n(.*?)# <<< {re.escape(key)}", script, re.S)
@@ -83,7 +85,7 @@ def main() -> int:
     if args.name in validated:
         data = validated[args.name]
         dynamics = {"lengths": data.get("lengths_mode"), "card_rows": data["card_rows"]}
-    system = re.sub(r"-\d+fs$", "", args.name)
+    system, _ = split_model_name(args.name)
     card = model_card(target, args.name, reproduce=recipe(args.name), dynamics=dynamics, notes=NOTES.get(system))
     target.with_suffix(".md").write_text(card)
     print(f"bundled {target} ({target.stat().st_size / 2**20:.2f} MiB) and {target.with_suffix('.md').name}")

@@ -49,6 +49,7 @@ def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str,
 MAX_CLAMPED_FRACTION = 0.01     # energy filter clamps, fraction of filtered strides
 MAX_TEMPERATURE_DEVIATION = 5.0  # K, thermostatted runs, second half, overall and per element
 MAX_RDF_DIFFERENCE = 0.10        # integrated |g - g_ref| / integral g_ref, pure water
+_PASSED, _FAILED = "- ✅ ", "- ❌ "  # how a trust check's line starts in the report
 
 
 def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, report: Path,
@@ -110,6 +111,11 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
     return _write(report, settings, checks, body)
 
 
+def failed_checks(report: Path) -> List[str]:
+    """The trust checks of a report written by :func:`write_report` that failed (their texts)."""
+    return [line[len(_FAILED):] for line in Path(report).read_text().splitlines() if line.startswith(_FAILED)]
+
+
 def _expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
     """What each temperature column should read at equilibrium (K): ``target`` overall; per
     element ``target`` too without constraints (equipartition), or with constraints the bundled
@@ -121,7 +127,7 @@ def _expected_temperatures(target: float, names: List[str], settings: Dict) -> D
         expected.update({n: target for n in names if n != "all"})
     elif settings.get("system") in REFERENCE_RDFS:
         ref = reference_rdf(settings["system"])
-        scale = target / ref.get("measured_temperature_K", ref["temperature_K"])
+        scale = target / ref["measured_temperature_K"]
         expected.update({n: t * scale for n, t in ref.get("temperature_by_element_K", {}).items() if n in names})
     return expected
 
@@ -134,7 +140,7 @@ def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: L
         lines += [f"| {k} | {v} |" for k, v in settings.items()]
         lines.append("")
     lines += ["## Can you trust this run?", ""]
-    lines += [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
+    lines += [f"{_PASSED if ok else _FAILED}{text}" for ok, text in checks]
     if not all(ok for ok, _ in checks):
         lines += ["", "**At least one check failed: the stride model is outside its range of validity here "
                       "(see its model card). Do not use these results as dynamics of the system.**"]

@@ -50,7 +50,8 @@ def reference_rdf(system: str = "water") -> Dict[str, object]:
     """The bundled reference RDF of a built-in system from reference MD with the same potential.
 
     Returns the JSON record: ``r_nm`` (bin centres, nm), ``g_OO``, ``g_OH`` (arrays),
-    ``temperature_K``, ``temperature_by_element_K`` (kinetic temperature of each element's
+    ``temperature_K`` (nominal), ``measured_temperature_K`` (3N - constraints degrees of
+    freedom), ``temperature_by_element_K`` (kinetic temperature of each element's
     atoms, 3 degrees of freedom per atom, K), ``description`` and ``source`` (which data,
     how many frames).
     """

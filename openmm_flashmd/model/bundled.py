@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -13,6 +14,12 @@ def bundled_models() -> Dict[str, Path]:
     if not BUNDLED_DIR.is_dir():
         return {}
     return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.pt"))}
+
+
+def split_model_name(name: str) -> Optional[Tuple[str, int]]:
+    """``"water-16fs"`` -> ``("water", 16)`` (built-in system, stride in fs); None for other names."""
+    match = re.fullmatch(r"(.+)-(\d+)fs", name)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def bundled_model_path(name: str) -> Path:

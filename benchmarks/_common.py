@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -46,6 +47,13 @@ def stack_info() -> Dict[str, object]:
     except Exception:
         info["openmmtorch"] = None
     return info
+
+
+def fmt_or_dash(value, spec: str = ".2f", suffix: str = "") -> str:
+    """``value`` formatted with ``spec`` + ``suffix``, or "—" when it is missing (None, NaN, inf)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:{spec}}{suffix}"
 
 
 def fit_exponent(sizes: List[float], times: List[float]) -> Optional[float]:

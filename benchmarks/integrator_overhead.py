@@ -22,7 +22,9 @@ from openmm import unit
 import openmm_flashmd  # noqa: F401  (torch plugins)
 from openmm_flashmd import FlashMDIntegrator
 from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+from openmm_flashmd.analysis.thermo import system_masses
 from openmm_flashmd.systems import water_box
+from openmm_flashmd.systems.loading import make_platform
 
 from _common import median_time, stack_info, summarize, write_json
 
@@ -33,9 +35,9 @@ def measure(n_molecules: int, platform_name: str, repeats: int, steps: int) -> d
     water = water_box(n_molecules=n_molecules)
     plain_system = copy.deepcopy(water.system)
     model = torch.jit.script(PETStrideModel(PETHypers(), STRIDE, [1, 8], {1: 1.008, 8: 15.999}, periodic=True))
-    masses = torch.tensor([water.system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(water.num_particles)])
+    masses = torch.tensor(system_masses(water.system))
     numbers = torch.tensor([a.element.atomic_number for a in water.topology.atoms()])
-    platform = openmm.Platform.getPlatformByName(platform_name)
+    platform = make_platform(platform_name)
 
     # FlashMD step: random weights give an arbitrary but smooth map; the filter keeps it bounded.
     integrator = FlashMDIntegrator(water.system, model, splitting="F E", topology=water.topology, max_displacement=None)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fmt_or_dash as _fmt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -108,12 +112,6 @@ def render_stiff_bond_learning(data: Dict, name: str) -> List[str]:
     return lines
 
 
-def _num(value, spec: str, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "—"
-    return f"{value:{spec}}{suffix}"
-
-
 def render_validation(data: Dict, name: str) -> List[str]:
     """``validation.json`` from ``benchmarks/validate.py summarize`` (the per-model files in
     ``results/validation/`` are not globbed by :func:`render_all`)."""
@@ -124,7 +122,7 @@ def render_validation(data: Dict, name: str) -> List[str]:
         if run.get("failed_at_ps") is not None and not run.get("temperature_K"):
             return f"failed at {run['failed_at_ps']:.3g} ps"
         temps = run.get("temperature_K") or {}
-        overall = _num((temps.get("all") or {}).get("dev_target"), "+.1f")
+        overall = _fmt((temps.get("all") or {}).get("dev_target"), "+.1f")
         worst = run.get("worst_element") or {}
         cell = f"{overall} / {worst['element']} {worst['dev_target']:+.1f}" if worst else overall
         if run.get("failed_at_ps") is not None:
@@ -151,24 +149,24 @@ def render_validation(data: Dict, name: str) -> List[str]:
         elif stab.get("stable"):
             stability = f"stable {stab.get('length_ps'):g} ps"
         else:
-            stability = f"failed at {_num(stab.get('failed_at_ps'), '.3g')} ps"
-        nve_cell = _num(nve.get("T_drift_K"), "+.1f")
+            stability = f"failed at {_fmt(stab.get('failed_at_ps'), '.3g')} ps"
+        nve_cell = _fmt(nve.get("T_drift_K"), "+.1f")
         if nve.get("failed_at_ps") is not None:
             nve_cell += f" (failed at {nve['failed_at_ps']:.3g} ps)"
         lines.append(" | ".join([
             f"| {model}", f"{m['stride_ps'] * 1000:g}", str(m.get("lengths_mode")),
             temperature(nvt.get("filter")),
-            _num(((nvt.get("filter") or {}).get("filter") or {}).get("clamped_fraction"), ".0%"),
+            _fmt(((nvt.get("filter") or {}).get("filter") or {}).get("clamped_fraction"), ".0%"),
             temperature(nvt.get("no_filter")),
-            _num(((m.get("rdf") or {}).get("O-O") or {}).get("difference_percent"), ".2f"),
-            _num(((m.get("npt") or {}).get("flashmd") or {}).get("relative_difference_percent"), "+.2f"),
-            _num((m.get("ramachandran") or {}).get("js_divergence"), ".4f"),
-            nve_cell, stability, _num((m.get("cost") or {}).get("speedup"), ".1f", "×")]) + " |")
+            _fmt(((m.get("rdf") or {}).get("O-O") or {}).get("difference_percent"), ".2f"),
+            _fmt(((m.get("npt") or {}).get("flashmd") or {}).get("relative_difference_percent"), "+.2f"),
+            _fmt((m.get("ramachandran") or {}).get("js_divergence"), ".4f"),
+            nve_cell, stability, _fmt((m.get("cost") or {}).get("speedup"), ".1f", "×")]) + " |")
     lines += ["", "| goal | model | value | met |", "|---|---|---:|---|"]
     for goal in data.get("goals", []):
         met = {True: "met", False: "**not met**", None: "not measured"}[goal.get("met")]
         note = f" ({goal['note']})" if goal.get("note") and goal.get("note") != "not measured" else ""
-        lines.append(f"| {goal['text']} | {goal.get('model') or '—'} | {_num(goal.get('value'), '.3g')} | {met}{note} |")
+        lines.append(f"| {goal['text']} | {goal.get('model') or '—'} | {_fmt(goal.get('value'), '.3g')} | {met}{note} |")
     lines += ["", _stack_line(data["stack"]), ""]
     return lines
 

@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import fmt_or_dash as _fmt, stack_info, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "validation"
@@ -304,8 +304,7 @@ class Setup:
     """A built-in system with what the measurements need."""
 
     def __init__(self, name: str, threads: Optional[int]):
-        from openmm_flashmd.analysis.thermo import degrees_of_freedom
-        from openmm_flashmd.integrator.compatibility import system_masses
+        from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
         from openmm_flashmd.systems import get_system
 
         self.name = name
@@ -938,7 +937,7 @@ def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
                          "threshold": goal["threshold"], "met": None, "note": "not measured"})
             continue
         for name, data in targets:
-            note = ""
+            notes: List[str] = []
             if goal["key"] == "water_T":
                 t = _get(data, "nvt", "filter", "temperature_K") or {}
                 # constrained systems: elements against reference MD, overall against the target
@@ -948,7 +947,7 @@ def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
                 value = max(devs.values()) if devs else None
                 if devs:
                     worst = max(devs, key=devs.get)
-                    note = f"worst: {worst}; overall {t['all']['dev_target']:+.2f} K"
+                    notes.append(f"worst: {worst}; overall {t['all']['dev_target']:+.2f} K")
             elif goal["key"] == "water_rdf":
                 value = _get(data, "rdf", "O-O", "difference_percent")
             elif goal["key"] == "water_density":
@@ -958,34 +957,27 @@ def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
                 value = _get(data, "ramachandran", "js_divergence")
                 floor = _get(data, "ramachandran", "js_reference_halves")
                 if floor is not None:
-                    note = f"reference half vs half: {floor:.4f}"
+                    notes.append(f"reference half vs half: {floor:.4f}")
             else:
                 value = _get(data, "nve", "T_drift_K")
                 value = abs(value) if value is not None else None
                 length = _get(data, "nve", "completed_ps")
                 if length is not None:
-                    note = f"after {length:g} ps"
+                    notes.append(f"after {length:g} ps")
             run_of_goal = {"nve": ("nve",), "water_density": ("npt", "flashmd")}.get(goal["key"], ("nvt", "filter"))
             failed = _get(data, *run_of_goal, "failed_at_ps") is not None
             if failed:
-                note = (note + "; " if note else "") + f"run failed at {_get(data, *run_of_goal, 'failed_at_ps'):.4g} ps"
+                notes.append(f"run failed at {_get(data, *run_of_goal, 'failed_at_ps'):.4g} ps")
             if data.get("lengths_mode") != "full":
-                note = (note + "; " if note else "") + f"{data.get('lengths_mode')} lengths"
+                notes.append(f"{data.get('lengths_mode')} lengths")
             if _get(data, "reference", "stale"):
-                note = (note + "; " if note else "") + "compared with an older reference MD run"
+                notes.append("compared with an older reference MD run")
             if data.get("overrides"):
-                note = (note + "; " if note else "") + "lengths overridden: " + ", ".join(
-                    f"{k}={v:g}" for k, v in sorted(data["overrides"].items()))
+                notes.append("lengths overridden: " + ", ".join(f"{k}={v:g}" for k, v in sorted(data["overrides"].items())))
             met = False if failed else (None if value is None else bool(value <= goal["threshold"]))
             rows.append({"goal": goal["key"], "text": goal["text"], "model": name, "value": value,
-                         "threshold": goal["threshold"], "met": met, "note": note})
+                         "threshold": goal["threshold"], "met": met, "note": "; ".join(notes)})
     return rows
-
-
-def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{value:{spec}}{suffix}"
 
 
 def _pm(entry: Optional[Dict], key: str = "mean", spec: str = ".2f") -> str:
@@ -1066,10 +1058,9 @@ def summary_markdown(merged: Dict[str, Any]) -> str:
     for name, data in sorted(merged["models"].items()):
         lines += ["", f"## {name} ({data['system']}, {data['stride_ps'] * 1000:g} fs, {data['lengths_mode']} lengths)",
                   ""]
-        lines += ["| run | T all (K) | " + " | ".join(
-            f"T {e} (K)" for e in sorted(k for k in (_get(data, "nvt", "reference", "temperature_K") or {}) if k != "all"))
-            + " | filter clamped | mean scale | status |"]
         elements = sorted(k for k in (_get(data, "nvt", "reference", "temperature_K") or {}) if k != "all")
+        lines += ["| run | T all (K) | " + " | ".join(f"T {e} (K)" for e in elements)
+                  + " | filter clamped | mean scale | status |"]
         lines.append("|---|" + "---:|" * (1 + len(elements)) + "---:|---:|---|")
         for label, key in (("FlashMD + filter (O F E O)", "filter"), ("FlashMD, no filter (O F O)", "no_filter"),
                            ("reference MD", "reference")):

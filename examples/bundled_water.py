@@ -9,11 +9,10 @@ and prints the temperature per element and the filter statistics. Nothing is dow
 
 import argparse
 
-import numpy as np
 from openmm import app, unit
 
 from openmm_flashmd import FlashMDIntegrator
-from openmm_flashmd.analysis.thermo import temperature_by_element
+from openmm_flashmd.analysis.thermo import system_masses, temperature_by_element
 from openmm_flashmd.systems import get_system
 
 
@@ -31,7 +30,7 @@ def main() -> None:
     simulation.step(args.strides)
 
     state = simulation.context.getState(getVelocities=True)
-    masses = np.array([water.system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(water.num_particles)])
+    masses = system_masses(water.system)
     elements = [atom.element.symbol for atom in water.topology.atoms()]
     per_element = temperature_by_element(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
                                          masses, elements)

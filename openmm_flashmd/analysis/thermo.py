@@ -10,6 +10,13 @@ import numpy as np
 KB = 0.00831446261815324
 
 
+def system_masses(system) -> np.ndarray:
+    """Particle masses of an ``openmm.System`` in Da."""
+    from openmm import unit
+
+    return np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+
+
 def degrees_of_freedom(system) -> int:
     """Kinetic degrees of freedom of an ``openmm.System``: 3N - constraints, - 3 more with a
     ``CMMotionRemover`` (OpenMM's ``StateDataReporter`` convention)."""

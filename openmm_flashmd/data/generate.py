@@ -40,6 +40,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
+from openmm_flashmd.analysis.thermo import system_masses
 from openmm_flashmd.data import schema
 from openmm_flashmd.systems.loading import load_structure, load_system, make_platform, topology_from_system
 
@@ -256,7 +257,7 @@ def generate(
     if box is None:
         box = np.array([[c.value_in_unit(unit.nanometer) for c in v]
                         for v in omm_system.getDefaultPeriodicBoxVectors()])
-    masses = np.array([omm_system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
+    masses = system_masses(omm_system)
     atomic_numbers = np.array([a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()],
                               dtype=np.int64)
     constraints = np.array(
@@ -345,8 +346,7 @@ def _run(handle: h5py.File, output: Path, system: Any, given: Dict[str, Any], n_
         omm_system, _ = load_system(system)
     masses = handle["masses"][()]
     n = len(masses)
-    if omm_system.getNumParticles() != n or not np.allclose(
-            [omm_system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)], masses):
+    if omm_system.getNumParticles() != n or not np.allclose(system_masses(omm_system), masses):
         raise ValueError(f"cannot resume {output}: the System's particles differ from the file's")
 
     stored_segments = int(attrs["n_segments"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import openmm
-from openmm import unit
+
+from openmm_flashmd.analysis.thermo import system_masses
 
 #: Mass tolerance (Da) when matching system masses to a model's per-element masses.
 MASS_TOLERANCE = 1e-3
@@ -14,11 +15,6 @@ MASS_TOLERANCE = 1e-3
 
 class ModelSystemMismatch(ValueError):
     """A stride model cannot run on this System."""
-
-
-def system_masses(system: openmm.System) -> np.ndarray:
-    """Particle masses in Da."""
-    return np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
 
 
 def atomic_numbers_for(
@@ -55,8 +51,8 @@ def atomic_numbers_for(
 
 def check_model_fits_system(
     system: openmm.System, metadata: Dict[str, Any], atomic_numbers: np.ndarray, step_size: Optional[float]
-) -> List[str]:
-    """Raise :class:`ModelSystemMismatch` naming the first problem; return notes (none today).
+) -> None:
+    """Raise :class:`ModelSystemMismatch` naming the first problem.
 
     Checks: massless particles, particle count, periodicity, constraints (when the model's
     provenance records whether its training data had them), supported elements, masses
@@ -97,4 +93,3 @@ def check_model_fits_system(
     stride = float(metadata["stride"])
     if step_size is not None and abs(step_size - stride) > 1e-9 * stride:
         raise ModelSystemMismatch(f"step size {step_size} ps differs from the model's stride {stride} ps")
-    return []

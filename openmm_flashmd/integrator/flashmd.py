@@ -10,7 +10,7 @@ import torch
 from openmm import unit
 
 from openmm_flashmd._plugins import quiet_import
-from openmm_flashmd.analysis.thermo import degrees_of_freedom
+from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
 from openmm_flashmd.integrator.adapter import (
     FAILURE_REASONS,
     FAILURE_SENTINEL,
@@ -19,7 +19,7 @@ from openmm_flashmd.integrator.adapter import (
     StrideAdapter,
     build_stride_force,
 )
-from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system, system_masses
+from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system
 from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
 from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
 

@@ -8,8 +8,7 @@ from typing import IO, List, Optional, Union
 import numpy as np
 from openmm import unit
 
-from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature, temperature_by_element
-from openmm_flashmd.integrator.compatibility import system_masses
+from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature, system_masses, temperature_by_element
 
 
 class FlashMDReporter:

@@ -10,6 +10,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
+from openmm_flashmd.analysis.thermo import system_masses
 from openmm_flashmd.systems import _REGISTRY, BuiltinSystem, get_system
 
 
@@ -29,8 +30,7 @@ def topology_from_system(system: openmm.System) -> app.Topology:
     """A one-atom-per-residue Topology with elements guessed from the System's masses."""
     topology = app.Topology()
     chain = topology.addChain()
-    for i in range(system.getNumParticles()):
-        mass = system.getParticleMass(i).value_in_unit(unit.dalton)
+    for mass in system_masses(system):
         element = guess_element(mass)
         res = topology.addResidue("UNK", chain)
         topology.addAtom(element.symbol if element else "X", element, res)

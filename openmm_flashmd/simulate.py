@@ -21,7 +21,7 @@ from openmm_flashmd.integrator import FlashMDError, FlashMDIntegrator
 from openmm_flashmd.model.protocol import load_model, read_metadata
 from openmm_flashmd.reporters import FlashMDReporter
 from openmm_flashmd.systems import available_systems, get_system, get_system_for_barostat
-from openmm_flashmd.systems.loading import load_structure, load_system, make_platform, topology_from_system
+from openmm_flashmd.systems.loading import load_system, make_platform, start_state
 
 #: Built-in default of ``openmm-flashmd simulate``.
 DEFAULT_SYSTEM = "water-rigid"
@@ -111,16 +111,7 @@ def simulate(
     omm_system, built = load_system(
         builder(system, **(system_options or {})) if system in available_systems() else system
     )
-    topology = built.topology if built else None
-    box = None
-    if structure:
-        positions, box, structure_topology = load_structure(structure, omm_system.getNumParticles())
-        topology = topology or structure_topology
-    elif built:
-        positions = built.positions
-    else:
-        raise ValueError("a System XML needs structure= (PDB, PDBx or State XML)")
-    topology = topology or topology_from_system(omm_system)
+    positions, box, topology = start_state(omm_system, built, structure or None)
     temperature = float(temperature if temperature is not None else (built.temperature if built else 300.0))
     model_name = model or DEFAULT_MODELS.get(system)
     if model_name is None:

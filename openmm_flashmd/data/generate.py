@@ -42,7 +42,7 @@ from openmm import app, unit
 
 from openmm_flashmd.analysis.thermo import system_masses
 from openmm_flashmd.data import schema
-from openmm_flashmd.systems.loading import load_structure, load_system, make_platform, topology_from_system
+from openmm_flashmd.systems.loading import load_system, make_platform, start_state
 
 __all__ = ["generate", "SimulationError", "velocity_verlet_integrator"]
 
@@ -224,20 +224,7 @@ def generate(
     if omm_system is None:
         raise ValueError("a system is required for a fresh run")
     n = omm_system.getNumParticles()
-    topology = built.topology if built else None
-    if structure is None:
-        if built is None:
-            raise ValueError("a structure is required unless the system is a built-in one")
-        positions = built.positions.value_in_unit(unit.nanometer)
-        positions = np.asarray(positions, dtype=float)
-        box = None
-    else:
-        positions, box, struct_top = load_structure(structure, n)
-        topology = topology or struct_top
-    if topology is None:
-        topology = topology_from_system(omm_system)
-    if topology.getNumAtoms() != n:
-        raise ValueError(f"topology has {topology.getNumAtoms()} atoms; the System has {n} particles")
+    positions, box, topology = start_state(omm_system, built, structure)
     if temperature is None:
         if built is None:
             raise ValueError("temperature is required unless the system is a built-in one")

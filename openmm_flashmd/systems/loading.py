@@ -119,3 +119,27 @@ def make_platform(platform):
     except Exception:
         names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
         raise ValueError(f"OpenMM platform {platform!r} is not available; available: {names}") from None
+
+
+def start_state(system: openmm.System, built: Optional[BuiltinSystem], structure: Any = None):
+    """Where a run starts: (positions [N, 3] nm ndarray, box [3, 3] nm or None, topology).
+
+    Positions come from ``structure`` (PDB/PDBx/State XML, see :func:`load_structure`) or
+    else from the built-in system; the topology from the built-in system, else the
+    structure, else :func:`topology_from_system`. Raises ``ValueError`` when there is no
+    structure for a System that is not built in, or when the topology does not match.
+    """
+    n = system.getNumParticles()
+    topology = built.topology if built else None
+    box = None
+    if structure is not None:
+        positions, box, structure_topology = load_structure(structure, n)
+        topology = topology or structure_topology
+    elif built is not None:
+        positions = np.asarray(built.positions.value_in_unit(unit.nanometer), dtype=float)
+    else:
+        raise ValueError("a System that is not built in needs a structure (PDB, PDBx or State XML)")
+    topology = topology or topology_from_system(system)
+    if topology.getNumAtoms() != n:
+        raise ValueError(f"topology has {topology.getNumAtoms()} atoms; the System has {n} particles")
+    return positions, box, topology

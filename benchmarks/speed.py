@@ -63,7 +63,8 @@ MASSES = {1: 1.008, 8: 15.999}              # Da
 # ----------------------------------------------------------------------------- setup
 
 def import_models():
-    """(PETHypers, PETStrideModel, PETEnergyModel); works without OpenMM installed."""
+    """(PETHypers, PETStrideModel, PETEnergyModel); works without OpenMM installed (then the
+    model and systems packages are loaded without their OpenMM-importing ``__init__``)."""
     try:
         import openmm_flashmd  # noqa: F401  (torch before the openmm-torch plugins)
     except ImportError:
@@ -72,7 +73,8 @@ def import_models():
         import types
 
         root = Path(__file__).resolve().parent.parent / "openmm_flashmd"
-        for name, path in (("openmm_flashmd", root), ("openmm_flashmd.model", root / "model")):
+        for name, path in (("openmm_flashmd", root), ("openmm_flashmd.model", root / "model"),
+                           ("openmm_flashmd.systems", root / "systems")):
             if name not in sys.modules:
                 module = types.ModuleType(name)
                 module.__path__ = [str(path)]
@@ -84,30 +86,13 @@ def import_models():
 
 
 def water_lattice(n_molecules: int, density: float = 0.997, seed: int = 0):
-    """Positions [N, 3] nm, atomic numbers [N] and cubic box [3, 3] nm of the same
-    lattice-built box as :func:`openmm_flashmd.systems.water_box` (without OpenMM)."""
-    volume = n_molecules * 18.01528 / 6.02214076e23 / density * 1e21
-    edge = volume ** (1.0 / 3.0)
-    per_side = int(np.ceil(n_molecules ** (1.0 / 3.0) - 1e-9))
-    spacing = edge / per_side
-    rng = np.random.default_rng(seed)
-    r, theta = 0.09572, np.deg2rad(104.52)
-    geometry = np.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0], [r * np.cos(theta), r * np.sin(theta), 0.0]])
-    centre = geometry.mean(axis=0)
-    coords = []
-    for ix in range(per_side):
-        for iy in range(per_side):
-            for iz in range(per_side):
-                if len(coords) == n_molecules:
-                    break
-                q, rr = np.linalg.qr(rng.normal(size=(3, 3)))
-                q = q * np.sign(np.diag(rr))
-                if np.linalg.det(q) < 0:
-                    q[:, 0] = -q[:, 0]
-                coords.append((geometry - centre) @ q.T + (np.array([ix, iy, iz]) + 0.5) * spacing)
-    positions = np.concatenate(coords)
-    numbers = np.array([8, 1, 1] * n_molecules)
-    return positions, numbers, np.eye(3) * edge
+    """Positions [N, 3] nm, atomic numbers [N] and cubic box [3, 3] nm of the lattice-built box
+    of :func:`openmm_flashmd.systems.water_box` (its numpy-only lattice, so without OpenMM)."""
+    import_models()  # makes openmm_flashmd.systems importable without OpenMM
+    from openmm_flashmd.systems.lattice import water_lattice as lattice
+
+    positions, edge = lattice(n_molecules, density, seed)
+    return positions, np.array([8, 1, 1] * n_molecules), np.eye(3) * edge
 
 
 def make_models(strides: Sequence[float], dtype: torch.dtype, device: torch.device, seed: int = 0):

@@ -27,6 +27,8 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
+from openmm_flashmd.systems.lattice import AVOGADRO, water_lattice
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 __all__ = [
@@ -73,30 +75,6 @@ class BuiltinSystem:
 
 # ---------------------------------------------------------------------------- water
 
-_WATER_MASS_DA = 18.01528
-_AVOGADRO = 6.02214076e23
-
-
-def _water_geometry() -> np.ndarray:
-    """O, H1, H2 coordinates (nm) of one TIP3P water in its own frame."""
-    r, theta = 0.09572, np.deg2rad(104.52)
-    return np.array(
-        [
-            [0.0, 0.0, 0.0],
-            [r, 0.0, 0.0],
-            [r * np.cos(theta), r * np.sin(theta), 0.0],
-        ]
-    )
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def water_box(
     n_molecules: int = 64,
     density: float = 0.997,
@@ -125,8 +103,7 @@ def water_box(
     """
     if n_molecules < 1:
         raise ValueError("n_molecules must be positive")
-    volume_nm3 = n_molecules * _WATER_MASS_DA / _AVOGADRO / density * 1e21
-    edge = volume_nm3 ** (1.0 / 3.0)
+    coords, edge = water_lattice(n_molecules, density, seed)
     if cutoff is None:
         cutoff = min(0.9, 0.49 * edge)
     if cutoff >= 0.5 * edge:
@@ -135,33 +112,16 @@ def water_box(
     if nonbonded_method not in methods:
         raise ValueError(f"nonbonded_method must be one of {sorted(methods)}")
 
-    per_side = int(np.ceil(n_molecules ** (1.0 / 3.0) - 1e-9))
-    spacing = edge / per_side
-    rng = np.random.default_rng(seed)
-    geometry = _water_geometry()
-    centre = geometry.mean(axis=0)
-
     topology = app.Topology()
     chain = topology.addChain()
     oxygen, hydrogen = app.Element.getBySymbol("O"), app.Element.getBySymbol("H")
-    coords = []
-    count = 0
-    for ix in range(per_side):
-        for iy in range(per_side):
-            for iz in range(per_side):
-                if count == n_molecules:
-                    break
-                res = topology.addResidue("HOH", chain)
-                o = topology.addAtom("O", oxygen, res)
-                h1 = topology.addAtom("H1", hydrogen, res)
-                h2 = topology.addAtom("H2", hydrogen, res)
-                topology.addBond(o, h1)
-                topology.addBond(o, h2)
-                site = (np.array([ix, iy, iz]) + 0.5) * spacing
-                coords.append((geometry - centre) @ _random_rotation(rng).T + site)
-                count += 1
+    for _ in range(n_molecules):
+        res = topology.addResidue("HOH", chain)
+        o = topology.addAtom("O", oxygen, res)
+        topology.addBond(o, topology.addAtom("H1", hydrogen, res))
+        topology.addBond(o, topology.addAtom("H2", hydrogen, res))
     topology.setPeriodicBoxVectors(np.eye(3) * edge * unit.nanometer)
-    positions = np.concatenate(coords) * unit.nanometer
+    positions = coords * unit.nanometer
 
     forcefield = app.ForceField("amber14/tip3p.xml")
     system = forcefield.createSystem(
@@ -285,7 +245,7 @@ def argon_box(
     if n_atoms < 2:
         raise ValueError("n_atoms must be at least 2")
     mass = 39.948
-    volume_nm3 = n_atoms * mass / _AVOGADRO / density * 1e21
+    volume_nm3 = n_atoms * mass / AVOGADRO / density * 1e21
     edge = volume_nm3 ** (1.0 / 3.0)
     if cutoff is None:
         cutoff = min(1.0, 0.49 * edge)

@@ -46,6 +46,23 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _data_files(files: List[str]):
+    """One trajectory file as a path, several as a list (what train/train_mlip take)."""
+    return files[0] if len(files) == 1 else files
+
+
+def _segments(text: Optional[str]):
+    """``--segments``: None, ``"all"``, or comma-separated segment indices -> list of int."""
+    if text is None or text == "all":
+        return text
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def _print_training_summary(result) -> None:
+    print(f"{result.steps} steps, best validation loss {result.best_validation_loss:.4g} at step {result.best_step}"
+          + (" (stopped early)" if result.stopped_early else ""))
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from openmm_flashmd.data.generate import generate
 
@@ -79,11 +96,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from openmm_flashmd.train.trainer import train
 
-    data = args.data[0] if len(args.data) == 1 else args.data
+    data = _data_files(args.data)
     result = train(data, args.output_dir, args.stride, hypers=args.hypers, overrides=args.overrides,
                    resume=args.resume, overwrite=args.overwrite, device=args.device, progress=not args.quiet)
-    print(f"{result.steps} steps, best validation loss {result.best_validation_loss:.4g} at step {result.best_step}"
-          + (" (stopped early)" if result.stopped_early else ""))
+    _print_training_summary(result)
     if result.model_path is not None:
         print(f"model: {result.model_path}")
     return 0
@@ -108,9 +124,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from openmm_flashmd.train.evaluate import evaluate, format_table
 
-    segments = args.segments
-    if segments is not None and segments != "all":
-        segments = [int(s) for s in segments.split(",") if s.strip()]
+    segments = _segments(args.segments)
     result = evaluate(args.model, args.data, stride=args.stride, segments=segments,
                       max_pairs=args.max_pairs or None, batch_size=args.batch_size, output_json=args.json,
                       overwrite=args.overwrite, device=args.device)
@@ -137,11 +151,10 @@ def run_train_mlip(args: argparse.Namespace) -> int:
     from openmm_flashmd.train.evaluate_mlip import format_mlip_table
     from openmm_flashmd.train.mlip import train_mlip
 
-    data = args.data[0] if len(args.data) == 1 else args.data
+    data = _data_files(args.data)
     result = train_mlip(data, args.output_dir, hypers=args.hypers, overrides=args.overrides, resume=args.resume,
                         overwrite=args.overwrite, device=args.device, progress=not args.quiet)
-    print(f"{result.steps} steps, best validation loss {result.best_validation_loss:.4g} at step {result.best_step}"
-          + (" (stopped early)" if result.stopped_early else ""))
+    _print_training_summary(result)
     if "errors" in result.validation:
         print(format_mlip_table(result.validation["errors"]))
     if result.model_path is not None:
@@ -169,9 +182,7 @@ def add_evaluate_mlip_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate_mlip(args: argparse.Namespace) -> int:
     from openmm_flashmd.train.evaluate_mlip import evaluate_mlip, format_mlip_table
 
-    segments = args.segments
-    if segments is not None and segments != "all":
-        segments = [int(s) for s in segments.split(",") if s.strip()]
+    segments = _segments(args.segments)
     result = evaluate_mlip(args.model, args.data, segments=segments, max_frames=args.max_frames or None,
                            frame_interval=args.frame_interval, batch_size=args.batch_size, output_json=args.json,
                            overwrite=args.overwrite, device=args.device)

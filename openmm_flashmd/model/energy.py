@@ -30,8 +30,6 @@ each element) buffers that a trainer sets from data (see
 :meth:`PETEnergyModel.fit_composition_energies`).
 """
 
-import copy
-import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -39,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from openmm_flashmd.model.pet import PETBackbone, PETHypers, _mlp
-from openmm_flashmd.model.protocol import METADATA_DEFAULTS, ModelProtocolError, make_metadata_json
+from openmm_flashmd.model.protocol import make_metadata_json, metadata_fields
 
 __all__ = ["PETEnergyModel", "read_energy_metadata"]
 
@@ -271,13 +269,4 @@ def read_energy_metadata(model: nn.Module) -> Dict[str, Any]:
     Raises :class:`~openmm_flashmd.model.protocol.ModelProtocolError` when
     ``metadata_json`` is not a JSON object.
     """
-    raw = getattr(model, "metadata_json", "{}") or "{}"
-    try:
-        fields = json.loads(raw)
-    except (TypeError, json.JSONDecodeError) as err:
-        raise ModelProtocolError(f"energy model metadata_json is not valid JSON: {err}") from None
-    if not isinstance(fields, dict):
-        raise ModelProtocolError("energy model metadata_json must hold a JSON object")
-    merged = copy.deepcopy(METADATA_DEFAULTS)
-    merged.update(fields)
-    return merged
+    return metadata_fields(model, "energy model")

@@ -81,14 +81,24 @@ def read_metadata(model: torch.nn.Module) -> Dict[str, Any]:
     stride = float(getattr(model, "stride"))
     if not stride > 0.0:
         raise ModelProtocolError(f"stride model has stride {stride} ps; it must be positive")
-    raw = getattr(model, "metadata_json", "{}")
+    merged = metadata_fields(model, "stride model")
+    merged["stride"] = stride
+    return merged
+
+
+def metadata_fields(model: torch.nn.Module, what: str) -> Dict[str, Any]:
+    """``model.metadata_json`` parsed and merged over :data:`METADATA_DEFAULTS` (all defaults
+    when it is missing or empty); ``what`` names the model in errors. Raises
+    :class:`ModelProtocolError` unless it is a JSON object."""
+    raw = getattr(model, "metadata_json", "{}") or "{}"
     try:
-        fields = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as err:
-        raise ModelProtocolError(f"stride model metadata_json is not valid JSON: {err}") from None
+        fields = json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ModelProtocolError(f"{what} metadata_json is not valid JSON: {err}") from None
+    if not isinstance(fields, dict):
+        raise ModelProtocolError(f"{what} metadata_json must hold a JSON object")
     merged = copy.deepcopy(METADATA_DEFAULTS)
     merged.update(fields)
-    merged["stride"] = stride
     return merged
 
 

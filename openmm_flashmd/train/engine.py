@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ import yaml
 
 from openmm_flashmd.data.dataset import DataError, TrajectoryData, merge_trajectories, split_segments
 from openmm_flashmd.model.neighbors import cell_heights
+from openmm_flashmd.train.hypers import load_hypers
 
 __all__ = [
     "ProcessInfo",
@@ -139,22 +140,22 @@ def resume_hypers(
     resuming: bool,
     hypers: Any,
     overrides: Any,
-    loader: Callable[[Any, Any], Dict[str, Any]],
     task_name: str,
 ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """Hyper-parameters of this run and the checkpoint (None when not resuming).
+    """Hyper-parameters of this run (:func:`~openmm_flashmd.train.hypers.load_hypers` for
+    ``task_name``) and the checkpoint (None when not resuming).
 
     When resuming, ``hypers`` default to the checkpoint's; the sections in
     :data:`FROZEN_SECTIONS` and ``training.dtype`` must not change; the checkpoint must
     come from the same kind of task.
     """
     if not resuming:
-        return loader(hypers, overrides), None
+        return load_hypers(hypers, overrides, task=task_name), None
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     found = ckpt.get("task", "stride")
     if found != task_name:
         raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is from a '{found}' run, not '{task_name}'")
-    h = loader(ckpt["hypers"] if hypers is None else hypers, overrides)
+    h = load_hypers(ckpt["hypers"] if hypers is None else hypers, overrides, task=task_name)
     for section in FROZEN_SECTIONS:
         if h[section] != ckpt["hypers"][section]:
             raise ValueError(f"cannot resume with different '{section}' hyper-parameters "

@@ -51,7 +51,6 @@ from openmm_flashmd.train.engine import (
     setup_process,
 )
 from openmm_flashmd.train.evaluate_mlip import energy_force_errors, summarise_energy_force
-from openmm_flashmd.train.hypers import load_hypers
 
 __all__ = ["train_mlip", "MLIPTask", "composition_energies", "energy_statistics", "ENERGY_SCALE_LENGTH"]
 
@@ -249,7 +248,7 @@ def train_mlip(
     proc = setup_process(device)
     out = Path(output_dir)
     resuming = check_output_dir(out, resume, overwrite)
-    h, ckpt = resume_hypers(out, resuming, hypers, overrides, lambda a, b: load_hypers(a, b, task="mlip"), "mlip")
+    h, ckpt = resume_hypers(out, resuming, hypers, overrides, "mlip")
     paths, tdata, train_idx, val_idx = load_training_data(data, h, ckpt)
     task = MLIPTask(h, paths, tdata, train_idx, val_idx, proc, ckpt)
     return run_training(task, h, out, proc, ckpt, overwrite=overwrite, progress=progress, export=export)

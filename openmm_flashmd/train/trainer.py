@@ -48,7 +48,6 @@ from openmm_flashmd.train.engine import (
 )
 from openmm_flashmd.train.evaluate import _summarise, stride_errors
 from openmm_flashmd.model.pet import KB_KJ_PER_MOL_K
-from openmm_flashmd.train.hypers import load_hypers
 
 __all__ = ["train", "StrideTask", "TrainResult", "OUTPUT_FILES", "KB"]
 
@@ -262,7 +261,7 @@ def train(
     proc = setup_process(device)
     out = Path(output_dir)
     resuming = check_output_dir(out, resume, overwrite)
-    h, ckpt = resume_hypers(out, resuming, hypers, overrides, lambda a, b: load_hypers(a, b, task="stride"), "stride")
+    h, ckpt = resume_hypers(out, resuming, hypers, overrides, "stride")
     paths, tdata, train_idx, val_idx = load_training_data(data, h, ckpt)
     k = stride_frames(stride, tdata.record_interval, tdata.frames_per_segment)
     stride = k * tdata.record_interval

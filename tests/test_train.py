@@ -332,12 +332,13 @@ def test_ddp_two_cpu_processes(dimer_data, tmp_path):
         "          'data.validation_fraction': 0.25})\n"
         f"r = train({str(dimer_data)!r}, {str(tmp_path / 'run')!r}, {STRIDE}, overrides=o, progress=False,\n"
         "          device='cpu')\n"
-        "print('RESULT', r.steps, r.best_validation_loss)\n"
+        "import os, pathlib\n"  # one file per rank: two ranks printing at once can interleave on stdout
+        f"pathlib.Path({str(tmp_path)!r}, 'result' + os.environ['RANK']).write_text(f'RESULT {{r.steps}} {{r.best_validation_loss}}')\n"
     )
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--nproc_per_node=2", str(script)], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    results = [path.read_text().split()[1:] for path in sorted(tmp_path.glob("result*"))]
     assert len(results) == 2 and results[0] == results[1]
     assert (tmp_path / "run" / "model.pt").exists()

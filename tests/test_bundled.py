@@ -1,6 +1,9 @@
 """The bundled stride models: they load by name, match their built-in systems, have model
 cards, and run stably in OpenMM; the default `openmm-flashmd simulate` job works."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import openmm
 import pytest
@@ -16,6 +19,7 @@ from openmm_flashmd.simulate import DEFAULT_MODELS
 from openmm_flashmd.systems import get_system
 from openmm_flashmd.systems.loading import make_platform
 
+ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = bundled_models()
 EXPECTED = ["water-rigid-16fs", "water-4fs", "water-8fs", "water-16fs", "alanine-dipeptide-implicit-4fs", "alanine-dipeptide-implicit-8fs"]
 
@@ -39,6 +43,13 @@ def test_bundled_model_matches_its_name_system_and_size(name):
     FlashMDIntegrator(built.system, name, temperature=300 * unit.kelvin)  # passes every compatibility check
     card = path.with_suffix(".md").read_text()
     assert f"`{name}`" in card and "## Reproduce" in card and "## Held-out strides" in card
+    # the held-out table is the one `openmm-flashmd evaluate` wrote, KE ratio per element included
+    held_out = json.loads((ROOT / "benchmarks" / "results" / "held_out" / f"{name}.json").read_text())
+    rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| ")}
+    for entry in held_out["per_element"].values():
+        row = rows[entry["symbol"]]
+        assert row.startswith(f"| {entry['symbol']} | {entry['dq_rmse']:.4f} |")
+        assert row.endswith(f"| {entry['kinetic_energy_ratio']:.2f} |")
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))

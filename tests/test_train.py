@@ -254,6 +254,26 @@ def test_evaluate_errors(trained, dimer_data, tmp_path):
     assert res["segments_used"] == "all" and res["n_pairs"] == 20
 
 
+def test_kinetic_energy_ratio_measures_damping():
+    """A model that halves every velocity keeps a quarter of each element's kinetic energy;
+    the exact answer keeps all of it (per element, whatever the masses)."""
+    from openmm_flashmd.train.evaluate import _summarise, stride_errors
+
+    gen = torch.Generator().manual_seed(0)
+    q0, v0, v_ref = (torch.randn(3, 6, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    batch = {"positions": q0, "velocities": v0, "new_positions": q0 + 0.01 * v0, "new_velocities": v_ref,
+             "stride": torch.full((3,), 0.01, dtype=torch.float64)}
+    numbers = np.array([8, 1, 1, 8, 1, 1])
+    exact = _summarise(stride_errors(0.01 * v0, v_ref, batch, numbers))
+    damped = _summarise(stride_errors(0.01 * v0, 0.5 * v_ref, batch, numbers))
+    for z in ("1", "8"):
+        assert exact["per_element"][z]["kinetic_energy_ratio"] == pytest.approx(1.0, abs=1e-12)
+        assert damped["per_element"][z]["kinetic_energy_ratio"] == pytest.approx(0.25, abs=1e-12)
+        assert exact["per_element"][z]["v_rmse"] == 0.0
+    assert "kinetic_energy_ratio" not in exact["all"]
+    assert "KE ratio" in format_table({"stride": 0.01, "n_pairs": 3, "segments_used": "all", **damped})
+
+
 # ------------------------------------------------------------------------ energy term
 
 class HarmonicDimerEnergy(torch.nn.Module):

@@ -27,31 +27,43 @@ openmm-flashmd generate --system alanine-dipeptide-implicit --n-segments 120 --s
 # >>> water-16fs
 openmm-flashmd train "$WORK/water64.h5" "$WORK/water-16fs" --stride 0.016 --hypers examples/models/water.yaml \
     --set training.max_steps=5000 --device cpu
+openmm-flashmd evaluate "$WORK/water-16fs/model.pt" "$WORK/water64.h5" \
+    --json benchmarks/results/held_out/water-16fs.json --overwrite
 # <<< water-16fs
 
 # >>> water-8fs
 openmm-flashmd train "$WORK/water64.h5" "$WORK/water-8fs" --stride 0.008 --hypers examples/models/water.yaml \
     --set training.max_steps=3000 --device cpu
+openmm-flashmd evaluate "$WORK/water-8fs/model.pt" "$WORK/water64.h5" \
+    --json benchmarks/results/held_out/water-8fs.json --overwrite
 # <<< water-8fs
 
 # >>> water-rigid-16fs
 openmm-flashmd train "$WORK/water64-rigid.h5" "$WORK/water-rigid-16fs" --stride 0.016 \
     --hypers examples/models/water.yaml --set training.max_steps=3500 --device cpu
+openmm-flashmd evaluate "$WORK/water-rigid-16fs/model.pt" "$WORK/water64-rigid.h5" \
+    --json benchmarks/results/held_out/water-rigid-16fs.json --overwrite
 # <<< water-rigid-16fs
 
 # >>> water-4fs
 openmm-flashmd train "$WORK/water64.h5" "$WORK/water-4fs" --stride 0.004 --hypers examples/models/water.yaml \
     --set training.max_steps=2500 --device cpu
+openmm-flashmd evaluate "$WORK/water-4fs/model.pt" "$WORK/water64.h5" \
+    --json benchmarks/results/held_out/water-4fs.json --overwrite
 # <<< water-4fs
 
 # >>> alanine-dipeptide-implicit-8fs
 openmm-flashmd train "$WORK/ala-implicit.h5" "$WORK/alanine-dipeptide-implicit-8fs" --stride 0.008 \
     --hypers examples/models/alanine.yaml --set training.max_steps=5000 --device cpu
+openmm-flashmd evaluate "$WORK/alanine-dipeptide-implicit-8fs/model.pt" "$WORK/ala-implicit.h5" \
+    --json benchmarks/results/held_out/alanine-dipeptide-implicit-8fs.json --overwrite
 # <<< alanine-dipeptide-implicit-8fs
 
 # >>> alanine-dipeptide-implicit-4fs
 openmm-flashmd train "$WORK/ala-implicit.h5" "$WORK/alanine-dipeptide-implicit-4fs" --stride 0.004 \
     --hypers examples/models/alanine.yaml --set training.max_steps=4000 --device cpu
+openmm-flashmd evaluate "$WORK/alanine-dipeptide-implicit-4fs/model.pt" "$WORK/ala-implicit.h5" \
+    --json benchmarks/results/held_out/alanine-dipeptide-implicit-4fs.json --overwrite
 # <<< alanine-dipeptide-implicit-4fs
 
 # Validation against reference MD (writes benchmarks/results/validation/), then the cards

@@ -4,7 +4,9 @@
 
 Takes ``RUN_DIR/model.pt`` (from ``openmm-flashmd train``), refuses models over 5 MB,
 copies it to ``openmm_flashmd/models/NAME.pt`` and writes ``NAME.md``: data, stride,
-hyper-parameters and held-out errors from the model's metadata, the dynamics validation
+hyper-parameters from the model's metadata, held-out errors (from
+``benchmarks/results/held_out/NAME.json``, written by ``openmm-flashmd evaluate``, when it
+exists, else from the metadata), the dynamics validation
 (the model's ``card_rows`` in ``benchmarks/results/validation.json``) when it exists, and the exact commands
 quoted from ``examples/models/build_all.sh``.
 """
@@ -24,11 +26,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 MODELS = ROOT / "openmm_flashmd" / "models"
 VALIDATION = ROOT / "benchmarks" / "results" / "validation.json"
+HELD_OUT = ROOT / "benchmarks" / "results" / "held_out"
 MAX_BYTES = 5 * 1024 * 1024
 
 SMALL = ("A small model (trained briefly on a 2-core CPU) that demonstrates the pipeline end to end. Its "
          "held-out stride errors beat the trivial baselines (table above), but the dynamics table shows how far "
-         "that is from stable, faithful dynamics: do not use it for science. For production, retrain with larger "
+         "that is from stable, faithful dynamics: do not use it for science. The KE ratio column says why in part: "
+         "each stride removes a share of every element's kinetic energy, more from some elements than from others (a "
+         "mean-square loss predicts the average of what the model cannot resolve); the energy filter restores the "
+         "total by scaling all velocities with one factor, so the elements damped most run cold and the others hot, "
+         "which a weak thermostat cannot undo. For production, retrain with larger "
          "hypers and many more steps (a GPU): the commands above take `--set model.d_pet=...` and "
          "`--set training.max_steps=...`. ")
 NOTES = {
@@ -85,8 +92,11 @@ def main() -> int:
     if args.name in validated:
         data = validated[args.name]
         dynamics = {"lengths": data.get("lengths_mode"), "card_rows": data["card_rows"]}
+    held_out_file = HELD_OUT / f"{args.name}.json"
+    held_out = json.loads(held_out_file.read_text()) if held_out_file.exists() else None
     system, _ = split_model_name(args.name)
-    card = model_card(target, args.name, reproduce=recipe(args.name), dynamics=dynamics, notes=NOTES.get(system))
+    card = model_card(target, args.name, reproduce=recipe(args.name), dynamics=dynamics, notes=NOTES.get(system),
+                      held_out=held_out)
     target.with_suffix(".md").write_text(card)
     print(f"bundled {target} ({target.stat().st_size / 2**20:.2f} MiB) and {target.with_suffix('.md').name}")
     return 0

@@ -15,21 +15,26 @@ from openmm_flashmd.train.evaluate import _symbol
 
 __all__ = ["model_card"]
 
-def _held_out_section(validation: Dict[str, Any]) -> List[str]:
-    errors = validation.get("errors") or {}
+def _held_out_section(validation: Dict[str, Any], evaluation: Optional[Dict[str, Any]] = None) -> List[str]:
+    errors = evaluation or validation.get("errors") or {}
     if not errors:
         return []
+    source = (f"Table: `openmm-flashmd evaluate` on {evaluation.get('n_pairs')} held-out pairs "
+              f"(segments: {evaluation.get('segments_used')}). " if evaluation else "")
     lines = ["## Held-out strides", "",
              f"Best validation loss {validation.get('loss', float('nan')):.4f} at step {validation.get('step')} "
-             f"({validation.get('n_pairs')} pairs from held-out segments {validation.get('segments')}). "
+             f"({validation.get('n_pairs')} pairs from held-out segments {validation.get('segments')}). " + source +
              "Improvement = baseline RMSE / model RMSE (baselines: free flight q + vτ for Δq, "
-             "unchanged velocities for v′).", "",
+             "unchanged velocities for v′). KE ratio = the model's kinetic energy after the stride / the "
+             "reference's, per element (below 1: the model damps that element).", "",
              "| atoms | Δq RMSE (nm) | free flight (nm) | improvement | v′ RMSE (nm/ps) | unchanged (nm/ps) | "
-             "improvement |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "improvement | KE ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows = [("all", errors["all"])] + [(_symbol(int(z)), e) for z, e in sorted(errors.get("per_element", {}).items())]
     for label, e in rows:
+        ratio = e.get("kinetic_energy_ratio")
         lines.append(f"| {label} | {e['dq_rmse']:.4f} | {e['dq_free_flight_rmse']:.4f} | {e['dq_improvement']:.2f}× | "
-                     f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× |")
+                     f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× | "
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} |")
     return lines + [""]
 
 
@@ -51,6 +56,7 @@ def model_card(
     reproduce: Optional[str] = None,
     dynamics: Optional[Dict[str, Any]] = None,
     notes: Optional[str] = None,
+    held_out: Optional[Dict[str, Any]] = None,
 ) -> str:
     """Markdown model card of ``model`` (a module, file or bundled name).
 
@@ -61,6 +67,8 @@ def model_card(
     dynamics : optional record with ``card_rows`` (list of ``[quantity, value]`` strings)
         summarising a validation against reference MD
     notes : free text on limitations, shown last
+    held_out : optional result of :func:`openmm_flashmd.train.evaluate.evaluate` on held-out
+        data, shown instead of the errors recorded in the metadata at training time
     """
     meta = read_metadata(load_model(model))
     prov = meta.get("provenance") or {}
@@ -84,7 +92,7 @@ def model_card(
     versions = prov.get("package_versions") or {}
     if versions:
         lines += ["Trained with " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".", ""]
-    lines += _held_out_section(meta.get("validation") or {})
+    lines += _held_out_section(meta.get("validation") or {}, held_out)
     lines += _dynamics_section(dynamics or {})
     if reproduce:
         lines += ["## Reproduce", "", "```bash", reproduce.strip(), "```", ""]

@@ -7,6 +7,13 @@ Errors are reported per element as the root mean square of the error **vector**
 
 * free flight: ``dq = v * stride``;
 * unchanged velocities: ``v' = v``.
+
+Per element it also reports the **kinetic-energy ratio** ``<|v'_model|^2> / <|v'_ref|^2>``
+(one element has one mass, so this is the ratio of kinetic energies after one stride). A
+model trained on a mean-square loss predicts the conditional mean of what it cannot
+resolve, so it damps velocities; a ratio below 1 is the kinetic energy it removes per
+stride, which the energy filter and thermostat then have to put back (often into the
+wrong atoms: that is how per-element temperatures drift apart).
 """
 
 from __future__ import annotations
@@ -78,7 +85,8 @@ def stride_errors(
 ) -> Dict[str, Any]:
     """Accumulate squared errors of a batch into ``sums`` (created if None): per element,
     sums of ``|dq - dq_ref|^2`` for the model and free flight, ``|v' - v'_ref|^2`` for the
-    model and unchanged velocities, and atom counts."""
+    model and unchanged velocities, ``|v'|^2`` of the model and the reference, and atom
+    counts."""
     if sums is None:
         sums = {}
     q0, v0 = batch["positions"].double(), batch["velocities"].double()
@@ -90,6 +98,8 @@ def stride_errors(
         "dq_free_flight": ((v0 * tau - dq_ref) ** 2).sum(-1),
         "v": ((v_pred.double().cpu() - v_ref) ** 2).sum(-1),
         "v_unchanged": ((v0 - v_ref) ** 2).sum(-1),
+        "v2_model": (v_pred.double().cpu() ** 2).sum(-1),
+        "v2_reference": (v_ref ** 2).sum(-1),
     }
     z = torch.as_tensor(atomic_numbers)
     for element in np.unique(atomic_numbers).tolist():
@@ -111,7 +121,11 @@ def _summarise(sums: Dict[int, Dict[str, float]]) -> Dict[str, Any]:
         out["v_improvement"] = out["v_unchanged_rmse"] / max(out["v_rmse"], 1e-300)
         return out
 
-    result = {"per_element": {str(z): dict(symbol=_symbol(z), **block([e])) for z, e in sorted(sums.items())}}
+    def element(z, e):
+        ratio = e["v2_model"] / max(e["v2_reference"], 1e-300)
+        return dict(symbol=_symbol(z), kinetic_energy_ratio=ratio, **block([e]))
+
+    result = {"per_element": {str(z): element(z, e) for z, e in sorted(sums.items())}}
     result["all"] = block(list(sums.values()))
     return result
 
@@ -119,14 +133,16 @@ def _summarise(sums: Dict[int, Dict[str, float]]) -> Dict[str, Any]:
 def format_table(result: Dict[str, Any]) -> str:
     """A plain-text table of an :func:`evaluate` result (dq in nm, v' in nm/ps)."""
     head = (f"{'element':>8} {'dq RMSE':>11} {'free flight':>11} {'ratio':>7} "
-            f"{'v RMSE':>11} {'unchanged':>11} {'ratio':>7}")
+            f"{'v RMSE':>11} {'unchanged':>11} {'ratio':>7} {'KE ratio':>8}")
     lines = [f"stride {result['stride']} ps, {result['n_pairs']} pairs, segments: {result['segments_used']}",
-             "dq in nm, v' in nm/ps; ratio = baseline RMSE / model RMSE", head, "-" * len(head)]
+             "dq in nm, v' in nm/ps; ratio = baseline RMSE / model RMSE; "
+             "KE ratio = model / reference kinetic energy after the stride", head, "-" * len(head)]
     rows = [(e["symbol"], e) for e in result["per_element"].values()] + [("all", result["all"])]
     for name, e in rows:
         lines.append(
             f"{name:>8} {e['dq_rmse']:11.4e} {e['dq_free_flight_rmse']:11.4e} {e['dq_improvement']:7.1f} "
-            f"{e['v_rmse']:11.4e} {e['v_unchanged_rmse']:11.4e} {e['v_improvement']:7.1f}"
+            f"{e['v_rmse']:11.4e} {e['v_unchanged_rmse']:11.4e} {e['v_improvement']:7.1f} "
+            + (f"{e['kinetic_energy_ratio']:8.3f}" if "kinetic_energy_ratio" in e else f"{'-':>8}")
         )
     return "\n".join(lines)
 
@@ -161,7 +177,8 @@ def evaluate(
 
     Returns a dict with ``stride``, ``n_pairs``, ``segments_used``, ``per_element``
     (``{Z: {symbol, dq_rmse, dq_free_flight_rmse, dq_improvement, v_rmse,
-    v_unchanged_rmse, v_improvement, n_atom_samples}}``) and ``all``.
+    v_unchanged_rmse, v_improvement, kinetic_energy_ratio, n_atom_samples}}``) and
+    ``all`` (the same without ``kinetic_energy_ratio``, which is per element only).
     """
     from openmm_flashmd.model.protocol import load_model, read_metadata
 

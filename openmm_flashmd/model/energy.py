@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from openmm_flashmd.model.pet import PETBackbone, PETHypers, _mlp
-from openmm_flashmd.model.protocol import make_metadata_json, metadata_fields
+from openmm_flashmd.model.pet import PETBackbone, PETHypers, PETModel, _mlp
+from openmm_flashmd.model.protocol import metadata_fields
 
 __all__ = ["PETEnergyModel", "read_energy_metadata"]
 
@@ -45,7 +45,7 @@ __all__ = ["PETEnergyModel", "read_energy_metadata"]
 ENERGY_MODEL_KIND = "pet-energy"
 
 
-class PETEnergyModel(nn.Module):
+class PETEnergyModel(PETModel):
     """PET potential-energy model following the energy-model protocol (module docstring).
 
     Args:
@@ -79,7 +79,6 @@ class PETEnergyModel(nn.Module):
         self.provenance = dict(provenance or {})
         self.validation = {}  # type: Dict[str, Any]
         self.cutoff = float(hypers.cutoff)
-        self.periodic_mode = -1 if periodic is None else int(bool(periodic))
         # atoms per padding group of the attention (performance only, see pet._sequence_layout)
         self.attention_group_atoms = 512
         self.register_buffer("composition_energies", torch.zeros(len(self.elements)))
@@ -91,24 +90,8 @@ class PETEnergyModel(nn.Module):
     # ------------------------------------------------------------------ metadata
 
     @torch.jit.ignore
-    def update_metadata(
-        self, provenance: Optional[Dict[str, Any]] = None, validation: Optional[Dict[str, Any]] = None
-    ) -> None:
-        """Rewrite ``metadata_json`` with new provenance and/or validation errors (call
-        before scripting: a scripted copy keeps the string it was scripted with)."""
-        if provenance is not None:
-            self.provenance = dict(provenance)
-        if validation is not None:
-            self.validation = dict(validation)
-        self.metadata_json = make_metadata_json(
-            kind=ENERGY_MODEL_KIND,
-            elements=self.elements,
-            cutoff=self.cutoff,
-            periodic=None if self.periodic_mode < 0 else bool(self.periodic_mode),
-            hypers=self.hypers.to_dict(),
-            provenance=self.provenance,
-            validation=self.validation,
-        )
+    def _own_metadata(self) -> Dict[str, Any]:
+        return {"kind": ENERGY_MODEL_KIND}
 
     @classmethod
     def from_metadata(cls, metadata: Dict[str, Any]) -> "PETEnergyModel":

@@ -603,7 +603,44 @@ def _upgrade_stride_state_dict(state_dict: Dict[str, Tensor], prefix: str, *args
             state_dict[prefix + "backbone.gnn_layers." + layer + "." + rest] = value
 
 
-class PETStrideModel(nn.Module):
+class PETModel(nn.Module):
+    """What the stride and energy models share around their :class:`PETBackbone`: the
+    metadata string. Subclasses set ``backbone``, ``hypers``, ``elements``, ``cutoff``
+    (nm), ``provenance`` and ``validation``, and name their own metadata fields in
+    :meth:`_own_metadata` (``kind`` at least)."""
+
+    metadata_json: str
+
+    @torch.jit.ignore
+    def _own_metadata(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    @torch.jit.ignore
+    def update_metadata(
+        self, provenance: Optional[Dict[str, Any]] = None, validation: Optional[Dict[str, Any]] = None
+    ) -> None:
+        """Rewrite ``metadata_json`` with new training provenance and/or validation errors.
+
+        Call before :func:`torch.jit.script` / ``save_model``: a scripted copy keeps the
+        string it was scripted with.
+        """
+        if provenance is not None:
+            self.provenance = dict(provenance)
+        if validation is not None:
+            self.validation = dict(validation)
+        mode = self.backbone.periodic_mode
+        self.metadata_json = make_metadata_json(
+            elements=self.elements,
+            cutoff=self.cutoff,
+            periodic=None if mode < 0 else bool(mode),
+            hypers=self.hypers.to_dict(),
+            provenance=self.provenance,
+            validation=self.validation,
+            **self._own_metadata(),
+        )
+
+
+class PETStrideModel(PETModel):
     """PET stride model following :mod:`openmm_flashmd.model.protocol`.
 
     Args:
@@ -655,7 +692,6 @@ class PETStrideModel(nn.Module):
         self.stride = float(stride)
         self.cutoff = float(hypers.cutoff)
         self.predict_momentum_difference = bool(hypers.predict_momentum_difference)
-        self.periodic_mode = -1 if periodic is None else int(bool(periodic))
         # atoms per padding group of the attention (performance only, see _sequence_layout)
         self.attention_group_atoms = 512
 
@@ -672,28 +708,8 @@ class PETStrideModel(nn.Module):
         self._register_load_state_dict_pre_hook(_upgrade_stride_state_dict)
 
     @torch.jit.ignore
-    def update_metadata(
-        self, provenance: Optional[Dict[str, Any]] = None, validation: Optional[Dict[str, Any]] = None
-    ) -> None:
-        """Rewrite ``metadata_json`` with new training provenance and/or validation errors.
-
-        Call before :func:`torch.jit.script` / ``save_model``: a scripted copy keeps the
-        string it was scripted with.
-        """
-        if provenance is not None:
-            self.provenance = dict(provenance)
-        if validation is not None:
-            self.validation = dict(validation)
-        self.metadata_json = make_metadata_json(
-            kind="pet",
-            elements=self.elements,
-            masses=self.element_masses,
-            cutoff=self.cutoff,
-            periodic=None if self.periodic_mode < 0 else bool(self.periodic_mode),
-            hypers=self.hypers.to_dict(),
-            provenance=self.provenance,
-            validation=self.validation,
-        )
+    def _own_metadata(self) -> Dict[str, Any]:
+        return {"kind": "pet", "masses": self.element_masses}
 
     @classmethod
     def from_metadata(cls, metadata: Dict[str, Any]) -> "PETStrideModel":

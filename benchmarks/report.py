@@ -171,12 +171,45 @@ def render_validation(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def render_friction_scan(data: Dict, name: str) -> List[str]:
+    ref_t = data.get("reference_temperature_K") or {}
+    elements = sorted(k for k in ref_t if k != "all")
+    window = data.get("diffusion_fit_window_ps") or []
+    lines = [f"### {data['model']}: Langevin friction against equipartition and dynamics (`{name}`)", "",
+             f"FlashMD NVT with the energy filter (\"O F E O\"), {data['lengths']['nvt_ps']:g} ps at each friction "
+             f"(`benchmarks/validate.py friction`, {data['lengths_mode']} lengths). T: kinetic temperature minus "
+             "reference MD's (per element: " + ", ".join(f"{e} {ref_t[e]['mean']:.1f} K" for e in elements) +
+             "); D(O): oxygen self-diffusion from the mean-square displacement"
+             + (f" over {window[0]:g}–{window[1]:g} ps" if window else "") +
+             ", FlashMD and reference MD at the same friction (friction slows reference MD too; its 1/ps "
+             "row is the least perturbed)." + (f" Plot: `benchmarks/results/{data['plot']}`." if data.get("plot") else ""),
+             "",
+             "| friction (1/ps) | ΔT all (K) | " + " | ".join(f"ΔT {e} (K)" for e in elements) +
+             " | clamped | RDF O–O (%) | D(O) FlashMD (nm²/ps) | D(O) reference (nm²/ps) |",
+             "|" + "---:|" * (6 + len(elements))]
+    for row in data["rates"]:
+        run = row["flashmd"]
+        temps = run.get("temperature_K") or {}
+        failed = f" (failed at {run['failed_at_ps']:.3g} ps)" if run.get("failed_at_ps") is not None else ""
+        cells = [f"{row['collision_rate_per_ps']:g}", _fmt((temps.get("all") or {}).get("dev_reference"), "+.1f")
+                 + failed]
+        cells += [_fmt((temps.get(e) or {}).get("dev_reference"), "+.1f") for e in elements]
+        cells += [_fmt((run.get("filter") or {}).get("clamped_fraction"), ".0%"),
+                  _fmt(((run.get("rdf") or {}).get("O-O") or {}).get("difference_percent"), ".2f"),
+                  _fmt(run.get("diffusion_O_nm2_per_ps"), ".2e"),
+                  _fmt(row["reference"].get("diffusion_O_nm2_per_ps"), ".2e")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _stack_line(data["stack"]), ""]
+    return lines
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,
     "pet_forward": render_pet_forward,
     "integrator_overhead": render_integrator_overhead,
     "validation": render_validation,
+    "friction_scan": render_friction_scan,
 }
 
 

@@ -4,6 +4,7 @@
                                             [--overwrite] [--work-dir DIR] [--set KEY=VALUE ...]
     python benchmarks/validate.py reference SYSTEM [--out DIR] [--lengths quick|full]
     python benchmarks/validate.py summarize [--out DIR]
+    python benchmarks/validate.py friction MODEL [--rates 1 10 30 100] [--lengths quick|full]
 
 ``run`` validates one stride model (a bundled name such as ``water-16fs`` or a file) on a
 built-in system (default: the model name without its ``-<N>fs`` suffix) and writes
@@ -32,6 +33,13 @@ Reference MD (start state, NVT, NpT) is run once per system and cached as
 ``DIR/reference-<system>.json`` + ``.npz``; later models reuse it when its settings match
 (a cache with other settings is replaced only with ``--overwrite``). Trajectories go to
 ``--work-dir`` (default /tmp/flashmd-validation), never into the repository.
+
+``friction`` runs the filtered NVT of 1. at several Langevin frictions and writes
+``benchmarks/results/friction-<model>.json``: per-element temperatures against reference
+MD, filter clamps, O-O RDF and, for water, the O self-diffusion coefficient (MSD slope over
+1-5 ps) of FlashMD and of reference MD at the same friction. A strong local thermostat
+restores equipartition that a damping stride model breaks, at the price of dynamics; this
+measures both sides.
 
 ``summarize`` merges every ``DIR/<model>.json`` into ``DIR/../validation.json`` (rendered
 into the README by ``benchmarks/report.py``) and writes ``DIR/summary.md`` with the goals.
@@ -344,23 +352,25 @@ class Setup:
         system.addForce(barostat)
         return system
 
-    def langevin(self):
+    def langevin(self, collision_rate: float = COLLISION_RATE):
+        """Reference MD: LangevinMiddleIntegrator at the reference timestep, friction in 1/ps."""
         import openmm
         from openmm import unit
 
-        integrator = openmm.LangevinMiddleIntegrator(self.temperature * unit.kelvin, COLLISION_RATE / unit.picosecond,
+        integrator = openmm.LangevinMiddleIntegrator(self.temperature * unit.kelvin, collision_rate / unit.picosecond,
                                                      self.timestep * unit.picosecond)
         integrator.setRandomNumberSeed(SEED + 1)
         return integrator
 
-    def flashmd(self, system, model, splitting: str):
+    def flashmd(self, system, model, splitting: str, collision_rate: float = COLLISION_RATE):
+        """A FlashMDIntegrator for ``system`` (Langevin friction in 1/ps when the splitting has "O")."""
         from openmm import unit
 
         from openmm_flashmd import FlashMDIntegrator
 
         thermostat = splitting != "F" and "O" in splitting
         return FlashMDIntegrator(system, model, temperature=self.temperature * unit.kelvin if thermostat else None,
-                                 collision_rate=COLLISION_RATE / unit.picosecond, splitting=splitting,
+                                 collision_rate=collision_rate / unit.picosecond, splitting=splitting,
                                  random_seed=SEED + 2, topology=self.topology)
 
 
@@ -409,6 +419,21 @@ def rdfs(traj, r_max: float) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
 
     return {"O-O": radial_distribution(traj, "O", "O", r_max=r_max),
             "O-H": radial_distribution(traj, "O", "H", r_max=r_max)}
+
+
+def rdf_comparison(traj, reference: Dict[str, Any],
+                   ref_arrays: Dict[str, np.ndarray]) -> Tuple[Dict[str, Dict[str, float]], Dict[str, Dict]]:
+    """O-O and O-H RDFs of ``traj`` against the cached reference: ``{pair: {difference_percent,
+    frames}}`` and the curves ``{pair: {"reference MD": g_ref, "FlashMD": g}}`` on ``ref_arrays["rdf_r"]``."""
+    from openmm_flashmd.analysis.structure import rdf_difference
+
+    result, curves = {}, {}
+    for pair, (_, g) in rdfs(traj, float(reference["rdf_r_max_nm"])).items():
+        g_ref = ref_arrays[f"rdf_{pair}"]
+        result[pair] = {"difference_percent": 100.0 * rdf_difference(ref_arrays["rdf_r"], g, g_ref),
+                        "frames": traj.n_frames}
+        curves[pair] = {"reference MD": g_ref, "FlashMD": g}
+    return result, curves
 
 
 def _save_work(work_dir: Path, name: str, **arrays) -> None:
@@ -526,10 +551,12 @@ def load_or_run_reference(setup: Setup, lengths: Dict[str, float], out: Path, wo
 
 # --------------------------------------------------------------------------- FlashMD runs
 def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict[str, float], stride: float,
-                reference: Dict[str, Any], positions: bool, continue_to_ps: float = 0.0) -> Tuple[Dict, Dict, Recorder]:
-    """NVT FlashMD run: settle, measure ``nvt_ps``, optionally continue (stability)."""
+                reference: Dict[str, Any], positions: bool, continue_to_ps: float = 0.0,
+                collision_rate: float = COLLISION_RATE) -> Tuple[Dict, Dict, Recorder]:
+    """NVT FlashMD run (friction ``collision_rate``, 1/ps): settle, measure ``nvt_ps``,
+    optionally continue (stability)."""
     system = copy.deepcopy(setup.system)
-    integrator = setup.flashmd(system, model, splitting)
+    integrator = setup.flashmd(system, model, splitting, collision_rate)
     context = setup.context(system, integrator)
     start.apply(context, setup.periodic)
     interval = max(1, int(round(lengths["sample_ps"] / stride)))
@@ -816,18 +843,13 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
 
     # 2: water structure and density
     if "rdf_r" in ref_arrays:
-        from openmm_flashmd.analysis.structure import rdf_difference
-
         r = ref_arrays["rdf_r"]
         result["rdf"] = {}
         if traj is not None and traj.n_frames >= 1:
-            curves = {}
-            for pair, (r_model, g) in rdfs(traj, float(reference["rdf_r_max_nm"])).items():
-                g_ref = ref_arrays[f"rdf_{pair}"]
-                result["rdf"][pair] = {"difference_percent": 100.0 * rdf_difference(r, g, g_ref),
-                                       "frames": traj.n_frames}
-                series[f"rdf_{pair}"] = g.astype(np.float32)
-                curves[pair] = {"reference MD": g_ref, "FlashMD + filter": g}
+            result["rdf"], curves = rdf_comparison(traj, reference, ref_arrays)
+            for pair, pair_curves in curves.items():
+                pair_curves["FlashMD + filter"] = pair_curves.pop("FlashMD")
+                series[f"rdf_{pair}"] = pair_curves["FlashMD + filter"].astype(np.float32)
             series["rdf_r"] = r.astype(np.float32)
             plot = out / f"{stem}-rdf.png"
             plot_rdfs(plot, r, curves)
@@ -904,6 +926,142 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
     result["stack"] = stack_info()
     np.savez_compressed(out / f"{stem}.npz", **series)
     write_json(out_json, _clean(result), overwrite=overwrite)
+    return out_json
+
+
+# --------------------------------------------------------------------------- friction scan
+#: Default Langevin frictions (1/ps) of the friction scan.
+FRICTION_RATES = (1.0, 10.0, 30.0, 100.0)
+
+
+def diffusion_fit_window(length_ps: float) -> Tuple[float, float]:
+    """Lag window (ps) for the self-diffusion fit: 1-5 ps, shrunk for short (test) runs."""
+    return min(1.0, length_ps / 10), min(5.0, length_ps / 4)
+
+
+def oxygen_diffusion(setup: Setup, recorder: Recorder, length_ps: float) -> Optional[float]:
+    """Self-diffusion coefficient (nm^2/ps) of the O atoms sampled by ``recorder`` (water
+    systems only, else None)."""
+    from openmm_flashmd.analysis.transport import self_diffusion
+
+    if not (setup.periodic and setup.name.startswith("water")) or len(recorder.positions) < 3:
+        return None
+    # advance() ends with a shorter chunk when the length is not a whole number of sample
+    # intervals: keep the evenly spaced frames only
+    times = np.asarray(recorder.time, dtype=float)
+    spacing = np.diff(times)
+    even = 1 + int(np.argmax(~np.isclose(spacing, spacing[0]))) if not np.allclose(spacing, spacing[0]) else len(times)
+    traj = _trajectory(setup, recorder.positions[:even], recorder.boxes[:even])
+    traj.time = times[:even]
+    return self_diffusion(traj, "element O", fit_ps=diffusion_fit_window(length_ps))
+
+
+def reference_nvt_at(setup: Setup, start: State, lengths: Dict[str, float], collision_rate: float) -> Dict[str, Any]:
+    """Reference MD at friction ``collision_rate`` (1/ps) from ``start``: O self-diffusion (nm^2/ps)."""
+    dt = setup.timestep
+    integrator = setup.langevin(collision_rate)
+    context = setup.context(copy.deepcopy(setup.system), integrator)
+    start.apply(context, setup.periodic)
+    advance(context, integrator, dt, lengths["settle_ps"], 1000, f"reference NVT {collision_rate:g}/ps settle")
+    rec = setup.recorder(positions=True)
+    interval = max(1, int(round(lengths["sample_ps"] / dt)))
+    run = advance(context, integrator, dt, lengths["nvt_ps"], interval, f"reference NVT {collision_rate:g}/ps", rec)
+    return {"length_ps": run["done_ps"], "diffusion_O_nm2_per_ps": oxygen_diffusion(setup, rec, run["done_ps"])}
+
+
+def plot_friction(path: Path, rows: List[Dict[str, Any]]) -> None:
+    plt = _plt()
+    rates = [row["collision_rate_per_ps"] for row in rows]
+    fig, (ax_t, ax_d) = plt.subplots(1, 2, figsize=(10, 3.8))
+    elements = sorted({k for row in rows for k in (row["flashmd"].get("temperature_K") or {}) if k != "all"})
+    for element in elements:
+        ax_t.plot(rates, [((row["flashmd"].get("temperature_K") or {}).get(element) or {}).get("dev_reference",
+                                                                                             math.nan)
+                          for row in rows], "o-", label=element)
+    ax_t.axhline(0.0, color="k", lw=0.8)
+    ax_t.set(xscale="log", xlabel="Langevin friction (1/ps)", ylabel="T − reference MD (K)",
+             title="per-element temperature, FlashMD + filter")
+    ax_t.legend()
+    if any(row["flashmd"].get("diffusion_O_nm2_per_ps") is not None for row in rows):
+        for key, label in (("flashmd", "FlashMD + filter"), ("reference", "reference MD")):
+            ax_d.plot(rates, [row[key].get("diffusion_O_nm2_per_ps") or math.nan for row in rows], "o-", label=label)
+        ax_d.set(xscale="log", xlabel="Langevin friction (1/ps)", ylabel="D(O) (nm²/ps)",
+                 title="O self-diffusion (dynamics)")
+        ax_d.legend()
+    else:
+        ax_d.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def friction_scan(model_arg: str, rates: List[float], out: Path, lengths_mode: str, overwrite: bool,
+                  work_dir: Path, overrides: Dict[str, float], threads: Optional[int]) -> Path:
+    """FlashMD NVT ("O F E O") at each Langevin friction in ``rates`` (1/ps): per-element
+    temperatures against reference MD (the cached reference at 1/ps: equilibrium values do not
+    depend on friction), filter clamps, O-O RDF difference and, for water, the O
+    self-diffusion coefficient next to reference MD run at the same friction. Writes
+    ``out/friction-<model>.json`` (rendered into the README) and a PNG next to the other
+    validation plots."""
+    import torch
+
+    from openmm_flashmd import load_model, read_metadata
+
+    stem = Path(model_arg).stem
+    system_name = system_from_model_name(stem)
+    if system_name is None or system_name not in LENGTHS[lengths_mode]:
+        raise SystemExit(f"no validation protocol for the model {stem!r}")
+    lengths = dict(LENGTHS[lengths_mode][system_name])
+    unknown = set(overrides) - set(lengths)
+    if unknown:
+        raise SystemExit(f"unknown --set keys {sorted(unknown)} (known: {sorted(lengths)})")
+    lengths.update(overrides)
+    out_json = out / f"friction-{stem}.json"
+    if out_json.exists() and not overwrite:
+        raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
+    if not rates or min(rates) <= 0:
+        raise SystemExit(f"frictions must be positive (1/ps), got {rates}")
+    if threads:
+        torch.set_num_threads(threads)
+    began = time.perf_counter()
+    model = load_model(model_arg)
+    stride = float(read_metadata(model)["stride"])
+    setup = Setup(system_name, threads)
+    validation_dir = out / "validation"
+    validation_dir.mkdir(parents=True, exist_ok=True)
+    # the cached reference is replaced only by `validate.py reference --overwrite`, never here
+    reference, ref_arrays, _ = load_or_run_reference(setup, lengths, validation_dir, Path(work_dir), False)
+    start = State(ref_arrays["start_positions"], ref_arrays["start_velocities"], ref_arrays["start_box"])
+
+    rows = []
+    for rate in sorted(rates):
+        nvt, _, rec = flashmd_nvt(setup, model, "O F E O", start, lengths, stride, reference, True,
+                                  collision_rate=rate)
+        flashmd = {k: nvt.get(k) for k in ("completed_ps", "failed_at_ps", "error", "temperature_K", "filter")}
+        worst = [(k, v["dev_reference"]) for k, v in (nvt.get("temperature_K") or {}).items()
+                 if k != "all" and v.get("dev_reference") is not None]
+        flashmd["worst_element_dev_reference"] = (dict(zip(("element", "dev_reference"),
+                                                           max(worst, key=lambda kv: abs(kv[1]))))
+                                                  if worst else None)
+        if nvt.get("failed_at_ps") is None and rec.positions:
+            traj = _trajectory(setup, rec.positions, rec.boxes)
+            if "rdf_r" in ref_arrays:
+                flashmd["rdf"] = rdf_comparison(traj, reference, ref_arrays)[0]
+            flashmd["diffusion_O_nm2_per_ps"] = oxygen_diffusion(setup, rec, nvt["completed_ps"])
+        rows.append({"collision_rate_per_ps": rate, "flashmd": flashmd,
+                     "reference": reference_nvt_at(setup, start, lengths, rate)})
+
+    plot = validation_dir / f"friction-{stem}.png"
+    plot_friction(plot, rows)
+    result = {"benchmark": "friction_scan", "model": stem, "system": system_name, "stride_ps": stride,
+              "lengths_mode": lengths_mode, "lengths": lengths, "temperature_K": setup.temperature,
+              "reference_temperature_K": (reference.get("nvt") or {}).get("temperature_K"),
+              "diffusion_fit_window_ps": list(diffusion_fit_window(lengths["nvt_ps"])),
+              "rates": rows, "plot": str(plot.relative_to(out)), "wall_s": time.perf_counter() - began,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "stack": stack_info()}
+    write_json(out_json, _clean(result), overwrite=overwrite)
+    print(f"wrote {out_json}")
     return out_json
 
 
@@ -1174,6 +1332,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ref.add_argument("--overwrite", action="store_true", help="replace a cached reference made with other settings")
     ref.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="trajectories (default %(default)s)")
     ref.add_argument("--threads", type=int, default=None, help="OpenMM CPU threads (default: OpenMM's)")
+    fric = sub.add_parser("friction", help="per-element temperatures and diffusion against Langevin friction")
+    fric.add_argument("model", help="bundled model name (e.g. water-rigid-16fs) or a model file named like one")
+    fric.add_argument("--rates", type=float, nargs="+", default=list(FRICTION_RATES),
+                      help="Langevin frictions in 1/ps (default %(default)s)")
+    fric.add_argument("--out", type=Path, default=DEFAULT_OUT.parent,
+                      help="results folder; the reference cache is its validation/ (default %(default)s)")
+    fric.add_argument("--lengths", choices=sorted(LENGTHS), default="full")
+    fric.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a length (ps)")
+    fric.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    fric.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="trajectories (default %(default)s)")
+    fric.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads (default: theirs)")
+    fric.add_argument("--no-progress", action="store_true", help="no progress bars")
     summ = sub.add_parser("summarize", help="merge results into validation.json and summary.md")
     summ.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
     args = parser.parse_args(argv)
@@ -1185,6 +1355,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         load_or_run_reference(Setup(args.system, args.threads), dict(LENGTHS[args.lengths][args.system]), args.out,
                               args.work_dir, args.overwrite)
+    elif args.command == "friction":
+        PROGRESS = not args.no_progress
+        args.out.mkdir(parents=True, exist_ok=True)
+        friction_scan(args.model, args.rates, args.out, args.lengths, args.overwrite, args.work_dir,
+                      parse_overrides(args.set), args.threads)
     else:
         summarize(args.out)
     return 0

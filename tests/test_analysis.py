@@ -96,3 +96,70 @@ def test_ramachandran_of_alanine_dipeptide():
     assert np.all((phi >= -180) & (phi < 180)) and np.all((psi >= -180) & (psi < 180))
     _, phi_md = mdtraj.compute_phi(traj)
     assert phi[0, 0] == pytest.approx(wrap_degrees(np.degrees(phi_md[0, 0])))
+
+
+# ------------------------------------------------------------------------ transport
+
+def _argon_trajectory(xyz, cells, dt_ps):
+    import mdtraj
+
+    top = mdtraj.Topology()
+    chain = top.add_chain()
+    for _ in range(xyz.shape[1]):
+        top.add_atom("Ar", mdtraj.element.argon, top.add_residue("AR", chain))
+    traj = mdtraj.Trajectory(xyz.astype(np.float32), top, time=np.arange(len(xyz)) * dt_ps)
+    traj.unitcell_vectors = cells.astype(np.float32)
+    return traj
+
+
+def _wrap(xyz, cell):
+    frac = xyz @ np.linalg.inv(cell)
+    return (frac - np.floor(frac)) @ cell
+
+
+def test_unwrap_restores_straight_lines_in_a_triclinic_box():
+    from openmm_flashmd.analysis.transport import unwrap
+
+    cell = np.array([[2.0, 0.0, 0.0], [0.6, 1.8, 0.0], [-0.4, 0.5, 1.7]])
+    t = np.arange(60) * 0.1
+    velocity = np.array([[0.9, -0.7, 0.5], [-0.3, 0.8, 1.1]])  # nm/ps: crosses every face several times
+    start = np.array([[0.3, 0.4, 0.5], [1.0, 0.9, 0.2]])
+    straight = start[None] + t[:, None, None] * velocity[None]
+    wrapped = _wrap(straight, cell)
+    assert np.abs(wrapped - straight).max() > 1.0  # the wrapping really moved atoms
+    traj = _argon_trajectory(wrapped, np.repeat(cell[None], len(t), 0), 0.1)
+    np.testing.assert_allclose(unwrap(traj, [0, 1]), straight - straight[:1] + wrapped[:1], atol=1e-5)
+
+
+def test_self_diffusion_recovers_a_random_walk():
+    """Brownian walkers with D = 0.005 nm^2/ps, wrapped into a 2 nm box: the estimate is
+    within 10 % (about 4 standard errors here), and a walk at 4 D gives 4 times as much."""
+    from openmm_flashmd.analysis.transport import self_diffusion
+
+    rng = np.random.default_rng(1)
+    cell = 2.0 * np.eye(3)
+    dt, frames, n = 0.1, 600, 300
+    estimates = []
+    for diffusion in (0.005, 0.02):
+        steps = rng.normal(scale=math.sqrt(2 * diffusion * dt), size=(frames - 1, n, 3))
+        xyz = rng.uniform(0, 2, (1, n, 3)) + np.concatenate([np.zeros((1, n, 3)), np.cumsum(steps, 0)])
+        traj = _argon_trajectory(_wrap(xyz, cell), np.repeat(cell[None], frames, 0), dt)
+        estimates.append(self_diffusion(traj, "element Ar", fit_ps=(1.0, 5.0)))
+    assert estimates[0] == pytest.approx(0.005, rel=0.1)
+    assert estimates[1] == pytest.approx(0.02, rel=0.1)
+    with pytest.raises(ValueError, match="matches no atoms"):
+        self_diffusion(traj, "element O")
+    with pytest.raises(ValueError, match="fit window"):
+        self_diffusion(traj, "element Ar", fit_ps=(1.0, 100.0))
+
+
+def test_temperature_check_explains_elements_drifting_apart():
+    from openmm_flashmd.analysis.report import temperature_check
+
+    expected = {"all": 300.0, "H": 300.0, "O": 300.0}
+    ok, text, advice = temperature_check({"all": 301.0, "H": 298.0, "O": 303.5}, expected)
+    assert ok and "worst: O +3.5 K" in text and advice == []
+    ok, text, advice = temperature_check({"all": 302.0, "H": 200.0, "O": 500.0}, expected)
+    assert not ok and "worst: O +200.0 K" in text and "--collision-rate" in advice[0]
+    ok, _, advice = temperature_check({"all": 400.0, "H": 400.0, "O": 400.0}, expected)
+    assert not ok and advice == []  # a run that is simply too hot gets no equipartition advice

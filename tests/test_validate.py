@@ -130,3 +130,35 @@ def test_reference_cache_with_other_settings_is_refused(tmp_path, tiny_water_mod
                        "--work-dir", str(tmp_path / "work")] + QUICK)
     assert validate.system_from_model_name("alanine-dipeptide-implicit-8fs") == "alanine-dipeptide-implicit"
     assert validate.system_from_model_name("model") is None
+
+
+def test_friction_scan_quick(tmp_path, tiny_water_model):
+    """The friction scan's bookkeeping: one row per friction with per-element temperatures
+    against the reference, filter counts, RDF, and O diffusion of FlashMD and reference MD
+    (stronger friction slows reference MD's diffusion)."""
+    validate = _load("validate")
+    validate.EXPLOSION_FACTOR = 1e6
+    model = tmp_path / "water-16fs.pt"  # the file name tells the system
+    model.write_bytes(Path(tiny_water_model).read_bytes())
+    args = ["friction", str(model), "--rates", "100", "1", "--out", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+            "--lengths", "quick", "--no-progress", "--threads", "1", "--set", "nvt_ps=0.8",
+            "--set", "sample_ps=0.048"]  # 3 strides per sample: the last sample comes after 2
+    assert validate.main(args) == 0
+    with pytest.raises(SystemExit, match="--overwrite"):
+        validate.main(args)
+    result = json.loads((tmp_path / "friction-water-16fs.json").read_text())
+    assert result["benchmark"] == "friction_scan" and result["system"] == "water"
+    assert [row["collision_rate_per_ps"] for row in result["rates"]] == [1.0, 100.0]
+    for row in result["rates"]:
+        run = row["flashmd"]
+        assert run["failed_at_ps"] is None, run["error"]
+        assert set(run["temperature_K"]) == {"all", "H", "O"}
+        assert all(_finite(v["dev_reference"]) for v in run["temperature_K"].values())
+        assert run["filter"]["strides"] == 50
+        assert _finite(run["rdf"]["O-O"]["difference_percent"])
+        assert run["diffusion_O_nm2_per_ps"] > 0 and row["reference"]["diffusion_O_nm2_per_ps"] > 0
+    slow, fast = (row["reference"]["diffusion_O_nm2_per_ps"] for row in result["rates"][::-1])
+    assert slow < fast
+    assert (tmp_path / result["plot"]).exists()
+    report = _load("report")
+    assert "friction" in "\n".join(report.RENDERERS["friction_scan"](result, "friction-water-16fs.json"))

@@ -762,6 +762,18 @@ def parse_overrides(pairs: List[str]) -> Dict[str, float]:
     return out
 
 
+def protocol_lengths(system_name: str, lengths_mode: str, overrides: Dict[str, float]) -> Dict[str, float]:
+    """The run lengths (ps) of ``system_name``'s protocol in ``lengths_mode``, with ``overrides``."""
+    if system_name not in LENGTHS[lengths_mode]:
+        raise SystemExit(f"no validation protocol for system {system_name!r} (known: {sorted(LENGTHS[lengths_mode])})")
+    lengths = dict(LENGTHS[lengths_mode][system_name])
+    unknown = set(overrides) - set(lengths)
+    if unknown:
+        raise SystemExit(f"unknown --set keys {sorted(unknown)} (known: {sorted(lengths)})")
+    lengths.update(overrides)
+    return lengths
+
+
 def validate_model(model_arg: str, system_name: Optional[str], out: Path, lengths_mode: str, overwrite: bool,
                    work_dir: Path, overrides: Dict[str, float], stability: Optional[bool], name: Optional[str],
                    threads: Optional[int]) -> Path:
@@ -774,13 +786,7 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
     system_name = system_name or system_from_model_name(stem)
     if system_name is None:
         raise SystemExit(f"cannot tell the system from the model name {stem!r}; pass --system")
-    if system_name not in LENGTHS[lengths_mode]:
-        raise SystemExit(f"no validation protocol for system {system_name!r} (known: {sorted(LENGTHS[lengths_mode])})")
-    lengths = dict(LENGTHS[lengths_mode][system_name])
-    unknown = set(overrides) - set(lengths)
-    if unknown:
-        raise SystemExit(f"unknown --set keys {sorted(unknown)} (known: {sorted(lengths)})")
-    lengths.update(overrides)
+    lengths = protocol_lengths(system_name, lengths_mode, overrides)
     out_json = out / f"{stem}.json"
     if out_json.exists() and not overwrite:
         raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
@@ -1009,13 +1015,9 @@ def friction_scan(model_arg: str, rates: List[float], out: Path, lengths_mode: s
 
     stem = Path(model_arg).stem
     system_name = system_from_model_name(stem)
-    if system_name is None or system_name not in LENGTHS[lengths_mode]:
-        raise SystemExit(f"no validation protocol for the model {stem!r}")
-    lengths = dict(LENGTHS[lengths_mode][system_name])
-    unknown = set(overrides) - set(lengths)
-    if unknown:
-        raise SystemExit(f"unknown --set keys {sorted(unknown)} (known: {sorted(lengths)})")
-    lengths.update(overrides)
+    if system_name is None:
+        raise SystemExit(f"cannot tell the system from the model name {stem!r} (name it <system>-<N>fs)")
+    lengths = protocol_lengths(system_name, lengths_mode, overrides)
     out_json = out / f"friction-{stem}.json"
     if out_json.exists() and not overwrite:
         raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")

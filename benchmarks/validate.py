@@ -612,10 +612,11 @@ def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict
     return out, series, rec
 
 
-def flashmd_npt(setup: Setup, model, start: State, lengths: Dict[str, float], stride: float) -> Tuple[Dict, np.ndarray]:
+def flashmd_npt(setup: Setup, model, start: State, lengths: Dict[str, float], stride: float,
+                collision_rate: float = COLLISION_RATE) -> Tuple[Dict, np.ndarray]:
     frequency = max(1, int(round(REFERENCE_BAROSTAT_FREQUENCY * setup.timestep / stride)))
     system = setup.barostat_system(frequency)
-    integrator = setup.flashmd(system, model, "O F E O")
+    integrator = setup.flashmd(system, model, "O F E O", collision_rate)
     context = setup.context(system, integrator)
     start.apply(context, setup.periodic)
     interval = max(1, int(round(lengths["sample_ps"] / stride)))
@@ -776,8 +777,9 @@ def protocol_lengths(system_name: str, lengths_mode: str, overrides: Dict[str, f
 
 def validate_model(model_arg: str, system_name: Optional[str], out: Path, lengths_mode: str, overwrite: bool,
                    work_dir: Path, overrides: Dict[str, float], stability: Optional[bool], name: Optional[str],
-                   threads: Optional[int]) -> Path:
-    """Run every measurement for one model and write ``out/<name>.json`` (see the module docstring)."""
+                   threads: Optional[int], collision_rate: float = COLLISION_RATE) -> Path:
+    """Run every measurement for one model and write ``out/<name>.json`` (see the module docstring).
+    ``collision_rate`` (1/ps) is FlashMD's Langevin friction; reference MD keeps ``COLLISION_RATE``."""
     import torch
 
     from openmm_flashmd import load_model, read_metadata
@@ -818,7 +820,7 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
         "benchmark": "validation-model", "model": stem, "model_source": str(model_arg), "system": system_name,
         "stride_ps": stride, "n_atoms": setup.n_atoms, "lengths_mode": lengths_mode, "lengths": lengths,
         "overrides": overrides,
-        "temperature_K": setup.temperature, "collision_rate_per_ps": COLLISION_RATE, "seed": SEED,
+        "temperature_K": setup.temperature, "collision_rate_per_ps": collision_rate, "seed": SEED,
         "model_metadata": {k: metadata.get(k) for k in ("kind", "hypers", "validation", "cutoff")},
         "reference": {"file": f"reference-{system_name}.json", "settings_hash": reference.get("settings_hash"),
                       "computed_in_this_run": ran_reference},
@@ -828,8 +830,10 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
 
     # 1 (+5): NVT with and without filter; stability continues the filtered run
     stability_to = lengths["stability_ps"] if stability else 0.0
-    nvt_f, series_f, rec_f = flashmd_nvt(setup, model, "O F E O", start, lengths, stride, reference, True, stability_to)
-    nvt_n, series_n, _ = flashmd_nvt(setup, model, "O F O", start, lengths, stride, reference, False)
+    nvt_f, series_f, rec_f = flashmd_nvt(setup, model, "O F E O", start, lengths, stride, reference, True, stability_to,
+                                         collision_rate)
+    nvt_n, series_n, _ = flashmd_nvt(setup, model, "O F O", start, lengths, stride, reference, False,
+                                     collision_rate=collision_rate)
     stab = nvt_f.pop("stability", None)
     result["nvt"] = {"filter": nvt_f, "no_filter": nvt_n, "reference": reference.get("nvt")}
     result["stability"] = {"ran": bool(stability), "reason": stability_reason, **(stab or {})}
@@ -861,7 +865,7 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
             plot_rdfs(plot, r, curves)
             plots.append(plot.name)
     if setup.periodic and "npt" in reference and lengths.get("npt_ps", 0) > 0:
-        npt, rho = flashmd_npt(setup, model, start, lengths, stride)
+        npt, rho = flashmd_npt(setup, model, start, lengths, stride, collision_rate)
         ref_rho = reference["npt"]["density_g_cm3"]
         if "density_g_cm3" in npt:
             d = npt["density_g_cm3"]
@@ -1087,7 +1091,10 @@ def _model_for(models: Dict[str, Dict], system: str, stride_fs: int) -> Optional
 
 
 def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
-    """One row per goal (and per model for the NVE goal): value, threshold, met (None: not measured)."""
+    """One row per goal (and per model for the NVE goal): value, threshold, met (None: not measured).
+    Goals are judged on runs at the validation's friction only; variants run with another
+    ``--collision-rate`` are shown in the table, not judged."""
+    models = {k: v for k, v in models.items() if v.get("collision_rate_per_ps", COLLISION_RATE) == COLLISION_RATE}
     rows = []
     for goal in GOALS:
         targets = ([(n, d) for n, d in sorted(models.items())] if goal["system"] is None
@@ -1216,8 +1223,9 @@ def summary_markdown(merged: Dict[str, Any]) -> str:
         lines.append(f"| {row['text']} | {row['model'] or '—'} | {_fmt(row['value'], '.3g')} | {row['threshold']:g} | "
                      f"{met}{' (' + row['note'] + ')' if row['note'] else ''} |")
     for name, data in sorted(merged["models"].items()):
-        lines += ["", f"## {name} ({data['system']}, {data['stride_ps'] * 1000:g} fs, {data['lengths_mode']} lengths)",
-                  ""]
+        friction = data.get("collision_rate_per_ps", COLLISION_RATE)
+        lines += ["", f"## {name} ({data['system']}, {data['stride_ps'] * 1000:g} fs, {data['lengths_mode']} lengths"
+                  + (f", FlashMD friction {friction:g}/ps" if friction != COLLISION_RATE else "") + ")", ""]
         elements = sorted(k for k in (_get(data, "nvt", "reference", "temperature_K") or {}) if k != "all")
         lines += ["| run | T all (K) | " + " | ".join(f"T {e} (K)" for e in elements)
                   + " | filter clamped | mean scale | status |"]
@@ -1326,6 +1334,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="always run the stability test")
     group.add_argument("--no-stability", dest="stability", action="store_false", help="never run it")
     run.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads (default: theirs)")
+    run.add_argument("--collision-rate", type=float, default=COLLISION_RATE,
+                     help="FlashMD's Langevin friction in 1/ps (default %(default)s; reference MD keeps 1/ps; "
+                          "goals are judged at the default only)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     ref = sub.add_parser("reference", help="run (or reuse) only the reference MD of a system")
     ref.add_argument("system", help="built-in system, e.g. water")
@@ -1352,7 +1363,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "run":
         PROGRESS = not args.no_progress
         validate_model(args.model, args.system, args.out, args.lengths, args.overwrite, args.work_dir,
-                       parse_overrides(args.set), args.stability, args.name, args.threads)
+                       parse_overrides(args.set), args.stability, args.name, args.threads, args.collision_rate)
     elif args.command == "reference":
         args.out.mkdir(parents=True, exist_ok=True)
         load_or_run_reference(Setup(args.system, args.threads), dict(LENGTHS[args.lengths][args.system]), args.out,

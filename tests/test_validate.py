@@ -59,8 +59,10 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     assert validate.main(["run", str(tiny_water_model), "--name", "water-16fs", "--stability"] + common) == 0
     with pytest.raises(SystemExit, match="--overwrite"):
         validate.main(["run", str(tiny_water_model), "--name", "water-16fs"] + common)
-    # a second model reuses the cached reference and times reference MD itself
-    assert validate.main(["run", str(tiny_water_model), "--name", "second", "--no-stability"] + common) == 0
+    # a second model reuses the cached reference and times reference MD itself; it runs FlashMD at
+    # another friction, so it is shown but not judged against the goals
+    assert validate.main(["run", str(tiny_water_model), "--name", "second", "--no-stability",
+                          "--collision-rate", "30"] + common) == 0
 
     result = json.loads((out / "water-16fs.json").read_text())
     assert result["system"] == "water" and result["stride_ps"] == pytest.approx(0.016)
@@ -94,6 +96,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
 
     second = json.loads((out / "second.json").read_text())
     assert second["reference"]["computed_in_this_run"] is False and not second["stability"]["ran"]
+    assert second["collision_rate_per_ps"] == 30.0 and result["collision_rate_per_ps"] == 1.0
     assert "timed in this run" in second["cost"]["reference_source"] and second["cost"]["reference_s_per_ps"] > 0
 
     # a run hotter than EXPLOSION_FACTOR x the target stops there and is reported as failed
@@ -110,6 +113,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     goals = {(g["goal"], g["model"]): g for g in merged["goals"]}
     assert goals[("water_T", "water-16fs")]["met"] in (True, False) and _finite(goals[("water_T", "water-16fs")]["value"])
     assert goals[("alanine_js", None)]["met"] is None
+    assert ("nve", "water-16fs") in goals and not any(model == "second" for _, model in goals)
     assert "quick lengths" in goals[("water_rdf", "water-16fs")]["note"]
     summary = (out / "summary.md").read_text()
     assert "## Goals" in summary and "![water-16fs-rdf.png](water-16fs-rdf.png)" in summary
@@ -117,6 +121,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     report = _load("report")
     markdown = "\n".join(report.render_validation(merged, "validation.json"))
     assert "| water-16fs | 16 | quick |" in markdown and "Measured on" in markdown
+    assert "| second (FlashMD friction 30/ps) | 16 | quick |" in markdown
 
 
 def test_reference_cache_with_other_settings_is_refused(tmp_path, tiny_water_model, monkeypatch):

@@ -126,6 +126,7 @@ def mlip_torch_force(
     atomic_numbers: Sequence[int],
     periodic: bool,
     atoms: Optional[Sequence[int]] = None,
+    box_vectors: Optional[Sequence[Sequence[float]]] = None,
 ):
     """An openmm-torch ``TorchForce`` whose energy is ``model``'s (forces by autograd).
 
@@ -138,9 +139,11 @@ def mlip_torch_force(
             ``usesPeriodicBoundaryConditions`` is set).
         atoms: indices of the particles the model acts on (default: all); only their
             positions reach the model, the other particles feel no force from it.
+        box_vectors: the periodic box (three vectors, nm), when known: the model's cutoff
+            must then be below half the smallest cell height.
 
     Raises ``ValueError`` for unsupported elements, a periodicity the model was not
-    trained for, or bad ``atoms``.
+    trained for, a box too small for the cutoff, or bad ``atoms``.
     """
     import openmmtorch
 
@@ -161,7 +164,7 @@ def mlip_torch_force(
         selected = numbers.index_select(0, indices)
     if bool((selected < 1).any()):
         raise ValueError("every atom the energy model acts on needs an element (atomic number >= 1)")
-    _check_model(read_energy_metadata(scripted), selected.tolist(), periodic)
+    _check_model(read_energy_metadata(scripted), selected.tolist(), periodic, box_vectors)
 
     entry = torch.jit.script(MLIPForceModule(scripted, selected, indices))
     force = openmmtorch.TorchForce(entry)
@@ -200,13 +203,8 @@ def add_mlip_force(
         raise ValueError(f"force_group must be in 0..31, got {force_group}")
     numbers = _topology_numbers(topology, atoms)
     box = topology.getPeriodicBoxVectors()
-    periodic = box is not None
-    scripted = load_energy_model(model)
-    if periodic:
-        vectors = [vec.value_in_unit(unit.nanometer) for vec in box]
-        selected = numbers if atoms is None else [numbers[int(i)] for i in atoms if 0 <= int(i) < len(numbers)]
-        _check_model(read_energy_metadata(scripted), selected, periodic, vectors)
-    force = mlip_torch_force(scripted, numbers, periodic, atoms)
+    vectors = None if box is None else [vec.value_in_unit(unit.nanometer) for vec in box]
+    force = mlip_torch_force(model, numbers, box is not None, atoms, vectors)
     force.setForceGroup(int(force_group))
     system.addForce(force)
     return force

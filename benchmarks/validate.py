@@ -593,19 +593,19 @@ def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict
     if continue_to_ps > 0:
         stab: Dict[str, Any] = {"length_ps": continue_to_ps, "splitting": splitting}
         t_now = t_settle + run["done_ps"]
-        failed = out["failed_at_ps"]
+        failed, error = out["failed_at_ps"], out.get("error")
         t_series = list(temps["all"])
         speed = rec.max_speed
         if failed is None and continue_to_ps > t_now:
             more = setup.recorder()
             cont = advance(context, integrator, stride, continue_to_ps - t_now, interval, f"{label} stability", more,
                            t0=t_now)
-            failed = cont["failed_at_ps"]
+            failed, error = cont["failed_at_ps"], cont["error"]
             t_series += more.velocities_T
             speed = max(speed, more.max_speed)
             series["stability_time"] = np.asarray(more.time, dtype=np.float32)
             series["stability_T_all"] = np.asarray(more.velocities_T, dtype=np.float32)
-        stab.update(stable=failed is None, failed_at_ps=failed,
+        stab.update(stable=failed is None, failed_at_ps=failed, error=error,
                     T_min_K=float(np.min(t_series)) if t_series else math.nan,
                     T_max_K=float(np.max(t_series)) if t_series else math.nan, max_speed_nm_per_ps=speed)
         out["stability"] = stab

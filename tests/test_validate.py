@@ -85,6 +85,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
         assert _finite(result["nve"][key]), key
     assert result["stability"]["ran"] and result["stability"]["length_ps"] == pytest.approx(0.32)
     assert isinstance(result["stability"]["stable"], bool)
+    assert (result["stability"]["error"] is None) == result["stability"]["stable"]
     cost = result["cost"]
     assert cost["reference_s_per_ps"] > 0 and cost["flashmd_s_per_ps"] > 0 and cost["speedup"] > 0
     for plot in result["plots"]:

@@ -74,6 +74,10 @@ done
 for name in water-rigid-16fs water-16fs water-8fs water-4fs alanine-dipeptide-implicit-8fs alanine-dipeptide-implicit-4fs; do
     python benchmarks/validate.py run "$name" --threads 1 --overwrite
 done
+# the default model at other Langevin frictions (README friction table, friction100 row)
+python benchmarks/validate.py friction water-rigid-16fs --threads 2 --overwrite
+python benchmarks/validate.py run water-rigid-16fs --system water-rigid --name water-rigid-16fs-friction100 \
+    --collision-rate 100 --stability --threads 2 --overwrite
 python benchmarks/validate.py summarize
 python benchmarks/report.py
 for name in water-rigid-16fs water-16fs water-8fs water-4fs alanine-dipeptide-implicit-8fs alanine-dipeptide-implicit-4fs; do

@@ -42,7 +42,11 @@ NOTES = {
     "water": SMALL + "Trained on 64 flexible TIP3P waters at 300 K only; the stiff O-H vibrations (period about "
              "9 fs) are what a small model at these strides gets wrong first.",
     "water-rigid": SMALL + "Trained on 64 rigid TIP3P waters (SETTLE) at 300 K only; refuses flexible water "
-                   "(its metadata records the constraints).",
+                   "(its metadata records the constraints). A strong Langevin friction (`--collision-rate 100`) "
+                   "brings the per-element temperatures close to reference MD at the cost of much slower "
+                   "diffusion: `benchmarks/results/friction-water-rigid-16fs.json` (the README's friction table) "
+                   "measures both, and the validation's `water-rigid-16fs-friction100` row runs the whole protocol "
+                   "at that friction.",
     "alanine-dipeptide-implicit": SMALL + "Trained on alanine dipeptide in OBC2 implicit solvent at 300 K only "
                                   "(amber14, no constraints); not for other peptides or explicit solvent.",
 }

@@ -103,26 +103,26 @@ LENGTHS: Dict[str, Dict[str, Dict[str, float]]] = {
 #: Lengths that define the cached reference (a cache with other values is not reused).
 REFERENCE_KEYS = ("equil_ps", "settle_ps", "ref_nvt_ps", "npt_settle_ps", "ref_npt_ps", "sample_ps", "blocks")
 
+def _water_goals(system: str, label: str, temperature_text: str) -> List[Dict[str, Any]]:
+    """The temperature, O-O RDF and density goals of a water box at 16 fs."""
+    return [dict(key="water_T", system=system, stride_fs=16, threshold=1.0, text=temperature_text),
+            dict(key="water_rdf", system=system, stride_fs=16, threshold=2.0,
+                 text=f"{label} 16 fs: O–O RDF integrated difference ≤ 2 %"),
+            dict(key="water_density", system=system, stride_fs=16, threshold=1.0,
+                 text=f"{label} 16 fs: NpT density within 1 % of reference MD")]
+
+
 #: Goals of the validation (see ``summarize``).
-GOALS = [
-    dict(key="water_T", system="water", stride_fs=16, threshold=1.0,
-         text="water 16 fs, NVT with filter: T within 1 K of 300 K, overall and for every element"),
-    dict(key="water_rdf", system="water", stride_fs=16, threshold=2.0,
-         text="water 16 fs: O–O RDF integrated difference ≤ 2 %"),
-    dict(key="water_density", system="water", stride_fs=16, threshold=1.0,
-         text="water 16 fs: NpT density within 1 % of reference MD"),
-    dict(key="water_T", system="water-rigid", stride_fs=16, threshold=1.0,
-         text="rigid water 16 fs (the default model), NVT with filter: T within 1 K of 300 K overall, and every "
-              "element within 1 K of reference MD (with constraints, per-element kinetic T is not 300 K)"),
-    dict(key="water_rdf", system="water-rigid", stride_fs=16, threshold=2.0,
-         text="rigid water 16 fs: O–O RDF integrated difference ≤ 2 %"),
-    dict(key="water_density", system="water-rigid", stride_fs=16, threshold=1.0,
-         text="rigid water 16 fs: NpT density within 1 % of reference MD"),
-    dict(key="alanine_js", system="alanine-dipeptide-implicit", stride_fs=8, threshold=0.02,
-         text="alanine dipeptide 8 fs: Ramachandran JS divergence ≤ 0.02"),
-    dict(key="nve", system=None, stride_fs=None, threshold=5.0,
-         text="NVE without filter: T(end) within 5 K of T(start) after 50 ps"),
-]
+GOALS = (
+    _water_goals("water", "water", "water 16 fs, NVT with filter: T within 1 K of 300 K, overall and for every element")
+    + _water_goals("water-rigid", "rigid water",
+                   "rigid water 16 fs (the default model), NVT with filter: T within 1 K of 300 K overall, and every "
+                   "element within 1 K of reference MD (with constraints, per-element kinetic T is not 300 K)")
+    + [dict(key="alanine_js", system="alanine-dipeptide-implicit", stride_fs=8, threshold=0.02,
+            text="alanine dipeptide 8 fs: Ramachandran JS divergence ≤ 0.02"),
+       dict(key="nve", system=None, stride_fs=None, threshold=5.0,
+            text="NVE without filter: T(end) within 5 K of T(start) after 50 ps")]
+)
 
 PROGRESS = True
 #: A run whose kinetic temperature exceeds this multiple of the target has exploded: it is
@@ -390,14 +390,6 @@ def temperature_summary(series: Dict[str, np.ndarray], blocks: int, target: floa
     return out
 
 
-def worst_element(summary: Dict[str, Dict[str, float]]) -> Optional[Dict[str, Any]]:
-    elements = [(k, v) for k, v in summary.items() if k != "all" and v["mean"] is not None and math.isfinite(v["mean"])]
-    if not elements:
-        return None
-    key, value = max(elements, key=lambda kv: abs(kv[1]["dev_target"]))
-    return {"element": key, "dev_target": value["dev_target"], "dev_reference": value.get("dev_reference")}
-
-
 def density(volumes_nm3: np.ndarray, total_mass_da: float) -> np.ndarray:
     """Mass density (g/cm^3) from box volumes (nm^3) and the total mass (Da)."""
     return total_mass_da * DA_PER_NM3_IN_G_PER_CM3 / np.asarray(volumes_nm3, dtype=float)
@@ -584,7 +576,6 @@ def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict
     if len(rec.time):
         out["temperature_K"] = temperature_summary(temps, blocks, setup.temperature,
                                                    reference.get("nvt", {}).get("temperature_K"))
-        out["worst_element"] = worst_element(out["temperature_K"])
         out["partial"] = run["failed_at_ps"] is not None
     series["time"] = np.asarray(rec.time, dtype=np.float32)
     for key, values in temps.items():
@@ -763,8 +754,15 @@ def parse_overrides(pairs: List[str]) -> Dict[str, float]:
     return out
 
 
-def protocol_lengths(system_name: str, lengths_mode: str, overrides: Dict[str, float]) -> Dict[str, float]:
-    """The run lengths (ps) of ``system_name``'s protocol in ``lengths_mode``, with ``overrides``."""
+def model_protocol(stem: str, system_name: Optional[str], lengths_mode: str, overrides: Dict[str, float],
+                   out_json: Path, overwrite: bool) -> Tuple[str, Dict[str, float]]:
+    """The built-in system a model is validated on (``system_name``, else from its
+    ``<system>-<N>fs`` name ``stem``) and the run lengths (ps) of that system's protocol in
+    ``lengths_mode`` with ``overrides``. Refuses an existing ``out_json`` unless ``overwrite``,
+    before anything runs."""
+    system_name = system_name or system_from_model_name(stem)
+    if system_name is None:
+        raise SystemExit(f"cannot tell the system from the model name {stem!r}; pass --system")
     if system_name not in LENGTHS[lengths_mode]:
         raise SystemExit(f"no validation protocol for system {system_name!r} (known: {sorted(LENGTHS[lengths_mode])})")
     lengths = dict(LENGTHS[lengths_mode][system_name])
@@ -772,7 +770,9 @@ def protocol_lengths(system_name: str, lengths_mode: str, overrides: Dict[str, f
     if unknown:
         raise SystemExit(f"unknown --set keys {sorted(unknown)} (known: {sorted(lengths)})")
     lengths.update(overrides)
-    return lengths
+    if out_json.exists() and not overwrite:
+        raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
+    return system_name, lengths
 
 
 def validate_model(model_arg: str, system_name: Optional[str], out: Path, lengths_mode: str, overwrite: bool,
@@ -785,13 +785,8 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
     from openmm_flashmd import load_model, read_metadata
 
     stem = name or Path(model_arg).stem
-    system_name = system_name or system_from_model_name(stem)
-    if system_name is None:
-        raise SystemExit(f"cannot tell the system from the model name {stem!r}; pass --system")
-    lengths = protocol_lengths(system_name, lengths_mode, overrides)
     out_json = out / f"{stem}.json"
-    if out_json.exists() and not overwrite:
-        raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
+    system_name, lengths = model_protocol(stem, system_name, lengths_mode, overrides, out_json, overwrite)
     if threads:
         torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -960,7 +955,8 @@ def oxygen_diffusion(setup: Setup, recorder: Recorder, length_ps: float) -> Opti
     # intervals: keep the evenly spaced frames only
     times = np.asarray(recorder.time, dtype=float)
     spacing = np.diff(times)
-    even = 1 + int(np.argmax(~np.isclose(spacing, spacing[0]))) if not np.allclose(spacing, spacing[0]) else len(times)
+    uneven = np.flatnonzero(~np.isclose(spacing, spacing[0]))
+    even = int(uneven[0]) + 1 if len(uneven) else len(times)
     traj = _trajectory(setup, recorder.positions[:even], recorder.boxes[:even])
     traj.time = times[:even]
     return self_diffusion(traj, "element O", fit_ps=diffusion_fit_window(length_ps))
@@ -1005,8 +1001,8 @@ def plot_friction(path: Path, rows: List[Dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def friction_scan(model_arg: str, rates: List[float], out: Path, lengths_mode: str, overwrite: bool,
-                  work_dir: Path, overrides: Dict[str, float], threads: Optional[int]) -> Path:
+def friction_scan(model_arg: str, system_name: Optional[str], rates: List[float], out: Path, lengths_mode: str,
+                  overwrite: bool, work_dir: Path, overrides: Dict[str, float], threads: Optional[int]) -> Path:
     """FlashMD NVT ("O F E O") at each Langevin friction in ``rates`` (1/ps): per-element
     temperatures against reference MD (the cached reference at 1/ps: equilibrium values do not
     depend on friction), filter clamps, O-O RDF difference and, for water, the O
@@ -1018,13 +1014,8 @@ def friction_scan(model_arg: str, rates: List[float], out: Path, lengths_mode: s
     from openmm_flashmd import load_model, read_metadata
 
     stem = Path(model_arg).stem
-    system_name = system_from_model_name(stem)
-    if system_name is None:
-        raise SystemExit(f"cannot tell the system from the model name {stem!r} (name it <system>-<N>fs)")
-    lengths = protocol_lengths(system_name, lengths_mode, overrides)
     out_json = out / f"friction-{stem}.json"
-    if out_json.exists() and not overwrite:
-        raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
+    system_name, lengths = model_protocol(stem, system_name, lengths_mode, overrides, out_json, overwrite)
     if not rates or min(rates) <= 0:
         raise SystemExit(f"frictions must be positive (1/ps), got {rates}")
     if threads:
@@ -1044,11 +1035,6 @@ def friction_scan(model_arg: str, rates: List[float], out: Path, lengths_mode: s
         nvt, _, rec = flashmd_nvt(setup, model, "O F E O", start, lengths, stride, reference, True,
                                   collision_rate=rate)
         flashmd = {k: nvt.get(k) for k in ("completed_ps", "failed_at_ps", "error", "temperature_K", "filter")}
-        worst = [(k, v["dev_reference"]) for k, v in (nvt.get("temperature_K") or {}).items()
-                 if k != "all" and v.get("dev_reference") is not None]
-        flashmd["worst_element_dev_reference"] = (dict(zip(("element", "dev_reference"),
-                                                           max(worst, key=lambda kv: abs(kv[1]))))
-                                                  if worst else None)
         if nvt.get("failed_at_ps") is None and rec.positions:
             traj = _trajectory(setup, rec.positions, rec.boxes)
             if "rdf_r" in ref_arrays:
@@ -1067,7 +1053,6 @@ def friction_scan(model_arg: str, rates: List[float], out: Path, lengths_mode: s
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "stack": stack_info()}
     write_json(out_json, _clean(result), overwrite=overwrite)
-    print(f"wrote {out_json}")
     return out_json
 
 
@@ -1346,7 +1331,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ref.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="trajectories (default %(default)s)")
     ref.add_argument("--threads", type=int, default=None, help="OpenMM CPU threads (default: OpenMM's)")
     fric = sub.add_parser("friction", help="per-element temperatures and diffusion against Langevin friction")
-    fric.add_argument("model", help="bundled model name (e.g. water-rigid-16fs) or a model file named like one")
+    fric.add_argument("model", help="bundled model name (e.g. water-rigid-16fs) or a model file")
+    fric.add_argument("--system", help="built-in system (default: the model name without -<N>fs)")
     fric.add_argument("--rates", type=float, nargs="+", default=list(FRICTION_RATES),
                       help="Langevin frictions in 1/ps (default %(default)s)")
     fric.add_argument("--out", type=Path, default=DEFAULT_OUT.parent,
@@ -1371,7 +1357,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     elif args.command == "friction":
         PROGRESS = not args.no_progress
         args.out.mkdir(parents=True, exist_ok=True)
-        friction_scan(args.model, args.rates, args.out, args.lengths, args.overwrite, args.work_dir,
+        friction_scan(args.model, args.system, args.rates, args.out, args.lengths, args.overwrite, args.work_dir,
                       parse_overrides(args.set), args.threads)
     else:
         summarize(args.out)

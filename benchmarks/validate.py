@@ -97,8 +97,10 @@ _ALANINE_FULL = dict(equil_ps=2.0, settle_ps=2.0, nvt_ps=250.0, ref_nvt_ps=500.0
 _ALANINE_QUICK = dict(equil_ps=0.1, settle_ps=0.05, nvt_ps=1.0, ref_nvt_ps=1.0, nve_ps=0.4, nve_start_ps=0.1,
                       nve_end_ps=0.1, stability_ps=1.2, sample_ps=0.02, blocks=4, ref_cost_ps=0.1)
 LENGTHS: Dict[str, Dict[str, Dict[str, float]]] = {
-    "full": {"water": _WATER_FULL, "water-rigid": _WATER_FULL, "alanine-dipeptide-implicit": _ALANINE_FULL},
-    "quick": {"water": _WATER_QUICK, "water-rigid": _WATER_QUICK, "alanine-dipeptide-implicit": _ALANINE_QUICK},
+    "full": {"water": _WATER_FULL, "water-rigid": _WATER_FULL, "alanine-dipeptide-implicit": _ALANINE_FULL,
+             "alanine-dipeptide-implicit-hbonds": _ALANINE_FULL},
+    "quick": {"water": _WATER_QUICK, "water-rigid": _WATER_QUICK, "alanine-dipeptide-implicit": _ALANINE_QUICK,
+              "alanine-dipeptide-implicit-hbonds": _ALANINE_QUICK},
 }
 #: Lengths that define the cached reference (a cache with other values is not reused).
 REFERENCE_KEYS = ("equil_ps", "settle_ps", "ref_nvt_ps", "npt_settle_ps", "ref_npt_ps", "sample_ps", "blocks")

@@ -20,10 +20,22 @@ def _minimised_energy(built: BuiltinSystem) -> float:
 
 
 def test_registry():
-    assert set(available_systems()) == {"water", "water-rigid", "alanine-dipeptide-implicit", "alanine-dipeptide-explicit", "argon"}
+    assert set(available_systems()) == {"water", "water-rigid", "alanine-dipeptide-implicit",
+                                        "alanine-dipeptide-implicit-hbonds", "alanine-dipeptide-explicit", "argon"}
     with pytest.raises(KeyError, match="available"):
         get_system("nope")
     assert get_system("argon", n_atoms=8).num_particles == 8
+
+
+def test_alanine_dipeptide_hbonds_constrains_every_bond_to_hydrogen():
+    built = get_system("alanine-dipeptide-implicit-hbonds")
+    assert built.name == "alanine-dipeptide-implicit-hbonds" and built.reference_timestep == 0.001
+    hydrogens = {a.index for a in built.topology.atoms() if a.element.symbol == "H"}
+    pairs = {tuple(sorted(built.system.getConstraintParameters(k)[:2])) for k in range(built.system.getNumConstraints())}
+    bonds_to_h = {tuple(sorted((b[0].index, b[1].index))) for b in built.topology.bonds()
+                  if b[0].index in hydrogens or b[1].index in hydrogens}
+    assert pairs == bonds_to_h and len(pairs) == 12
+    assert get_system("alanine-dipeptide-implicit").system.getNumConstraints() == 0
 
 
 def test_water_box_flexible():

@@ -287,10 +287,15 @@ class StridePairs(torch.utils.data.Dataset):
     random_rotations : rotate (and with ``inversion`` also reflect) every drawn pair by a
         fresh random orthogonal matrix (positions, velocities and box, both ends)
     dtype : torch dtype of returned tensors
+    guesses : the Verlet guess of every frame for the (one) stride, from
+        :func:`openmm_flashmd.data.guess.verlet_guesses`: ``{"forward": (g, w),
+        "reverse": (g, w)}`` with arrays ``[S, F, N, 3]`` (nm, nm/ps); ``"reverse"`` (guesses
+        from negated velocities) is needed with ``time_reversal``
 
     Each item/batch is a dict with ``positions``, ``velocities`` (input, nm and nm/ps),
     ``new_positions``, ``new_velocities`` (target), ``box`` (nm), ``stride`` (ps),
-    ``reversed`` (bool) and ``segment`` (index into ``data``).
+    ``reversed`` (bool) and ``segment`` (index into ``data``); with ``guesses`` also
+    ``guess`` (nm) and ``guess_velocities`` (nm/ps) of the start of the pair.
     """
 
     def __init__(
@@ -303,6 +308,7 @@ class StridePairs(torch.utils.data.Dataset):
         inversion: bool = True,
         dtype: torch.dtype = torch.float64,
         generator: Optional[torch.Generator] = None,
+        guesses: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
     ):
         self.data = data
         self.strides = [float(s) for s in (strides if isinstance(strides, (list, tuple, np.ndarray)) else [strides])]
@@ -328,6 +334,15 @@ class StridePairs(torch.utils.data.Dataset):
         self._vel = torch.from_numpy(data.velocities)
         self._box = torch.from_numpy(data.box)
         self._stride_values = torch.tensor(self.strides, dtype=dtype)
+        self._guesses: Optional[List[torch.Tensor]] = None
+        if guesses is not None:
+            if len(self.strides) != 1:
+                raise DataError("Verlet guesses are for one stride; got several strides")
+            if self.time_reversal and guesses.get("reverse") is None:
+                raise DataError("time_reversal needs the Verlet guesses of the reversed velocities")
+            forward = guesses["forward"]
+            reverse = guesses.get("reverse") or forward
+            self._guesses = [torch.from_numpy(np.asarray(a)) for a in (*forward, *reverse)]
 
     def __len__(self) -> int:
         return len(self.pairs) * (2 if self.time_reversal else 1)
@@ -351,11 +366,20 @@ class StridePairs(torch.utils.data.Dataset):
         q0, q1 = self._pos[seg, a], self._pos[seg, b]
         v0, v1 = self._vel[seg, a] * sign, self._vel[seg, b] * sign
         box = self._box[seg, a]
+        tensors = [q0, q1, v0, v1, box]
+        if self._guesses is not None:
+            g_fwd, w_fwd, g_rev, w_rev = self._guesses
+            flip = torch.from_numpy(rev).view(-1, 1, 1)
+            tensors += [torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), torch.where(flip, w_rev[seg, a], w_fwd[seg, a])]
         if self.random_rotations and len(idx):
             rot = random_orthogonal(len(idx), self.generator, self.inversion)
             rt = rot.transpose(1, 2)
-            q0, q1, v0, v1, box = (torch.bmm(x, rt) for x in (q0, q1, v0, v1, box))
+            tensors = [torch.bmm(x, rt) for x in tensors]
+        q0, q1, v0, v1, box = tensors[:5]
         stride = self._stride_values[torch.from_numpy(rows[:, 3])]
+        extra = {}
+        if self._guesses is not None:
+            extra = {"guess": tensors[5].to(self.dtype), "guess_velocities": tensors[6].to(self.dtype)}
         return {
             "positions": q0.to(self.dtype),
             "velocities": v0.to(self.dtype),
@@ -365,6 +389,7 @@ class StridePairs(torch.utils.data.Dataset):
             "stride": stride,
             "reversed": torch.from_numpy(rev),
             "segment": seg,
+            **extra,
         }
 
 

@@ -13,6 +13,10 @@ stage     positions the force receives  what the adapter does / returns as "forc
 2         x                             decodes v = (probe - x) / s, runs the stride
                                         model, returns the displacement Δq (nm)
 3         anything                      returns the new velocities v' (nm/ps)
+4         x + g                         models with the ``verlet_guess`` input only,
+                                        before stage 1: stores the guessed positions
+5         x + s w                       stores the guessed velocities; stage 2 decodes
+                                        g = stored4 - x and w = (stored5 - x) / s
 ========  ===========================  ============================================
 
 Here ``s`` is :data:`VELOCITY_PROBE_TIME`. The integrator undoes the probe with
@@ -21,7 +25,8 @@ molecule by a box vector during an evaluation (CUDA does, every few hundred
 evaluations, and it also reorders atoms) keeps a consistent ``x``; the decoded
 ``probe - x`` is reduced to its minimum image, which removes such shifts exactly
 as long as ``|s v|`` stays below half the shortest cell height (true for any
-velocity below ~50 L nm/ps). Positions may arrive in float32 (CUDA mixed
+velocity below ~50 L nm/ps). The Verlet guess ``g``, ``w`` of
+:mod:`openmm_flashmd.integrator.guess` travels the same way. Positions may arrive in float32 (CUDA mixed
 precision); the adapter works in float64 and returns the dtype it was given.
 
 A random rotation (proper or improper) of positions, velocities and cell is
@@ -54,6 +59,7 @@ FAILURE_REASONS = {
     1: "the velocities entering the stride are NaN or Inf",
     2: "the stride model returned NaN or Inf",
     3: "a particle moved more than max_displacement in one stride; the simulation is unstable",
+    4: "the Verlet guess the model starts from is NaN or Inf (the constraint solver failed: forces too large?)",
 }
 
 #: Context parameters of the stride force, in the order openmm-torch passes them. The
@@ -123,10 +129,12 @@ class StrideAdapter(torch.nn.Module):
         periodic: bool,
         random_rotation: bool,
         max_displacement: float,
+        uses_guess: bool = False,
     ):
         super().__init__()
         n = int(masses.shape[0])
-        self.model = model
+        self.model = model if uses_guess else WithoutGuess(model)
+        self.uses_guess = uses_guess
         self.periodic = periodic
         self.random_rotation = random_rotation
         self.max_displacement = max_displacement
@@ -136,27 +144,46 @@ class StrideAdapter(torch.nn.Module):
         self.register_buffer("atomic_numbers", atomic_numbers.to(torch.int64))
         self.register_buffer("probe", torch.zeros(n, 3, dtype=torch.float64))
         self.register_buffer("new_velocities", torch.zeros(n, 3, dtype=torch.float64))
+        self.register_buffer("guess_probe", torch.zeros(n, 3, dtype=torch.float64))
+        self.register_buffer("guess_velocity_probe", torch.zeros(n, 3, dtype=torch.float64))
+        # 2 once stages 4 and 5 stored a guess for the coming stride (models with the guess input)
+        self.guess_phase = 0
         # 0 idle, 1 probe stored, 2 outputs ready: each stage acts once per stride, in order,
         # so an evaluation outside the integrator's program (e.g. a getState after a failed
         # stride) returns zeros instead of re-running the model on stale inputs.
         self.phase = 0
 
     def stride(
-        self, positions: torch.Tensor, velocities: torch.Tensor, box: torch.Tensor, rotation: torch.Tensor
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        box: torch.Tensor,
+        rotation: torch.Tensor,
+        guess: torch.Tensor,
+        guess_velocities: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One model stride in the rotated frame; returns (Δq nm, v' nm/ps) in the lab frame."""
+        """One model stride in the rotated frame; returns (Δq nm, v' nm/ps) in the lab frame.
+        ``guess`` (nm) and ``guess_velocities`` (nm/ps) are the Verlet guess (zeros for
+        models without that input)."""
         x = positions @ rotation.T
         v = velocities @ rotation.T
         cell = box @ rotation.T
+        g = guess @ rotation.T
+        w = guess_velocities @ rotation.T
         with torch.no_grad():
-            new_x, new_v = self.model(x, v, self.masses, self.atomic_numbers, cell)
+            new_x, new_v = self.model(x, v, self.masses, self.atomic_numbers, cell, g, w)
         displacement = (new_x.to(torch.float64) - x) @ rotation
         return displacement, new_v.to(torch.float64) @ rotation
 
-    def failure(self, velocities_in: torch.Tensor, displacement: torch.Tensor, new_velocities: torch.Tensor) -> int:
+    def failure(
+        self, velocities_in: torch.Tensor, guess: torch.Tensor, displacement: torch.Tensor,
+        new_velocities: torch.Tensor,
+    ) -> int:
         """Failure code of a stride (see :data:`FAILURE_REASONS`); 0 when it is sound."""
         if not bool(torch.isfinite(velocities_in).all()):
             return 1
+        if not bool(torch.isfinite(guess).all()):
+            return 4
         if not bool(torch.isfinite(displacement).all()) or not bool(torch.isfinite(new_velocities).all()):
             return 2
         if self.max_displacement > 0.0 and float(torch.linalg.norm(displacement, dim=1).max()) > self.max_displacement:
@@ -177,6 +204,14 @@ class StrideAdapter(torch.nn.Module):
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         current = int(stage)
         x = positions.detach().to(torch.float64)  # openmm-torch hands over positions that require grad
+        if current == 4:
+            self.guess_probe.copy_(x)
+            self.guess_phase = 1
+            return energy, torch.zeros_like(positions)
+        if current == 5 and self.guess_phase == 1:
+            self.guess_velocity_probe.copy_(x)
+            self.guess_phase = 2
+            return energy, torch.zeros_like(positions)
         if current == 1:
             self.probe.copy_(x)
             self.phase = 1
@@ -184,15 +219,25 @@ class StrideAdapter(torch.nn.Module):
         if current == 2 and self.phase == 1:
             cell = box.detach().to(torch.float64)  # all zeros for non-periodic systems
             delta = self.probe - x
+            guess = torch.zeros_like(x)
+            guess_delta = torch.zeros_like(x)
+            if self.uses_guess and self.guess_phase == 2:
+                guess = self.guess_probe - x
+                guess_delta = self.guess_velocity_probe - x
+            self.guess_phase = 0
             if self.periodic:
                 delta = minimum_image(delta, cell)
+                guess = minimum_image(guess, cell)
+                guess_delta = minimum_image(guess_delta, cell)
             velocities = delta / self.probe_time
             if self.random_rotation:
                 rotation = rotation_from_uniforms(torch.stack([r1, r2, r3, r4])).to(x.device)
             else:
                 rotation = torch.eye(3, dtype=torch.float64, device=x.device)
-            displacement, new_velocities = self.stride(x, velocities, cell, rotation)
-            code = self.failure(velocities, displacement, new_velocities)
+            displacement, new_velocities = self.stride(
+                x, velocities, cell, rotation, guess, guess_delta / self.probe_time
+            )
+            code = self.failure(velocities, torch.cat([guess, guess_delta]), displacement, new_velocities)
             self.phase = 2
             if code != 0:
                 # The integrator sees the sentinel, keeps the state and reports the stride.
@@ -204,6 +249,27 @@ class StrideAdapter(torch.nn.Module):
             self.phase = 0
             return energy, self.new_velocities.to(positions.dtype)
         return energy, torch.zeros_like(positions)
+
+
+class WithoutGuess(torch.nn.Module):
+    """Gives a stride model without the ``verlet_guess`` input the seven-argument call the
+    adapter makes (the guess is ignored)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+        guess: torch.Tensor,
+        guess_velocities: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.model(positions, velocities, masses, atomic_numbers, box)
 
 
 class PeriodicStrideForceModule(torch.nn.Module):

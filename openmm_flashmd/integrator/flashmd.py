@@ -20,6 +20,14 @@ from openmm_flashmd.integrator.adapter import (
     build_stride_force,
 )
 from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system
+from openmm_flashmd.integrator.guess import (
+    GUESS_VARIABLE,
+    GUESS_VELOCITY_VARIABLE,
+    VELOCITY_VARIABLE,
+    add_guess_variables,
+    add_verlet_guess,
+    model_uses_guess,
+)
 from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
 from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
 
@@ -63,7 +71,9 @@ class FlashMDIntegrator(ThermostatedIntegrator):
     (in a reserved force group, zero energy), so build the integrator *before*
     the Context or Simulation. One ``step`` advances the system by the model's
     stride; ``getStepSize()`` is that stride, so simulation time, reporters and
-    checkpoints stay right.
+    checkpoints stay right. A model declaring the ``verlet_guess`` input gets the
+    frozen-force Verlet guess of each stride (:mod:`openmm_flashmd.integrator.guess`),
+    computed here from the forces of ``energy_force_groups``.
 
     Parameters
     ----------
@@ -80,7 +90,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         default ``"O F E O"`` with a temperature, ``"F E"`` without.
     energy_force_groups : iterable of int, optional
         Force groups whose potential the energy filter E uses (e.g. the group of a
-        TorchForce MLIP); default all groups except the stride force's.
+        TorchForce MLIP), and whose forces the Verlet guess uses; default all groups
+        except the stride force's.
     random_rotation : bool
         Rotate (properly or improperly) positions, velocities and cell by a random
         orthogonal matrix around every stride; turn off for models of systems in
@@ -153,6 +164,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             periodic=system.usesPeriodicBoundaryConditions(),
             random_rotation=random_rotation,
             max_displacement=_in(max_displacement, unit.nanometer, "max_displacement") or 0.0,
+            uses_guess=model_uses_guess(metadata),
         )
         system.addForce(build_stride_force(adapter, group))
 
@@ -169,6 +181,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.setRandomNumberSeed(int(random_seed))
 
         self._energy = "energy" if energy_groups == all_groups else "+".join(f"energy{g}" for g in sorted(energy_groups))
+        self._force = "f" if energy_groups == all_groups else "+".join(f"f{g}" for g in sorted(energy_groups))
+        self._uses_guess = adapter.uses_guess
         self._constrained = system.getNumConstraints() > 0
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
         self._random_rotation = random_rotation
@@ -212,6 +226,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.addPerDofVariable("flashmd_weight", 0.0)
         self.setPerDofVariableByName("flashmd_weight", [openmm.Vec3(*row) for row in weights])
         self.addPerDofVariable("flashmd_sink", 0.0)
+        if self._uses_guess:
+            add_guess_variables(self)
         if "B" in self._counts:
             for name in ("flashmd_r1", "flashmd_chi2", "flashmd_c", "flashmd_kfac", "flashmd_bussi"):
                 self.addGlobalVariable(name, 0.0)
@@ -244,6 +260,18 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             for k in range(1, 5):
                 self.addComputeGlobal(f"flashmd_rot{k}", "uniform")
         self.addComputeGlobal("flashmd_step", "flashmd_step + 1")
+        if self._uses_guess:
+            # the guess from the forces at x (groups of the energy filter), handed over at x + g
+            # (the positions the guess ends at) and x + s w, like the velocities below
+            add_verlet_guess(self, self.getStepSize().value_in_unit(unit.picosecond),
+                             int(self.model_metadata["guess_substeps"]), self._force, self._constrained)
+            self.addComputeGlobal("flashmd_stage", "4")
+            self.addComputePerDof("flashmd_sink", f"f{g}")
+            self.addComputePerDof("x", f"x - {GUESS_VARIABLE} + {s!r}*{GUESS_VELOCITY_VARIABLE}")
+            self.addComputeGlobal("flashmd_stage", "5")
+            self.addComputePerDof("flashmd_sink", f"f{g}")
+            self.addComputePerDof("x", f"x - {s!r}*{GUESS_VELOCITY_VARIABLE}")
+            self.addComputePerDof("v", VELOCITY_VARIABLE)
         self.addComputePerDof("x", f"x + {s!r}*v")
         self.addComputeGlobal("flashmd_stage", "1")
         self.addComputePerDof("flashmd_sink", f"f{g}")

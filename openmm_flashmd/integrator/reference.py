@@ -26,19 +26,24 @@ def reference_step(
     potential_energy: Optional[Callable[[torch.Tensor], float]] = None,
     rotation_uniforms: Optional[Sequence[float]] = None,
     filter_scale_bounds: Tuple[float, float] = (0.8, 1.25),
+    guess: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, float]:
     """One step of a splitting made of F and E, in float64.
 
     Parameters: positions [N,3] nm, velocities [N,3] nm/ps, masses [N] Da,
     box [3,3] nm or None, ``potential_energy(positions) -> kJ/mol`` (needed for E),
-    ``rotation_uniforms`` the four uniforms the integrator drew (None: no rotation).
+    ``rotation_uniforms`` the four uniforms the integrator drew (None: no rotation),
+    ``guess`` the Verlet guess (displacement [N,3] nm, velocities [N,3] nm/ps) for models
+    with that input (None: a model without).
     Returns (new positions nm, new velocities nm/ps, applied filter scale or 1.0).
     """
     letters = parse_splitting(splitting)
     if set(letters) - {"F", "E"}:
         raise ValueError("reference_step covers the deterministic letters F and E only")
     periodic = box is not None and bool(box.abs().sum() > 0)
-    adapter = StrideAdapter(model, masses, atomic_numbers, periodic, rotation_uniforms is not None, float("inf"))
+    adapter = StrideAdapter(
+        model, masses, atomic_numbers, periodic, rotation_uniforms is not None, float("inf"), guess is not None
+    )
     x = positions.to(torch.float64)
     v = velocities.to(torch.float64)
     m = masses.to(torch.float64).unsqueeze(1)
@@ -54,7 +59,8 @@ def reference_step(
             raise ValueError("the E letter needs potential_energy")
         h0 = float(0.5 * (m * v * v).sum()) + potential_energy(x)
     with torch.no_grad():
-        displacement, new_v = adapter.stride(x, v, cell, rotation)
+        g, w = (torch.zeros_like(x), torch.zeros_like(x)) if guess is None else (t.to(torch.float64) for t in guess)
+        displacement, new_v = adapter.stride(x, v, cell, rotation, g, w)
     new_x = x + displacement
     scale = 1.0
     if h0 is not None:

@@ -77,3 +77,35 @@ class FreeParticleStrideModel(torch.nn.Module):
         box: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         return positions + velocities * self.stride, velocities.clone()
+
+
+class VerletGuessStrideModel(torch.nn.Module):
+    """The Verlet guess as the stride: x' = x + g, v' = w, from the ``verlet_guess`` inputs
+    (g nm, w nm/ps; see :mod:`openmm_flashmd.integrator.guess`) with ``substeps`` substeps.
+
+    Without constraints that is x + τ v + τ² F / 2m and v + τ F / m: exact under constant
+    forces (free fall). It tests that the integrator computes and hands over the guess.
+    ``guess_error`` multiplies g and w by (1 + guess_error) (a deliberately wrong map).
+    """
+
+    def __init__(self, stride: float, substeps: int = 1, guess_error: float = 0.0):
+        super().__init__()
+        self.stride = float(stride)
+        self.guess_error = float(guess_error)
+        self.metadata_json = make_metadata_json(
+            kind="verlet-guess", inputs=["verlet_guess"], guess_substeps=int(substeps),
+            hypers={"guess_error": self.guess_error},
+        )
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+        guess_displacement: torch.Tensor,
+        guess_velocities: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        factor = 1.0 + self.guess_error
+        return positions + guess_displacement * factor, guess_velocities * factor

@@ -92,6 +92,11 @@ class PETHypers:
     (``benchmarks/stiff_bond_learning.py``, 400 steps, 3 seeds) 8 sines reached a
     validation loss of 0.045-0.058 where no basis stayed at 1.82-1.85 (free flight: ~2);
     16 sines were less reliable (0.08-0.50)."""
+    verlet_guess: bool = False
+    """Stride models only: take the frozen-force Verlet guess (displacement g, velocities w;
+    :mod:`openmm_flashmd.integrator.guess`) as input and predict corrections to it."""
+    guess_substeps: int = 4
+    """Substeps of the Verlet guess (with ``verlet_guess``)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +107,8 @@ class PETHypers:
             raise ValueError(f"cutoff must be positive (nm), got {self.cutoff}")
         if not 0.0 < self.cutoff_width <= self.cutoff:
             raise ValueError(f"cutoff_width must be in (0, cutoff] (nm), got {self.cutoff_width}")
+        if int(self.guess_substeps) < 1:
+            raise ValueError(f"guess_substeps must be a positive integer, got {self.guess_substeps}")
         if int(self.n_radial) < 0:
             raise ValueError(f"n_radial must be a non-negative integer, got {self.n_radial}")
         for name in ("d_pet", "d_node", "d_feedforward", "num_heads", "num_attention_layers", "num_gnn_layers"):
@@ -601,6 +608,9 @@ def _upgrade_stride_state_dict(state_dict: Dict[str, Tensor], prefix: str, *args
             state_dict[prefix + "heads_" + rest[5] + "." + layer + "." + rest[7:]] = value
         else:
             state_dict[prefix + "backbone.gnn_layers." + layer + "." + rest] = value
+    for name in ("guess_scale", "guess_velocity_scale"):  # models from before the Verlet guess
+        if prefix + "velocity_scale" in state_dict and prefix + name not in state_dict:
+            state_dict[prefix + name] = torch.ones_like(state_dict[prefix + "velocity_scale"])
 
 
 class PETModel(nn.Module):
@@ -654,9 +664,16 @@ class PETStrideModel(PETModel):
     Buffers (set by the trainer from data, in the model's dtype):
         ``velocity_scale`` (sqrt(Da) nm/ps): typical component of ``u = v sqrt(m)``;
         ``dq_scale`` (sqrt(Da) nm): scale of the learned part of ``dq sqrt(m)``;
-        ``p_scale`` (sqrt(Da) nm/ps): scale of the learned part of ``v' sqrt(m)``.
+        ``p_scale`` (sqrt(Da) nm/ps): scale of the learned part of ``v' sqrt(m)``;
+        with ``hypers.verlet_guess``, ``guess_scale`` (sqrt(Da) nm) and
+        ``guess_velocity_scale`` (sqrt(Da) nm/ps): typical ``(g - v stride) sqrt(m)`` and
+        ``(w - v) sqrt(m)`` of the guess inputs.
         Defaults correspond to 300 K: ``velocity_scale = p_scale = sqrt(kB 300 K)``
         and ``dq_scale = velocity_scale * stride``.
+
+    With ``hypers.verlet_guess`` the model takes the Verlet guess and its outputs are
+    ``y_q = g sqrt(m) + dq_scale head_q`` and ``y_p = w sqrt(m) + p_scale head_p``; build it
+    with :meth:`build` (a :class:`PETGuessStrideModel`, whose ``forward`` takes the guess).
     """
 
     __jit_ignored_attributes__ = ["hypers", "elements", "element_masses", "provenance", "validation"]
@@ -698,9 +715,13 @@ class PETStrideModel(PETModel):
         self.register_buffer("velocity_scale", torch.tensor(DEFAULT_VELOCITY_SCALE))
         self.register_buffer("dq_scale", torch.tensor(DEFAULT_VELOCITY_SCALE * float(stride)))
         self.register_buffer("p_scale", torch.tensor(DEFAULT_VELOCITY_SCALE))
+        self.uses_guess = bool(hypers.verlet_guess)
+        self.register_buffer("guess_scale", torch.tensor(DEFAULT_VELOCITY_SCALE * float(stride)))
+        self.register_buffer("guess_velocity_scale", torch.tensor(DEFAULT_VELOCITY_SCALE))
 
-        # per-atom inputs: u / velocity_scale (3 channels)
-        self.backbone = PETBackbone(hypers, elements, periodic, n_atom_features=3)
+        # per-atom inputs: u / velocity_scale (3 channels), and with the guess
+        # (g - v stride) sqrt(m) / guess_scale and (w - v) sqrt(m) / guess_velocity_scale
+        self.backbone = PETBackbone(hypers, elements, periodic, n_atom_features=9 if self.uses_guess else 3)
         self.heads_q = nn.ModuleList([_mlp(hypers.d_pet, hypers.d_node, 3) for _ in range(hypers.num_gnn_layers)])
         self.heads_p = nn.ModuleList([_mlp(hypers.d_pet, hypers.d_node, 3) for _ in range(hypers.num_gnn_layers)])
         self.metadata_json = ""
@@ -709,7 +730,24 @@ class PETStrideModel(PETModel):
 
     @torch.jit.ignore
     def _own_metadata(self) -> Dict[str, Any]:
-        return {"kind": "pet", "masses": self.element_masses}
+        fields: Dict[str, Any] = {"kind": "pet", "masses": self.element_masses}
+        if self.hypers.verlet_guess:
+            fields.update(inputs=["verlet_guess"], guess_substeps=int(self.hypers.guess_substeps))
+        return fields
+
+    @staticmethod
+    def build(
+        hypers: PETHypers,
+        stride: float,
+        elements: List[int],
+        masses: Dict[int, float],
+        periodic: Optional[bool] = None,
+        provenance: Optional[Dict[str, Any]] = None,
+    ) -> "PETStrideModel":
+        """A :class:`PETGuessStrideModel` when ``hypers.verlet_guess``, else a
+        :class:`PETStrideModel` (arguments as for the constructor)."""
+        cls = PETGuessStrideModel if hypers.verlet_guess else PETStrideModel
+        return cls(hypers, stride, elements, masses, periodic, provenance)
 
     @classmethod
     def from_metadata(cls, metadata: Dict[str, Any]) -> "PETStrideModel":
@@ -721,7 +759,7 @@ class PETStrideModel(PETModel):
         if metadata.get("kind") != "pet":
             raise ValueError(f"metadata describes a {metadata.get('kind')!r} model, not 'pet'")
         masses = {int(z): float(m) for z, m in metadata["masses"].items()}
-        model = cls(
+        model = PETStrideModel.build(
             PETHypers.from_dict(metadata["hypers"]),
             float(metadata["stride"]),
             [int(z) for z in metadata["elements"]],
@@ -734,17 +772,25 @@ class PETStrideModel(PETModel):
         return model
 
     @torch.jit.ignore
-    def set_scales(self, velocity_scale: float, dq_scale: float, p_scale: float) -> None:
-        """Set the normalisation buffers (sqrt(Da) nm/ps, sqrt(Da) nm, sqrt(Da) nm/ps)."""
-        for name, value in (("velocity_scale", velocity_scale), ("dq_scale", dq_scale), ("p_scale", p_scale)):
+    def set_scales(self, velocity_scale: float, dq_scale: float, p_scale: float,
+                   guess_scale: Optional[float] = None, guess_velocity_scale: Optional[float] = None) -> None:
+        """Set the normalisation buffers (sqrt(Da) nm/ps, sqrt(Da) nm, sqrt(Da) nm/ps; the guess
+        scales in sqrt(Da) nm and sqrt(Da) nm/ps, left as they are when None)."""
+        for name, value in (("velocity_scale", velocity_scale), ("dq_scale", dq_scale), ("p_scale", p_scale),
+                            ("guess_scale", guess_scale), ("guess_velocity_scale", guess_velocity_scale)):
+            if value is None:
+                continue
             if not float(value) > 0.0:
                 raise ValueError(f"{name} must be positive, got {value}")
             getattr(self, name).fill_(float(value))
 
     def _predict(
-        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor,
+        guess: Optional[Tensor] = None, guess_velocities: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """Batched core in the model dtype: returns (dq [B,N,3] nm, v' [B,N,3] nm/ps)."""
+        """Batched core in the model dtype: returns (dq [B,N,3] nm, v' [B,N,3] nm/ps).
+        ``guess`` [B,N,3] nm and ``guess_velocities`` [B,N,3] nm/ps: the Verlet guess, required
+        exactly when the model was built with ``verlet_guess``."""
         dtype = self.velocity_scale.dtype
         if positions.dim() != 3 or positions.shape[2] != 3:
             raise ValueError("positions must have shape [B, N, 3] (nm)")
@@ -764,8 +810,22 @@ class PETStrideModel(PETModel):
         species = self.backbone.species(atomic_numbers)
         sqrt_m = torch.sqrt(m).view(1, n_atoms, 1)
         u = vel * sqrt_m  # [B, N, 3], sqrt(Da) nm/ps
+        features = u / self.velocity_scale
+        base_q = u * self.stride
+        base_p = u
+        if self.uses_guess:
+            if guess is None or guess_velocities is None:
+                raise ValueError("this PET stride model takes the Verlet guess (guess, guess_velocities)")
+            if guess.shape != positions.shape or guess_velocities.shape != positions.shape:
+                raise ValueError("the Verlet guess must have the shape of positions (nm, nm/ps)")
+            base_q = guess.to(dtype) * sqrt_m
+            base_p = guess_velocities.to(dtype) * sqrt_m
+            features = torch.cat(
+                [features, (base_q - u * self.stride) / self.guess_scale, (base_p - u) / self.guess_velocity_scale],
+                dim=2,
+            )
 
-        nodes = self.backbone(pos, species, cell, u / self.velocity_scale, self.attention_group_atoms)
+        nodes = self.backbone(pos, species, cell, features, self.attention_group_atoms)
         n_total = n_struct * n_atoms
         head_q = torch.zeros(n_total, 3, dtype=dtype, device=pos.device)
         head_p = torch.zeros(n_total, 3, dtype=dtype, device=pos.device)
@@ -776,9 +836,9 @@ class PETStrideModel(PETModel):
         head_q = head_q.view(n_struct, n_atoms, 3)
         head_p = head_p.view(n_struct, n_atoms, 3)
 
-        y_q = u * self.stride + self.dq_scale * head_q
-        if self.predict_momentum_difference:
-            y_p = u + self.p_scale * head_p
+        y_q = base_q + self.dq_scale * head_q
+        if self.predict_momentum_difference or self.uses_guess:
+            y_p = base_p + self.p_scale * head_p
         else:
             y_p = self.p_scale * head_p
         dq = y_q / sqrt_m
@@ -797,24 +857,27 @@ class PETStrideModel(PETModel):
 
     @torch.jit.export
     def forward_batch(
-        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor,
+        guess: Optional[Tensor] = None, guess_velocities: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Batched step: positions/velocities ``[B, N, 3]`` (nm, nm/ps), masses ``[N]`` (Da),
-        atomic_numbers ``[N]``, box ``[B, 3, 3]`` (nm, rows) -> new positions and velocities
-        ``[B, N, 3]`` (nm, nm/ps) in the model's dtype."""
-        dq, new_v = self._predict(positions, velocities, masses, atomic_numbers, box)
+        atomic_numbers ``[N]``, box ``[B, 3, 3]`` (nm, rows), for models with the Verlet guess
+        its displacement and velocities ``[B, N, 3]`` (nm, nm/ps) -> new positions and
+        velocities ``[B, N, 3]`` (nm, nm/ps) in the model's dtype."""
+        dq, new_v = self._predict(positions, velocities, masses, atomic_numbers, box, guess, guess_velocities)
         return positions.to(dq.dtype) + dq, new_v
 
     @torch.jit.export
     def forward_scaled_batch(
-        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor,
+        guess: Optional[Tensor] = None, guess_velocities: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Mass-scaled predictions after the constraints, in the model's dtype.
 
         Same inputs as :meth:`forward_batch`; returns ``y_q = dq sqrt(m)`` (sqrt(Da) nm)
         and ``y_p = v' sqrt(m)`` (sqrt(Da) nm/ps), each ``[B, N, 3]``.
         """
-        dq, new_v = self._predict(positions, velocities, masses, atomic_numbers, box)
+        dq, new_v = self._predict(positions, velocities, masses, atomic_numbers, box, guess, guess_velocities)
         sqrt_m = torch.sqrt(masses.to(dq.dtype)).view(1, -1, 1)
         return dq * sqrt_m, new_v * sqrt_m
 
@@ -824,11 +887,36 @@ class PETStrideModel(PETModel):
         """One stride: positions [N,3] nm, velocities [N,3] nm/ps, masses [N] Da,
         atomic_numbers [N], box [3,3] nm (rows; zeros = non-periodic) -> positions and
         velocities at ``t + stride`` (nm, nm/ps) in the dtype of ``positions``."""
+        return self._single(positions, velocities, masses, atomic_numbers, box, None, None)
+
+    def _single(
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor,
+        guess: Optional[Tensor], guess_velocities: Optional[Tensor],
+    ) -> Tuple[Tensor, Tensor]:
+        """:meth:`forward` of one structure, with or without the Verlet guess ``[N, 3]``."""
         if positions.dim() != 2 or positions.shape[1] != 3:
             raise ValueError("positions must have shape [N, 3] (nm)")
+        if guess is not None:
+            guess = guess.unsqueeze(0)
+        if guess_velocities is not None:
+            guess_velocities = guess_velocities.unsqueeze(0)
         dq, new_v = self._predict(
-            positions.unsqueeze(0), velocities.unsqueeze(0), masses, atomic_numbers, box.unsqueeze(0)
+            positions.unsqueeze(0), velocities.unsqueeze(0), masses, atomic_numbers, box.unsqueeze(0),
+            guess, guess_velocities,
         )
         out_dtype = positions.dtype
-        new_positions = positions + dq[0].to(out_dtype)
-        return new_positions, new_v[0].to(out_dtype)
+        return positions + dq[0].to(out_dtype), new_v[0].to(out_dtype)
+
+
+class PETGuessStrideModel(PETStrideModel):
+    """:class:`PETStrideModel` with the Verlet guess input (``hypers.verlet_guess``): its
+    ``forward`` takes the guess displacement and velocities after ``box``, as the
+    stride-model protocol defines for models declaring the ``verlet_guess`` input."""
+
+    def forward(
+        self, positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, box: Tensor,
+        guess_displacement: Tensor, guess_velocities: Tensor,
+    ) -> Tuple[Tensor, Tensor]:
+        """One stride: as :meth:`PETStrideModel.forward`, with the Verlet guess
+        ``guess_displacement`` [N,3] nm and ``guess_velocities`` [N,3] nm/ps."""
+        return self._single(positions, velocities, masses, atomic_numbers, box, guess_displacement, guess_velocities)

@@ -17,6 +17,13 @@ new_positions      [N, 3]     nm      positions at t + stride
 new_velocities     [N, 3]     nm/ps   velocities at t + stride
 =================  =========  ======  =====================================================
 
+A model whose metadata lists ``"verlet_guess"`` in ``inputs`` takes two more arguments,
+``guess_displacement`` [N, 3] nm and ``guess_velocities`` [N, 3] nm/ps: where velocity
+Verlet with the System's constraints goes over the stride in ``guess_substeps`` substeps
+when the forces stay frozen at time t (see :mod:`openmm_flashmd.integrator.guess`);
+:class:`~openmm_flashmd.integrator.FlashMDIntegrator` computes them on the platform.
+Models without it keep the five-argument ``forward``.
+
 and two attributes readable from the scripted module:
 
 * ``stride`` (float): the time the model advances, in ps;
@@ -48,7 +55,12 @@ METADATA_DEFAULTS: Dict[str, Any] = {
     "hypers": {},
     "provenance": {},         # training data, dataset hash, package versions
     "validation": {},         # validation errors measured at export
+    "inputs": [],             # optional inputs after ``box``, in order; only "verlet_guess" exists
+    "guess_substeps": 1,      # substeps of the Verlet guess (models with the "verlet_guess" input)
 }
+
+#: Optional inputs a stride model may declare in ``metadata_json["inputs"]``.
+OPTIONAL_INPUTS = ("verlet_guess",)
 
 ModelLike = Union[torch.jit.ScriptModule, torch.nn.Module, str, os.PathLike]
 
@@ -82,6 +94,9 @@ def read_metadata(model: torch.nn.Module) -> Dict[str, Any]:
     if not stride > 0.0:
         raise ModelProtocolError(f"stride model has stride {stride} ps; it must be positive")
     merged = metadata_fields(model, "stride model")
+    unknown = [name for name in merged["inputs"] or [] if name not in OPTIONAL_INPUTS]
+    if unknown:
+        raise ModelProtocolError(f"stride model declares unknown inputs {unknown}; known: {list(OPTIONAL_INPUTS)}")
     merged["stride"] = stride
     return merged
 

@@ -29,12 +29,19 @@ def _held_out_section(validation: Dict[str, Any], evaluation: Optional[Dict[str,
              "reference's, per element (below 1: the model damps that element).", "",
              "| atoms | Δq RMSE (nm) | free flight (nm) | improvement | v′ RMSE (nm/ps) | unchanged (nm/ps) | "
              "improvement | KE ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    guess = "dq_guess_rmse" in errors["all"]
+    if guess:
+        lines[2] += (" The model corrects the frozen-force Verlet guess (`openmm_flashmd.integrator.guess`); the "
+                     "guess columns give that guess's own errors.")
+        lines[-2] += " Verlet guess Δq (nm) | Verlet guess v′ (nm/ps) |"
+        lines[-1] += "---:|---:|"
     rows = [("all", errors["all"])] + [(_symbol(int(z)), e) for z, e in sorted(errors.get("per_element", {}).items())]
     for label, e in rows:
         ratio = e.get("kinetic_energy_ratio")
         lines.append(f"| {label} | {e['dq_rmse']:.4f} | {e['dq_free_flight_rmse']:.4f} | {e['dq_improvement']:.2f}× | "
                      f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× | "
-                     f"{'—' if ratio is None else f'{ratio:.2f}'} |")
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} |"
+                     + (f" {e['dq_guess_rmse']:.4f} | {e['v_guess_rmse']:.3f} |" if guess else ""))
     return lines + [""]
 
 

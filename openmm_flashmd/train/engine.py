@@ -15,6 +15,9 @@ The engine (:func:`run_training`) owns everything else, identically for all task
   learning rate, gradient clipping, epochs over a seeded permutation, validation every
   ``validate_every`` steps, best-weights tracking, early stopping;
 * ``log.csv`` (engine columns plus the task's), ``loss_curve.png``, a tqdm bar;
+* ``curves.json``: per validation, step, wall time (s), torch threads and the task's
+  validation summary (stride models: per-element held-out Δq and v' RMSE and kinetic-energy
+  ratio), plotted in ``curves.png`` against step;
 * ``checkpoint.pt``: model, optimiser, schedule state, RNG states, best weights, plus the
   task's own fields; written atomically; resuming reproduces an uninterrupted run;
 * at the end: best weights restored, one last validation, export by the task.
@@ -57,7 +60,11 @@ __all__ = [
 
 #: Files the engine writes into the output directory (``overwrite`` removes only these).
 ENGINE_FILES = ("hypers.yaml", "split.json", "log.csv", "loss_curve.png", "checkpoint.pt", "checkpoint.pt.tmp",
-                "model.pt", "validation.json")
+                "model.pt", "validation.json", "curves.json", "curves.png")
+
+#: Per-element quantities of a validation summary that ``curves.png`` shows, with their axis labels.
+CURVE_QUANTITIES = (("dq_rmse", "held-out Δq RMSE (nm)"), ("v_rmse", "held-out v' RMSE (nm/ps)"),
+                    ("kinetic_energy_ratio", "KE ratio (model / reference)"))
 
 #: Sections a resumed run may not change (the ``training`` section may change).
 FROZEN_SECTIONS = ("model", "loss", "data")
@@ -233,6 +240,38 @@ def _plot(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
+def _write_curves(curves: List[Dict[str, Any]], path: Path) -> None:
+    """Write the learning curves atomically and plot those with per-element summaries."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(curves, indent=1))
+    os.replace(tmp, path)
+    rows = [c for c in curves if isinstance(c.get("summary"), dict) and "per_element" in c["summary"]]
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    elements = list(rows[-1]["summary"]["per_element"].values())
+    fig, axes = plt.subplots(1, len(CURVE_QUANTITIES), figsize=(4.2 * len(CURVE_QUANTITIES), 3.6))
+    steps = [c["step"] for c in rows]
+    for ax, (key, label) in zip(axes, CURVE_QUANTITIES):
+        for k, element in enumerate(rows[-1]["summary"]["per_element"]):
+            values = [c["summary"]["per_element"].get(element, {}).get(key, math.nan) for c in rows]
+            ax.plot(steps, values, label=elements[k].get("symbol", element))
+        if key == "kinetic_energy_ratio":
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        else:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=100)
+    plt.close(fig)
+
+
 class TrainingTask:
     """What is learned, for :func:`run_training`. Subclasses set the attributes and
     implement the methods below.
@@ -380,6 +419,10 @@ def run_training(
         os.replace(tmp, out / "checkpoint.pt")
 
     log_path = out / "log.csv"
+    curves_path = out / "curves.json"
+    curves: List[Dict[str, Any]] = []
+    if ckpt is not None and curves_path.exists():  # keep what the checkpoint had seen
+        curves = [c for c in json.loads(curves_path.read_text()) if c["step"] <= state["step"]]
     if rank == 0:
         if overwrite and ckpt is None:
             clear_outputs(out)
@@ -468,6 +511,9 @@ def run_training(
                     with open(log_path, "a", newline="") as f:
                         csv.writer(f).writerow([row.get(key, math.nan) for key in log_fields])
                     _plot(log_path, out / "loss_curve.png")
+                    curves.append({"step": state["step"], "wall_s": row["wall_s"], "threads": torch.get_num_threads(),
+                                   "val_loss": val["val_loss"], "summary": val.get("summary")})
+                    _write_curves(curves, curves_path)
             if state["step"] % int(t["checkpoint_every"]) == 0 or last or state["stopped_early"]:
                 state["wall"] = time.time() - start_time
                 save_checkpoint()

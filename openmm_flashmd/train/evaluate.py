@@ -33,6 +33,8 @@ from openmm_flashmd.data.dataset import (
     load_trajectories,
     subsample,
 )
+from openmm_flashmd.data.guess import verlet_guesses
+from openmm_flashmd.integrator.guess import model_uses_guess
 
 __all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "stride_errors"]
 
@@ -86,7 +88,7 @@ def stride_errors(
     """Accumulate squared errors of a batch into ``sums`` (created if None): per element,
     sums of ``|dq - dq_ref|^2`` for the model and free flight, ``|v' - v'_ref|^2`` for the
     model and unchanged velocities, ``|v'|^2`` of the model and the reference, and atom
-    counts."""
+    counts; when the batch has the Verlet guess, also its errors (``dq_guess``, ``v_guess``)."""
     if sums is None:
         sums = {}
     q0, v0 = batch["positions"].double(), batch["velocities"].double()
@@ -101,6 +103,9 @@ def stride_errors(
         "v2_model": (v_pred.double().cpu() ** 2).sum(-1),
         "v2_reference": (v_ref ** 2).sum(-1),
     }
+    if "guess" in batch:
+        terms["dq_guess"] = ((batch["guess"].double() - dq_ref) ** 2).sum(-1)
+        terms["v_guess"] = ((batch["guess_velocities"].double() - v_ref) ** 2).sum(-1)
     z = torch.as_tensor(atomic_numbers)
     for element in np.unique(atomic_numbers).tolist():
         mask = z == element
@@ -115,8 +120,9 @@ def _summarise(sums: Dict[int, Dict[str, float]]) -> Dict[str, Any]:
     def block(entries):
         count = sum(e["count"] for e in entries)
         out = {"n_atom_samples": int(count)}
-        for key in ("dq", "dq_free_flight", "v", "v_unchanged"):
-            out[key + "_rmse"] = float(np.sqrt(sum(e[key] for e in entries) / max(count, 1)))
+        for key in ("dq", "dq_free_flight", "v", "v_unchanged", "dq_guess", "v_guess"):
+            if all(key in e for e in entries):
+                out[key + "_rmse"] = float(np.sqrt(sum(e[key] for e in entries) / max(count, 1)))
         out["dq_improvement"] = out["dq_free_flight_rmse"] / max(out["dq_rmse"], 1e-300)
         out["v_improvement"] = out["v_unchanged_rmse"] / max(out["v_rmse"], 1e-300)
         return out
@@ -138,11 +144,16 @@ def format_table(result: Dict[str, Any]) -> str:
              "dq in nm, v' in nm/ps; ratio = baseline RMSE / model RMSE; "
              "KE ratio = model / reference kinetic energy after the stride", head, "-" * len(head)]
     rows = [(e["symbol"], e) for e in result["per_element"].values()] + [("all", result["all"])]
+    guess = "dq_guess_rmse" in result["all"]
+    if guess:
+        lines[2] += f" {'dq guess':>11} {'v guess':>11}"
+        lines[1] += "; guess = the frozen-force Verlet guess the model corrects"
     for name, e in rows:
         lines.append(
             f"{name:>8} {e['dq_rmse']:11.4e} {e['dq_free_flight_rmse']:11.4e} {e['dq_improvement']:7.1f} "
             f"{e['v_rmse']:11.4e} {e['v_unchanged_rmse']:11.4e} {e['v_improvement']:7.1f} "
             + (f"{e['kinetic_energy_ratio']:8.3f}" if "kinetic_energy_ratio" in e else f"{'-':>8}")
+            + (f" {e['dq_guess_rmse']:11.4e} {e['v_guess_rmse']:11.4e}" if guess else "")
         )
     return "\n".join(lines)
 
@@ -192,7 +203,11 @@ def evaluate(
     check_model_matches_data(meta, data, stride)
 
     loaded, segments_used = evaluation_segments(data, segments, meta.get("provenance") or {})
-    pairs = StridePairs(data, stride, segments=loaded)
+    uses_guess = model_uses_guess(meta)
+    guesses = None
+    if uses_guess:
+        guesses = {"forward": verlet_guesses(data, stride, int(meta["guess_substeps"]), segments=loaded)}
+    pairs = StridePairs(data, stride, segments=loaded, guesses=guesses)
     order = subsample(len(pairs), max_pairs, seed)
     if len(order) == 0:
         raise ValueError("no pairs to evaluate")
@@ -205,14 +220,15 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, len(order), step):
             batch = pairs.get_batch(order[start:start + step])
+            extra = [batch[k].to(device) for k in ("guess", "guess_velocities")] if uses_guess else []
             if batched:
                 new_q, new_v = scripted.forward_batch(
                     batch["positions"].to(device), batch["velocities"].to(device), masses,
-                    numbers, batch["box"].to(device))
+                    numbers, batch["box"].to(device), *extra)
                 new_q, new_v = new_q.double().cpu(), new_v.double().cpu()
             else:
                 outs = [scripted(batch["positions"][b].to(device), batch["velocities"][b].to(device),
-                                 masses, numbers, batch["box"][b].to(device))
+                                 masses, numbers, batch["box"][b].to(device), *(t[b] for t in extra))
                         for b in range(batch["positions"].shape[0])]
                 new_q = torch.stack([o[0] for o in outs]).double().cpu()
                 new_v = torch.stack([o[1] for o in outs]).double().cpu()

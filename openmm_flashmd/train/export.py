@@ -96,7 +96,7 @@ def model_from_checkpoint(checkpoint: Union[str, os.PathLike, Dict[str, Any]], b
         model = PETEnergyModel(PETHypers.from_dict(spec["hypers"]), spec["elements"], spec["periodic"],
                                spec["provenance"])
     else:
-        model = PETStrideModel(
+        model = PETStrideModel.build(
             PETHypers.from_dict(spec["hypers"]), spec["stride"], spec["elements"],
             {int(k): v for k, v in spec["masses"].items()}, spec["periodic"], spec["provenance"],
         )

@@ -36,12 +36,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, stride_frames
+from openmm_flashmd.data.guess import pair_guesses
 from openmm_flashmd.train.engine import (
     ENGINE_FILES, ProcessInfo, TrainingTask, TrainResult, check_output_dir, load_training_data, resume_hypers,
     run_training, setup_process,
@@ -56,18 +57,31 @@ KB = KB_KJ_PER_MOL_K  # kJ/mol/K (one constant, from the PET module)
 OUTPUT_FILES = ENGINE_FILES
 
 
-def _scales(data: TrajectoryData, segments: np.ndarray, k: int, momentum_difference: bool) -> Dict[str, float]:
-    """rms per component of u = v sqrt(m), of (dq - v tau) sqrt(m) and of (v' - v) sqrt(m)
-    (or v' sqrt(m)) over the training pairs."""
+def _scales(data: TrajectoryData, segments: np.ndarray, k: int, momentum_difference: bool,
+            guess: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict[str, float]:
+    """rms per component over the training pairs of u = v sqrt(m), of the learned parts
+    (dq - v tau) sqrt(m) and (v' - v) sqrt(m) (or v' sqrt(m)); with the forward Verlet
+    ``guess`` (g, w) the learned parts are (dq - g) sqrt(m) and (v' - w) sqrt(m), and the
+    guess inputs' scales (g - v tau) sqrt(m) and (w - v) sqrt(m) are added."""
     sqrt_m = np.sqrt(data.masses)[None, None, :, None]
     q = data.positions[segments]
     v = data.velocities[segments]
     tau = k * data.record_interval
     u = v * sqrt_m
+    rms = lambda a: float(np.sqrt(np.mean(a ** 2)))  # noqa: E731
+    if guess is not None:
+        g, w = (a[segments][:, :-k] for a in guess)
+        return {"velocity_scale": rms(u), "dq_scale": rms((q[:, k:] - q[:, :-k] - g) * sqrt_m),
+                "p_scale": rms((v[:, k:] - w) * sqrt_m), "guess_scale": rms((g - v[:, :-k] * tau) * sqrt_m),
+                "guess_velocity_scale": rms((w - v[:, :-k]) * sqrt_m)}
     res_q = (q[:, k:] - q[:, :-k] - v[:, :-k] * tau) * sqrt_m
     res_p = (v[:, k:] - v[:, :-k]) * sqrt_m if momentum_difference else v[:, k:] * sqrt_m
-    rms = lambda a: float(np.sqrt(np.mean(a ** 2)))  # noqa: E731
     return {"velocity_scale": rms(u), "dq_scale": rms(res_q), "p_scale": rms(res_p)}
+
+
+def _guess_inputs(batch: Dict[str, torch.Tensor]):
+    """The Verlet guess of a batch as extra model arguments (none when the batch has none)."""
+    return [batch[k] for k in ("guess", "guess_velocities") if k in batch]
 
 
 class _ScaledForward(torch.nn.Module):
@@ -81,7 +95,7 @@ class _ScaledForward(torch.nn.Module):
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         return self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses, self.numbers,
-                                               batch["box"])
+                                               batch["box"], *_guess_inputs(batch))
 
 
 class _Losses:
@@ -130,7 +144,7 @@ class StrideTask(TrainingTask):
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
                  train_idx: np.ndarray, val_idx: np.ndarray, proc: ProcessInfo, ckpt: Optional[Dict[str, Any]],
-                 energy_model: Optional[Callable]):
+                 energy_model: Optional[Callable], progress: bool = False):
         from openmm_flashmd.model.pet import PETHypers, PETStrideModel
 
         t, hd = h["training"], h["data"]
@@ -140,16 +154,24 @@ class StrideTask(TrainingTask):
         k = stride_frames(stride, tdata.record_interval, tdata.frames_per_segment)
         dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
         self.seed(int(t["seed"]), proc.rank)
+        phypers = PETHypers.from_dict(h["model"])
+        guesses = None
+        if phypers.verlet_guess:  # computed with OpenMM on the data's System (deterministic on CPU)
+            guesses = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
+                                   segments=np.concatenate([train_idx, val_idx]),
+                                   progress=progress and proc.is_main)
         self.set_datasets(
             StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
-                        random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator),
-            StridePairs(tdata, stride, val_idx, dtype=dtype) if len(val_idx) else None,
+                        random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator,
+                        guesses=guesses),
+            StridePairs(tdata, stride, val_idx, dtype=dtype,
+                        guesses=None if guesses is None else {"forward": guesses["forward"]}) if len(val_idx) else None,
             int(t["max_validation_pairs"]), "no training pairs: segments too short for this stride?",
         )
 
-        phypers = PETHypers.from_dict(h["model"])
         self.scales = (ckpt["scales"] if ckpt is not None
-                       else _scales(tdata, train_idx, k, phypers.predict_momentum_difference))
+                       else _scales(tdata, train_idx, k, phypers.predict_momentum_difference,
+                                    None if guesses is None else guesses["forward"]))
         self.provenance = {
             "dataset_sha256": tdata.sha256,
             "data": [str(Path(p.path if isinstance(p, TrajectoryData) else p).name) for p in paths],
@@ -165,9 +187,10 @@ class StrideTask(TrainingTask):
         self.spec = {"hypers": phypers.to_dict(), "stride": stride, "elements": sorted(element_masses),
                      "masses": {str(z): m for z, m in element_masses.items()}, "periodic": bool(tdata.periodic),
                      "provenance": self.provenance, "dtype": t["dtype"]}
-        self.model = PETStrideModel(phypers, stride, self.spec["elements"], element_masses, self.spec["periodic"],
-                                    self.provenance)
-        self.model.set_scales(self.scales["velocity_scale"], self.scales["dq_scale"], self.scales["p_scale"])
+        self.model = PETStrideModel.build(phypers, stride, self.spec["elements"], element_masses,
+                                          self.spec["periodic"], self.provenance)
+        self.model.set_scales(self.scales["velocity_scale"], self.scales["dq_scale"], self.scales["p_scale"],
+                              self.scales.get("guess_scale"), self.scales.get("guess_velocity_scale"))
         self.model.to(dtype=dtype, device=self.device)
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)
@@ -197,7 +220,7 @@ class StrideTask(TrainingTask):
                 host = self.val_ds.get_batch(self.val_order[s:s + bs])
                 batch = self._to_dev(host)
                 y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses,
-                                                           self.numbers, batch["box"])
+                                                           self.numbers, batch["box"], *_guess_inputs(batch))
                 parts = self.plain_losses(y_q, y_p, batch)
                 m = y_q.shape[0]
                 lq += float(parts["loss_q"]) * m
@@ -267,5 +290,5 @@ def train(
     stride = k * tdata.record_interval
     if ckpt is not None and not math.isclose(ckpt["model_spec"]["stride"], stride):
         raise ValueError(f"cannot resume: checkpoint stride is {ckpt['model_spec']['stride']} ps, not {stride} ps")
-    task = StrideTask(h, paths, tdata, stride, train_idx, val_idx, proc, ckpt, energy_model)
+    task = StrideTask(h, paths, tdata, stride, train_idx, val_idx, proc, ckpt, energy_model, progress)
     return run_training(task, h, out, proc, ckpt, overwrite=overwrite, progress=progress, export=export)

@@ -1,0 +1,189 @@
+"""The critical blog's NVE protocol (``../shared/seeds/001_*``) for a rigid-water stride model.
+
+    python benchmarks/blog_nve.py MODEL [--lengths quick|full] [--threads N] [--overwrite]
+
+258 rigid TIP3P waters built with OpenMM's ``Modeller.addSolvent`` (amber14/tip3p.xml, PME,
+cutoff 0.9 nm, SETTLE): minimise, Langevin MD at 300 K (reference timestep 1 fs), then from
+that state 50 ps of NVE twice: FlashMD without energy filter (splitting "F") and reference
+velocity Verlet (1 fs). Reported: temperature at the start and end (means over the first
+1 ps and last 5 ps), their difference, and the total-energy drift (linear fit, kJ/mol/ps,
+also per atom). The blog's best learned models (1 fs strides, flexible water) cooled from
+300 K to 207-213 K and drifted about -67 kJ/mol/ps; goals of this project (issue 15):
+|ΔT| <= 10 K and |drift| <= 5 kJ/mol/ps.
+
+Writes ``benchmarks/results/blog-nve/<model>.json`` and ``<model>.png``. Units: nm, ps, K,
+kJ/mol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import validate as v  # noqa: E402
+from _common import stack_info, write_json  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "blog-nve"
+N_WATERS = 258
+TEMPERATURE = 300.0
+REFERENCE_TIMESTEP = 0.001  # ps
+LENGTHS = {"full": dict(equil_ps=20.0, nve_ps=50.0, start_ps=1.0, end_ps=5.0, sample_ps=0.1),
+           "quick": dict(equil_ps=0.2, nve_ps=0.4, start_ps=0.1, end_ps=0.1, sample_ps=0.02)}
+GOALS = {"abs_T_drift_K": 10.0, "abs_energy_drift_kjmol_per_ps": 5.0}
+
+
+def blog_water():
+    """(topology, System, positions nm) of 258 rigid TIP3P waters from ``Modeller.addSolvent``."""
+    from openmm import app, unit
+
+    forcefield = app.ForceField("amber14/tip3p.xml")
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(forcefield, model="tip3p", numAdded=N_WATERS)
+    system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer,
+                                     rigidWater=True, removeCMMotion=False)
+    return modeller.topology, system, modeller.positions
+
+
+def nve_run(system, integrator, start: "v.State", dt: float, lengths: Dict[str, float], setup, label: str,
+            energy_groups=None) -> Dict[str, Any]:
+    """Run NVE from ``start`` and summarise temperature and total energy (see module docstring)."""
+    context = setup.context(system, integrator)
+    start.apply(context, True)
+    rec = v.Recorder(setup.masses, setup.elements, setup.dof, energy=True, energy_groups=energy_groups)
+    rec(context, 0.0)
+    interval = max(1, int(round(lengths["sample_ps"] / dt)))
+    run = v.advance(context, integrator, dt, lengths["nve_ps"], interval, label, rec)
+    t, temp = np.asarray(rec.time), np.asarray(rec.velocities_T)
+    total = np.asarray(rec.potential) + np.asarray(rec.kinetic)
+    first = temp[t <= t[0] + lengths["start_ps"]]
+    last = temp[t >= t[-1] - lengths["end_ps"]]
+    finite = np.isfinite(total)
+    drift = float(np.polyfit(t[finite], total[finite], 1)[0]) if finite.sum() > 2 else None
+    return {"completed_ps": run["done_ps"], "failed_at_ps": run["failed_at_ps"], "error": run["error"],
+            "wall_s": run["wall_s"], "T_start_K": float(first.mean()), "T_end_K": float(last.mean()),
+            "T_drift_K": float(last.mean() - first.mean()), "energy_drift_kjmol_per_ps": drift,
+            "energy_drift_kjmol_per_ps_per_atom": None if drift is None else drift / setup.n_atoms,
+            "series": {"time": t.tolist(), "T": temp.tolist(), "E_total": total.tolist()}}
+
+
+class BlogSetup(v.Setup):
+    """The blog's box in place of a built-in system."""
+
+    def __init__(self, threads: Optional[int]):
+        from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
+
+        self.name = "blog-water-258"
+        self.topology, self.system, positions = blog_water()
+        self.positions = np.asarray(positions.value_in_unit(positions.unit), dtype=float)
+        self.temperature = TEMPERATURE
+        self.timestep = REFERENCE_TIMESTEP
+        self.periodic = True
+        self.n_atoms = self.system.getNumParticles()
+        self.masses = system_masses(self.system)
+        self.elements = [atom.element.symbol for atom in self.topology.atoms()]
+        self.dof = degrees_of_freedom(self.system)
+        self.platform, self.properties = v._platform(threads)
+
+
+def plot(path: Path, runs: Dict[str, Dict[str, Any]]) -> None:
+    plt = v._plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
+    for label, run in runs.items():
+        s = run["series"]
+        axes[0].plot(s["time"], s["T"], lw=0.8, label=label)
+        e = np.asarray(s["E_total"])
+        axes[1].plot(s["time"], e - e[0], lw=0.8, label=label)
+    axes[0].axhline(TEMPERATURE, color="k", lw=0.8, ls="--")
+    axes[0].set_ylabel("T (K)")
+    axes[1].set_ylabel("total energy − start (kJ/mol)")
+    for ax in axes:
+        ax.set_xlabel("time (ps)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{N_WATERS} rigid TIP3P waters (Modeller), NVE", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="bundled model name (e.g. water-rigid-8fs) or a model file")
+    parser.add_argument("--lengths", choices=sorted(LENGTHS), default="full")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    v.PROGRESS = not args.no_progress
+
+    import openmm
+    import torch
+    from openmm import unit
+
+    from openmm_flashmd import load_model, read_metadata
+
+    stem = Path(args.model).stem
+    out_json = args.out / f"{stem}.json"
+    if out_json.exists() and not args.overwrite:
+        raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lengths = LENGTHS[args.lengths]
+    began = time.perf_counter()
+    setup = BlogSetup(args.threads)
+    model = load_model(args.model)
+    stride = float(read_metadata(model)["stride"])
+
+    # start state: minimise, then Langevin MD at 300 K
+    system = copy.deepcopy(setup.system)
+    context = setup.context(system, setup.langevin())
+    context.setPositions(setup.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 1000)
+    context.setVelocitiesToTemperature(TEMPERATURE * unit.kelvin, v.SEED + 3)
+    v.advance(context, context.getIntegrator(), REFERENCE_TIMESTEP, lengths["equil_ps"], 1000, "equilibration")
+    start = v.State.from_context(context)
+    del context
+
+    from openmm_flashmd.data.generate import velocity_verlet_integrator
+
+    runs = {}
+    system = copy.deepcopy(setup.system)
+    integrator = setup.flashmd(system, model, "F")
+    runs["FlashMD (F, no filter)"] = nve_run(system, integrator, start, stride, lengths, setup, "FlashMD NVE",
+                                             integrator.energy_force_groups)
+    system = copy.deepcopy(setup.system)
+    runs["reference MD (velocity Verlet)"] = nve_run(system, velocity_verlet_integrator(REFERENCE_TIMESTEP, 1e-6),
+                                                     start, REFERENCE_TIMESTEP, lengths, setup, "reference NVE")
+    flashmd = runs["FlashMD (F, no filter)"]
+    met = (flashmd["failed_at_ps"] is None
+           and abs(flashmd["T_drift_K"]) <= GOALS["abs_T_drift_K"]
+           and flashmd["energy_drift_kjmol_per_ps"] is not None
+           and abs(flashmd["energy_drift_kjmol_per_ps"]) <= GOALS["abs_energy_drift_kjmol_per_ps"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(args.out / f"{stem}.png", runs)
+    result = {"benchmark": "blog-nve", "model": stem, "stride_ps": stride, "lengths_mode": args.lengths,
+              "lengths": lengths, "n_waters": N_WATERS, "n_atoms": setup.n_atoms, "temperature_K": TEMPERATURE,
+              "system": "258 rigid TIP3P (Modeller.addSolvent, amber14/tip3p.xml), PME, cutoff 0.9 nm",
+              "goals": GOALS, "goals_met": bool(met),
+              "runs": {k: {kk: vv for kk, vv in r.items() if kk != "series"} for k, r in runs.items()},
+              "threads": args.threads or torch.get_num_threads(), "wall_s": time.perf_counter() - began,
+              "stack": stack_info()}
+    write_json(out_json, result, overwrite=True)
+    for label, run in result["runs"].items():
+        drift = run["energy_drift_kjmol_per_ps"]
+        print(f"{label}: T {run['T_start_K']:.1f} -> {run['T_end_K']:.1f} K, drift "
+              f"{drift if drift is None else round(drift, 2)} kJ/mol/ps"
+              + (f", failed at {run['failed_at_ps']:.3g} ps" if run["failed_at_ps"] is not None else ""))
+    print(f"wrote {out_json}; goals {'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

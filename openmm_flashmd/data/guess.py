@@ -1,0 +1,74 @@
+"""Verlet guesses of reference frames: the ``verlet_guess`` input of stride models in training.
+
+:func:`verlet_guesses` runs, for every stored frame, the very program
+:class:`~openmm_flashmd.integrator.FlashMDIntegrator` runs before a stride
+(:func:`openmm_flashmd.integrator.guess.verlet_guess_integrator`) on the data's own
+System, so a model is trained on the numbers it will see in a simulation.
+"""
+
+from __future__ import annotations
+
+import openmm_flashmd._plugins  # noqa: F401  (torch before openmm; see NOTES)
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import openmm
+from tqdm.auto import tqdm
+
+from openmm_flashmd.data import schema
+from openmm_flashmd.data.dataset import TrajectoryData
+from openmm_flashmd.integrator.guess import GUESS_VARIABLE, GUESS_VELOCITY_VARIABLE, verlet_guess_integrator
+from openmm_flashmd.systems.loading import make_platform
+
+
+def data_system(data: TrajectoryData) -> openmm.System:
+    """The OpenMM System stored with the data (its ``system_xml``)."""
+    with schema.open_trajectory_file(data.path, "r") as f:
+        text = f["system_xml"][()]
+    return openmm.XmlSerializer.deserialize(text.decode() if isinstance(text, bytes) else str(text))
+
+
+def verlet_guesses(
+    data: TrajectoryData, stride: float, substeps: int, reverse: bool = False,
+    segments: Optional[Sequence[int]] = None, platform: str = "CPU", progress: bool = True,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The Verlet guess over ``stride`` (ps) in ``substeps`` substeps from every frame of
+    ``segments`` (indices into ``data``; default all): displacements (nm) and velocities
+    (nm/ps), each ``[S, F, N, 3]`` (zeros in other segments).
+
+    With ``reverse`` the velocities are negated first (the start of a time-reversed pair).
+    Forces are those of every force in the data's System, constraints are the System's.
+    """
+    system = data_system(data)
+    if system.getNumParticles() != data.n_atoms:
+        raise ValueError(f"{data.path}: its System has {system.getNumParticles()} particles, the frames {data.n_atoms}")
+    integrator = verlet_guess_integrator(stride, substeps, constrained=system.getNumConstraints() > 0)
+    context = openmm.Context(system, integrator, make_platform(platform))
+    displacements = np.zeros_like(data.positions)
+    velocities = np.zeros_like(data.positions)
+    sign = -1.0 if reverse else 1.0
+    chosen = range(data.n_segments) if segments is None else [int(s) for s in segments]
+    frames = [(s, f) for s in chosen for f in range(data.frames_per_segment)]
+    for s, f in tqdm(frames, desc=f"Verlet guesses ({'reversed' if reverse else 'forward'})",
+                     disable=not progress, unit="frame", mininterval=2.0):
+        if data.periodic:
+            context.setPeriodicBoxVectors(*data.box[s, f])
+        context.setPositions(data.positions[s, f])
+        context.setVelocities(sign * data.velocities[s, f])
+        integrator.step(1)
+        displacements[s, f] = integrator.getPerDofVariableByName(GUESS_VARIABLE)
+        velocities[s, f] = integrator.getPerDofVariableByName(GUESS_VELOCITY_VARIABLE)
+    return displacements, velocities
+
+
+def pair_guesses(
+    data: TrajectoryData, stride: float, substeps: int, time_reversal: bool,
+    segments: Optional[Sequence[int]] = None, progress: bool = True,
+) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """The ``guesses`` argument of :class:`~openmm_flashmd.data.dataset.StridePairs`: forward
+    guesses, and with ``time_reversal`` the guesses from negated velocities."""
+    out = {"forward": verlet_guesses(data, stride, substeps, segments=segments, progress=progress)}
+    if time_reversal:
+        out["reverse"] = verlet_guesses(data, stride, substeps, reverse=True, segments=segments, progress=progress)
+    return out

@@ -1,0 +1,236 @@
+"""The frozen-force Verlet guess: on the platform, in the data, in PET stride models."""
+
+import json
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import unit
+
+from analytic_systems import context_for, positions_velocities
+from flashmd_data_helpers import FAST, TINY_MODEL, diatomics
+from openmm_flashmd import FlashMDIntegrator
+from openmm_flashmd.data.dataset import StridePairs, load_trajectories
+from openmm_flashmd.data.generate import generate
+from openmm_flashmd.data.guess import pair_guesses, verlet_guesses
+from openmm_flashmd.integrator.guess import GUESS_VARIABLE, GUESS_VELOCITY_VARIABLE, verlet_guess_integrator
+from openmm_flashmd.integrator.reference import reference_step
+from openmm_flashmd.model import PETHypers, PETStrideModel, VerletGuessStrideModel
+from openmm_flashmd.model.protocol import ModelProtocolError, load_model, make_metadata_json, read_metadata
+from openmm_flashmd.systems import get_system
+from openmm_flashmd.train import evaluate, train
+
+STRIDE = 0.032  # ps, as in test_train.py
+
+
+def _constant_force_system(masses, field=(-3.0, 2.0, -1.0)):
+    system = openmm.System()
+    force = openmm.CustomExternalForce(f"{-field[0]}*x + {-field[1]}*y + {-field[2]}*z")
+    for m in masses:
+        system.addParticle(m)
+        force.addParticle(system.getNumParticles() - 1, [])
+    system.addForce(force)
+    return system
+
+
+def _guess_of(system, x, v, stride, substeps, box=None, platform="Reference"):
+    """(g, w) from the stand-alone guess program (what training data uses)."""
+    integrator = verlet_guess_integrator(stride, substeps, system.getNumConstraints() > 0)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    if box is not None:
+        context.setPeriodicBoxVectors(*box)
+    context.setPositions(x)
+    context.setVelocities(v)
+    integrator.step(1)
+    return (np.array(integrator.getPerDofVariableByName(GUESS_VARIABLE)),
+            np.array(integrator.getPerDofVariableByName(GUESS_VELOCITY_VARIABLE)))
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("substeps", [1, 3])
+def test_guess_stride_is_exact_under_constant_forces(platform, substeps):
+    masses = [1.0, 2.5, 12.0, 16.0]
+    system = _constant_force_system(masses)
+    tau = 0.01
+    integrator = FlashMDIntegrator(system, VerletGuessStrideModel(tau, substeps), splitting="F", random_seed=3)
+    context = context_for(system, integrator, platform)
+    rng = np.random.default_rng(0)
+    x, v = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    context.setPositions(x)
+    context.setVelocities(v)
+    integrator.step(5)
+    new_x, new_v = positions_velocities(context)
+    a = np.array([-3.0, 2.0, -1.0]) / np.array(masses)[:, None]
+    t = 5 * tau
+    np.testing.assert_allclose(new_x, x + v * t + 0.5 * a * t * t, atol=1e-12)
+    np.testing.assert_allclose(new_v, v + a * t, atol=1e-11)
+
+
+def test_guess_is_wrong_when_the_model_is_wrong():
+    """The check above can fail: a model scaling the guess by 1.1 misses free fall."""
+    system = _constant_force_system([1.0, 2.0])
+    integrator = FlashMDIntegrator(system, VerletGuessStrideModel(0.01, guess_error=0.1), splitting="F")
+    context = context_for(system, integrator)
+    context.setPositions(np.zeros((2, 3)))
+    context.setVelocities(np.ones((2, 3)))
+    integrator.step(1)
+    new_x, _ = positions_velocities(context)
+    assert np.abs(new_x - (0.01 + 0.5 * 1e-4 * np.array([-3.0, 2.0, -1.0]) / np.array([[1.0], [2.0]]))).max() > 1e-4
+
+
+def test_guess_in_context_matches_the_data_program_for_rigid_water():
+    """Periodic, SETTLE, random rotations: the stride of the guess model is exactly the guess
+    the stand-alone program (training data) computes, and constraints hold."""
+    water = get_system("water-rigid", n_molecules=32)
+    system = water.system
+    x0 = water.positions.value_in_unit(unit.nanometer)
+    box = system.getDefaultPeriodicBoxVectors()
+    rng = np.random.default_rng(2)
+    v0 = rng.normal(scale=0.5, size=x0.shape)
+    # start from a minimised, constrained state
+    probe = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    probe.setPositions(x0)
+    openmm.LocalEnergyMinimizer.minimize(probe, 10.0, 200)
+    probe.setVelocities(v0)
+    probe.applyVelocityConstraints(1e-10)
+    state = probe.getState(getPositions=True, getVelocities=True)
+    x0 = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    v0 = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    del probe
+    g, w = _guess_of(system, x0, v0, 0.008, 4, box=box, platform="CPU")
+    assert np.abs(g - v0 * 0.008).max() > 1e-4  # the forces matter
+
+    integrator = FlashMDIntegrator(system, VerletGuessStrideModel(0.008, 4), splitting="F", random_seed=5)
+    context = context_for(system, integrator, "CPU")
+    context.setPositions(x0)
+    context.setVelocities(v0)
+    integrator.step(1)
+    new_x, new_v = positions_velocities(context)
+    np.testing.assert_allclose(new_x, x0 + g, atol=2e-9)
+    np.testing.assert_allclose(new_v, w, atol=1e-5)
+    for k in range(system.getNumConstraints()):
+        i, j, d = system.getConstraintParameters(k)
+        assert abs(np.linalg.norm(new_x[i] - new_x[j]) - d.value_in_unit(unit.nanometer)) < 1e-4
+
+
+def test_models_declare_known_inputs_only():
+    class Strange(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stride = 0.01
+            self.metadata_json = make_metadata_json(inputs=["forces"])
+
+        def forward(self, x, v, m, z, box):
+            return x, v
+
+    with pytest.raises(ModelProtocolError, match="unknown inputs"):
+        read_metadata(Strange())
+    meta = read_metadata(VerletGuessStrideModel(0.01, 2))
+    assert meta["inputs"] == ["verlet_guess"] and meta["guess_substeps"] == 2
+    assert read_metadata(load_model("water-rigid-16fs"))["inputs"] == []  # bundled models without it
+
+
+def _tiny_guess_pet(stride=STRIDE, substeps=2):
+    hypers = PETHypers(**{k.split(".")[1]: v for k, v in TINY_MODEL.items()}, verlet_guess=True,
+                       guess_substeps=substeps)
+    model = PETStrideModel.build(hypers, stride, [6], {6: 12.011}, periodic=False).double()
+    with torch.no_grad():  # non-zero heads, so that the model is more than its guess
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def test_pet_guess_model_needs_the_guess():
+    model = _tiny_guess_pet()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="Verlet guess"):
+        model.forward_batch(x[None], x[None], torch.full((8,), 12.011), torch.full((8,), 6), torch.zeros(1, 3, 3))
+    scripted = torch.jit.script(model)
+    meta = read_metadata(scripted)
+    assert meta["inputs"] == ["verlet_guess"] and meta["guess_substeps"] == 2
+    rebuilt = PETStrideModel.from_metadata(meta)
+    assert type(rebuilt).__name__ == "PETGuessStrideModel"
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_pet_guess_model_in_context_matches_reference_step(platform):
+    # without constraints, so that nothing acts after F (constraint projection of the model's
+    # output is covered with the exact guess model on rigid water above)
+    system, topology, x0 = diatomics()
+    rng = np.random.default_rng(4)
+    v0 = rng.normal(scale=0.3, size=x0.shape)
+    v0 -= v0.mean(axis=0)
+    model = _tiny_guess_pet()
+    integrator = FlashMDIntegrator(system, model, splitting="F", random_rotation=False, topology=topology)
+    context = context_for(system, integrator, platform)
+    context.setPositions(x0)
+    context.setVelocities(v0)
+    g, w = _guess_of(system, x0, v0, STRIDE, 2)
+    integrator.step(1)
+    new_x, new_v = positions_velocities(context)
+    ref_x, ref_v, _ = reference_step(
+        model, torch.tensor(x0), torch.tensor(v0), torch.full((8,), 12.011, dtype=torch.float64),
+        torch.full((8,), 6), None, "F", guess=(torch.tensor(g), torch.tensor(w)),
+    )
+    assert np.abs(ref_x.numpy() - (x0 + g)).max() > 1e-6  # the network changed the guess
+    np.testing.assert_allclose(new_x, ref_x.numpy(), atol=1e-12)
+    np.testing.assert_allclose(new_v, ref_v.numpy(), atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def constrained_dimer_data(tmp_path_factory):
+    system, _, pos = diatomics(constrained=True)
+    path = tmp_path_factory.mktemp("guess_data") / "dimers.h5"
+    generate(path, system, pos, n_segments=6, **FAST)
+    return path
+
+
+def test_stride_pairs_carry_the_right_guess(constrained_dimer_data):
+    data = load_trajectories(constrained_dimer_data)
+    guesses = pair_guesses(data, STRIDE, 2, time_reversal=True, progress=False)
+    pairs = StridePairs(data, STRIDE, time_reversal=True, guesses=guesses)
+    n = len(pairs.pairs)
+    seg, a, b, _ = pairs.pairs[3]
+    forward, backward = pairs.get_batch([3]), pairs.get_batch([n + 3])
+    np.testing.assert_array_equal(forward["guess"][0].numpy(), guesses["forward"][0][seg, a])
+    np.testing.assert_array_equal(backward["guess_velocities"][0].numpy(), guesses["reverse"][1][seg, b])
+    assert not np.allclose(guesses["forward"][0][seg, b], guesses["reverse"][0][seg, b])
+    # random rotations turn the guess with the pair: per-atom dot products are unchanged
+    rotated = StridePairs(data, STRIDE, time_reversal=True, random_rotations=True, guesses=guesses,
+                          generator=torch.Generator().manual_seed(1)).get_batch([3])
+    dots = lambda batch: ((batch["new_positions"] - batch["positions"]) * batch["guess"]).sum(-1)  # noqa: E731
+    torch.testing.assert_close(dots(rotated), dots(forward))
+    assert not torch.allclose(rotated["guess"], forward["guess"])
+    # the guess is a good start: better than free flight on these constrained dimers
+    dq = (forward["new_positions"] - forward["positions"])[0].numpy()
+    free = np.linalg.norm(dq - forward["velocities"][0].numpy() * STRIDE)
+    assert np.linalg.norm(dq - forward["guess"][0].numpy()) < 0.5 * free
+
+
+def test_train_evaluate_and_run_a_guess_model(constrained_dimer_data, tmp_path):
+    overrides = dict(TINY_MODEL)
+    overrides.update({"model.verlet_guess": True, "model.guess_substeps": 2, "training.max_steps": 20,
+                      "training.validate_every": 10, "training.checkpoint_every": 10, "training.warmup_steps": 5,
+                      "training.batch_size": 8, "data.validation_fraction": 0.34})
+    result = train(constrained_dimer_data, tmp_path / "run", STRIDE, overrides=overrides, device="cpu",
+                   progress=False)
+    meta = read_metadata(load_model(result.model_path))
+    assert meta["inputs"] == ["verlet_guess"] and meta["guess_substeps"] == 2
+    assert "guess_scale" in meta["provenance"]["scales"]
+    curves = json.loads((tmp_path / "run" / "curves.json").read_text())  # learning curves per validation
+    assert [c["step"] for c in curves] == [10, 20] and all(c["threads"] >= 1 and c["wall_s"] > 0 for c in curves)
+    carbon = curves[-1]["summary"]["per_element"]["6"]
+    assert carbon["symbol"] == "C" and carbon["dq_rmse"] > 0 and carbon["kinetic_energy_ratio"] > 0
+    assert carbon["dq_guess_rmse"] > 0
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    report = evaluate(result.model_path, constrained_dimer_data, max_pairs=64, batch_size=8)
+    assert 0 < report["all"]["dq_guess_rmse"] < report["all"]["dq_free_flight_rmse"]
+    system, topology, x0 = diatomics(constrained=True)
+    integrator = FlashMDIntegrator(system, result.model_path, temperature=300 * unit.kelvin, topology=topology)
+    context = context_for(system, integrator)
+    context.setPositions(x0)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    integrator.step(5)
+    x, v = positions_velocities(context)
+    assert np.isfinite(x).all() and np.isfinite(v).all()

@@ -76,3 +76,25 @@ def test_simulate_reports_a_failed_stride_and_raises(tmp_path):
                  progress=False, system_options={"n_atoms": 27})
     report = (out / "report.md").read_text()
     assert "❌ run finished (FlashMD stride" in report and "Do not use these results" in report
+
+
+def test_nve_reports_its_energy_drift(tmp_path, free_model):
+    """An NVE run is judged on its total-energy drift, never on "run finished" alone."""
+    out = tmp_path / "nve"
+    simulate(out, system="argon", model=free_model, ensemble="nve", duration=0.04, report_interval=0.01,
+             progress=False, system_options={"n_atoms": 27})
+    report = (out / "report.md").read_text()
+    assert "total energy conserved (NVE): drift within" in report and "for 27 atoms" in report
+
+
+def test_energy_drift_check_thresholds():
+    from openmm_flashmd.analysis.report import MAX_NVE_DRIFT_PER_ATOM, energy_drift_check
+
+    time = np.linspace(0.0, 10.0, 50)
+    ok, text = energy_drift_check(time, -1000.0 + 0.5 * MAX_NVE_DRIFT_PER_ATOM * 100 * time, 100)
+    assert ok and "+0.0025 kJ/mol/ps per atom" in text
+    assert not energy_drift_check(time, -1000.0 + 2 * MAX_NVE_DRIFT_PER_ATOM * 100 * time, 100)[0]
+    assert not energy_drift_check(time, -1000.0 - 2 * MAX_NVE_DRIFT_PER_ATOM * 100 * time, 100)[0]
+    broken = np.full_like(time, -1000.0)
+    broken[-1] = np.nan
+    assert not energy_drift_check(time, broken, 100)[0]

@@ -362,3 +362,26 @@ def test_ddp_two_cpu_processes(dimer_data, tmp_path):
     results = [path.read_text().split()[1:] for path in sorted(tmp_path.glob("result*"))]
     assert len(results) == 2 and results[0] == results[1]
     assert (tmp_path / "run" / "model.pt").exists()
+
+
+def test_kinetic_energy_loss_compares_each_element():
+    from openmm_flashmd.train.trainer import _Losses
+
+    masses = torch.tensor([1.0, 16.0, 1.0], dtype=torch.float64)
+    numbers = torch.tensor([1, 8, 1])
+    scales = {"dq_scale": 1.0, "p_scale": 1.0}
+    losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "kinetic_energy": 2.0}, scales, masses, 300.0,
+                     None, numbers)
+    q = torch.zeros(2, 3, 3, dtype=torch.float64)
+    v = torch.randn(2, 3, 3, dtype=torch.float64)
+    batch = {"positions": q, "new_positions": q, "velocities": v, "new_velocities": v}
+    t_p = v * masses.sqrt().view(1, -1, 1)
+    exact = losses(torch.zeros_like(q), t_p, batch)
+    assert float(exact["loss_ke"]) == 0.0
+    damped = t_p.clone()
+    damped[:, [0, 2]] *= 0.9  # hydrogens keep 81 % of their kinetic energy, oxygen all of it
+    parts = losses(torch.zeros_like(q), damped, batch)
+    assert float(parts["loss_ke"]) == pytest.approx(0.5 * 0.19 ** 2)
+    assert float(parts["loss"]) == pytest.approx(float(parts["loss_p"]) + 2.0 * 0.5 * 0.19 ** 2)
+    plain = _Losses({"positions": 1, "velocities": 1, "energy": 0}, scales, masses, 300.0, None, numbers)
+    assert "loss_ke" not in plain(torch.zeros_like(q), damped, batch)

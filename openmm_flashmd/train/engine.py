@@ -163,10 +163,12 @@ def resume_hypers(
     if found != task_name:
         raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is from a '{found}' run, not '{task_name}'")
     h = load_hypers(ckpt["hypers"] if hypers is None else hypers, overrides, task=task_name)
+    # the checkpoint's hypers over today's defaults: keys added since it was written take their defaults
+    saved = load_hypers(ckpt["hypers"], None, task=task_name)
     for section in FROZEN_SECTIONS:
-        if h[section] != ckpt["hypers"][section]:
+        if h[section] != saved[section]:
             raise ValueError(f"cannot resume with different '{section}' hyper-parameters "
-                             f"({h[section]} vs checkpoint {ckpt['hypers'][section]})")
+                             f"({h[section]} vs checkpoint {saved[section]})")
     if h["training"]["dtype"] != ckpt["hypers"]["training"]["dtype"]:
         raise ValueError("cannot resume with a different training.dtype")
     return h, ckpt

@@ -100,9 +100,13 @@ class _ScaledForward(torch.nn.Module):
 
 class _Losses:
     def __init__(self, weights: Dict[str, float], scales: Dict[str, float], masses: torch.Tensor,
-                 temperature: float, energy_model: Optional[Callable]):
+                 temperature: float, energy_model: Optional[Callable], numbers: Optional[torch.Tensor] = None):
         self.w_q, self.w_p, self.w_e = (float(weights["positions"]), float(weights["velocities"]),
                                         float(weights["energy"]))
+        self.w_ke = float(weights.get("kinetic_energy", 0.0))
+        # one mask per element: the kinetic-energy term compares each element's mean |v' sqrt(m)|^2
+        self.element_masks = ([] if numbers is None or self.w_ke == 0 else
+                              [numbers == z for z in torch.unique(numbers).tolist()])
         self.inv_q2 = 1.0 / scales["dq_scale"] ** 2
         self.inv_p2 = 1.0 / scales["p_scale"] ** 2
         self.masses = masses
@@ -117,6 +121,15 @@ class _Losses:
         loss_p = ((y_p - t_p) ** 2).mean() * self.inv_p2
         total = self.w_q * loss_q + self.w_p * loss_p
         out = {"loss_q": loss_q, "loss_p": loss_p}
+        if self.element_masks:
+            terms = []
+            for mask in self.element_masks:
+                predicted = (y_p[:, mask] ** 2).sum(-1).mean()
+                target = (t_p[:, mask] ** 2).sum(-1).mean()
+                terms.append(((predicted - target) / target) ** 2)
+            loss_ke = torch.stack(terms).mean()
+            total = total + self.w_ke * loss_ke
+            out["loss_ke"] = loss_ke
         if self.energy_model is not None:
             n = self.masses.shape[0]
             new_q = batch["positions"] + y_q / self.sqrt_m
@@ -139,7 +152,7 @@ class StrideTask(TrainingTask):
     """A PET stride model learning ``(q, v)(t) -> (q, v)(t + stride)`` from trajectory pairs."""
 
     name = "stride"
-    train_parts = ("loss_q", "loss_p", "loss_e")
+    train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke")
     val_fields = ("val_loss_q", "val_loss_p", "val_dq_rmse", "val_v_rmse")
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
@@ -194,7 +207,7 @@ class StrideTask(TrainingTask):
         self.model.to(dtype=dtype, device=self.device)
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)
-        self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model)
+        self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers)
         self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0}, self.scales, self.masses,
                                     tdata.temperature, None)
         if float(h["loss"]["energy"]) > 0 and energy_model is None:

@@ -210,7 +210,41 @@ def render_friction_scan(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def render_learning_curves(data: Dict, name: str) -> List[str]:
+    lines: List[str] = []
+    for ablation, runs in sorted(data["ablations"].items()):
+        common = min(run["curves"][-1]["step"] for run in runs.values())
+        lines += [f"### Training ablation: {ablation} (`{name}`)", "",
+                  f"Held-out errors per element at step {common} (the last step every run reached; curves: "
+                  f"`benchmarks/results/learning-curves-{ablation}.png`), then a short NVT run of the final model "
+                  "(`openmm-flashmd simulate`, Langevin 1/ps with the filter; T of its second half). "
+                  "`benchmarks/learning_curves.py` writes it.", "",
+                  "| run | step | Δq RMSE (nm) | v′ RMSE (nm/ps) | KE ratio | wall (s), threads | dynamics | T (K) |",
+                  "|---|---:|---|---|---|---|---|---|"]
+        for label, run in runs.items():
+            row = next(c for c in run["curves"] if c["step"] >= common)
+            elements = row["per_element"]
+            dq = ", ".join(f"{e} {v['dq_rmse']:.5f}" for e, v in elements.items())
+            vel = ", ".join(f"{e} {v['v_rmse']:.3f}" for e, v in elements.items())
+            ke = ", ".join(f"{e} {v['kinetic_energy_ratio']:.3f}" for e, v in elements.items())
+            dyn = run.get("dynamics") or {}
+            if dyn.get("failure"):
+                outcome = f"failed at {dyn['completed_ps']:.3g} ps"
+            elif dyn:
+                outcome = (f"{dyn['duration_ps']:g} ps, {len(dyn['failed_checks'])} trust check(s) failed, "
+                           f"{100 * (dyn['clamped_fraction'] or 0):.1f} % clamped")
+            else:
+                outcome = "—"
+            temps = ", ".join(f"{e} {t:.0f}" for e, t in (dyn.get("temperature_second_half_K") or {}).items()) or "—"
+            lines.append(f"| {label} | {row['step']} | {dq} | {vel} | {ke} | {row['wall_s']:.0f}, {row['threads']} | "
+                         f"{outcome} | {temps} |")
+        stack = next(iter(runs.values()))["stack"]
+        lines += ["", _stack_line(stack), ""]
+    return lines
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
+    "learning_curves": render_learning_curves,
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,
     "pet_forward": render_pet_forward,

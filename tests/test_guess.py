@@ -226,6 +226,10 @@ def test_train_evaluate_and_run_a_guess_model(constrained_dimer_data, tmp_path):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     report = evaluate(result.model_path, constrained_dimer_data, max_pairs=64, batch_size=8)
     assert 0 < report["all"]["dq_guess_rmse"] < report["all"]["dq_free_flight_rmse"]
+    energy = report["energy_error_per_stride"]
+    assert energy["n_atoms"] == 8 and energy["model"]["total"]["sd"] > 0 and "guess" in energy
+    assert energy["model"]["total"]["mean"] == pytest.approx(
+        energy["model"]["potential"]["mean"] + energy["model"]["kinetic"]["mean"])
     system, topology, x0 = diatomics(constrained=True)
     integrator = FlashMDIntegrator(system, result.model_path, temperature=300 * unit.kelvin, topology=topology)
     context = context_for(system, integrator)

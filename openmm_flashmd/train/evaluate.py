@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -155,7 +155,77 @@ def format_table(result: Dict[str, Any]) -> str:
             + (f"{e['kinetic_energy_ratio']:8.3f}" if "kinetic_energy_ratio" in e else f"{'-':>8}")
             + (f" {e['dq_guess_rmse']:11.4e} {e['v_guess_rmse']:11.4e}" if guess else "")
         )
+    energy = result.get("energy_error_per_stride")
+    for name in ("model", "guess"):
+        if energy and name in energy:
+            e = energy[name]
+            lines.append(f"energy error per stride ({name}, kJ/mol, mean ± sd): potential {e['potential']['mean']:+.2f} "
+                         f"± {e['potential']['sd']:.2f}, kinetic {e['kinetic']['mean']:+.2f} ± {e['kinetic']['sd']:.2f}, "
+                         f"total {e['total']['mean']:+.2f} ± {e['total']['sd']:.2f}")
     return "\n".join(lines)
+
+
+class EnergyErrors:
+    """Per-stride energy errors of predictions against the reference, on the data's System.
+
+    For each pair, the predicted positions are constrained (as the integrator does after a
+    stride; tolerance 1e-8) and the predicted velocities projected; then potential,
+    kinetic and total energy (kJ/mol) are compared with the reference frame at t + stride.
+    The same is done for the Verlet guess when the batch has it. A model that conserves
+    energy on held-out strides but heats up in a simulation is sensitive to states off the
+    data's manifold; one that is already biased here will drift in any run.
+    """
+
+    def __init__(self, data: TrajectoryData):
+        import openmm
+
+        from openmm_flashmd.data.guess import data_system
+        from openmm_flashmd.systems.loading import make_platform
+
+        system = data_system(data)
+        self.context = openmm.Context(system, openmm.VerletIntegrator(0.001), make_platform("CPU"))
+        self.constrained = system.getNumConstraints() > 0
+        self.periodic = data.periodic
+        self.errors: Dict[str, List[List[float]]] = {"model": [], "guess": []}
+
+    def _energies(self, x: np.ndarray, v: np.ndarray, box: np.ndarray) -> Tuple[float, float]:
+        from openmm import unit
+
+        if self.periodic:
+            self.context.setPeriodicBoxVectors(*box)
+        self.context.setPositions(x)
+        self.context.setVelocities(v)
+        if self.constrained:
+            self.context.applyConstraints(1e-8)
+            self.context.applyVelocityConstraints(1e-8)
+        state = self.context.getState(getEnergy=True)
+        return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole))
+
+    def add(self, new_q: torch.Tensor, new_v: torch.Tensor, batch: Dict[str, torch.Tensor]) -> None:
+        """Accumulate the errors of predictions ``new_q`` [B,N,3] nm, ``new_v`` [B,N,3] nm/ps."""
+        for b in range(new_q.shape[0]):
+            box = batch["box"][b].double().numpy()
+            reference = self._energies(batch["new_positions"][b].double().numpy(),
+                                       batch["new_velocities"][b].double().numpy(), box)
+            predictions = [("model", new_q[b], new_v[b])]
+            if "guess" in batch:
+                predictions.append(("guess", batch["positions"][b] + batch["guess"][b], batch["guess_velocities"][b]))
+            for name, q, v in predictions:
+                pe, ke = self._energies(q.double().numpy(), v.double().numpy(), box)
+                self.errors[name].append([pe - reference[0], ke - reference[1]])
+
+    def summary(self, n_atoms: int) -> Dict[str, Any]:
+        """Mean and standard deviation (kJ/mol per stride) of the potential, kinetic and total
+        energy errors, for the model and (when present) the Verlet guess."""
+        out: Dict[str, Any] = {"n_atoms": int(n_atoms)}
+        for name, rows in self.errors.items():
+            if not rows:
+                continue
+            e = np.asarray(rows)
+            parts = {"potential": e[:, 0], "kinetic": e[:, 1], "total": e.sum(1)}
+            out[name] = {k: {"mean": float(v.mean()), "sd": float(v.std())} for k, v in parts.items()}
+        return out
 
 
 def evaluate(
@@ -169,8 +239,10 @@ def evaluate(
     overwrite: bool = False,
     device: str = "cpu",
     seed: int = 0,
+    energy: bool = True,
 ) -> Dict[str, Any]:
-    """Per-element RMSE of ``dq`` and ``v'`` of ``model`` on ``data`` vs trivial baselines.
+    """Per-element RMSE of ``dq`` and ``v'`` of ``model`` on ``data`` vs trivial baselines,
+    and (with ``energy``) the energy error per stride on the data's System (:class:`EnergyErrors`).
 
     Parameters
     ----------
@@ -189,7 +261,9 @@ def evaluate(
     Returns a dict with ``stride``, ``n_pairs``, ``segments_used``, ``per_element``
     (``{Z: {symbol, dq_rmse, dq_free_flight_rmse, dq_improvement, v_rmse,
     v_unchanged_rmse, v_improvement, kinetic_energy_ratio, n_atom_samples}}``) and
-    ``all`` (the same without ``kinetic_energy_ratio``, which is per element only).
+    ``all`` (the same without ``kinetic_energy_ratio``, which is per element only); with
+    ``energy``, ``energy_error_per_stride`` (kJ/mol: mean and sd of the potential, kinetic
+    and total energy errors of the model and of the Verlet guess).
     """
     from openmm_flashmd.model.protocol import load_model, read_metadata
 
@@ -217,6 +291,7 @@ def evaluate(
     batched = batch_size > 1 and hasattr(scripted, "forward_batch")
     step = batch_size if batched else 1
     sums: Dict[int, Dict[str, float]] = {}
+    energies = EnergyErrors(data) if energy else None
     with torch.no_grad():
         for start in range(0, len(order), step):
             batch = pairs.get_batch(order[start:start + step])
@@ -233,9 +308,13 @@ def evaluate(
                 new_q = torch.stack([o[0] for o in outs]).double().cpu()
                 new_v = torch.stack([o[1] for o in outs]).double().cpu()
             stride_errors(new_q - batch["positions"], new_v, batch, data.atomic_numbers, sums)
+            if energies is not None:
+                energies.add(new_q, new_v, batch)
     result = {"stride": float(stride), "n_pairs": int(len(order)), "segments_used": segments_used,
               "data": str(data.path), "dataset_sha256": data.sha256}
     result.update(_summarise(sums))
+    if energies is not None:
+        result["energy_error_per_stride"] = energies.summary(data.n_atoms)
     if output_json is not None:
         Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(output_json).write_text(json.dumps(result, indent=2))

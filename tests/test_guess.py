@@ -238,3 +238,44 @@ def test_train_evaluate_and_run_a_guess_model(constrained_dimer_data, tmp_path):
     integrator.step(5)
     x, v = positions_velocities(context)
     assert np.isfinite(x).all() and np.isfinite(v).all()
+
+
+def test_noisy_frames_keep_constraints_and_feed_noisy_inputs(constrained_dimer_data):
+    from openmm_flashmd.data.guess import noisy_frames
+
+    data = load_trajectories(constrained_dimer_data)
+    positions, velocities = noisy_frames(data, 0.003, seed=1, segments=[0, 1], progress=False)
+    moved = np.linalg.norm(positions[:2] - data.positions[:2], axis=-1)
+    assert 0.001 < moved.mean() < 0.01 and np.array_equal(positions[2:], data.positions[2:])
+    bonds = np.linalg.norm(positions[:2, :, 0::2] - positions[:2, :, 1::2], axis=-1)
+    np.testing.assert_allclose(bonds, 0.15, atol=1e-6)  # the constraints hold after the noise
+    relative = (velocities[:2, :, 0::2] - velocities[:2, :, 1::2]) * (positions[:2, :, 0::2] - positions[:2, :, 1::2])
+    assert np.abs(relative.sum(-1)).max() < 1e-6  # velocities projected on the new bond directions
+
+    noisy = {"states": (positions, velocities), "fraction": 1.0}
+    always = StridePairs(data, STRIDE, segments=[0, 1], noisy=noisy, generator=torch.Generator().manual_seed(0))
+    clean = StridePairs(data, STRIDE, segments=[0, 1])
+    a, b = always.get_batch([0, 5]), clean.get_batch([0, 5])
+    assert not torch.allclose(a["positions"], b["positions"])  # noisy inputs ...
+    torch.testing.assert_close(a["new_positions"], b["new_positions"])  # ... unperturbed targets
+    never = StridePairs(data, STRIDE, segments=[0, 1], noisy={**noisy, "fraction": 0.0})
+    torch.testing.assert_close(never.get_batch([0, 5])["positions"], b["positions"])
+    with pytest.raises(Exception, match="Verlet guesses"):
+        StridePairs(data, STRIDE, segments=[0, 1], noisy=noisy,
+                    guesses=pair_guesses(data, STRIDE, 2, time_reversal=False, segments=[0, 1], progress=False))
+
+
+def test_training_with_noise_injection_starts_from_given_weights(constrained_dimer_data, tmp_path):
+    overrides = dict(TINY_MODEL)
+    overrides.update({"model.verlet_guess": True, "model.guess_substeps": 2, "training.max_steps": 10,
+                      "training.validate_every": 10, "training.warmup_steps": 1, "training.batch_size": 8,
+                      "data.validation_fraction": 0.34})
+    first = train(constrained_dimer_data, tmp_path / "first", STRIDE, overrides=overrides, device="cpu",
+                  progress=False)
+    again = dict(overrides, **{"data.input_noise": 0.002, "training.init_from": str(first.model_path),
+                               "training.learning_rate": 1e-12, "training.max_steps": 1})
+    second = train(constrained_dimer_data, tmp_path / "second", STRIDE, overrides=again, device="cpu",
+                   progress=False)
+    before = load_model(first.model_path).state_dict()
+    after = load_model(second.model_path).state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)

@@ -291,6 +291,11 @@ class StridePairs(torch.utils.data.Dataset):
         :func:`openmm_flashmd.data.guess.verlet_guesses`: ``{"forward": (g, w),
         "reverse": (g, w)}`` with arrays ``[S, F, N, 3]`` (nm, nm/ps); ``"reverse"`` (guesses
         from negated velocities) is needed with ``time_reversal``
+    noisy : noise injection: ``{"states": (positions, velocities), "fraction": p}`` with the
+        noisy copies of every frame (:func:`openmm_flashmd.data.guess.noisy_frames`), plus
+        ``"guesses"`` (their Verlet guesses, as ``guesses``) when ``guesses`` is given; each
+        drawn item takes its *inputs* from the noisy copy with probability ``p`` (targets stay
+        the unperturbed future)
 
     Each item/batch is a dict with ``positions``, ``velocities`` (input, nm and nm/ps),
     ``new_positions``, ``new_velocities`` (target), ``box`` (nm), ``stride`` (ps),
@@ -309,6 +314,7 @@ class StridePairs(torch.utils.data.Dataset):
         dtype: torch.dtype = torch.float64,
         generator: Optional[torch.Generator] = None,
         guesses: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
+        noisy: Optional[Dict[str, Any]] = None,
     ):
         self.data = data
         self.strides = [float(s) for s in (strides if isinstance(strides, (list, tuple, np.ndarray)) else [strides])]
@@ -343,6 +349,18 @@ class StridePairs(torch.utils.data.Dataset):
             forward = guesses["forward"]
             reverse = guesses.get("reverse") or forward
             self._guesses = [torch.from_numpy(np.asarray(a)) for a in (*forward, *reverse)]
+        self._noisy: Optional[List[torch.Tensor]] = None
+        self.noisy_fraction = 0.0
+        if noisy is not None:
+            if (guesses is None) != (noisy.get("guesses") is None):
+                raise DataError("noisy copies need Verlet guesses exactly when the pairs have them")
+            self.noisy_fraction = float(noisy["fraction"])
+            tensors = [torch.from_numpy(np.asarray(a)) for a in noisy["states"]]
+            if noisy.get("guesses") is not None:
+                forward = noisy["guesses"]["forward"]
+                reverse = noisy["guesses"].get("reverse") or forward
+                tensors += [torch.from_numpy(np.asarray(a)) for a in (*forward, *reverse)]
+            self._noisy = tensors
 
     def __len__(self) -> int:
         return len(self.pairs) * (2 if self.time_reversal else 1)
@@ -366,11 +384,20 @@ class StridePairs(torch.utils.data.Dataset):
         q0, q1 = self._pos[seg, a], self._pos[seg, b]
         v0, v1 = self._vel[seg, a] * sign, self._vel[seg, b] * sign
         box = self._box[seg, a]
-        tensors = [q0, q1, v0, v1, box]
+        flip = torch.from_numpy(rev).view(-1, 1, 1)
+        guess: List[torch.Tensor] = []
         if self._guesses is not None:
             g_fwd, w_fwd, g_rev, w_rev = self._guesses
-            flip = torch.from_numpy(rev).view(-1, 1, 1)
-            tensors += [torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), torch.where(flip, w_rev[seg, a], w_fwd[seg, a])]
+            guess = [torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), torch.where(flip, w_rev[seg, a], w_fwd[seg, a])]
+        if self._noisy is not None and self.noisy_fraction > 0 and len(idx):
+            use = (torch.rand(len(idx), generator=self.generator) < self.noisy_fraction).view(-1, 1, 1)
+            q0 = torch.where(use, self._noisy[0][seg, a], q0)
+            v0 = torch.where(use, self._noisy[1][seg, a] * sign, v0)
+            if guess:
+                g_fwd, w_fwd, g_rev, w_rev = self._noisy[2:]
+                guess = [torch.where(use, torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), guess[0]),
+                         torch.where(use, torch.where(flip, w_rev[seg, a], w_fwd[seg, a]), guess[1])]
+        tensors = [q0, q1, v0, v1, box] + guess
         if self.random_rotations and len(idx):
             rot = random_orthogonal(len(idx), self.generator, self.inversion)
             rt = rot.transpose(1, 2)

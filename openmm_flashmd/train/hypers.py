@@ -113,6 +113,9 @@ def _validate(h: Dict[str, Any]) -> None:
         raise ValueError("training.dtype must be float32 or float64")
     if t["scheduler"] not in ("cosine", "plateau", "constant"):
         raise ValueError("training.scheduler must be cosine, plateau or constant")
+    if "input_noise" in h["data"] and not (float(h["data"]["input_noise"]) >= 0
+                                            and 0 <= float(h["data"]["noisy_fraction"]) <= 1):
+        raise ValueError("data.input_noise must be >= 0 (nm) and data.noisy_fraction in [0, 1]")
     positive = [("training", key) for key in ("batch_size", "max_steps", "validate_every", "checkpoint_every")]
     positive += [("data", "frame_interval")] if "frame_interval" in h["data"] else []
     for section, key in positive:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, stride_frames
-from openmm_flashmd.data.guess import pair_guesses
+from openmm_flashmd.data.guess import noisy_frames, pair_guesses
 from openmm_flashmd.train.engine import (
     ENGINE_FILES, ProcessInfo, TrainingTask, TrainResult, check_output_dir, load_training_data, resume_hypers,
     run_training, setup_process,
@@ -77,6 +77,16 @@ def _scales(data: TrajectoryData, segments: np.ndarray, k: int, momentum_differe
     res_q = (q[:, k:] - q[:, :-k] - v[:, :-k] * tau) * sqrt_m
     res_p = (v[:, k:] - v[:, :-k]) * sqrt_m if momentum_difference else v[:, k:] * sqrt_m
     return {"velocity_scale": rms(u), "dq_scale": rms(res_q), "p_scale": rms(res_p)}
+
+
+def initial_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """Weights to start a training from (``training.init_from``): a stride model file
+    (``model.pt``) or a trainer checkpoint (its best weights). The architecture must match."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return ckpt.get("best_state") or ckpt["model_state"]
 
 
 def _guess_inputs(batch: Dict[str, torch.Tensor]):
@@ -169,14 +179,21 @@ class StrideTask(TrainingTask):
         self.seed(int(t["seed"]), proc.rank)
         phypers = PETHypers.from_dict(h["model"])
         guesses = None
+        show = progress and proc.is_main
         if phypers.verlet_guess:  # computed with OpenMM on the data's System (deterministic on CPU)
             guesses = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
-                                   segments=np.concatenate([train_idx, val_idx]),
-                                   progress=progress and proc.is_main)
+                                   segments=np.concatenate([train_idx, val_idx]), progress=show)
+        noisy = None
+        if float(hd["input_noise"]) > 0:  # noise injection: one noisy copy of every training frame
+            states = noisy_frames(tdata, float(hd["input_noise"]), int(t["seed"]), segments=train_idx, progress=show)
+            noisy = {"states": states, "fraction": float(hd["noisy_fraction"])}
+            if guesses is not None:
+                noisy["guesses"] = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
+                                                segments=train_idx, progress=show, states=states)
         self.set_datasets(
             StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
                         random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator,
-                        guesses=guesses),
+                        guesses=guesses, noisy=noisy),
             StridePairs(tdata, stride, val_idx, dtype=dtype,
                         guesses=None if guesses is None else {"forward": guesses["forward"]}) if len(val_idx) else None,
             int(t["max_validation_pairs"]), "no training pairs: segments too short for this stride?",
@@ -204,6 +221,8 @@ class StrideTask(TrainingTask):
                                           self.spec["periodic"], self.provenance)
         self.model.set_scales(self.scales["velocity_scale"], self.scales["dq_scale"], self.scales["p_scale"],
                               self.scales.get("guess_scale"), self.scales.get("guess_velocity_scale"))
+        if t.get("init_from") and ckpt is None:
+            self.model.load_state_dict(initial_weights(t["init_from"]))
         self.model.to(dtype=dtype, device=self.device)
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)

@@ -1,9 +1,11 @@
-"""Verlet guesses of reference frames: the ``verlet_guess`` input of stride models in training.
+"""Training inputs computed with OpenMM on the data's own System.
 
 :func:`verlet_guesses` runs, for every stored frame, the very program
 :class:`~openmm_flashmd.integrator.FlashMDIntegrator` runs before a stride
-(:func:`openmm_flashmd.integrator.guess.verlet_guess_integrator`) on the data's own
-System, so a model is trained on the numbers it will see in a simulation.
+(:func:`openmm_flashmd.integrator.guess.verlet_guess_integrator`), so a model with the
+``verlet_guess`` input is trained on the numbers it will see in a simulation.
+:func:`noisy_frames` makes the perturbed, re-constrained copies of frames that noise
+injection trains on.
 """
 
 from __future__ import annotations

@@ -11,14 +11,16 @@ also per atom). The blog's best learned models (1 fs strides, flexible water) co
 300 K to 207-213 K and drifted about -67 kJ/mol/ps; goals of this project (issue 15):
 |ΔT| <= 10 K and |drift| <= 5 kJ/mol/ps.
 
-Writes ``benchmarks/results/blog-nve/<model>.json`` and ``<model>.png``. Units: nm, ps, K,
-kJ/mol.
+Writes the model's entry of ``benchmarks/results/blog_nve.json`` (rendered into the README
+by ``benchmarks/report.py``) and ``benchmarks/results/blog-nve/<model>.png``. Units: nm, ps,
+K, kJ/mol.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import validate as v  # noqa: E402
 from _common import stack_info, write_json  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results" / "blog-nve"
+RESULTS = Path(__file__).resolve().parent / "results"
+OUT = RESULTS / "blog_nve.json"
+PLOTS = RESULTS / "blog-nve"
 N_WATERS = 258
 TEMPERATURE = 300.0
 REFERENCE_TIMESTEP = 0.001  # ps
@@ -116,7 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="bundled model name (e.g. water-rigid-8fs) or a model file")
     parser.add_argument("--lengths", choices=sorted(LENGTHS), default="full")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT, help="results JSON (default %(default)s)")
+    parser.add_argument("--plots", type=Path, default=PLOTS, help="folder of the plots (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -130,9 +135,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from openmm_flashmd import load_model, read_metadata
 
     stem = Path(args.model).stem
-    out_json = args.out / f"{stem}.json"
-    if out_json.exists() and not args.overwrite:
-        raise SystemExit(f"{out_json} exists; pass --overwrite to replace it")
+    merged = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "blog_nve", "models": {}}
+    if stem in merged["models"] and not args.overwrite:
+        raise SystemExit(f"{args.out} has a result for {stem}; pass --overwrite to replace it")
     if args.threads:
         torch.set_num_threads(args.threads)
     lengths = LENGTHS[args.lengths]
@@ -166,8 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
            and abs(flashmd["T_drift_K"]) <= GOALS["abs_T_drift_K"]
            and flashmd["energy_drift_kjmol_per_ps"] is not None
            and abs(flashmd["energy_drift_kjmol_per_ps"]) <= GOALS["abs_energy_drift_kjmol_per_ps"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(args.out / f"{stem}.png", runs)
+    args.plots.mkdir(parents=True, exist_ok=True)
+    plot(args.plots / f"{stem}.png", runs)
     result = {"benchmark": "blog-nve", "model": stem, "stride_ps": stride, "lengths_mode": args.lengths,
               "lengths": lengths, "n_waters": N_WATERS, "n_atoms": setup.n_atoms, "temperature_K": TEMPERATURE,
               "system": "258 rigid TIP3P (Modeller.addSolvent, amber14/tip3p.xml), PME, cutoff 0.9 nm",
@@ -175,13 +180,14 @@ def main(argv: Optional[List[str]] = None) -> int:
               "runs": {k: {kk: vv for kk, vv in r.items() if kk != "series"} for k, r in runs.items()},
               "threads": args.threads or torch.get_num_threads(), "wall_s": time.perf_counter() - began,
               "stack": stack_info()}
-    write_json(out_json, result, overwrite=True)
+    merged["models"][stem] = result
+    write_json(args.out, merged, overwrite=True)
     for label, run in result["runs"].items():
         drift = run["energy_drift_kjmol_per_ps"]
         print(f"{label}: T {run['T_start_K']:.1f} -> {run['T_end_K']:.1f} K, drift "
               f"{drift if drift is None else round(drift, 2)} kJ/mol/ps"
               + (f", failed at {run['failed_at_ps']:.3g} ps" if run["failed_at_ps"] is not None else ""))
-    print(f"wrote {out_json}; goals {'met' if met else 'NOT met'}")
+    print(f"goals {'met' if met else 'NOT met'}")
     return 0
 
 

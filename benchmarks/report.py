@@ -243,7 +243,28 @@ def render_learning_curves(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def render_blog_nve(data: Dict, name: str) -> List[str]:
+    lines = [f"### The blog's NVE protocol: 258 rigid TIP3P waters (`{name}`)", "",
+             "`benchmarks/blog_nve.py`: 258 rigid TIP3P waters from `Modeller.addSolvent` (PME, cutoff 0.9 nm), "
+             "Langevin MD at 300 K, then 50 ps of NVE from that state: FlashMD without the energy filter "
+             "(\"F\") and reference velocity Verlet (1 fs). T start / end: means over the first 1 ps and the last "
+             "5 ps; drift: linear fit of the total energy. Goals (issue 15): |ΔT| ≤ 10 K and |drift| ≤ 5 kJ/mol/ps. "
+             "Plots: `benchmarks/results/blog-nve/`.", "",
+             "| model | stride (fs) | lengths | run | T start → end (K) | drift (kJ/mol/ps) | goals |",
+             "|---|---:|---|---|---|---:|---|"]
+    for model, result in sorted(data["models"].items()):
+        for label, run in result["runs"].items():
+            drift = run["energy_drift_kjmol_per_ps"]
+            failed = f" (failed at {run['failed_at_ps']:.3g} ps)" if run.get("failed_at_ps") is not None else ""
+            goals = ("met" if result["goals_met"] else "**not met**") if label.startswith("FlashMD") else ""
+            lines.append(f"| {model} | {result['stride_ps'] * 1000:g} | {result['lengths_mode']} | {label}{failed} | "
+                         f"{run['T_start_K']:.1f} → {run['T_end_K']:.1f} | {_fmt(drift, '.3g')} | {goals} |")
+    stack = next(iter(data["models"].values()))["stack"]
+    return lines + ["", _stack_line(stack), ""]
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
+    "blog_nve": render_blog_nve,
     "learning_curves": render_learning_curves,
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,

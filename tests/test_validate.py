@@ -168,3 +168,23 @@ def test_friction_scan_quick(tmp_path, tiny_water_model):
     assert (tmp_path / result["plot"]).exists()
     report = _load("report")
     assert "friction" in "\n".join(report.RENDERERS["friction_scan"](result, "friction-water-16fs.json"))
+
+
+@pytest.mark.slow
+def test_blog_nve_protocol_quick(tmp_path):
+    """benchmarks/blog_nve.py in quick mode with the exact Verlet-guess stride (about a minute)."""
+    from openmm_flashmd.model import VerletGuessStrideModel
+
+    blog = _load("blog_nve")
+    model = save_model(VerletGuessStrideModel(0.002, 1), tmp_path / "guess-2fs.pt")
+    out = tmp_path / "blog.json"
+    args = [str(model), "--lengths", "quick", "--out", str(out), "--plots", str(tmp_path), "--no-progress"]
+    assert blog.main(args) == 0
+    result = json.loads(out.read_text())["models"]["guess-2fs"]
+    assert result["n_atoms"] == 3 * 258 and result["lengths_mode"] == "quick"
+    flashmd, reference = result["runs"].values()
+    assert reference["failed_at_ps"] is None and abs(reference["energy_drift_kjmol_per_ps"]) < 50
+    assert flashmd["completed_ps"] == pytest.approx(0.4)
+    with pytest.raises(SystemExit, match="overwrite"):
+        blog.main(args)
+    assert (tmp_path / "guess-2fs.png").exists()

@@ -83,6 +83,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="+", help="trajectory file(s) from 'generate'")
     p.add_argument("output_dir", help="directory for logs, checkpoints and model.pt")
     p.add_argument("--stride", type=float, required=True, help="ps; a multiple of the record interval")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop at this step with a checkpoint, no export; continue later with --resume")
     p.add_argument("--hypers", help="YAML file updating the default hyper-parameters")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one hyper-parameter (repeatable), e.g. training.max_steps=1000")
@@ -98,10 +100,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     data = _data_files(args.data)
     result = train(data, args.output_dir, args.stride, hypers=args.hypers, overrides=args.overrides,
-                   resume=args.resume, overwrite=args.overwrite, device=args.device, progress=not args.quiet)
+                   resume=args.resume, overwrite=args.overwrite, device=args.device, progress=not args.quiet,
+                   stop_after=args.stop_after)
     _print_training_summary(result)
     if result.model_path is not None:
         print(f"model: {result.model_path}")
+    elif args.stop_after is not None:
+        print(f"stopped after step {result.steps}; continue with --resume")
     return 0
 
 

@@ -191,6 +191,24 @@ def test_resume_continues_like_an_uninterrupted_run(dimer_data, tmp_path):
         train(dimer_data, part, STRIDE, overrides={"model.d_pet": 32}, resume=True, device="cpu", progress=False)
 
 
+def test_stop_after_then_resume_is_the_uninterrupted_cosine_run(dimer_data, tmp_path, capsys):
+    """--stop-after keeps the cosine schedule of max_steps: stopping and resuming changes nothing."""
+    full = train(dimer_data, tmp_path / "full", STRIDE, overrides=_quick(), device="cpu", progress=False)
+    part = tmp_path / "part"
+    args = ["train", str(dimer_data), str(part), "--stride", str(STRIDE), "--device", "cpu", "--quiet"]
+    args += [f"--set={k}={v}" for k, v in _quick().items()]
+    assert main(args + ["--stop-after", "10"]) == 0
+    assert "stopped after step 10; continue with --resume" in capsys.readouterr().out
+    assert not (part / "model.pt").exists() and (part / "checkpoint.pt").exists()
+    resumed = train(dimer_data, part, STRIDE, resume=True, device="cpu", progress=False)
+    assert resumed.steps == 20 and resumed.model_path is not None
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model_state"]
+    b = torch.load(part / "checkpoint.pt", weights_only=False)["model_state"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert resumed.best_validation_loss == pytest.approx(full.best_validation_loss, rel=1e-5)
+
+
 # ----------------------------------------------------------------------------- errors
 
 def test_training_errors(dimer_data, tmp_path):

@@ -371,9 +371,12 @@ def run_training(
     overwrite: bool = False,
     progress: bool = True,
     export: bool = True,
+    stop_after: Optional[int] = None,
 ) -> TrainResult:
     """Optimise ``task.model`` with the ``training`` hypers of ``h``, writing into ``out``
-    (see the module docstring); resumes from ``ckpt`` when given."""
+    (see the module docstring); resumes from ``ckpt`` when given. ``stop_after``: stop at
+    that step (checkpointed, no export; continue with a resumed run), for training that
+    spans several sessions; the schedule still runs to ``training.max_steps``."""
     t = h["training"]
     model = task.model
     rank, world = proc.rank, proc.world
@@ -448,7 +451,8 @@ def run_training(
     model.train()
     try:
         start_step = state["step"]
-        while state["step"] < max_steps and not state["stopped_early"]:
+        while (state["step"] < max_steps and not state["stopped_early"]
+               and (stop_after is None or state["step"] < stop_after)):
             global_bs = batch_size * world
             if state["cursor"] + global_bs > len(perm):
                 state["epoch"] += 1
@@ -516,13 +520,17 @@ def run_training(
                     curves.append({"step": state["step"], "wall_s": row["wall_s"], "threads": torch.get_num_threads(),
                                    "val_loss": val["val_loss"], "summary": val.get("summary")})
                     _write_curves(curves, curves_path)
-            if state["step"] % int(t["checkpoint_every"]) == 0 or last or state["stopped_early"]:
+            if (state["step"] % int(t["checkpoint_every"]) == 0 or last or state["stopped_early"]
+                    or state["step"] == stop_after):
                 state["wall"] = time.time() - start_time
                 save_checkpoint()
     finally:
         bar.close()
     if state["step"] == start_step:  # nothing ran (resuming a finished run): the checkpoint is still written
         save_checkpoint()
+    if state["step"] < max_steps and not state["stopped_early"]:  # stopped by stop_after: resume later
+        return TrainResult(output_dir=out, model_path=None, steps=state["step"], best_step=state["best_step"],
+                           best_validation_loss=state["best_val"], stopped_early=False, validation={})
 
     # ------------------------------------------------------------------ export
     if state["best_state"] is not None:

@@ -292,6 +292,7 @@ def train(
     energy_model: Optional[Callable] = None,
     progress: bool = True,
     export: bool = True,
+    stop_after: Optional[int] = None,
 ) -> TrainResult:
     """Train a PET stride model for ``stride`` ps on trajectory file(s) ``data``.
 
@@ -312,6 +313,7 @@ def train(
         and returning kJ/mol
     progress : tqdm progress bar
     export : write ``model.pt`` and ``validation.json`` at the end
+    stop_after : stop at this step with a checkpoint and no export (``resume`` continues)
     """
     proc = setup_process(device)
     out = Path(output_dir)
@@ -323,4 +325,5 @@ def train(
     if ckpt is not None and not math.isclose(ckpt["model_spec"]["stride"], stride):
         raise ValueError(f"cannot resume: checkpoint stride is {ckpt['model_spec']['stride']} ps, not {stride} ps")
     task = StrideTask(h, paths, tdata, stride, train_idx, val_idx, proc, ckpt, energy_model, progress)
-    return run_training(task, h, out, proc, ckpt, overwrite=overwrite, progress=progress, export=export)
+    return run_training(task, h, out, proc, ckpt, overwrite=overwrite, progress=progress, export=export,
+                        stop_after=stop_after)

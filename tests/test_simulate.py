@@ -51,7 +51,7 @@ def test_simulate_refuses_unknown_inputs(tmp_path, free_model):
 def test_cli_simulate_with_an_unknown_model_explains(capsys, tmp_path):
     assert main(["simulate", str(tmp_path / "run"), "--model", "water-3fs"]) == 1
     err = capsys.readouterr().err
-    assert "no model file or bundled model named 'water-3fs'" in err and "water-16fs" in err
+    assert "no model file or bundled model named 'water-3fs'" in err and "water-rigid-16fs" in err
 
 
 def test_flashmd_reporter_refuses_existing_file(tmp_path):
@@ -98,3 +98,19 @@ def test_energy_drift_check_thresholds():
     broken = np.full_like(time, -1000.0)
     broken[-1] = np.nan
     assert not energy_drift_check(time, broken, 100)[0]
+
+
+def test_constrained_runs_are_judged_per_element_against_bundled_reference_md():
+    from openmm_flashmd.analysis.report import _expected_temperatures
+    from openmm_flashmd.systems.references import REFERENCE_RECORDS, reference_temperatures
+
+    assert all(path.exists() for path in REFERENCE_RECORDS.values())
+    ref = reference_temperatures("alanine-dipeptide-implicit-hbonds")
+    expected = _expected_temperatures(300.0, ["all", "C", "H", "N", "O"],
+                                      {"system": "alanine-dipeptide-implicit-hbonds", "constraints": 12})
+    scale = 300.0 / ref["measured_temperature_K"]
+    assert expected["H"] == pytest.approx(ref["temperature_by_element_K"]["H"] * scale) and expected["H"] < 250
+    assert set(expected) == {"all", "C", "H", "N", "O"}
+    # a constrained System the package has no reference for: only the overall temperature is judged
+    assert _expected_temperatures(300.0, ["all", "H"], {"system": "custom", "constraints": 3}) == {"all": 300.0}
+    assert reference_temperatures("custom") is None

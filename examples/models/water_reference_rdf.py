@@ -21,9 +21,9 @@ import numpy as np
 
 import openmm_flashmd  # noqa: F401  (torch before the openmm plugins)
 from openmm_flashmd.analysis.structure import radial_distribution
-from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
 from openmm_flashmd.data import load_trajectories
 from openmm_flashmd.data.schema import open_trajectory_file, read_string
+from openmm_flashmd.systems.references import temperature_record
 
 
 def main() -> None:
@@ -60,13 +60,8 @@ def main() -> None:
         "r_nm": np.round(r, 6).tolist(),
         "g_OO": np.round(g_oo, 5).tolist(),
         "g_OH": np.round(g_oh, 5).tolist(),
-        "measured_temperature_K": round(float(np.mean(kinetic_temperature(
-            data.velocities.reshape(-1, data.n_atoms, 3), data.masses, 3 * data.n_atoms - len(data.constraints)))), 2),
-        "temperature_by_element_K": {
-            element: round(float(np.mean(values)), 2)
-            for element, values in temperature_by_element(
-                data.velocities.reshape(-1, data.n_atoms, 3), data.masses,
-                [atom.element.symbol for atom in pdb.topology.atoms()]).items()},
+        **temperature_record(data.velocities, data.masses, [atom.element.symbol for atom in pdb.topology.atoms()],
+                             len(data.constraints)),
     }, indent=1) + "\n")
     print(f"wrote {output} from {traj.n_frames} frames")
 

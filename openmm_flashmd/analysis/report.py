@@ -163,14 +163,15 @@ def failed_checks(report: Path) -> List[str]:
 def _expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
     """What each temperature column should read at equilibrium (K): ``target`` overall; per
     element ``target`` too without constraints (equipartition), or with constraints the bundled
-    reference MD's per-element values scaled to ``target`` (none when there is no reference)."""
-    from openmm_flashmd.analysis.structure import REFERENCE_RDFS, reference_rdf
+    reference MD's per-element values scaled to ``target`` (none when there is no reference,
+    see :mod:`openmm_flashmd.systems.references`)."""
+    from openmm_flashmd.systems.references import reference_temperatures
 
     expected = {"all": target}
+    ref = reference_temperatures(settings.get("system"))
     if not settings.get("constraints"):
         expected.update({n: target for n in names if n != "all"})
-    elif settings.get("system") in REFERENCE_RDFS:
-        ref = reference_rdf(settings["system"])
+    elif ref is not None:
         scale = target / ref["measured_temperature_K"]
         expected.update({n: t * scale for n, t in ref.get("temperature_by_element_K", {}).items() if n in names})
     return expected

@@ -105,23 +105,27 @@ LENGTHS: Dict[str, Dict[str, Dict[str, float]]] = {
 #: Lengths that define the cached reference (a cache with other values is not reused).
 REFERENCE_KEYS = ("equil_ps", "settle_ps", "ref_nvt_ps", "npt_settle_ps", "ref_npt_ps", "sample_ps", "blocks")
 
-def _water_goals(system: str, label: str, temperature_text: str) -> List[Dict[str, Any]]:
-    """The temperature, O-O RDF and density goals of a water box at 16 fs."""
-    return [dict(key="water_T", system=system, stride_fs=16, threshold=1.0, text=temperature_text),
-            dict(key="water_rdf", system=system, stride_fs=16, threshold=2.0,
-                 text=f"{label} 16 fs: O–O RDF integrated difference ≤ 2 %"),
-            dict(key="water_density", system=system, stride_fs=16, threshold=1.0,
-                 text=f"{label} 16 fs: NpT density within 1 % of reference MD")]
+def _water_goals(system: str, label: str, temperature_text: str, stride_fs: int = 16) -> List[Dict[str, Any]]:
+    """The temperature, O-O RDF and density goals of a water box at ``stride_fs``."""
+    return [dict(key="water_T", system=system, stride_fs=stride_fs, threshold=1.0, text=temperature_text),
+            dict(key="water_rdf", system=system, stride_fs=stride_fs, threshold=2.0,
+                 text=f"{label} {stride_fs} fs: O–O RDF integrated difference ≤ 2 %"),
+            dict(key="water_density", system=system, stride_fs=stride_fs, threshold=1.0,
+                 text=f"{label} {stride_fs} fs: NpT density within 1 % of reference MD")]
+
+
+def _rigid_water_temperature_text(stride_fs: int) -> str:
+    return (f"rigid water {stride_fs} fs, NVT with filter: T within 1 K of 300 K overall, and every element within "
+            "1 K of reference MD (with constraints, per-element kinetic T is not 300 K)")
 
 
 #: Goals of the validation (see ``summarize``).
 GOALS = (
     _water_goals("water", "water", "water 16 fs, NVT with filter: T within 1 K of 300 K, overall and for every element")
-    + _water_goals("water-rigid", "rigid water",
-                   "rigid water 16 fs (the default model), NVT with filter: T within 1 K of 300 K overall, and every "
-                   "element within 1 K of reference MD (with constraints, per-element kinetic T is not 300 K)")
-    + [dict(key="alanine_js", system="alanine-dipeptide-implicit", stride_fs=8, threshold=0.02,
-            text="alanine dipeptide 8 fs: Ramachandran JS divergence ≤ 0.02"),
+    + _water_goals("water-rigid", "rigid water", _rigid_water_temperature_text(16))
+    + _water_goals("water-rigid", "rigid water", _rigid_water_temperature_text(8), stride_fs=8)
+    + [dict(key="alanine_js", system="alanine-dipeptide-implicit-hbonds", stride_fs=8, threshold=0.05,
+            text="alanine dipeptide (HBonds) 8 fs: Ramachandran JS divergence ≤ 0.05"),
        dict(key="nve", system=None, stride_fs=None, threshold=5.0,
             text="NVE without filter: T(end) within 5 K of T(start) after 50 ps")]
 )

@@ -26,8 +26,8 @@ from openmm_flashmd.systems.loading import load_system, make_platform, start_sta
 #: Built-in default of ``openmm-flashmd simulate``.
 DEFAULT_SYSTEM = "water-rigid"
 #: Bundled model used for a built-in system when no model is given.
-DEFAULT_MODELS = {"water-rigid": "water-rigid-16fs", "water": "water-16fs",
-                  "alanine-dipeptide-implicit": "alanine-dipeptide-implicit-8fs"}
+DEFAULT_MODELS = {"water-rigid": "water-rigid-16fs",
+                  "alanine-dipeptide-implicit-hbonds": "alanine-dipeptide-implicit-hbonds-8fs"}
 
 ENSEMBLES = {"nve": "F E", "nvt": "O F E O", "npt": "O F E O"}
 
@@ -82,7 +82,8 @@ def simulate(
     system : built-in name (see :func:`openmm_flashmd.systems.available_systems`) or a
         serialized System XML file (then ``structure`` gives PDB/PDBx or State XML).
     model : bundled model name or file; default from :data:`DEFAULT_MODELS` for built-in systems
-        (``water-rigid-16fs`` for the default rigid water box, ``water-16fs`` for flexible water).
+        (``water-rigid-16fs`` for the default rigid water box, ``alanine-dipeptide-implicit-hbonds-8fs``
+        for alanine dipeptide with constrained X-H bonds).
     ensemble : ``nve``, ``nvt`` (Langevin + energy filter) or ``npt`` (adds a
         ``MonteCarloBarostat`` at ``pressure`` bar; a built-in system's cutoff is lowered to
         0.45 x its box edge if needed, see :func:`~openmm_flashmd.systems.get_system_for_barostat`).

@@ -21,7 +21,7 @@ from openmm_flashmd.systems.loading import make_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = bundled_models()
-EXPECTED = ["water-rigid-16fs", "water-4fs", "water-8fs", "water-16fs", "alanine-dipeptide-implicit-4fs", "alanine-dipeptide-implicit-8fs"]
+EXPECTED = ["water-rigid-16fs", "water-rigid-8fs", "alanine-dipeptide-implicit-hbonds-8fs"]
 
 
 def test_every_promised_model_is_bundled_and_every_default_exists():

@@ -42,6 +42,13 @@ def _held_out_section(validation: Dict[str, Any], evaluation: Optional[Dict[str,
                      f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× | "
                      f"{'—' if ratio is None else f'{ratio:.2f}'} |"
                      + (f" {e['dq_guess_rmse']:.4f} | {e['v_guess_rmse']:.3f} |" if guess else ""))
+    energy = (evaluation or {}).get("energy_error_per_stride") or {}
+    for name, label in (("model", "the model"), ("guess", "the Verlet guess")):
+        if name in energy:
+            parts = ", ".join(f"{part} {energy[name][part]['mean']:+.2f} ± {energy[name][part]['sd']:.2f}"
+                              for part in ("potential", "kinetic", "total"))
+            lines += ["", f"Energy error per stride of {label} on the data's System (kJ/mol, mean ± sd over the "
+                          f"pairs, {energy['n_atoms']} atoms): {parts}."]
     return lines + [""]
 
 

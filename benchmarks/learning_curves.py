@@ -35,13 +35,14 @@ KEEP = ("dq_rmse", "v_rmse", "kinetic_energy_ratio", "dq_free_flight_rmse", "v_u
         "v_guess_rmse")
 
 
-def trimmed_curves(run_dir: Path) -> List[Dict[str, Any]]:
-    """The learning curves of a training run, per element only the quantities in ``KEEP``."""
+def trimmed_curves(run_dir: Path, step_offset: int = 0) -> List[Dict[str, Any]]:
+    """The learning curves of a training run, per element only the quantities in ``KEEP``;
+    ``step_offset`` is added to the steps of a run that started from another run's weights."""
     rows = []
     for entry in json.loads((run_dir / "curves.json").read_text()):
         per_element = {e["symbol"]: {k: e[k] for k in KEEP if k in e}
                        for e in (entry.get("summary") or {}).get("per_element", {}).values()}
-        rows.append({"step": entry["step"], "wall_s": entry["wall_s"], "threads": entry["threads"],
+        rows.append({"step": entry["step"] + step_offset, "wall_s": entry["wall_s"], "threads": entry["threads"],
                      "val_loss": entry["val_loss"], "per_element": per_element})
     return rows
 
@@ -119,6 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--label", required=True, help="what this run tries (e.g. 'Verlet guess')")
     parser.add_argument("--system", required=True, help="built-in system for the dynamics run")
     parser.add_argument("--dynamics-ps", type=float, default=20.0, help="ps of NVT (default %(default)s; 0: none)")
+    parser.add_argument("--step-offset", type=int, default=0,
+                        help="steps the run's initial weights had already trained (training.init_from)")
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenMM CPU threads")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing entry")
     args = parser.parse_args(argv)
@@ -132,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     hypers = yaml.safe_load((args.run_dir / "hypers.yaml").read_text())
     entry = {"run_dir": str(args.run_dir), "model": hypers["model"], "loss": hypers["loss"],
              "training": {k: hypers["training"][k] for k in ("batch_size", "learning_rate", "max_steps")},
-             "curves": trimmed_curves(args.run_dir)}
+             "step_offset": args.step_offset, "curves": trimmed_curves(args.run_dir, args.step_offset)}
     if args.dynamics_ps > 0:
         entry["dynamics"] = dynamics(args.run_dir / "model.pt", args.system, args.dynamics_ps, args.threads)
     entry["stack"] = stack_info()

@@ -210,23 +210,32 @@ def render_friction_scan(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def _curve_cells(row: Dict) -> str:
+    """Δq, v' RMSE and KE ratio cells of one learning-curve row, per element."""
+    elements = row["per_element"]
+    return " | ".join(", ".join(f"{e} {v[key]:{spec}}" for e, v in elements.items())
+                      for key, spec in (("dq_rmse", ".5f"), ("v_rmse", ".3f"), ("kinetic_energy_ratio", ".3f")))
+
+
 def render_learning_curves(data: Dict, name: str) -> List[str]:
     lines: List[str] = []
     for ablation, runs in sorted(data["ablations"].items()):
         common = min(run["curves"][-1]["step"] for run in runs.values())
         lines += [f"### Training ablation: {ablation} (`{name}`)", "",
-                  f"Held-out errors per element at step {common} (the last step every run reached; curves: "
-                  f"`benchmarks/results/learning-curves-{ablation}.png`), then a short NVT run of the final model "
+                  f"Held-out errors per element at step {common} (the last step every run reached) and at each run's "
+                  f"last step (curves: `benchmarks/results/learning-curves-{ablation}.png`), then a short NVT run of "
+                  "the final model "
                   "(`openmm-flashmd simulate`, Langevin 1/ps with the filter; T of its second half). "
                   "`benchmarks/learning_curves.py` writes it.", "",
                   "| run | step | Δq RMSE (nm) | v′ RMSE (nm/ps) | KE ratio | wall (s), threads | dynamics | T (K) |",
                   "|---|---:|---|---|---|---|---|---|"]
         for label, run in runs.items():
-            row = next(c for c in run["curves"] if c["step"] >= common)
-            elements = row["per_element"]
-            dq = ", ".join(f"{e} {v['dq_rmse']:.5f}" for e, v in elements.items())
-            vel = ", ".join(f"{e} {v['v_rmse']:.3f}" for e, v in elements.items())
-            ke = ", ".join(f"{e} {v['kinetic_energy_ratio']:.3f}" for e, v in elements.items())
+            at_common = next(c for c in run["curves"] if c["step"] >= common)
+            rows = [at_common] + ([run["curves"][-1]] if run["curves"][-1] is not at_common else [])
+            for row in rows[:-1]:  # the common step, when the run went on: errors only
+                lines.append(f"| {label} | {row['step']} | {_curve_cells(row)} | {row['wall_s']:.0f}, "
+                             f"{row['threads']} | | |")
+            row = rows[-1]
             dyn = run.get("dynamics") or {}
             if dyn.get("failure"):
                 outcome = f"failed at {dyn['completed_ps']:.3g} ps"
@@ -236,7 +245,7 @@ def render_learning_curves(data: Dict, name: str) -> List[str]:
             else:
                 outcome = "—"
             temps = ", ".join(f"{e} {t:.0f}" for e, t in (dyn.get("temperature_second_half_K") or {}).items()) or "—"
-            lines.append(f"| {label} | {row['step']} | {dq} | {vel} | {ke} | {row['wall_s']:.0f}, {row['threads']} | "
+            lines.append(f"| {label} | {row['step']} | {_curve_cells(row)} | {row['wall_s']:.0f}, {row['threads']} | "
                          f"{outcome} | {temps} |")
         stack = next(iter(runs.values()))["stack"]
         lines += ["", _stack_line(stack), ""]

@@ -17,7 +17,7 @@ The engine (:func:`run_training`) owns everything else, identically for all task
 * ``log.csv`` (engine columns plus the task's), ``loss_curve.png``, a tqdm bar;
 * ``curves.json``: per validation, step, wall time (s), torch threads and the task's
   validation summary (stride models: per-element held-out Δq and v' RMSE and kinetic-energy
-  ratio), plotted in ``curves.png`` against step;
+  ratio), plotted in ``curves.png`` against step and wall time;
 * ``checkpoint.pt``: model, optimiser, schedule state, RNG states, best weights, plus the
   task's own fields; written atomically; resuming reproduces an uninterrupted run;
 * at the end: best weights restored, one last validation, export by the task.
@@ -256,19 +256,21 @@ def _write_curves(curves: List[Dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     elements = list(rows[-1]["summary"]["per_element"].values())
-    fig, axes = plt.subplots(1, len(CURVE_QUANTITIES), figsize=(4.2 * len(CURVE_QUANTITIES), 3.6))
-    steps = [c["step"] for c in rows]
-    for ax, (key, label) in zip(axes, CURVE_QUANTITIES):
-        for k, element in enumerate(rows[-1]["summary"]["per_element"]):
-            values = [c["summary"]["per_element"].get(element, {}).get(key, math.nan) for c in rows]
-            ax.plot(steps, values, label=elements[k].get("symbol", element))
-        if key == "kinetic_energy_ratio":
-            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        else:
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-    axes[0].legend()
+    fig, axes = plt.subplots(2, len(CURVE_QUANTITIES), figsize=(4.2 * len(CURVE_QUANTITIES), 7.0))
+    abscissae = (("step", [c["step"] for c in rows]),
+                 (f"wall time (s, {rows[-1]['threads']} torch threads)", [c["wall_s"] for c in rows]))
+    for axes_row, (xlabel, x) in zip(axes, abscissae):
+        for ax, (key, label) in zip(axes_row, CURVE_QUANTITIES):
+            for k, element in enumerate(rows[-1]["summary"]["per_element"]):
+                values = [c["summary"]["per_element"].get(element, {}).get(key, math.nan) for c in rows]
+                ax.plot(x, values, label=elements[k].get("symbol", element))
+            if key == "kinetic_energy_ratio":
+                ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            else:
+                ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=100)
     plt.close(fig)

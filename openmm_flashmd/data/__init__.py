@@ -1,5 +1,6 @@
-"""Reference data: generation (:mod:`.generate`), file layout (:mod:`.schema`) and
-training pairs (:mod:`.dataset`)."""
+"""Reference data: generation (:mod:`.generate`), file layout (:mod:`.schema`), training
+pairs (:mod:`.dataset`), inputs computed with OpenMM (:mod:`.guess`: Verlet guesses, noisy
+copies) and on-policy reference segments (:mod:`.onpolicy`)."""
 
 from openmm_flashmd.data.dataset import (
     DataError,

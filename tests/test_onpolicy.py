@@ -1,0 +1,35 @@
+"""On-policy reference data: reference MD from states a stride model visits."""
+
+import numpy as np
+import pytest
+
+from flashmd_data_helpers import FAST, diatomics
+from openmm_flashmd import save_model
+from openmm_flashmd.data.dataset import load_trajectories, merge_trajectories
+from openmm_flashmd.data.generate import generate
+from openmm_flashmd.data.onpolicy import onpolicy_data
+from openmm_flashmd.model import VerletGuessStrideModel
+
+
+@pytest.fixture(scope="module")
+def dimer_data(tmp_path_factory):
+    system, _, pos = diatomics(constrained=True)
+    path = tmp_path_factory.mktemp("onpolicy") / "dimers.h5"
+    generate(path, system, pos, n_segments=3, **FAST)
+    return path
+
+
+def test_onpolicy_segments_start_where_the_model_went(dimer_data, tmp_path):
+    # a deliberately wrong stride model (guess scaled by 1.05): its states leave the data's manifold
+    model = save_model(VerletGuessStrideModel(0.008, 2, guess_error=0.05), tmp_path / "wrong.pt")
+    out = onpolicy_data(model, dimer_data, tmp_path / "onpolicy.h5", 2, burst_strides=(3, 5), seed=1,
+                        platform="Reference", progress=False)
+    data, extra = load_trajectories(dimer_data), load_trajectories(out)
+    assert extra.n_segments == 2 and extra.frames_per_segment == data.frames_per_segment
+    assert extra.record_interval == data.record_interval and "on-policy" in extra.attrs["description"]
+    starts = extra.positions[:, 0]
+    distances = np.linalg.norm(data.positions.reshape(-1, 1, 8, 3) - starts[None], axis=-1).max(-1)
+    assert distances.min() > 1e-4  # no segment starts at a stored frame: the model moved it
+    bonds = np.linalg.norm(extra.positions[..., 0::2, :] - extra.positions[..., 1::2, :], axis=-1)
+    np.testing.assert_allclose(bonds, 0.15, atol=1e-6)  # reference MD with the constraints
+    assert merge_trajectories([dimer_data, out]).n_segments == 5  # trains together with the original

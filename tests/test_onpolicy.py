@@ -33,3 +33,10 @@ def test_onpolicy_segments_start_where_the_model_went(dimer_data, tmp_path):
     bonds = np.linalg.norm(extra.positions[..., 0::2, :] - extra.positions[..., 1::2, :], axis=-1)
     np.testing.assert_allclose(bonds, 0.15, atol=1e-6)  # reference MD with the constraints
     assert merge_trajectories([dimer_data, out]).n_segments == 5  # trains together with the original
+
+
+def test_onpolicy_segments_can_be_shorter(dimer_data, tmp_path):
+    model = save_model(VerletGuessStrideModel(0.008, 2), tmp_path / "guess.pt")
+    out = onpolicy_data(model, dimer_data, tmp_path / "short.h5", 1, burst_strides=(1, 2), segment_length=0.012,
+                        platform="Reference", progress=False)
+    assert load_trajectories(out).frames_per_segment == 4  # 0.012 ps at 0.004 ps per frame, plus frame 0

@@ -17,7 +17,7 @@ import openmm_flashmd._plugins  # noqa: F401  (torch before openmm; see NOTES)
 import copy
 import os
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import h5py
 import numpy as np
@@ -41,6 +41,7 @@ def onpolicy_data(
     n_segments: int,
     burst_strides: Tuple[int, int] = (10, 60),
     seed: int = 0,
+    segment_length: Optional[float] = None,
     platform: str = "CPU",
     progress: bool = True,
 ) -> Path:
@@ -50,7 +51,9 @@ def onpolicy_data(
     uniformly drawn number of strides in ``burst_strides`` (NVT at the data's temperature,
     Langevin 1/ps with the energy filter), then reference MD from where it ended (the data
     file's System, timestep, record interval and segment length; no Langevin in between).
-    A burst that fails (NaN, a particle flying off) is redrawn. Returns ``output``.
+    A burst that fails (NaN, a particle flying off) is redrawn. ``segment_length`` (ps)
+    shortens the segments (default: the data's; a file with other lengths cannot be merged
+    with the data, but keeps the pairs close to the visited states). Returns ``output``.
     """
     from openmm_flashmd.integrator.flashmd import FlashMDError, FlashMDIntegrator
 
@@ -59,7 +62,7 @@ def onpolicy_data(
     system = data_system(data)
     rng = np.random.default_rng(int(seed))
     common = dict(timestep=float(attrs["timestep"]), record_interval=float(attrs["record_interval"]),
-                  segment_length=float(attrs["segment_length"]), temperature=data.temperature,
+                  segment_length=float(segment_length or attrs["segment_length"]), temperature=data.temperature,
                   friction=float(attrs.get("friction", 1.0)), decorrelate=0.0, thermalize=0.0, seed=int(seed),
                   platform=platform, progress=False)
     output = Path(output)

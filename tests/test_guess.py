@@ -279,3 +279,20 @@ def test_training_with_noise_injection_starts_from_given_weights(constrained_dim
     before = load_model(first.model_path).state_dict()
     after = load_model(second.model_path).state_dict()
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+
+
+def test_energy_errors_use_the_kinetic_energy_of_the_velocities(constrained_dimer_data):
+    """A perfect prediction has zero error; doubled velocities have three times the reference
+    kinetic energy as error (OpenMM's leapfrog getKineticEnergy would shift them by half a step)."""
+    from openmm_flashmd.train.evaluate import EnergyErrors
+
+    data = load_trajectories(constrained_dimer_data)
+    batch = StridePairs(data, STRIDE).get_batch([0, 7])
+    errors = EnergyErrors(data)
+    errors.add(batch["new_positions"], batch["new_velocities"], batch)
+    errors.add(batch["new_positions"], 2 * batch["new_velocities"], batch)
+    perfect, doubled = np.asarray(errors.errors["model"][:2]), np.asarray(errors.errors["model"][2:])
+    np.testing.assert_allclose(perfect, 0.0, atol=1e-6)
+    kinetic = 0.5 * (data.masses[:, None] * batch["new_velocities"].numpy() ** 2).sum(axis=(1, 2))
+    np.testing.assert_allclose(doubled[:, 1], 3 * kinetic, rtol=1e-6)
+    np.testing.assert_allclose(doubled[:, 0], 0.0, atol=1e-6)

@@ -103,7 +103,7 @@ def rotation_from_uniforms(uniforms: torch.Tensor) -> torch.Tensor:
 
 
 def minimum_image(delta: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Reduce displacement vectors [N,3] (nm) by whole cell vectors (rows of ``box``)."""
+    """Reduce displacement vectors [..., N, 3] (nm) by whole cell vectors (rows of ``box``)."""
     frac = delta @ torch.linalg.inv(box)
     return delta - torch.round(frac) @ box
 
@@ -176,13 +176,15 @@ class StrideAdapter(torch.nn.Module):
         return displacement, new_v.to(torch.float64) @ rotation
 
     def failure(
-        self, velocities_in: torch.Tensor, guess: torch.Tensor, displacement: torch.Tensor,
+        self, velocities_in: torch.Tensor, carried: torch.Tensor, displacement: torch.Tensor,
         new_velocities: torch.Tensor,
     ) -> int:
-        """Failure code of a stride (see :data:`FAILURE_REASONS`); 0 when it is sound."""
+        """Failure code of a stride (see :data:`FAILURE_REASONS`); 0 when it is sound.
+        ``carried``: what the position slots carried, decoded (the velocity probe, then the
+        Verlet guess when the model takes it)."""
         if not bool(torch.isfinite(velocities_in).all()):
             return 1
-        if not bool(torch.isfinite(guess).all()):
+        if not bool(torch.isfinite(carried).all()):
             return 4
         if not bool(torch.isfinite(displacement).all()) or not bool(torch.isfinite(new_velocities).all()):
             return 2
@@ -218,17 +220,17 @@ class StrideAdapter(torch.nn.Module):
             return energy, torch.zeros_like(positions)
         if current == 2 and self.phase == 1:
             cell = box.detach().to(torch.float64)  # all zeros for non-periodic systems
-            delta = self.probe - x
-            guess = torch.zeros_like(x)
-            guess_delta = torch.zeros_like(x)
-            if self.uses_guess and self.guess_phase == 2:
-                guess = self.guess_probe - x
-                guess_delta = self.guess_velocity_probe - x
+            # what the position slots carried: the velocity probe, and the guess when stages 4-5 ran
+            carried = [self.probe]
+            if self.guess_phase == 2:
+                carried += [self.guess_probe, self.guess_velocity_probe]
             self.guess_phase = 0
+            deltas = torch.stack(carried) - x
             if self.periodic:
-                delta = minimum_image(delta, cell)
-                guess = minimum_image(guess, cell)
-                guess_delta = minimum_image(guess_delta, cell)
+                deltas = minimum_image(deltas, cell)  # one cell inversion for all of them
+            delta = deltas[0]
+            guess = deltas[1] if deltas.shape[0] == 3 else torch.zeros_like(x)
+            guess_delta = deltas[2] if deltas.shape[0] == 3 else torch.zeros_like(x)
             velocities = delta / self.probe_time
             if self.random_rotation:
                 rotation = rotation_from_uniforms(torch.stack([r1, r2, r3, r4])).to(x.device)
@@ -237,7 +239,7 @@ class StrideAdapter(torch.nn.Module):
             displacement, new_velocities = self.stride(
                 x, velocities, cell, rotation, guess, guess_delta / self.probe_time
             )
-            code = self.failure(velocities, torch.cat([guess, guess_delta]), displacement, new_velocities)
+            code = self.failure(velocities, deltas, displacement, new_velocities)
             self.phase = 2
             if code != 0:
                 # The integrator sees the sentinel, keeps the state and reports the stride.

@@ -180,8 +180,11 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         if random_seed is not None:
             self.setRandomNumberSeed(int(random_seed))
 
-        self._energy = "energy" if energy_groups == all_groups else "+".join(f"energy{g}" for g in sorted(energy_groups))
-        self._force = "f" if energy_groups == all_groups else "+".join(f"f{g}" for g in sorted(energy_groups))
+        # potential and forces of the energy groups, as CustomIntegrator expressions
+        self._energy, self._force = (
+            name if energy_groups == all_groups else "+".join(f"{name}{g}" for g in sorted(energy_groups))
+            for name in ("energy", "f")
+        )
         self._uses_guess = adapter.uses_guess
         self._constrained = system.getNumConstraints() > 0
         self._counts = {letter: letters.count(letter) for letter in set(letters)}

@@ -12,9 +12,9 @@ velocity Verlet with the System's constraints (RATTLE) goes in ``n`` substeps of
 position and velocity constraints, skipped without constraints, where the result is
 exactly ``g = τ v + τ² F / 2m``, ``w = v + τ F / m``). It is physics a model then does not
 have to learn: exact for constant forces, and for rigid water it follows the rigid-body
-motion under the start force and torque (64 rigid TIP3P waters at 300 K, hydrogens,
-RMSE against reference MD: 8 fs, 4 substeps, 0.0009 nm and 0.33 nm/ps where free flight
-and unchanged velocities give 0.0060 nm and 1.47 nm/ps). Forces are projected before each
+motion under the start force and torque (its errors against reference MD on 64 rigid
+waters at 8 fs: the guess columns of ``benchmarks/results/held_out/water-rigid-8fs.json``,
+written by ``openmm-flashmd evaluate``). Forces are projected before each
 drift: raw forces on a rigid water's hydrogens are mostly cancelled by constraint forces,
 and an unprojected 16 fs drift moves hydrogens so far that SETTLE fails.
 

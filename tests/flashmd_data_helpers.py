@@ -52,3 +52,12 @@ def diatomics(n_mol: int = 4, spacing: float = 1.0, k: float = 5.0e3, r0: float 
 #: Fast generation settings for the dimers (stride tests use 0.032 ps = 8 record intervals).
 FAST = dict(temperature=300.0, record_interval=0.004, segment_length=0.2, thermalize=0.5, decorrelate=0.1,
             platform="Reference", progress=False)
+
+
+def constrained_dimer_file(path, n_segments: int):
+    """Reference data of the constrained dimers (``FAST`` settings) written to ``path``."""
+    from openmm_flashmd.data.generate import generate
+
+    system, _, pos = diatomics(constrained=True)
+    generate(path, system, pos, n_segments=n_segments, **FAST)
+    return path

@@ -9,11 +9,10 @@ import torch
 from openmm import unit
 
 from analytic_systems import context_for, positions_velocities
-from flashmd_data_helpers import FAST, TINY_MODEL, diatomics
+from flashmd_data_helpers import TINY_MODEL, constrained_dimer_file, diatomics
 from openmm_flashmd import FlashMDIntegrator
 from openmm_flashmd.data.dataset import StridePairs, load_trajectories
-from openmm_flashmd.data.generate import generate
-from openmm_flashmd.data.guess import pair_guesses, verlet_guesses
+from openmm_flashmd.data.guess import pair_guesses
 from openmm_flashmd.integrator.guess import GUESS_VARIABLE, GUESS_VELOCITY_VARIABLE, verlet_guess_integrator
 from openmm_flashmd.integrator.reference import reference_step
 from openmm_flashmd.model import PETHypers, PETStrideModel, VerletGuessStrideModel
@@ -180,10 +179,7 @@ def test_pet_guess_model_in_context_matches_reference_step(platform):
 
 @pytest.fixture(scope="module")
 def constrained_dimer_data(tmp_path_factory):
-    system, _, pos = diatomics(constrained=True)
-    path = tmp_path_factory.mktemp("guess_data") / "dimers.h5"
-    generate(path, system, pos, n_segments=6, **FAST)
-    return path
+    return constrained_dimer_file(tmp_path_factory.mktemp("guess_data") / "dimers.h5", 6)
 
 
 def test_stride_pairs_carry_the_right_guess(constrained_dimer_data):

@@ -3,20 +3,16 @@
 import numpy as np
 import pytest
 
-from flashmd_data_helpers import FAST, diatomics
+from flashmd_data_helpers import constrained_dimer_file
 from openmm_flashmd import save_model
 from openmm_flashmd.data.dataset import load_trajectories, merge_trajectories
-from openmm_flashmd.data.generate import generate
 from openmm_flashmd.data.onpolicy import onpolicy_data
 from openmm_flashmd.model import VerletGuessStrideModel
 
 
 @pytest.fixture(scope="module")
 def dimer_data(tmp_path_factory):
-    system, _, pos = diatomics(constrained=True)
-    path = tmp_path_factory.mktemp("onpolicy") / "dimers.h5"
-    generate(path, system, pos, n_segments=3, **FAST)
-    return path
+    return constrained_dimer_file(tmp_path_factory.mktemp("onpolicy") / "dimers.h5", 3)
 
 
 def test_onpolicy_segments_start_where_the_model_went(dimer_data, tmp_path):

@@ -27,8 +27,7 @@ from openmm_flashmd.systems.loading import make_platform
 def data_system(data: TrajectoryData) -> openmm.System:
     """The OpenMM System stored with the data (its ``system_xml``)."""
     with schema.open_trajectory_file(data.path, "r") as f:
-        text = f["system_xml"][()]
-    return openmm.XmlSerializer.deserialize(text.decode() if isinstance(text, bytes) else str(text))
+        return openmm.XmlSerializer.deserialize(schema.read_string(f, "system_xml"))
 
 
 def verlet_guesses(

@@ -405,8 +405,7 @@ def _run(handle: h5py.File, output: Path, system: Any, given: Dict[str, Any], n_
             handle["forces"][s] = frc
             handle["potential_energy"][s] = pot
             handle["box"][s] = box
-            del handle["resume_state"]
-            handle.create_dataset("resume_state", data=end_xml, dtype=h5py.string_dtype())
+            schema.replace_string(handle, "resume_state", end_xml)
             handle["segment_complete"][s] = 1
             complete[s] = 1
             handle.flush()

@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
-import h5py
 import numpy as np
 import openmm
 from openmm import unit
@@ -90,8 +89,6 @@ def onpolicy_data(
             if np.all(np.isfinite(state.getPositions(asNumpy=True)._value)):
                 break
         with schema.open_trajectory_file(output, "r+") as handle:
-            del handle["resume_state"]
-            handle.create_dataset("resume_state", data=openmm.XmlSerializer.serialize(state),
-                                  dtype=h5py.string_dtype())
+            schema.replace_string(handle, "resume_state", openmm.XmlSerializer.serialize(state))
         generate(output, resume=True, max_new_segments=1, platform=platform, progress=False)
     return output

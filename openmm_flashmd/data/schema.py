@@ -141,6 +141,12 @@ def read_string(handle: h5py.File, name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def replace_string(handle: h5py.File, name: str, text: str) -> None:
+    """Replace the scalar string dataset ``name`` (e.g. ``resume_state``) by ``text``."""
+    del handle[name]
+    handle.create_dataset(name, data=text, dtype=h5py.string_dtype())
+
+
 def read_attrs(handle: h5py.File) -> Dict[str, Any]:
     """Root attributes as plain Python values (``package_versions`` parsed from JSON)."""
     out: Dict[str, Any] = {}

@@ -80,10 +80,11 @@ def nve_run(system, integrator, start: "v.State", dt: float, lengths: Dict[str, 
 class BlogSetup(v.Setup):
     """The blog's box in place of a built-in system."""
 
-    def __init__(self, threads: Optional[int]):
+    def __init__(self, threads: Optional[int], fallback: bool = True):
         from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
 
         self.name = "blog-water-258"
+        self.fallback = fallback
         self.topology, self.system, positions = blog_water()
         self.positions = np.asarray(positions.value_in_unit(positions.unit), dtype=float)
         self.temperature = TEMPERATURE
@@ -123,6 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="results JSON (default %(default)s)")
     parser.add_argument("--plots", type=Path, default=PLOTS, help="folder of the plots (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads")
+    parser.add_argument("--no-fallback", dest="fallback", action="store_false",
+                        help="FlashMD without the stride monitor (a failed stride ends the run)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -142,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     lengths = LENGTHS[args.lengths]
     began = time.perf_counter()
-    setup = BlogSetup(args.threads)
+    setup = BlogSetup(args.threads, args.fallback)
     model = load_model(args.model)
     stride = float(read_metadata(model)["stride"])
 
@@ -163,6 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     integrator = setup.flashmd(system, model, "F")
     runs["FlashMD (F, no filter)"] = nve_run(system, integrator, start, stride, lengths, setup, "FlashMD NVE",
                                              integrator.energy_force_groups)
+    runs["FlashMD (F, no filter)"]["fallback"] = v.fallback_record(integrator)
     system = copy.deepcopy(setup.system)
     runs["reference MD (velocity Verlet)"] = nve_run(system, velocity_verlet_integrator(REFERENCE_TIMESTEP, 1e-6),
                                                      start, REFERENCE_TIMESTEP, lengths, setup, "reference NVE")

@@ -3,7 +3,10 @@
 For flexible TIP3P water boxes, times (a) one ``FlashMDIntegrator`` step with the
 energy filter (splitting "F E") on an OpenMM platform and (b) the bare TorchScript
 model forward plus one potential-energy evaluation of the same System on the same
-platform, in the same run. The ratio a / b is the integrator's overhead.
+platform, in the same run. The ratio a / b is the integrator's overhead. It also times
+(c) the same step without the stride monitor (``fallback=False``); a / c is the monitor's
+own cost on accepted strides (the filter band is opened so that no stride is rejected:
+the random-weight model's strides are arbitrary).
 
     python benchmarks/integrator_overhead.py --platform CPU --output benchmarks/results/integrator_overhead_cpu.json
 """
@@ -40,11 +43,17 @@ def measure(n_molecules: int, platform_name: str, repeats: int, steps: int) -> d
     platform = make_platform(platform_name)
 
     # FlashMD step: random weights give an arbitrary but smooth map; the filter keeps it bounded.
-    integrator = FlashMDIntegrator(water.system, model, splitting="F E", topology=water.topology, max_displacement=None)
+    options = dict(splitting="F E", topology=water.topology, max_displacement=None, filter_scale_bounds=(1e-3, 1e3))
+    unmonitored_system = copy.deepcopy(water.system)
+    integrator = FlashMDIntegrator(water.system, model, **options)
     context = openmm.Context(water.system, integrator, platform)
-    context.setPositions(water.positions)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    unmonitored = FlashMDIntegrator(unmonitored_system, model, fallback=False, **options)
+    unmonitored_context = openmm.Context(unmonitored_system, unmonitored, platform)
+    for c in (context, unmonitored_context):
+        c.setPositions(water.positions)
+        c.setVelocitiesToTemperature(300 * unit.kelvin, 1)
     integrator.step(2)
+    unmonitored.step(2)
 
     # Bare parts on the same platform: model forward + one potential energy.
     plain = openmm.Context(plain_system, openmm.VerletIntegrator(0.0005), platform)
@@ -62,17 +71,24 @@ def measure(n_molecules: int, platform_name: str, repeats: int, steps: int) -> d
 
     bare()
     # Interleave the two measurements so machine noise hits both alike.
-    step_samples, bare_samples = [], []
+    step_samples, bare_samples, unmonitored_samples = [], [], []
     for _ in range(repeats):
         step_samples.append(median_time(lambda: integrator.step(steps), 1)["median"] / steps)
         bare_samples.append(median_time(bare, 1, inner=steps)["median"])
+        unmonitored_samples.append(median_time(lambda: unmonitored.step(steps), 1)["median"] / steps)
     step_time, bare_time = summarize(step_samples), summarize(bare_samples)
+    unmonitored_time = summarize(unmonitored_samples)
+    rejected = integrator.fallback_statistics["rejected"]
+    if rejected:
+        raise RuntimeError(f"{rejected} strides were rejected: the monitor's timing would include fallback MD")
     return {
         "n_molecules": n_molecules,
         "n_atoms": water.num_particles,
         "stride_step_s": step_time,
         "model_plus_energy_s": bare_time,
         "overhead_ratio": step_time["median"] / bare_time["median"],
+        "step_without_monitor_s": unmonitored_time,
+        "monitor_ratio": step_time["median"] / unmonitored_time["median"],
     }
 
 
@@ -91,7 +107,8 @@ def main() -> None:
     for n in args.sizes:
         row = measure(n, args.platform, args.repeats, args.steps)
         print(f"{row['n_atoms']:6d} atoms: step {row['stride_step_s']['median'] * 1e3:8.2f} ms, "
-              f"model+energy {row['model_plus_energy_s']['median'] * 1e3:8.2f} ms, ratio {row['overhead_ratio']:.3f}")
+              f"model+energy {row['model_plus_energy_s']['median'] * 1e3:8.2f} ms, ratio {row['overhead_ratio']:.3f}, "
+              f"with/without monitor {row['monitor_ratio']:.3f}")
         rows.append(row)
     write_json(args.output, {"benchmark": "integrator_overhead", "platform": args.platform, "stride_ps": STRIDE,
                              "splitting": "F E", "model": "PET default hypers, random weights, float32",

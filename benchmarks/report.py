@@ -51,13 +51,35 @@ def render_integrator_overhead(data: Dict, name: str) -> List[str]:
     lines = [f"### Integrator overhead on the {data['platform']} platform (`{name}`)", "",
              f"One `FlashMDIntegrator` step (splitting \"{data['splitting']}\", {data['stride_ps'] * 1000:g} fs, "
              f"{data['model']}) against the bare model forward plus one energy evaluation of the same System, "
-             "interleaved in one run.", "",
-             "| atoms | step (ms) | model + energy (ms) | ratio |", "|---:|---:|---:|---:|"]
+             "interleaved in one run; with the stride monitor (the default) against the same step without it "
+             "(`fallback=False`), no stride rejected.", "",
+             "| atoms | step (ms) | model + energy (ms) | ratio | step without monitor (ms) | monitor cost |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for row in data["results"]:
+        without = row.get("step_without_monitor_s")
         lines.append(f"| {row['n_atoms']} | {row['stride_step_s']['median'] * 1e3:.1f} | "
-                     f"{row['model_plus_energy_s']['median'] * 1e3:.1f} | {row['overhead_ratio']:.2f} |")
+                     f"{row['model_plus_energy_s']['median'] * 1e3:.1f} | {row['overhead_ratio']:.2f} | "
+                     + (f"{without['median'] * 1e3:.1f} | {100 * (row['monitor_ratio'] - 1):+.1f} % |"
+                        if without else "not measured | |"))
     lines += ["", _stack_line(data["stack"]), ""]
     return lines
+
+
+def render_fallback_thresholds(data: Dict, name: str) -> List[str]:
+    lines = [f"### Stride monitor on reference states (`{name}`)", "",
+             "One monitored NVE stride (\"F E\") of each bundled model from held-out reference frames of its "
+             "System: how many the monitor rejects at the defaults (a false rejection: these states are the "
+             "model's training distribution), the range of the energy filter's squared scale α² = (H − V′)/K′ "
+             "(band at the defaults: 0.64–1.5625) and the largest displacement of an atom in a stride.", "",
+             "| model | strides | rejected | α² 0.1 % / 50 % / 99.9 % | α² range | max displacement (nm) |",
+             "|---|---:|---:|---|---|---:|"]
+    for model, row in sorted(data["models"].items()):
+        p = row["alpha2_percentiles"]
+        lo, hi = row["alpha2_range"]
+        lines.append(f"| {model} | {row['strides']} | {row['rejected']} | {p['0.1']:.3f} / {p['50']:.3f} / "
+                     f"{p['99.9']:.3f} | {lo:.3f} – {hi:.3f} | {row['max_displacement_nm']:.3f} |")
+    stack = next(iter(data["models"].values()))["stack"]
+    return lines + ["", _stack_line(stack), ""]
 
 
 def render_speed(data: Dict, name: str) -> List[str]:
@@ -279,6 +301,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "speed": render_speed,
     "pet_forward": render_pet_forward,
     "integrator_overhead": render_integrator_overhead,
+    "fallback_thresholds": render_fallback_thresholds,
     "validation": render_validation,
     "friction_scan": render_friction_scan,
 }

@@ -29,6 +29,11 @@ built-in system (default: the model name without its ``-<N>fs`` suffix) and writ
 6. Cost: wall seconds per simulated ps of reference MD (LangevinMiddleIntegrator at the
    system's reference timestep) and of FlashMD "O F E O", timed in this process.
 
+Every FlashMD run has the stride monitor on (``FlashMDIntegrator(fallback=True)``, the
+product's default; ``--no-fallback`` turns it off): a rejected stride is integrated with MD
+instead, and each run records its share of such strides, which the cost of 6. includes. A
+run still "fails" when its temperature exceeds ``EXPLOSION_FACTOR`` x the target.
+
 Reference MD (start state, NVT, NpT) is run once per system and cached as
 ``DIR/reference-<system>.json`` + ``.npz``; later models reuse it when its settings match
 (a cache with other settings is replaced only with ``--overwrite``). Trajectories go to
@@ -317,11 +322,12 @@ def advance(context, integrator, dt: float, duration: float, interval: int, desc
 class Setup:
     """A built-in system with what the measurements need."""
 
-    def __init__(self, name: str, threads: Optional[int]):
+    def __init__(self, name: str, threads: Optional[int], fallback: bool = True):
         from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
         from openmm_flashmd.systems import get_system
 
         self.name = name
+        self.fallback = fallback  # FlashMD runs with the stride monitor (the product's default)
         self.built = get_system(name)
         self.system = self.built.system
         self.topology = self.built.topology
@@ -377,7 +383,7 @@ class Setup:
         thermostat = splitting != "F" and "O" in splitting
         return FlashMDIntegrator(system, model, temperature=self.temperature * unit.kelvin if thermostat else None,
                                  collision_rate=collision_rate / unit.picosecond, splitting=splitting,
-                                 random_seed=SEED + 2, topology=self.topology)
+                                 random_seed=SEED + 2, topology=self.topology, fallback=self.fallback)
 
 
 def temperature_summary(series: Dict[str, np.ndarray], blocks: int, target: float,
@@ -548,6 +554,13 @@ def load_or_run_reference(setup: Setup, lengths: Dict[str, float], out: Path, wo
 
 
 # --------------------------------------------------------------------------- FlashMD runs
+def fallback_record(integrator) -> Optional[Dict[str, Any]]:
+    """The stride monitor's statistics of a run (None without the monitor)."""
+    if not integrator.fallback:
+        return None
+    return {**integrator.fallback_statistics, "substeps": integrator.fallback_substeps}
+
+
 def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict[str, float], stride: float,
                 reference: Dict[str, Any], positions: bool, continue_to_ps: float = 0.0,
                 collision_rate: float = COLLISION_RATE) -> Tuple[Dict, Dict, Recorder]:
@@ -569,10 +582,12 @@ def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict
         out.update(failed_at_ps=settle["failed_at_ps"], error=settle["error"], completed_ps=0.0)
         return out, series, rec
     integrator.reset_filter_statistics()
+    integrator.reset_fallback_statistics()
     t_settle = settle["done_ps"]
     run = advance(context, integrator, stride, lengths["nvt_ps"], interval, label, rec, t0=t_settle)
     out.update(completed_ps=run["done_ps"], failed_at_ps=run["failed_at_ps"], error=run["error"], wall_s=run["wall_s"],
-               s_per_ps=run["wall_s"] / run["done_ps"] if run["done_ps"] > 0 else math.nan)
+               s_per_ps=run["wall_s"] / run["done_ps"] if run["done_ps"] > 0 else math.nan,
+               fallback=fallback_record(integrator))
     stats = integrator.filter_statistics
     if "E" in splitting:
         out["filter"] = {"strides": stats["count"], "clamped": stats["clamped"],
@@ -595,6 +610,7 @@ def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict
         speed = rec.max_speed
         if failed is None and continue_to_ps > t_now:
             more = setup.recorder()
+            integrator.reset_fallback_statistics()
             cont = advance(context, integrator, stride, continue_to_ps - t_now, interval, f"{label} stability", more,
                            t0=t_now)
             failed, error = cont["failed_at_ps"], cont["error"]
@@ -602,6 +618,7 @@ def flashmd_nvt(setup: Setup, model, splitting: str, start: State, lengths: Dict
             speed = max(speed, more.max_speed)
             series["stability_time"] = np.asarray(more.time, dtype=np.float32)
             series["stability_T_all"] = np.asarray(more.velocities_T, dtype=np.float32)
+            stab["fallback"] = fallback_record(integrator)
         stab.update(stable=failed is None, failed_at_ps=failed, error=error,
                     T_min_K=float(np.min(t_series)) if t_series else math.nan,
                     T_max_K=float(np.max(t_series)) if t_series else math.nan, max_speed_nm_per_ps=speed)
@@ -624,7 +641,8 @@ def flashmd_npt(setup: Setup, model, start: State, lengths: Dict[str, float], st
     if settle["failed_at_ps"] is None:
         run = advance(context, integrator, stride, lengths["npt_ps"], interval, "FlashMD NpT", rec,
                       t0=settle["done_ps"])
-        out.update(completed_ps=run["done_ps"], failed_at_ps=run["failed_at_ps"], error=run["error"])
+        out.update(completed_ps=run["done_ps"], failed_at_ps=run["failed_at_ps"], error=run["error"],
+                   fallback=fallback_record(integrator))
     else:
         out.update(completed_ps=0.0, failed_at_ps=settle["failed_at_ps"], error=settle["error"])
     rho = density(rec.volume, float(setup.masses.sum()))
@@ -648,7 +666,7 @@ def flashmd_nve(setup: Setup, model, start: State, lengths: Dict[str, float], st
     out: Dict[str, Any] = {"splitting": "F", "length_ps": lengths["nve_ps"], "completed_ps": run["done_ps"],
                            "failed_at_ps": run["failed_at_ps"], "error": run["error"],
                            "start_window_ps": lengths["nve_start_ps"], "end_window_ps": lengths["nve_end_ps"],
-                           "T_initial_K": float(temp[0])}
+                           "T_initial_K": float(temp[0]), "fallback": fallback_record(integrator)}
     if len(t) > 2:
         first = temp[t <= t[0] + lengths["nve_start_ps"]]
         last = temp[t >= t[-1] - lengths["nve_end_ps"]]
@@ -783,9 +801,10 @@ def model_protocol(stem: str, system_name: Optional[str], lengths_mode: str, ove
 
 def validate_model(model_arg: str, system_name: Optional[str], out: Path, lengths_mode: str, overwrite: bool,
                    work_dir: Path, overrides: Dict[str, float], stability: Optional[bool], name: Optional[str],
-                   threads: Optional[int], collision_rate: float = COLLISION_RATE) -> Path:
+                   threads: Optional[int], collision_rate: float = COLLISION_RATE, fallback: bool = True) -> Path:
     """Run every measurement for one model and write ``out/<name>.json`` (see the module docstring).
-    ``collision_rate`` (1/ps) is FlashMD's Langevin friction; reference MD keeps ``COLLISION_RATE``."""
+    ``collision_rate`` (1/ps) is FlashMD's Langevin friction; reference MD keeps ``COLLISION_RATE``.
+    ``fallback``: FlashMD runs with the stride monitor (each run records its fallback share)."""
     import torch
 
     from openmm_flashmd import load_model, read_metadata
@@ -802,7 +821,7 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
     model = load_model(model_arg)
     metadata = read_metadata(model)
     stride = float(metadata["stride"])
-    setup = Setup(system_name, threads)
+    setup = Setup(system_name, threads, fallback)
     reference, ref_arrays, ran_reference = load_or_run_reference(setup, lengths, out, work_dir, overwrite)
     start = State(ref_arrays["start_positions"], ref_arrays["start_velocities"], ref_arrays["start_box"])
     blocks = int(lengths["blocks"])
@@ -822,6 +841,7 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
         "stride_ps": stride, "n_atoms": setup.n_atoms, "lengths_mode": lengths_mode, "lengths": lengths,
         "overrides": overrides,
         "temperature_K": setup.temperature, "collision_rate_per_ps": collision_rate, "seed": SEED,
+        "fallback": fallback,
         "model_metadata": {k: metadata.get(k) for k in ("kind", "hypers", "validation", "cutoff")},
         "reference": {"file": f"reference-{system_name}.json", "settings_hash": reference.get("settings_hash"),
                       "computed_in_this_run": ran_reference},
@@ -923,7 +943,8 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
                     reference_source=f"{timing['done_ps']:g} ps of reference MD timed in this run")
         del context, integrator
     cost["flashmd_s_per_ps"] = nvt_f.get("s_per_ps", math.nan)
-    cost["flashmd_source"] = 'FlashMD NVT "O F E O" run (step calls only)'
+    cost["flashmd_source"] = 'FlashMD NVT "O F E O" run (step calls only' + (
+        ", fallback strides included)" if fallback else ")")
     cost["speedup"] = cost["reference_s_per_ps"] / cost["flashmd_s_per_ps"] if cost["flashmd_s_per_ps"] else math.nan
     if nvt_f.get("failed_at_ps") is not None:  # an exploded system's neighbour lists are not representative
         cost["speedup"] = math.nan
@@ -1149,6 +1170,14 @@ def _failed(run: Optional[Dict]) -> str:
     return "" if not run or run.get("failed_at_ps") is None else f" (failed at {run['failed_at_ps']:.2f} ps)"
 
 
+def _fallback(run: Optional[Dict]) -> str:
+    """A run's fallback share, e.g. "; fallback MD 2.1 % of strides" (empty without the monitor)."""
+    stats = (run or {}).get("fallback")
+    if not stats or not stats.get("strides"):
+        return ""
+    return f"; fallback MD {_fmt(stats['fallback_fraction'], '.1%')} of {stats['strides']} strides"
+
+
 def card_rows(record: Dict[str, Any]) -> List[List[str]]:
     """(quantity, value) rows summarising one model's record, for its model card."""
     rows = []
@@ -1159,7 +1188,7 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
             temps = run.get("temperature_K", {})
             per_element = ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in temps.items() if k != "all")
             rows.append([f"NVT {record.get('temperature_K', 300.0):g} K {label}, {run['completed_ps']:g} ps: T (K)",
-                         f"all {_pm(temps.get('all'), spec='.1f')}; {per_element}{_failed(run)}"])
+                         f"all {_pm(temps.get('all'), spec='.1f')}; {per_element}{_failed(run)}{_fallback(run)}"])
     ref_temps = nvt.get("reference", {}).get("temperature_K", {})
     if ref_temps:
         rows.append(["reference MD, same settings: T (K)",
@@ -1190,11 +1219,12 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
     if nve:
         rows.append([f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",
                      f"{_fmt(nve.get('T_start_K'), '.1f')} → {_fmt(nve.get('T_end_K'), '.1f')} "
-                     f"({_fmt(nve.get('T_drift_K'), '+.1f', ' K')}){_failed(nve)}"])
+                     f"({_fmt(nve.get('T_drift_K'), '+.1f', ' K')}){_failed(nve)}{_fallback(nve)}"])
     stability = record.get("stability") or {}
     if stability.get("ran"):
         rows.append([f"stability, NVT with filter, {stability['length_ps']:g} ps",
-                     "stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps"])
+                     ("stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps")
+                     + _fallback(stability)])
     cost = record.get("cost")
     if cost:
         rows.append(["wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",
@@ -1226,6 +1256,7 @@ def summary_markdown(merged: Dict[str, Any]) -> str:
             run = _get(data, "nvt", key) or {}
             temps = run.get("temperature_K") or {}
             status = ("failed at %.3g ps" % run["failed_at_ps"]) if run.get("failed_at_ps") is not None else "ok"
+            status += _fallback(run)
             filt = run.get("filter") or {}
             lines.append(f"| {label} | {_pm(temps.get('all'))} | " + " | ".join(_pm(temps.get(e)) for e in elements)
                          + f" | {_fmt(filt.get('clamped_fraction'), '.3f')} | {_fmt(filt.get('mean_scale'), '.4f')} | "
@@ -1253,13 +1284,14 @@ def summary_markdown(merged: Dict[str, Any]) -> str:
         lines += ["", f"NVE without filter (\"F\", {_fmt(nve.get('completed_ps'), 'g')} ps): T start "
                       f"{_fmt(nve.get('T_start_K'), '.1f')} K, end {_fmt(nve.get('T_end_K'), '.1f')} K, drift "
                       f"{_fmt(nve.get('T_drift_K'), '+.1f')} K; total-energy drift "
-                      f"{_fmt(nve.get('energy_drift_kjmol_per_ps_per_atom'), '.3g')} kJ/mol/ps/atom{status}."]
+                      f"{_fmt(nve.get('energy_drift_kjmol_per_ps_per_atom'), '.3g')} kJ/mol/ps/atom{status}"
+                      f"{_fallback(nve)}."]
         stab = data.get("stability") or {}
         if stab.get("ran"):
             verdict = "stable" if stab.get("stable") else f"failed at {_fmt(stab.get('failed_at_ps'), '.4g')} ps"
             lines += ["", f"Stability (NVT with filter, {stab.get('length_ps'):g} ps): {verdict}; T range "
                           f"{_fmt(stab.get('T_min_K'), '.0f')}–{_fmt(stab.get('T_max_K'), '.0f')} K, max speed "
-                          f"{_fmt(stab.get('max_speed_nm_per_ps'), '.3g')} nm/ps."]
+                          f"{_fmt(stab.get('max_speed_nm_per_ps'), '.3g')} nm/ps{_fallback(stab)}."]
         cost = data.get("cost") or {}
         lines += ["", f"Cost: reference MD {_fmt(cost.get('reference_s_per_ps'), '.3g')} s/ps, FlashMD "
                       f"{_fmt(cost.get('flashmd_s_per_ps'), '.3g')} s/ps, speedup {_fmt(cost.get('speedup'), '.1f')}×.",
@@ -1328,6 +1360,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--collision-rate", type=float, default=COLLISION_RATE,
                      help="FlashMD's Langevin friction in 1/ps (default %(default)s; reference MD keeps 1/ps; "
                           "goals are judged at the default only)")
+    run.add_argument("--no-fallback", dest="fallback", action="store_false",
+                     help="FlashMD runs without the stride monitor (a failed stride ends a run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     ref = sub.add_parser("reference", help="run (or reuse) only the reference MD of a system")
     ref.add_argument("system", help="built-in system, e.g. water")
@@ -1355,7 +1389,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "run":
         PROGRESS = not args.no_progress
         validate_model(args.model, args.system, args.out, args.lengths, args.overwrite, args.work_dir,
-                       parse_overrides(args.set), args.stability, args.name, args.threads, args.collision_rate)
+                       parse_overrides(args.set), args.stability, args.name, args.threads, args.collision_rate,
+                       args.fallback)
     elif args.command == "reference":
         args.out.mkdir(parents=True, exist_ok=True)
         load_or_run_reference(Setup(args.system, args.threads), dict(LENGTHS[args.lengths][args.system]), args.out,

@@ -214,6 +214,10 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splitting", help="splitting letters (default: from --ensemble)")
     p.add_argument("--platform", help="OpenMM platform (default: fastest available)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="stop at a failed stride instead of integrating it with MD (the stride monitor)")
+    p.add_argument("--fallback-timestep", type=float,
+                   help="ps, longest substep of the fallback MD (default: the model's reference-data timestep)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.chk")
@@ -228,7 +232,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                    ensemble=args.ensemble, temperature=args.temperature, pressure=args.pressure,
                    collision_rate=args.collision_rate, duration=args.time, report_interval=args.report_interval,
                    trajectory_format=args.format, splitting=args.splitting, platform=args.platform, seed=args.seed,
-                   overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+                   fallback=args.fallback, fallback_timestep=args.fallback_timestep, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     print(f"{run.steps} strides; trajectory {run.trajectory}, log {run.log}, report {run.report}")
     failed = failed_checks(run.report)
     if failed:

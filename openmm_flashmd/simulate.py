@@ -70,6 +70,8 @@ def simulate(
     splitting: Optional[str] = None,
     platform: Optional[str] = None,
     seed: int = 0,
+    fallback: bool = True,
+    fallback_timestep: Optional[float] = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -90,9 +92,11 @@ def simulate(
     temperature : K (default: the built-in system's, else 300).
     collision_rate : 1/ps. duration, report_interval : ps.
     trajectory_format : ``dcd`` or ``xtc``.
+    fallback, fallback_timestep : the stride monitor of :class:`FlashMDIntegrator` (on by
+        default; the fallback MD's longest substep in ps, default from the model's metadata).
     overwrite / resume : an existing ``output_dir`` is refused unless one of them is set.
 
-    A failed stride (:class:`FlashMDError`) stops the run: the report is still written (its
+    With ``fallback=False`` a failed stride (:class:`FlashMDError`) stops the run: the report is still written (its
     trust checks say the run did not finish) and the error is raised again.
     """
     ensemble = ensemble.lower()
@@ -127,7 +131,8 @@ def simulate(
     integrator = FlashMDIntegrator(
         omm_system, scripted, temperature=None if ensemble == "nve" else temperature * unit.kelvin,
         collision_rate=collision_rate / unit.picosecond, splitting=splitting or ENSEMBLES[ensemble],
-        random_seed=seed, topology=topology,
+        random_seed=seed, topology=topology, fallback=fallback,
+        fallback_timestep=None if fallback_timestep is None else fallback_timestep * unit.picosecond,
     )
     simulation = app.Simulation(topology, omm_system, integrator, make_platform(platform))
     total_steps = max(1, int(round(duration / stride)))
@@ -148,6 +153,7 @@ def simulate(
             "temperature_K": temperature, "pressure_bar": pressure, "collision_rate_per_ps": collision_rate,
             "stride_ps": stride, "duration_ps": duration, "report_interval_ps": interval * stride,
             "splitting": integrator.splitting, "seed": seed, "constraints": omm_system.getNumConstraints(),
+            "fallback": fallback, "fallback_substeps": integrator.fallback_substeps if fallback else None,
         }, indent=2) + "\n")
 
     reporter_class = app.DCDReporter if trajectory_format == "dcd" else app.XTCReporter

@@ -151,7 +151,8 @@ def test_adapter_survives_rewrap_and_reordering_shifts_between_stages(dtype):
 
 def test_nan_and_exploding_strides_raise_and_keep_the_state():
     system = harmonic_system([1.0, 1.0], 0.0)
-    integrator = FlashMDIntegrator(system, NaNAfterStrideModel(0.01, 0.505), splitting="F", random_rotation=False)
+    integrator = FlashMDIntegrator(system, NaNAfterStrideModel(0.01, 0.505), splitting="F", random_rotation=False,
+                                   fallback=False)
     context = context_for(system, integrator)
     context.setPositions(np.zeros((2, 3)))
     context.setVelocities(np.array([[1.0, 0, 0], [0, 0, 0]]))
@@ -162,7 +163,8 @@ def test_nan_and_exploding_strides_raise_and_keep_the_state():
     assert np.all(np.isfinite(x)) and x[0, 0] == pytest.approx(0.51)
 
     system = harmonic_system([1.0], 0.0)
-    integrator = FlashMDIntegrator(system, FreeParticleStrideModel(0.01), splitting="F", max_displacement=0.1)
+    integrator = FlashMDIntegrator(system, FreeParticleStrideModel(0.01), splitting="F", max_displacement=0.1,
+                                   fallback=False)
     context = context_for(system, integrator)
     context.setPositions(np.zeros((1, 3)))
     context.setVelocities(np.array([[20.0, 0, 0]]))

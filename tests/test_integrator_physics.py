@@ -18,6 +18,7 @@ from analytic_systems import (
 )
 from openmm_flashmd import FlashMDIntegrator
 from openmm_flashmd.model import FreeParticleStrideModel, HarmonicStrideModel
+from toy_models import EveryKthStrideFails
 
 PLATFORMS = ["Reference", "CPU"]
 
@@ -56,16 +57,23 @@ def test_free_particles_move_exactly_in_straight_lines():
     assert integrator.getStepSize() == 0.025 * unit.picosecond
 
 
-@pytest.mark.parametrize("stride", [0.001, 0.025, 0.1])
-def test_langevin_samples_exact_boltzmann(stride):
-    """<x^2> = kT/k and <v^2> = kT/m per coordinate, within 4 standard errors."""
+def failing_every(model, k):
+    """``model``, or with ``k`` the model whose every k-th stride returns NaN (the stride monitor
+    integrates those with velocity Verlet)."""
+    return model if k is None else EveryKthStrideFails(model, k)
+
+
+@pytest.mark.parametrize("stride, fail_every", [(0.001, None), (0.025, None), (0.1, None), (0.025, 10)])
+def test_langevin_samples_exact_boltzmann(stride, fail_every):
+    """<x^2> = kT/k and <v^2> = kT/m per coordinate, within 4 standard errors; also with a model
+    that fails a tenth of its strides."""
     rng = np.random.default_rng(3)
     n, k, temperature = 300, 400.0, 300.0
     masses = np.where(np.arange(n) % 2 == 0, 1.0, 16.0)
     system = harmonic_system(masses, k)
     integrator = FlashMDIntegrator(
-        system, HarmonicStrideModel(stride, k), temperature=temperature, collision_rate=20.0, splitting="O F O",
-        random_seed=11, max_displacement=None,
+        system, failing_every(HarmonicStrideModel(stride, k), fail_every), temperature=temperature,
+        collision_rate=20.0, splitting="O F O", random_seed=11, max_displacement=None, fallback_timestep=0.001,
     )
     context = context_for(system, integrator, "CPU")
     kT = KB * temperature
@@ -84,6 +92,8 @@ def test_langevin_samples_exact_boltzmann(stride):
         error = values.std(ddof=1) / np.sqrt(n)
         assert abs(values.mean() - expected) < 4 * error, (values.mean(), expected, error)
         assert error < 0.05 * expected  # the test has the power to see a few-percent bias
+    if fail_every:
+        assert integrator.fallback_statistics["fallback_fraction"] == pytest.approx(1 / fail_every)
 
 
 def test_bussi_gives_canonical_kinetic_energy():
@@ -110,8 +120,10 @@ def test_bussi_gives_canonical_kinetic_energy():
     assert abs(kinetic.var() / (0.5 * dof * kT**2) - 1) < 0.15
 
 
-def test_ideal_gas_barostat_volume():
-    """<V> = (N + 1) kT / P for an ideal gas with MonteCarloBarostat."""
+@pytest.mark.parametrize("fail_every", [None, 10])
+def test_ideal_gas_barostat_volume(fail_every):
+    """<V> = (N + 1) kT / P for an ideal gas with MonteCarloBarostat; also with a model that
+    fails a tenth of its strides."""
     n, temperature = 40, 300.0
     pressure_bar = 200.0
     kT = KB * temperature
@@ -120,8 +132,8 @@ def test_ideal_gas_barostat_volume():
     system = ideal_gas_system(n, 20.0, expected ** (1 / 3))
     system.addForce(openmm.MonteCarloBarostat(pressure_bar * unit.bar, temperature * unit.kelvin, 1))
     integrator = FlashMDIntegrator(
-        system, FreeParticleStrideModel(0.02), temperature=temperature, collision_rate=5.0, splitting="O F O",
-        random_seed=7,
+        system, failing_every(FreeParticleStrideModel(0.02), fail_every), temperature=temperature, collision_rate=5.0,
+        splitting="O F O", random_seed=7, fallback_timestep=0.01,
     )
     context = context_for(system, integrator, "CPU")
     context.setPositions(np.random.default_rng(1).uniform(0, expected ** (1 / 3), size=(n, 3)))
@@ -135,6 +147,7 @@ def test_ideal_gas_barostat_volume():
     error = block_standard_error(volumes)
     assert abs(volumes.mean() - expected) < 4 * error, (volumes.mean(), expected, error)
     assert error < 0.03 * expected
+    assert integrator.fallback_statistics["rejected"] == (15500 // fail_every if fail_every else 0)
 
 
 def test_energy_filter_rescues_wrong_map():

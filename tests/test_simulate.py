@@ -1,6 +1,7 @@
 """The main job: simulate, its outputs, resume, refusals and the CLI."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -65,7 +66,8 @@ def test_flashmd_reporter_refuses_existing_file(tmp_path):
 
 
 def test_simulate_reports_a_failed_stride_and_raises(tmp_path):
-    """A model that returns NaN after a few strides: the report is written with a failed trust check."""
+    """Without the fallback, a model that returns NaN after a few strides stops the run: the
+    report is written with a failed trust check."""
     from openmm_flashmd import FlashMDError
     from toy_models import NaNAfterStrideModel
 
@@ -73,9 +75,29 @@ def test_simulate_reports_a_failed_stride_and_raises(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(FlashMDError, match="report.md"):
         simulate(out, system="argon", model=model, ensemble="nve", duration=0.1, report_interval=0.01,
-                 progress=False, system_options={"n_atoms": 27})
+                 fallback=False, progress=False, system_options={"n_atoms": 27})
     report = (out / "report.md").read_text()
     assert "❌ run finished (FlashMD stride" in report and "Do not use these results" in report
+
+
+def test_simulate_falls_back_to_md_and_says_so(tmp_path):
+    """With the fallback (default), strides of a failing model run as MD: the run finishes, the log
+    counts the rejections per reason and the report fails the monitor's check in bold."""
+    from toy_models import EveryKthStrideFails
+
+    model = str(save_model(EveryKthStrideFails(FreeParticleStrideModel(0.002), 4), tmp_path / "quarter.pt"))
+    out = tmp_path / "run"
+    simulate(out, system="argon", model=model, ensemble="nve", duration=0.08, report_interval=0.01,
+             fallback_timestep=0.001, progress=False, system_options={"n_atoms": 27})
+    log = read_log(out / "log.csv")
+    assert log["monitor_strides"].sum() == 40 and log["rejected_strides"].sum() == 10
+    assert log["rejected_nan_output"].sum() == 10 and log["rejected_energy"].sum() == 0
+    report = (out / "report.md").read_text()
+    assert "✅ run finished" in report
+    assert "❌ stride monitor fell back to MD on at most 1 % of strides (25.00 %)" in report
+    assert "**25.0 % of this run is fallback MD" in report
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["fallback"] is True and settings["fallback_substeps"] == 2
 
 
 def test_nve_reports_its_energy_drift(tmp_path, free_model):

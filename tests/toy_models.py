@@ -64,3 +64,33 @@ class NaNAfterStrideModel(torch.nn.Module):
         if bool(positions.abs().max() > self.limit):
             new_x = new_x * float("nan")
         return new_x, velocities.clone()
+
+
+class EveryKthStrideFails(torch.nn.Module):
+    """A stride model whose every ``k``-th call (counted over the module's life) goes wrong:
+    NaN positions, or with ``velocity_factor`` > 0 the velocities multiplied by it."""
+
+    def __init__(self, model: torch.nn.Module, k: int, velocity_factor: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.stride = float(model.stride)
+        self.metadata_json = model.metadata_json
+        self.k = int(k)
+        self.velocity_factor = float(velocity_factor)
+        self.calls = 0
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        new_x, new_v = self.model(positions, velocities, masses, atomic_numbers, box)
+        if self.calls % self.k == 0:
+            if self.velocity_factor > 0.0:
+                return new_x, new_v * self.velocity_factor
+            return new_x * float("nan"), new_v
+        return new_x, new_v

@@ -47,6 +47,7 @@ def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str,
 
 #: Thresholds of the report's trust checks.
 MAX_CLAMPED_FRACTION = 0.01     # energy filter clamps, fraction of filtered strides
+MAX_FALLBACK_FRACTION = 0.01    # strides rejected by the monitor and integrated with MD instead
 MAX_TEMPERATURE_DEVIATION = 5.0  # K, thermostatted runs, second half, overall and per element
 MAX_RDF_DIFFERENCE = 0.10        # integrated |g - g_ref| / integral g_ref, pure water
 #: NVE runs: |total-energy drift| per atom, kJ/mol/ps (the blog protocol's goal of issue 15,
@@ -62,7 +63,7 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
 
     The report opens with trust checks (each passes or fails with its number): the run
     finished (``failure`` is the error that stopped it, if any), the energy filter rarely
-    clamps, a thermostatted run holds its temperature overall and per element, an NVE run
+    clamps, the stride monitor rarely falls back to MD, a thermostatted run holds its temperature overall and per element, an NVE run
     conserves its total energy, and a water box has the O–O structure of the bundled
     reference RDF.
     """
@@ -108,12 +109,39 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
                        f"energy filter clamped at most {100 * MAX_CLAMPED_FRACTION:g} % of strides "
                        f"({100 * clamped / strides:.1f} %)"))
 
+    if "rejected_strides" in columns and columns["monitor_strides"].sum() > 0:
+        lines, check = fallback_section(columns)
+        body += lines
+        checks.append(check)
+
     structure, rdf_check = _structure_section(output_dir, trajectory, topology, settings.get("system"))
     body += structure
     if rdf_check is not None:
         checks.append(rdf_check)
 
     return _write(report, settings, checks, body)
+
+
+def fallback_section(columns: Dict[str, np.ndarray]) -> Tuple[List[str], Tuple[bool, str]]:
+    """Report lines and trust check of the stride monitor from a log's columns: strides
+    monitored, rejected (integrated with MD instead) and why."""
+    from openmm_flashmd.integrator.fallback import REJECTION_REASONS
+
+    strides = int(columns["monitor_strides"].sum())
+    rejected = int(columns["rejected_strides"].sum())
+    share = rejected / strides
+    reasons = ", ".join(f"{reason} {int(columns[f'rejected_{reason}'].sum())}"
+                        for reason in REJECTION_REASONS.values() if f"rejected_{reason}" in columns
+                        and columns[f"rejected_{reason}"].sum() > 0)
+    lines = ["## Stride monitor", "",
+             f"{strides} strides monitored, {rejected} rejected and integrated with MD instead "
+             f"({100 * share:.2f} % of the simulated time)" + (f"; by reason: {reasons}." if reasons else "."), ""]
+    if share > MAX_FALLBACK_FRACTION:
+        lines += [f"**{100 * share:.1f} % of this run is fallback MD, not the stride model: the model is outside its "
+                  "range of validity here, and the speed-up shrinks with every fallback stride.**", ""]
+    return lines, (share <= MAX_FALLBACK_FRACTION,
+                   f"stride monitor fell back to MD on at most {100 * MAX_FALLBACK_FRACTION:g} % of strides "
+                   f"({100 * share:.2f} %)")
 
 
 def _atom_count(topology: Path) -> int:

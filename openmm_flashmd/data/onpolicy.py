@@ -71,7 +71,7 @@ def onpolicy_data(
 
     flashmd_system = copy.deepcopy(system)
     integrator = FlashMDIntegrator(flashmd_system, model, temperature=data.temperature * unit.kelvin,
-                                   random_seed=int(seed) + 1)
+                                   random_seed=int(seed) + 1, fallback=False)  # the model's own states only
     context = openmm.Context(flashmd_system, integrator, openmm.Platform.getPlatformByName(platform))
     for segment in tqdm(range(int(n_segments)), desc=f"on-policy {output.name}", disable=not progress,
                         unit="segment"):

@@ -20,6 +20,14 @@ from openmm_flashmd.integrator.adapter import (
     build_stride_force,
 )
 from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system
+from openmm_flashmd.integrator.fallback import (
+    DEFAULT_FALLBACK_TIMESTEP,
+    REJECTION_REASONS,
+    add_decision_and_fallback,
+    add_monitor_variables,
+    add_save_state,
+    fallback_substeps,
+)
 from openmm_flashmd.integrator.guess import (
     GUESS_VARIABLE,
     GUESS_VELOCITY_VARIABLE,
@@ -106,8 +114,18 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         The energy filter clamps its velocity scale factor to this band and counts
         every clamp (see :attr:`filter_statistics`).
     max_displacement : length Quantity or float (nm), or None
-        A stride moving any particle further raises :class:`FlashMDError`;
-        ``None`` turns the check off.
+        A stride moving any particle further fails (see ``fallback``); ``None`` turns
+        the check off.
+    fallback : bool
+        Monitor every stride (:mod:`openmm_flashmd.integrator.fallback`): a failed stride,
+        or one whose energy-filter scale leaves ``filter_scale_bounds``, is rejected and
+        integrated again with velocity Verlet substeps on the System's own forces, on the
+        platform (:attr:`fallback_statistics` counts them). ``False``: a failed stride
+        raises :class:`FlashMDError` and an out-of-band filter scale is clamped.
+    fallback_timestep : time Quantity or float (ps), optional
+        Longest substep of the fallback MD; default the model's reference-data timestep
+        (metadata ``provenance.data_timestep``), else 0.5 fs. Rounded down so that whole
+        substeps make one stride.
     """
 
     def __init__(
@@ -124,6 +142,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         timestep=None,
         filter_scale_bounds: Tuple[float, float] = (0.8, 1.25),
         max_displacement=0.5 * unit.nanometer,
+        fallback: bool = True,
+        fallback_timestep=None,
     ):
         scripted = load_model(model)
         metadata = read_metadata(scripted)
@@ -187,14 +207,23 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         )
         self._uses_guess = adapter.uses_guess
         self._constrained = system.getNumConstraints() > 0
+        self._num_particles = system.getNumParticles()
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
         self._random_rotation = random_rotation
+        self.fallback = bool(fallback)
+        timestep_ps = _in(fallback_timestep, unit.picosecond, "fallback_timestep")
+        if timestep_ps is None:
+            timestep_ps = float(metadata.get("provenance", {}).get("data_timestep") or DEFAULT_FALLBACK_TIMESTEP)
+        self.fallback_substeps = fallback_substeps(stride, timestep_ps)
         self._add_variables(gamma, lo, hi, system)
         self.addUpdateContextState()
         steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
+        stride_ends = "E" if "E" in letters else "F"  # the monitor decides after the stride and its filter
         for letter in letters:
             self.beginIfBlock("flashmd_failed = 0")  # after a failed stride the step does nothing more
             steps[letter]()
+            if self.fallback and letter == stride_ends:
+                self._add_monitor()
             self.endBlock()
 
     # ---------------------------------------------------------------- program
@@ -231,6 +260,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.addPerDofVariable("flashmd_sink", 0.0)
         if self._uses_guess:
             add_guess_variables(self)
+        if self.fallback:
+            add_monitor_variables(self)
         if "B" in self._counts:
             for name in ("flashmd_r1", "flashmd_chi2", "flashmd_c", "flashmd_kfac", "flashmd_bussi"):
                 self.addGlobalVariable(name, 0.0)
@@ -243,7 +274,9 @@ class FlashMDIntegrator(ThermostatedIntegrator):
     def _add_stride(self) -> None:
         g = self.stride_force_group
         s = VELOCITY_PROBE_TIME
-        if "E" in self._counts:  # parse_splitting puts E directly after the one F
+        if self.fallback:
+            add_save_state(self)
+        if "E" in self._counts or self.fallback:  # parse_splitting puts E directly after the one F
             # H before the stride. The potential at these positions was usually computed by
             # the previous step's E; reuse it when the positions are bit-identical (a barostat
             # move changes them) and it was computed in this same step() call (Python-side
@@ -286,9 +319,10 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.addComputeGlobal("flashmd_stage", "0")
         # A failed stride returns code * FAILURE_SENTINEL in every slot: keep the state.
         self.addComputeSum("flashmd_fail_code", f"step(abs(flashmd_vnew) - {FAILURE_SENTINEL / 2!r})*abs(flashmd_vnew)")
-        self.beginIfBlock("flashmd_fail_code > 0")
-        self.addComputeGlobal("flashmd_failed", "flashmd_step")
-        self.endBlock()
+        if not self.fallback:  # with the monitor, the decision comes after the filter (_add_monitor)
+            self.beginIfBlock("flashmd_fail_code > 0")
+            self.addComputeGlobal("flashmd_failed", "flashmd_step")
+            self.endBlock()
         self.beginIfBlock("flashmd_fail_code = 0")
         self.addComputePerDof("v", "flashmd_vnew")
         self.addComputePerDof("x", "x + flashmd_dq")
@@ -297,7 +331,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.addConstrainVelocities()
         self.endBlock()
 
-    def _add_energy_filter(self) -> None:
+    def _add_energy_test(self) -> None:
+        """The filter's squared scale factor (H - V')/K' after the stride, and whether it is in band."""
         self.addComputeSum("flashmd_ke", "0.5*m*v*v")
         self.addComputeGlobal("flashmd_energy_after", self._energy)
         self.addComputeSum("flashmd_xsum_after", "flashmd_weight*x")
@@ -306,6 +341,21 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.addComputeGlobal(
             "flashmd_inband", "step(flashmd_alpha2 - flashmd_scale_lo^2)*step(flashmd_scale_hi^2 - flashmd_alpha2)"
         )
+
+    def _add_monitor(self) -> None:
+        """Accept the stride, or restore the state before it and integrate it with MD."""
+        if "E" not in self._counts:
+            self.beginIfBlock("flashmd_fail_code = 0")
+            self._add_energy_test()
+            self.endBlock()
+        add_decision_and_fallback(self, FAILURE_SENTINEL * 3 * self._num_particles,
+                                  self.getStepSize().value_in_unit(unit.picosecond), self.fallback_substeps,
+                                  self._constrained)
+
+    def _add_energy_filter(self) -> None:
+        if self.fallback:  # nothing to filter on a failed stride: the monitor rejects it
+            self.beginIfBlock("flashmd_fail_code = 0")
+        self._add_energy_test()
         self.addComputeGlobal("flashmd_alpha", "sqrt(min(flashmd_scale_hi^2, max(flashmd_scale_lo^2, flashmd_alpha2)))")
         self.addComputePerDof("v", "v*flashmd_alpha")
         self.addComputeGlobal("flashmd_filter_count", "flashmd_filter_count + 1")
@@ -313,6 +363,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.addComputeGlobal("flashmd_alpha_sum", "flashmd_alpha_sum + flashmd_alpha")
         self.addComputeGlobal("flashmd_alpha_min", "min(flashmd_alpha_min, flashmd_alpha)")
         self.addComputeGlobal("flashmd_alpha_max", "max(flashmd_alpha_max, flashmd_alpha)")
+        if self.fallback:
+            self.endBlock()
 
     def _add_langevin(self) -> None:
         n = self._counts["O"]
@@ -342,7 +394,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
     def step(self, steps: int) -> None:
         """Advance by ``steps`` strides.
 
-        A failed stride raises :class:`FlashMDError` naming it; the Context keeps
+        With ``fallback=True`` a failed stride is integrated with MD instead and only a state
+        that is already non-finite raises. Without the fallback, a failed stride raises :class:`FlashMDError` naming it; the Context keeps
         the positions and velocities from before that stride's F (the failure flag is
         cleared, so a later ``step`` tries again from there). The remaining strides of
         the call do nothing, but OpenMM still advances the Context's time and step count
@@ -395,6 +448,31 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             "min": self.getGlobalVariableByName("flashmd_alpha_min") if count else float("nan"),
             "max": self.getGlobalVariableByName("flashmd_alpha_max") if count else float("nan"),
         }
+
+    @property
+    def fallback_statistics(self) -> Dict[str, float]:
+        """Stride-monitor statistics since construction or the last reset (``fallback=True``).
+
+        ``strides`` monitored, ``rejected`` of them (each integrated with MD instead),
+        ``fallback_fraction`` = rejected / strides (the share of simulated time spent in
+        fallback MD), and ``by_reason``: rejections per reason of
+        :data:`~openmm_flashmd.integrator.fallback.REJECTION_REASONS`.
+        """
+        if not self.fallback:
+            return {"strides": 0, "rejected": 0, "fallback_fraction": float("nan"),
+                    "by_reason": {name: 0 for name in REJECTION_REASONS.values()}}
+        strides = int(self.getGlobalVariableByName("flashmd_monitored"))
+        by_reason = {name: int(self.getGlobalVariableByName(f"flashmd_rejected_{code}"))
+                     for code, name in REJECTION_REASONS.items()}
+        rejected = sum(by_reason.values())
+        return {"strides": strides, "rejected": rejected,
+                "fallback_fraction": rejected / strides if strides else float("nan"), "by_reason": by_reason}
+
+    def reset_fallback_statistics(self) -> None:
+        """Zero the stride-monitor statistics."""
+        if self.fallback:
+            for name in ("flashmd_monitored", *(f"flashmd_rejected_{code}" for code in REJECTION_REASONS)):
+                self.setGlobalVariableByName(name, 0.0)
 
     def reset_filter_statistics(self) -> None:
         """Zero the energy-filter statistics."""

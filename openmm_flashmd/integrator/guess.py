@@ -32,15 +32,16 @@ from typing import Any, Dict
 
 import openmm
 
+from openmm_flashmd.integrator.fallback import DRIFT_VARIABLE, add_rattle_substep, declare_per_dof
+
 #: Name of the input in a stride model's metadata ``inputs`` list.
 VERLET_GUESS_INPUT = "verlet_guess"
 
 #: Per-DOF variables the program uses: start positions and velocities, frozen forces,
-#: positions before a drift, the guess displacement (nm) and guess velocities (nm/ps).
+#: the guess displacement (nm) and guess velocities (nm/ps) (and ``DRIFT_VARIABLE`` of the substeps).
 START_VARIABLE = "flashmd_x0"
 VELOCITY_VARIABLE = "flashmd_v0"
 FORCE_VARIABLE = "flashmd_f0"
-DRIFT_VARIABLE = "flashmd_x1"
 GUESS_VARIABLE = "flashmd_guess"
 GUESS_VELOCITY_VARIABLE = "flashmd_guess_v"
 
@@ -54,7 +55,7 @@ def add_guess_variables(integrator: openmm.CustomIntegrator) -> None:
     """Declare the per-DOF variables :func:`add_verlet_guess` writes."""
     for name in (START_VARIABLE, VELOCITY_VARIABLE, FORCE_VARIABLE, DRIFT_VARIABLE, GUESS_VARIABLE,
                  GUESS_VELOCITY_VARIABLE):
-        integrator.addPerDofVariable(name, 0.0)
+        declare_per_dof(integrator, name)
 
 
 def add_verlet_guess(
@@ -75,17 +76,7 @@ def add_verlet_guess(
     integrator.addComputePerDof(VELOCITY_VARIABLE, "v")
     integrator.addComputePerDof(FORCE_VARIABLE, force)
     for _ in range(int(substeps)):
-        integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{FORCE_VARIABLE}/m")
-        if constrained:
-            integrator.addConstrainVelocities()
-        integrator.addComputePerDof(DRIFT_VARIABLE, "x")
-        integrator.addComputePerDof("x", f"x + {h!r}*v")
-        if constrained:
-            integrator.addConstrainPositions()
-            integrator.addComputePerDof("v", f"(x - {DRIFT_VARIABLE})/{h!r}")
-        integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{FORCE_VARIABLE}/m")
-        if constrained:
-            integrator.addConstrainVelocities()
+        add_rattle_substep(integrator, h, FORCE_VARIABLE, constrained)
     integrator.addComputePerDof(GUESS_VARIABLE, f"x - {START_VARIABLE}")
     integrator.addComputePerDof(GUESS_VELOCITY_VARIABLE, "v")
 

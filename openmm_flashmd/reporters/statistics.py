@@ -1,4 +1,4 @@
-"""A Simulation reporter for what FlashMD users watch: temperatures and the energy filter."""
+"""A Simulation reporter for what FlashMD users watch: temperatures, the energy filter, the stride monitor."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import numpy as np
 from openmm import unit
 
 from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature, system_masses, temperature_by_element
+from openmm_flashmd.integrator.fallback import REJECTION_REASONS
 
 
 class FlashMDReporter:
     """CSV rows of step, time (ps), potential and total energy (kJ/mol), kinetic
-    temperature (K) overall and per element, and the energy filter's statistics
-    since the previous row (strides filtered, clamped, mean scale).
+    temperature (K) overall and per element, the energy filter's statistics since the
+    previous row (strides filtered, clamped, mean scale) and the stride monitor's (strides
+    monitored, rejected and integrated with MD instead, rejections per reason; see
+    :mod:`openmm_flashmd.integrator.fallback`).
 
     The overall temperature counts 3N - constraints (- 3 with a ``CMMotionRemover``)
     degrees of freedom, like OpenMM's ``StateDataReporter``; per-element temperatures count
@@ -58,7 +61,8 @@ class FlashMDReporter:
         self._dof = degrees_of_freedom(system)
         columns = ["step", "time_ps", "potential_kjmol", "total_kjmol", "temperature_K"]
         columns += [f"temperature_{e}_K" for e in sorted(set(self._elements))]
-        columns += ["filter_strides", "filter_clamped", "filter_scale_mean"]
+        columns += ["filter_strides", "filter_clamped", "filter_scale_mean", "monitor_strides", "rejected_strides"]
+        columns += [f"rejected_{reason}" for reason in REJECTION_REASONS.values()]
         if self._write_header:
             print(",".join(columns), file=self._out)
 
@@ -72,6 +76,7 @@ class FlashMDReporter:
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         integrator = simulation.integrator
         stats = integrator.filter_statistics if hasattr(integrator, "filter_statistics") else None
+        monitor = integrator.fallback_statistics if hasattr(integrator, "fallback_statistics") else None
         row = [
             simulation.currentStep,
             state.getTime().value_in_unit(unit.picosecond),
@@ -82,10 +87,15 @@ class FlashMDReporter:
             stats["count"] if stats else 0,
             stats["clamped"] if stats else 0,
             stats["mean"] if stats else float("nan"),
+            monitor["strides"] if monitor else 0,
+            monitor["rejected"] if monitor else 0,
+            *[monitor["by_reason"][reason] if monitor else 0 for reason in REJECTION_REASONS.values()],
         ]
         print(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row), file=self._out, flush=True)
         if stats:
             integrator.reset_filter_statistics()
+        if monitor:
+            integrator.reset_fallback_statistics()
 
     def __del__(self):
         if getattr(self, "_own", False):

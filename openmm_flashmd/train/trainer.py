@@ -208,6 +208,7 @@ class StrideTask(TrainingTask):
             "data_description": str(tdata.attrs.get("description", "")),
             "data_temperature": tdata.temperature,
             "record_interval": tdata.record_interval,
+            "data_timestep": tdata.timestep,  # the reference MD's timestep (ps): the fallback MD's default
             "constraints_active": bool(tdata.constraints_active),
             "training_segments": self.file_ids(train_idx),
             "validation_segments": self.file_ids(val_idx),

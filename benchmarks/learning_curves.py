@@ -47,9 +47,10 @@ def trimmed_curves(run_dir: Path, step_offset: int = 0) -> List[Dict[str, Any]]:
     return rows
 
 
-def dynamics(model: Path, system: str, duration: float, threads: Optional[int]) -> Dict[str, Any]:
-    """A short NVT run of ``openmm-flashmd simulate``: per-element temperatures of its second half,
-    filter clamps, failed trust checks, and the failure if a stride failed."""
+def dynamics(model: Path, system: str, duration: float, threads: Optional[int], seed: int = 0) -> Dict[str, Any]:
+    """A short NVT run of ``openmm-flashmd simulate`` (random ``seed``, no fallback MD: the model's own
+    dynamics): per-element temperatures of its second half, filter clamps, failed trust checks, and
+    the failure if a stride failed."""
     import torch
 
     from openmm_flashmd import FlashMDError
@@ -63,7 +64,8 @@ def dynamics(model: Path, system: str, duration: float, threads: Optional[int]) 
         began = time.perf_counter()
         failure = None
         try:
-            simulate(out, system=system, model=str(model), duration=duration, platform="CPU", progress=False)
+            simulate(out, system=system, model=str(model), duration=duration, platform="CPU", seed=seed,
+                     fallback=False, progress=False)
         except FlashMDError as err:
             failure = str(err).split(";")[0]
         wall = time.perf_counter() - began
@@ -77,7 +79,7 @@ def dynamics(model: Path, system: str, duration: float, threads: Optional[int]) 
         elif column.startswith("temperature_"):
             temperatures[column[len("temperature_"):-len("_K")]] = float(np.mean(values[half:]))
     strides = float(np.sum(log["filter_strides"])) if "filter_strides" in log else 0.0
-    return {"system": system, "duration_ps": duration, "splitting": "O F E O", "collision_rate_per_ps": 1.0,
+    return {"system": system, "seed": seed, "duration_ps": duration, "splitting": "O F E O", "collision_rate_per_ps": 1.0,
             "completed_ps": float(log["time_ps"][-1]) if len(log.get("time_ps", [])) else 0.0,
             "failure": failure, "temperature_second_half_K": temperatures,
             "clamped_fraction": float(np.sum(log["filter_clamped"])) / strides if strides else None,

@@ -82,7 +82,6 @@ SEED = 0
 #: Reference MD barostat: a move every 25 steps (OpenMM's default); FlashMD attempts moves as
 #: often in simulated time (every max(1, round(25 dt_ref / stride)) strides).
 REFERENCE_BAROSTAT_FREQUENCY = 25
-DA_PER_NM3_IN_G_PER_CM3 = 1.66053906660e-3
 
 #: Lengths in ps (``blocks``: number of blocks for the standard errors).
 #:  equil_ps: minimisation, then reference Langevin MD to the shared start state;
@@ -403,8 +402,10 @@ def temperature_summary(series: Dict[str, np.ndarray], blocks: int, target: floa
 
 
 def density(volumes_nm3: np.ndarray, total_mass_da: float) -> np.ndarray:
-    """Mass density (g/cm^3) from box volumes (nm^3) and the total mass (Da)."""
-    return total_mass_da * DA_PER_NM3_IN_G_PER_CM3 / np.asarray(volumes_nm3, dtype=float)
+    """g/cm^3 from box volumes (nm^3) and the total mass (Da)."""
+    from openmm_flashmd.analysis.thermo import density as mass_density
+
+    return mass_density(total_mass_da, volumes_nm3)
 
 
 def _trajectory(setup: Setup, positions: List[np.ndarray], boxes: List[np.ndarray]):

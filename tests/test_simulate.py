@@ -136,3 +136,18 @@ def test_constrained_runs_are_judged_per_element_against_bundled_reference_md():
     # a constrained System the package has no reference for: only the overall temperature is judged
     assert _expected_temperatures(300.0, ["all", "H"], {"system": "custom", "constraints": 3}) == {"all": 300.0}
     assert reference_temperatures("custom") is None
+
+
+@pytest.mark.parametrize("ensemble, check", [
+    ("npt", "density within 2 % of reference MD's 0.9902 g/cm³"),
+    ("nve", "per element (NVE, at the run's own temperature): temperature within 5 K of H"),
+])
+def test_every_ensemble_has_a_check_beyond_run_finished(tmp_path, free_model, ensemble, check):
+    """NpT is judged on the bundled reference density, NVE on how its elements share the kinetic
+    energy (rigid water: as in reference MD), besides the checks every run gets."""
+    out = tmp_path / ensemble
+    simulate(out, system="water-rigid", model=free_model, ensemble=ensemble, duration=0.02, report_interval=0.004,
+             progress=False)
+    log = read_log(out / "log.csv")
+    assert "density_g_cm3" in log and 0.5 < log["density_g_cm3"][0] < 1.5
+    assert check in (out / "report.md").read_text()

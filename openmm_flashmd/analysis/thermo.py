@@ -1,4 +1,4 @@
-"""Kinetic temperatures, overall and per element (plain functions over arrays)."""
+"""Kinetic temperatures, overall and per element, and mass density (plain functions over arrays)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,12 @@ def temperature_by_element(
         str(symbol): kinetic_temperature(v[..., elements == symbol, :], m[elements == symbol])
         for symbol in sorted(set(elements.tolist()))
     }
+
+
+#: 1 Da/nm³ in g/cm³.
+DA_PER_NM3_IN_G_PER_CM3 = 1.66053906660e-3
+
+
+def density(total_mass_da, volume_nm3):
+    """Mass density in g/cm³ of ``total_mass_da`` (Da) in ``volume_nm3`` (nm³; arrays work)."""
+    return total_mass_da * DA_PER_NM3_IN_G_PER_CM3 / np.asarray(volume_nm3, dtype=float)

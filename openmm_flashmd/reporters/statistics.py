@@ -8,13 +8,19 @@ from typing import IO, List, Optional, Union
 import numpy as np
 from openmm import unit
 
-from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature, system_masses, temperature_by_element
+from openmm_flashmd.analysis.thermo import (
+    degrees_of_freedom,
+    density,
+    kinetic_temperature,
+    system_masses,
+    temperature_by_element,
+)
 from openmm_flashmd.integrator.fallback import REJECTION_REASONS
 
 
 class FlashMDReporter:
-    """CSV rows of step, time (ps), potential and total energy (kJ/mol), kinetic
-    temperature (K) overall and per element, the energy filter's statistics since the
+    """CSV rows of step, time (ps), potential and total energy (kJ/mol), density (g/cm³,
+    periodic systems only), kinetic temperature (K) overall and per element, the energy filter's statistics since the
     previous row (strides filtered, clamped, mean scale) and the stride monitor's (strides
     monitored, rejected and integrated with MD instead, rejections per reason; see
     :mod:`openmm_flashmd.integrator.fallback`).
@@ -59,7 +65,10 @@ class FlashMDReporter:
         self._masses = system_masses(system)
         self._elements = [a.element.symbol if a.element is not None else "X" for a in simulation.topology.atoms()]
         self._dof = degrees_of_freedom(system)
-        columns = ["step", "time_ps", "potential_kjmol", "total_kjmol", "temperature_K"]
+        self._periodic = system.usesPeriodicBoundaryConditions()
+        columns = ["step", "time_ps", "potential_kjmol", "total_kjmol"]
+        columns += ["density_g_cm3"] if self._periodic else []
+        columns += ["temperature_K"]
         columns += [f"temperature_{e}_K" for e in sorted(set(self._elements))]
         columns += ["filter_strides", "filter_clamped", "filter_scale_mean", "monitor_strides", "rejected_strides"]
         columns += [f"rejected_{reason}" for reason in REJECTION_REASONS.values()]
@@ -82,6 +91,8 @@ class FlashMDReporter:
             state.getTime().value_in_unit(unit.picosecond),
             potential,
             potential + kinetic,
+            *([float(density(self._masses.sum(), state.getPeriodicBoxVolume().value_in_unit(unit.nanometer**3)))]
+              if self._periodic else []),
             everyone,
             *[float(by_element[e]) for e in sorted(by_element)],
             stats["count"] if stats else 0,

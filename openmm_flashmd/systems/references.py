@@ -6,7 +6,9 @@ Each record is a JSON file in ``openmm_flashmd/systems/data/`` with ``descriptio
 ``measured_temperature_K`` (kinetic temperature with 3N - constraints degrees of freedom, K)
 and ``temperature_by_element_K`` (kinetic temperature of each element's atoms with 3 degrees
 of freedom per atom, K: with constraints these differ from the system temperature); the
-water records also hold the reference RDFs (:func:`openmm_flashmd.analysis.structure.reference_rdf`).
+water records also hold the reference RDFs (:func:`openmm_flashmd.analysis.structure.reference_rdf`)
+and the NpT density at 1 bar (``density_g_cm3``: mean, sem, source; written by
+``examples/models/reference_density.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def reference_temperatures(system: Optional[str]) -> Optional[Dict[str, object]]
         return None
     record = json.loads(path.read_text())
     return {key: record[key] for key in ("measured_temperature_K", "temperature_by_element_K")}
+
+
+def reference_density(system: Optional[str]) -> Optional[Dict[str, object]]:
+    """``{"mean", "sem", "source"}``: the density (g/cm³) of a built-in system's reference MD in
+    NpT at 1 bar, or None when the package has none for it."""
+    path = REFERENCE_RECORDS.get(system or "")
+    return None if path is None else json.loads(path.read_text()).get("density_g_cm3")
 
 
 def temperature_record(velocities: np.ndarray, masses: np.ndarray, elements: Sequence[str],

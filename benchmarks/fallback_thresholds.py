@@ -2,13 +2,15 @@
 
     python benchmarks/fallback_thresholds.py MODEL DATA [--frames 300] [--threads 1] [--overwrite]
 
-Starts one NVE stride (splitting "F E", the monitor on, Reference-grade CPU platform) of
+Starts one NVE stride (splitting "F E", the monitor on, CPU platform) of
 ``MODEL`` from each of up to ``--frames`` reference frames of ``DATA`` (a trajectory file
 from ``openmm-flashmd generate`` with the model's System; the model's held-out segments when
 it was trained on that file, else every segment) and records the energy filter's squared
 scale ``α² = (H - V') / K'`` (percentiles over every stride the model completed), the largest
-displacement of a particle in an accepted stride (nm; minimum image ignored: frames are not wrapped), and how many strides the monitor rejects at the defaults and why. The
-false-rejection rate at the defaults should be about zero: these are states from the
+displacement of a particle in an accepted stride (nm), and how many strides the monitor
+rejects at the defaults and why; and how many frames of the whole file are above the
+temperature ceiling of thermostatted runs (1.75 x the data's temperature; kinetic
+temperature with 3N - constraints degrees of freedom). The false-rejection rate at the defaults should be about zero: these are states from the
 model's own training distribution. Writes the entry ``MODEL`` of
 ``benchmarks/results/fallback_thresholds.json`` (rendered into the README by ``benchmarks/report.py``).
 """
@@ -28,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "fallback_thresholds.json"
+#: FlashMDIntegrator's default max_temperature_ratio
+TEMPERATURE_RATIO = 1.75
 
 
 def measure(model_name: str, data_path: Path, frames: int, seed: int = 0) -> Dict[str, Any]:
@@ -70,6 +74,12 @@ def measure(model_name: str, data_path: Path, frames: int, seed: int = 0) -> Dic
             displacement.append(float(np.linalg.norm(x - data.positions[s, f], axis=1).max()))
     wall = time.perf_counter() - began
     stats = integrator.fallback_statistics
+    # the temperature ceiling of thermostatted runs, on every frame of the reference data
+    from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature
+
+    frames_t = kinetic_temperature(data.velocities.reshape(-1, data.n_atoms, 3), data.masses,
+                                   degrees_of_freedom(data_system(data)))
+    ceiling = TEMPERATURE_RATIO * data.temperature
     lo, hi = (integrator.getGlobalVariableByName(n) for n in ("flashmd_scale_lo", "flashmd_scale_hi"))
     a2 = np.asarray(alpha2)
     return {"model": model_name, "data": data_path.name, "held_out": "validation segments" if trained_here
@@ -81,6 +91,9 @@ def measure(model_name: str, data_path: Path, frames: int, seed: int = 0) -> Dic
             if len(a2) else {},
             "alpha2_range": [float(a2.min()), float(a2.max())] if len(a2) else None,
             "max_displacement_nm": float(max(displacement)) if displacement else None,
+            "temperature_ceiling_K": ceiling, "reference_frames": int(frames_t.size),
+            "reference_frames_above_ceiling": int((frames_t > ceiling).sum()),
+            "reference_max_temperature_K": float(frames_t.max()),
             "fallback_substeps": integrator.fallback_substeps, "wall_s": wall, "stack": stack_info()}
 
 

@@ -70,14 +70,18 @@ def render_fallback_thresholds(data: Dict, name: str) -> List[str]:
              "One monitored NVE stride (\"F E\") of each bundled model from held-out reference frames of its "
              "System: how many the monitor rejects at the defaults (a false rejection: these states are the "
              "model's training distribution), the range of the energy filter's squared scale α² = (H − V′)/K′ "
-             "(band at the defaults: 0.64–1.5625) and the largest displacement of an atom in a stride.", "",
-             "| model | strides | rejected | α² 0.1 % / 50 % / 99.9 % | α² range | max displacement (nm) |",
-             "|---|---:|---:|---|---|---:|"]
+             "(band at the defaults: 0.64–1.5625), the largest displacement of an atom in a stride, and how many "
+             "frames of the whole reference file are above the temperature ceiling of thermostatted runs "
+             "(1.75 × 300 K).", "",
+             "| model | strides | rejected | α² 0.1 % / 50 % / 99.9 % | α² range | max displacement (nm) | "
+             "frames above the ceiling (hottest, K) |", "|---|---:|---:|---|---|---:|---|"]
     for model, row in sorted(data["models"].items()):
         p = row["alpha2_percentiles"]
         lo, hi = row["alpha2_range"]
         lines.append(f"| {model} | {row['strides']} | {row['rejected']} | {p['0.1']:.3f} / {p['50']:.3f} / "
-                     f"{p['99.9']:.3f} | {lo:.3f} – {hi:.3f} | {row['max_displacement_nm']:.3f} |")
+                     f"{p['99.9']:.3f} | {lo:.3f} – {hi:.3f} | {row['max_displacement_nm']:.3f} | "
+                     f"{row['reference_frames_above_ceiling']} of {row['reference_frames']} "
+                     f"({row['reference_max_temperature_K']:.0f}) |")
     stack = next(iter(data["models"].values()))["stack"]
     return lines + ["", _stack_line(stack), ""]
 

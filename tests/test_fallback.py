@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analytic_systems import context_for, harmonic_system, positions_velocities, random_state, total_energy
+from analytic_systems import KB, context_for, harmonic_system, positions_velocities, random_state, total_energy
 from flashmd_data_helpers import diatomics
 from openmm_flashmd import FlashMDError, FlashMDIntegrator
 from openmm_flashmd.integrator.fallback import fallback_substeps
@@ -157,3 +157,58 @@ def test_without_fallback_a_failed_stride_raises_and_an_out_of_band_scale_is_cla
     integrator.step(4)
     assert integrator.filter_statistics["clamped"] == 2
     assert integrator.fallback_statistics["strides"] == 0
+
+
+def test_nve_drift_is_held_near_the_start_and_the_anchor_follows_the_caller():
+    """A map whose velocities are 3 % too large heats an NVE run at every stride, each stride well
+    inside the filter band: the monitor rejects the strides that would take the total energy more
+    than max_energy_drift x the starting kinetic energy away, and re-anchors when the caller sets
+    a new state."""
+    rng = np.random.default_rng(5)
+    system = harmonic_system(MASSES, K_SPRING)
+    integrator = FlashMDIntegrator(system, HarmonicStrideModel(0.016, K_SPRING, velocity_error=0.03), splitting="F",
+                                   max_energy_drift=0.2, fallback_timestep=0.0005)
+    context = context_for(system, integrator)
+    x, v = random_state(len(MASSES), rng)
+    context.setPositions(x)
+    context.setVelocities(v)
+    h0, k0 = total_energy(context), context.getState(getEnergy=True).getKineticEnergy()._value
+    energies = []
+    for _ in range(100):
+        integrator.step(2)
+        energies.append(total_energy(context))
+    # a stride is judged on where it ends: the drift never passes the tolerance (+ Verlet's tiny error)
+    assert max(abs(e - h0) for e in energies) < 0.2 * k0 * 1.001
+    stats = integrator.fallback_statistics
+    assert stats["by_reason"]["energy_drift"] == stats["rejected"] > 20
+    context.setVelocities(2 * v)  # a new start: anchored there, not at h0
+    integrator.reset_fallback_statistics()
+    integrator.step(1)
+    assert integrator.fallback_statistics["rejected"] == 0
+
+
+def test_a_heating_model_is_held_near_the_temperature_ceiling():
+    """Langevin with a map that adds 4 % to the kinetic energy at every stride: without the monitor
+    the temperature runs away from the bath; with it, a stride that would end above 1.75 x the
+    bath temperature is integrated with MD instead, and the temperature stays bounded (MD moves
+    energy between potential and kinetic, so a state may still pass the ceiling for a while)."""
+    n, k, temperature = 50, 400.0, 300.0
+    masses = np.random.default_rng(0).uniform(1.0, 20.0, n)
+    kT = KB * temperature
+    for fallback in (False, True):
+        system = harmonic_system(masses, k)
+        integrator = FlashMDIntegrator(system, HarmonicStrideModel(0.02, k, velocity_error=0.02), temperature=temperature,
+                                       collision_rate=1.0, splitting="O F O", random_seed=2, fallback=fallback,
+                                       fallback_timestep=0.001, max_displacement=None)
+        context = context_for(system, integrator)
+        context.setPositions(np.random.default_rng(1).normal(size=(n, 3)) * np.sqrt(kT / k))
+        context.setVelocitiesToTemperature(temperature, 3)
+        ratios = []
+        for _ in range(100):
+            integrator.step(2)
+            ratios.append(context.getState(getEnergy=True).getKineticEnergy()._value / (1.5 * n * kT))
+        if fallback:
+            assert max(ratios) < 2.2 and np.mean(ratios[50:]) < 1.8
+            assert integrator.fallback_statistics["by_reason"]["temperature"] > 10
+        else:
+            assert np.mean(ratios[50:]) > 2.5

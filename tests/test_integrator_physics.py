@@ -111,13 +111,16 @@ def test_bussi_gives_canonical_kinetic_energy():
     dof = 3 * n
     integrator.step(100)
     kinetic = []
-    for _ in range(4000):
+    for _ in range(12000):
         integrator.step(1)
         kinetic.append(context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole))
     kinetic = np.array(kinetic)
     mean_error = block_standard_error(kinetic)
     assert abs(kinetic.mean() - 0.5 * dof * kT) < 4 * mean_error
-    assert abs(kinetic.var() / (0.5 * dof * kT**2) - 1) < 0.15
+    # the variance within 4 standard errors of its blocks' estimates (correlated samples)
+    ratios = np.array([block.var() for block in np.array_split(kinetic, 12)]) / (0.5 * dof * kT**2)
+    ratio_error = ratios.std(ddof=1) / np.sqrt(len(ratios))
+    assert abs(ratios.mean() - 1) < 4 * ratio_error and ratio_error < 0.06, (ratios.mean(), ratio_error)
 
 
 @pytest.mark.parametrize("fail_every", [None, 10])
@@ -168,9 +171,9 @@ def test_energy_filter_rescues_wrong_map():
     assert stats["count"] == 1000 and stats["clamped"] == 0
     assert stats["max"] < 1.0 and stats["min"] > 0.9  # every stride scaled down
 
-    # Without the filter the same map heats the system.
+    # Without the filter (and without the stride monitor, which would stop the drift) the same map heats the system.
     system2 = harmonic_system(masses, 300.0)
-    unfiltered = FlashMDIntegrator(system2, model, splitting="F")
+    unfiltered = FlashMDIntegrator(system2, model, splitting="F", fallback=False)
     context2 = context_for(system2, unfiltered)
     context2.setPositions(x)
     context2.setVelocities(v)
@@ -183,7 +186,7 @@ def test_energy_filter_clamps_instead_of_nan():
     masses = [1.0, 1.0]
     system = harmonic_system(masses, 100.0)
     model = HarmonicStrideModel(0.01, 100.0, velocity_error=1.0)  # doubles velocities
-    integrator = FlashMDIntegrator(system, model, splitting="F E", filter_scale_bounds=(0.9, 1.1))
+    integrator = FlashMDIntegrator(system, model, splitting="F E", filter_scale_bounds=(0.9, 1.1), fallback=False)
     context = context_for(system, integrator)
     context.setPositions(np.zeros((2, 3)))
     context.setVelocities(np.ones((2, 3)))

@@ -10,6 +10,15 @@ After each stride, :class:`~openmm_flashmd.integrator.FlashMDIntegrator` (with
   before the stride, ``V'`` and ``K'`` potential and kinetic energy after it, kJ/mol). With
   an E letter this is the filter's own factor, which then rejects instead of clamping;
   without E it is computed for the test only (one potential-energy evaluation per stride).
+* thermostatted splittings: the kinetic energy after the stride (and filter) exceeds
+  ``max_temperature_ratio`` x the bath's ``dof kT / 2`` (reason 6). A model that heats a
+  little at every stride passes the per-stride tests; this catches it before the
+  temperature doubles.
+* NVE splittings: the total energy after the stride has drifted from its *anchor* by more
+  than ``max_energy_drift`` x the kinetic energy at the anchor (reason 7). The anchor is the
+  state a run starts from: it is set at the first stride and again whenever the positions
+  or velocities entering a stride differ from those the previous stride left (the caller
+  changed the state between ``step`` calls), detected by weighted checksums.
 
 A rejected stride restores the positions and velocities from before it and integrates the
 same stride with velocity Verlet substeps with the System's constraints (RATTLE) on the
@@ -23,7 +32,7 @@ program, so they travel with checkpoints.
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import openmm
 
@@ -34,8 +43,12 @@ REJECTION_REASONS: Dict[int, str] = {
     3: "displacement",
     4: "nan_guess",
     5: "energy",
+    6: "temperature",
+    7: "energy_drift",
 }
 ENERGY_REJECTION = 5
+TEMPERATURE_REJECTION = 6
+DRIFT_REJECTION = 7
 #: A stride entering with non-finite velocities cannot be repaired by MD from the same state.
 UNREPAIRABLE_REJECTION = 1
 
@@ -81,11 +94,12 @@ def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str
 
 
 def add_monitor_variables(integrator: openmm.CustomIntegrator) -> None:
-    """Declare the monitor's variables: saved state, decision, counters."""
+    """Declare the monitor's variables: saved state, decision, counters, energy anchor."""
     declare_per_dof(integrator, SAVED_POSITIONS)
     declare_per_dof(integrator, SAVED_VELOCITIES)
-    for name in ("flashmd_reject", "flashmd_substep", "flashmd_monitored",
-                 *(f"flashmd_rejected_{code}" for code in REJECTION_REASONS)):
+    for name in ("flashmd_reject", "flashmd_substep", "flashmd_monitored", "flashmd_ke_after", "flashmd_vsum",
+                 "flashmd_xsum_end", "flashmd_vsum_end", "flashmd_anchored", "flashmd_reanchor", "flashmd_h_anchor",
+                 "flashmd_ke_anchor", *(f"flashmd_rejected_{code}" for code in REJECTION_REASONS)):
         integrator.addGlobalVariable(name, 0.0)
 
 
@@ -96,18 +110,44 @@ def add_save_state(integrator: openmm.CustomIntegrator) -> None:
     integrator.addComputeGlobal("flashmd_inband", "1")
 
 
+def add_energy_anchor(integrator: openmm.CustomIntegrator) -> None:
+    """NVE: (re)set the energy anchor to ``flashmd_h0`` / ``flashmd_ke`` (total and kinetic
+    energy before the stride) at the first stride and whenever the state entering the stride
+    is not the one the previous stride left (``flashmd_xsum`` is the positions' checksum)."""
+    integrator.addComputeSum("flashmd_vsum", "flashmd_weight*v")
+    integrator.addComputeGlobal("flashmd_reanchor", "1 - flashmd_anchored*delta(flashmd_xsum - flashmd_xsum_end)"
+                                                    "*delta(flashmd_vsum - flashmd_vsum_end)")
+    integrator.beginIfBlock("flashmd_reanchor > 0.5")
+    integrator.addComputeGlobal("flashmd_h_anchor", "flashmd_h0")
+    integrator.addComputeGlobal("flashmd_ke_anchor", "flashmd_ke")
+    integrator.addComputeGlobal("flashmd_anchored", "1")
+    integrator.endBlock()
+
+
 def add_decision_and_fallback(
-    integrator: openmm.CustomIntegrator, failure_slot_sum: float, stride: float, substeps: int, constrained: bool
+    integrator: openmm.CustomIntegrator, failure_slot_sum: float, stride: float, substeps: int, constrained: bool,
+    max_kinetic_in_kT: Optional[float] = None, max_energy_drift: Optional[float] = None,
 ) -> None:
-    """Decide on the stride (failure code, else energy test) and, when rejected, restore the
-    saved state and integrate ``stride`` ps in ``substeps`` RATTLE substeps on the forces of
-    the integration groups (``f``). ``failure_slot_sum``: what ``flashmd_fail_code`` sums to
-    per unit of failure code (sentinel × 3N). An unrepairable rejection (non-finite state
-    going in) sets ``flashmd_failed`` so that Python raises, as without the monitor."""
+    """Decide on the stride (failure code, else energy test, else the kinetic-energy ceiling
+    ``max_kinetic_in_kT`` x kT of thermostatted splittings, else the drift from the energy
+    anchor of NVE splittings, ``max_energy_drift`` x the anchor's kinetic energy) and, when
+    rejected, restore the saved state and integrate ``stride`` ps in ``substeps`` RATTLE
+    substeps on the forces of the integration groups (``f``). ``failure_slot_sum``: what
+    ``flashmd_fail_code`` sums to per unit of failure code (sentinel × 3N). An unrepairable
+    rejection (non-finite state going in) sets ``flashmd_failed`` so that Python raises, as
+    without the monitor."""
+    later = "0"
+    if max_kinetic_in_kT is not None or max_energy_drift is not None:
+        integrator.addComputeSum("flashmd_ke_after", "0.5*m*v*v")
+    if max_energy_drift is not None:
+        later = (f"{DRIFT_REJECTION}*step(abs(flashmd_ke_after + flashmd_energy_after - flashmd_h_anchor)"
+                 f" - {float(max_energy_drift)!r}*flashmd_ke_anchor)")
+    if max_kinetic_in_kT is not None:
+        later = f"select(step(flashmd_ke_after - {float(max_kinetic_in_kT)!r}*kT), {TEMPERATURE_REJECTION}, {later})"
     integrator.addComputeGlobal(
         "flashmd_reject",
         f"select(flashmd_fail_code, floor(flashmd_fail_code/{failure_slot_sum!r} + 0.5), "
-        f"{ENERGY_REJECTION}*(1 - flashmd_inband))",
+        f"select(1 - flashmd_inband, {ENERGY_REJECTION}, {later}))",
     )
     integrator.addComputeGlobal("flashmd_monitored", "flashmd_monitored + 1")
     for code in REJECTION_REASONS:
@@ -126,3 +166,6 @@ def add_decision_and_fallback(
     integrator.endBlock()
     integrator.addComputeGlobal("flashmd_energy_valid", "0")  # the filter's cached energy is stale
     integrator.endBlock()
+    if max_energy_drift is not None:  # the state this stride leaves, to tell whether the next one starts there
+        integrator.addComputeSum("flashmd_xsum_end", "flashmd_weight*x")
+        integrator.addComputeSum("flashmd_vsum_end", "flashmd_weight*v")

@@ -24,6 +24,7 @@ from openmm_flashmd.integrator.fallback import (
     DEFAULT_FALLBACK_TIMESTEP,
     REJECTION_REASONS,
     add_decision_and_fallback,
+    add_energy_anchor,
     add_monitor_variables,
     add_save_state,
     fallback_substeps,
@@ -118,7 +119,9 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         the check off.
     fallback : bool
         Monitor every stride (:mod:`openmm_flashmd.integrator.fallback`): a failed stride,
-        or one whose energy-filter scale leaves ``filter_scale_bounds``, is rejected and
+        one whose energy-filter scale leaves ``filter_scale_bounds``, one that heats a
+        thermostatted system past ``max_temperature_ratio`` or one that takes an NVE run's
+        total energy more than ``max_energy_drift`` from where it started is rejected and
         integrated again with velocity Verlet substeps on the System's own forces, on the
         platform (:attr:`fallback_statistics` counts them). ``False``: a failed stride
         raises :class:`FlashMDError` and an out-of-band filter scale is clamped.
@@ -126,6 +129,13 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         Longest substep of the fallback MD; default the model's reference-data timestep
         (metadata ``provenance.data_timestep``), else 0.5 fs. Rounded down so that whole
         substeps make one stride.
+    max_temperature_ratio : float
+        Thermostatted splittings: the monitor rejects a stride after which the kinetic
+        temperature exceeds this multiple of the bath temperature.
+    max_energy_drift : float
+        NVE splittings: the monitor rejects a stride after which the total energy differs
+        from the run's starting total energy by more than this fraction of the starting
+        kinetic energy.
     """
 
     def __init__(
@@ -144,6 +154,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         max_displacement=0.5 * unit.nanometer,
         fallback: bool = True,
         fallback_timestep=None,
+        max_temperature_ratio: float = 1.75,
+        max_energy_drift: float = 0.25,
     ):
         scripted = load_model(model)
         metadata = read_metadata(scripted)
@@ -215,6 +227,12 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         if timestep_ps is None:
             timestep_ps = float(metadata.get("provenance", {}).get("data_timestep") or DEFAULT_FALLBACK_TIMESTEP)
         self.fallback_substeps = fallback_substeps(stride, timestep_ps)
+        if not (float(max_temperature_ratio) > 1.0 and float(max_energy_drift) > 0.0):
+            raise ValueError(f"max_temperature_ratio must exceed 1 and max_energy_drift be positive, got "
+                             f"{max_temperature_ratio} and {max_energy_drift}")
+        self._max_kinetic_in_kT = (0.5 * degrees_of_freedom(system) * float(max_temperature_ratio)
+                                   if thermostats else None)
+        self._max_energy_drift = None if thermostats else float(max_energy_drift)
         self._add_variables(gamma, lo, hi, system)
         self.addUpdateContextState()
         steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
@@ -292,6 +310,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.beginIfBlock("flashmd_energy_valid = 0")
             self.addComputeGlobal("flashmd_h0", f"flashmd_ke + {self._energy}")
             self.endBlock()
+            if self.fallback and self._max_energy_drift is not None:
+                add_energy_anchor(self)
         if self._random_rotation:
             for k in range(1, 5):
                 self.addComputeGlobal(f"flashmd_rot{k}", "uniform")
@@ -350,7 +370,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.endBlock()
         add_decision_and_fallback(self, FAILURE_SENTINEL * 3 * self._num_particles,
                                   self.getStepSize().value_in_unit(unit.picosecond), self.fallback_substeps,
-                                  self._constrained)
+                                  self._constrained, self._max_kinetic_in_kT, self._max_energy_drift)
 
     def _add_energy_filter(self) -> None:
         if self.fallback:  # nothing to filter on a failed stride: the monitor rejects it

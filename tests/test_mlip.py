@@ -404,3 +404,27 @@ def test_flashmd_filter_uses_mlip_energy():
     # the MLIP energy did change (so the filter had work to do) and no scale factor was clamped
     assert np.ptp(potentials) > 0.1
     assert integrator.filter_statistics["clamped"] == 0
+
+
+def test_energies_of_a_torchforce_system_are_computed_under_no_grad():
+    """evaluate's energy errors run inside torch.no_grad(); openmm-torch's backward pass then fails
+    unless the state is taken with autograd on (energy_state)."""
+    import openmmtorch
+
+    from openmm_flashmd.train.evaluate import energy_state
+
+    class Well(torch.nn.Module):
+        def forward(self, positions: torch.Tensor) -> torch.Tensor:
+            return 50.0 * (positions**2).sum()
+
+    system = openmm.System()
+    for _ in range(2):
+        system.addParticle(1.0)
+    system.addForce(openmmtorch.TorchForce(torch.jit.script(Well())))
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.full((2, 3), 0.1))
+    with torch.no_grad():
+        with pytest.raises(openmm.OpenMMException, match="does not require grad"):
+            context.getState(getEnergy=True)
+        energy = energy_state(context).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert energy == pytest.approx(50.0 * 6 * 0.01)

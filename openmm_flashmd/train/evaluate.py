@@ -165,6 +165,13 @@ def format_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def energy_state(context, **options):
+    """``context.getState(getEnergy=True, **options)`` with autograd on: a TorchForce MLIP in the
+    System (openmm-torch runs its backward pass in this thread) fails under ``torch.no_grad()``."""
+    with torch.enable_grad():
+        return context.getState(getEnergy=True, **options)
+
+
 class EnergyErrors:
     """Per-stride energy errors of predictions against the reference, on the data's System.
 
@@ -202,7 +209,7 @@ class EnergyErrors:
         if self.constrained:
             self.context.applyConstraints(1e-8)
             self.context.applyVelocityConstraints(1e-8)
-        state = self.context.getState(getEnergy=True, getVelocities=True)
+        state = energy_state(self.context, getVelocities=True)
         projected = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
                 float(0.5 * (self.masses * projected ** 2).sum()))

@@ -111,14 +111,14 @@ def test_bussi_gives_canonical_kinetic_energy():
     dof = 3 * n
     integrator.step(100)
     kinetic = []
-    for _ in range(12000):
+    for _ in range(20000):
         integrator.step(1)
         kinetic.append(context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole))
     kinetic = np.array(kinetic)
     mean_error = block_standard_error(kinetic)
     assert abs(kinetic.mean() - 0.5 * dof * kT) < 4 * mean_error
     # the variance within 4 standard errors of its blocks' estimates (correlated samples)
-    ratios = np.array([block.var() for block in np.array_split(kinetic, 12)]) / (0.5 * dof * kT**2)
+    ratios = np.array([block.var() for block in np.array_split(kinetic, 20)]) / (0.5 * dof * kT**2)
     ratio_error = ratios.std(ddof=1) / np.sqrt(len(ratios))
     assert abs(ratios.mean() - 1) < 4 * ratio_error and ratio_error < 0.06, (ratios.mean(), ratio_error)
 
@@ -150,7 +150,8 @@ def test_ideal_gas_barostat_volume(fail_every):
     error = block_standard_error(volumes)
     assert abs(volumes.mean() - expected) < 4 * error, (volumes.mean(), expected, error)
     assert error < 0.03 * expected
-    assert integrator.fallback_statistics["rejected"] == (15500 // fail_every if fail_every else 0)
+    # every failed stride is counted (the temperature ceiling may add a rare stride of a 40-atom gas)
+    assert integrator.fallback_statistics["by_reason"]["nan_output"] == (15500 // fail_every if fail_every else 0)
 
 
 def test_energy_filter_rescues_wrong_map():

@@ -60,6 +60,10 @@ FAILURE_REASONS = {
     2: "the stride model returned NaN or Inf",
     3: "a particle moved more than max_displacement in one stride; the simulation is unstable",
     4: "the Verlet guess the model starts from is NaN or Inf (the constraint solver failed: forces too large?)",
+    8: "the positions after the stride are NaN or Inf once constrained (the constraint solver failed on the "
+       "stride's output)",
+    9: "the fallback MD after a rejected stride hit NaN positions in the constraint solver (a rejected stride "
+       "too far from the state before it; the Context keeps that state)",
 }
 
 #: Context parameters of the stride force, in the order openmm-torch passes them. The

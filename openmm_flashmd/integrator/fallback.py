@@ -5,6 +5,8 @@ After each stride, :class:`~openmm_flashmd.integrator.FlashMDIntegrator` (with
 
 * the adapter reports a failure code (:data:`REJECTION_REASONS` 1–4: NaN or Inf going in or
   coming out, the Verlet guess NaN, a particle moved further than ``max_displacement``), or
+  the positions or velocities are not finite once the constraints are applied (reason 8: a
+  stride that SETTLE or CCMA cannot fix; checked before any force is evaluated there), or
 * its energy test fails (reason 5): the energy filter's scale factor
   ``α = sqrt((H - V') / K')`` lies outside ``filter_scale_bounds`` (``H`` the total energy
   before the stride, ``V'`` and ``K'`` potential and kinetic energy after it, kJ/mol). With
@@ -20,8 +22,11 @@ After each stride, :class:`~openmm_flashmd.integrator.FlashMDIntegrator` (with
   or velocities entering a stride differ from those the previous stride left (the caller
   changed the state between ``step`` calls), detected by weighted checksums.
 
-A rejected stride restores the positions and velocities from before it and integrates the
-same stride with velocity Verlet substeps with the System's constraints (RATTLE) on the
+A rejected stride restores the positions and velocities from before it (with constraints,
+after walking the constraint solver's reference geometry back from the rejected stride's
+positions in ``REFERENCE_WALK_STEPS`` constraint solves: OpenMM's solvers take the positions
+of the last constraint step as reference, and substeps from a far-away reference lose
+energy or fail), and integrates the same stride with velocity Verlet substeps with the System's constraints (RATTLE) on the
 System's own forces (every force group but the stride force's), in a ``while`` block of
 the integrator program: no host round trip. The letters around F (thermostats) act as
 usual, so a thermostatted splitting stays what the user chose, with MD in place of the
@@ -45,16 +50,27 @@ REJECTION_REASONS: Dict[int, str] = {
     5: "energy",
     6: "temperature",
     7: "energy_drift",
+    8: "nan_constrained",
 }
 ENERGY_REJECTION = 5
 TEMPERATURE_REJECTION = 6
 DRIFT_REJECTION = 7
-#: A stride entering with non-finite velocities cannot be repaired by MD from the same state.
-UNREPAIRABLE_REJECTION = 1
+#: The stride's positions or velocities are not finite after the constraints (the solver failed).
+CONSTRAINED_NAN_REJECTION = 8
+#: Failure code (not a rejection reason) when the fallback MD itself hits non-finite positions.
+FALLBACK_FAILED = 9
+#: Rejections the program cannot repair within the step: a stride entering with non-finite
+#: velocities (MD from the same state is no better), and non-finite positions from the
+#: constraint solver (its reference geometry is then NaN until the next step). Both set
+#: ``flashmd_failed`` with the state from before the stride, so Python raises FlashMDError.
+UNREPAIRABLE_REJECTIONS = (1, 8)
 
 #: Fallback MD timestep (ps) for a model whose metadata does not record its reference data's
 #: timestep (``provenance.data_timestep``): short enough for flexible bonds to hydrogen.
 DEFAULT_FALLBACK_TIMESTEP = 0.0005
+
+#: Constraint solves that walk the solver's reference back from a rejected stride's positions.
+REFERENCE_WALK_STEPS = 8
 
 #: Per-DOF variables: positions and velocities before the stride, positions before a drift.
 SAVED_POSITIONS = "flashmd_xs"
@@ -75,10 +91,13 @@ def fallback_substeps(stride: float, timestep: float) -> int:
     return max(1, math.ceil(stride / timestep - 1e-9))
 
 
-def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str, constrained: bool) -> None:
+def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str, constrained: bool,
+                       guarded: bool = False) -> None:
     """One velocity Verlet substep of ``h`` ps with forces ``force`` (a per-DOF expression,
     kJ/mol/nm) and, when ``constrained``, the System's constraints on positions and
-    velocities (RATTLE)."""
+    velocities (RATTLE). ``guarded``: count non-finite coordinates after the position
+    constraints into ``flashmd_nonfinite`` and skip the rest of the substep (which would
+    evaluate forces there) when there are any."""
     declare_per_dof(integrator, DRIFT_VARIABLE)
     integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{force}/m")
     if constrained:
@@ -87,10 +106,15 @@ def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str
     integrator.addComputePerDof("x", f"x + {h!r}*v")
     if constrained:
         integrator.addConstrainPositions()
+        if guarded:
+            integrator.addComputeSum("flashmd_nonfinite", "1 - delta(x - x)")
+            integrator.beginIfBlock("flashmd_nonfinite = 0")
         integrator.addComputePerDof("v", f"(x - {DRIFT_VARIABLE})/{h!r}")
     integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{force}/m")
     if constrained:
         integrator.addConstrainVelocities()
+        if guarded:
+            integrator.endBlock()
 
 
 def add_monitor_variables(integrator: openmm.CustomIntegrator) -> None:
@@ -98,9 +122,18 @@ def add_monitor_variables(integrator: openmm.CustomIntegrator) -> None:
     declare_per_dof(integrator, SAVED_POSITIONS)
     declare_per_dof(integrator, SAVED_VELOCITIES)
     for name in ("flashmd_reject", "flashmd_substep", "flashmd_monitored", "flashmd_ke_after", "flashmd_vsum",
+                 "flashmd_nonfinite", "flashmd_unrepairable",
                  "flashmd_xsum_end", "flashmd_vsum_end", "flashmd_anchored", "flashmd_reanchor", "flashmd_h_anchor",
                  "flashmd_ke_anchor", *(f"flashmd_rejected_{code}" for code in REJECTION_REASONS)):
         integrator.addGlobalVariable(name, 0.0)
+
+
+def add_finiteness_check(integrator: openmm.CustomIntegrator, failure_slot_sum: float) -> None:
+    """After the stride is applied and constrained: a non-finite coordinate or velocity
+    (``x - x`` is NaN for NaN and Inf) becomes failure code ``CONSTRAINED_NAN_REJECTION``."""
+    integrator.addComputeSum("flashmd_nonfinite", "2 - delta(x - x) - delta(v - v)")
+    integrator.addComputeGlobal("flashmd_fail_code",
+                                f"{CONSTRAINED_NAN_REJECTION * failure_slot_sum!r}*step(flashmd_nonfinite - 0.5)")
 
 
 def add_save_state(integrator: openmm.CustomIntegrator) -> None:
@@ -153,18 +186,44 @@ def add_decision_and_fallback(
     for code in REJECTION_REASONS:
         integrator.addComputeGlobal(f"flashmd_rejected_{code}",
                                     f"flashmd_rejected_{code} + delta(flashmd_reject - {code})")
-    integrator.beginIfBlock(f"flashmd_reject = {UNREPAIRABLE_REJECTION}")
-    integrator.addComputeGlobal("flashmd_failed", "flashmd_step")
-    integrator.endBlock()
-    integrator.beginIfBlock(f"flashmd_reject > {UNREPAIRABLE_REJECTION}")
+    unrepairable = "+".join(f"delta(flashmd_reject - {code})" for code in UNREPAIRABLE_REJECTIONS)
+    integrator.addComputeGlobal("flashmd_unrepairable", unrepairable)
+    integrator.beginIfBlock("flashmd_reject > 0")
+    if constrained:
+        # OpenMM's constraint solvers take the positions of the last constraint step as their
+        # reference geometry, here the rejected stride's; one solve from there straight to the
+        # restored positions can fail (SETTLE needs small displacements), so walk back in steps.
+        declare_per_dof(integrator, DRIFT_VARIABLE)
+        integrator.addComputePerDof(DRIFT_VARIABLE, "x")
+        for k in range(1, REFERENCE_WALK_STEPS + 1):
+            integrator.addComputePerDof(
+                "x", f"{DRIFT_VARIABLE} + ({SAVED_POSITIONS} - {DRIFT_VARIABLE})*{k / REFERENCE_WALK_STEPS!r}")
+            integrator.addConstrainPositions()
+        integrator.addComputeSum("flashmd_nonfinite", "1 - delta(x - x)")
+        integrator.addComputeGlobal("flashmd_unrepairable", "flashmd_unrepairable + step(flashmd_nonfinite - 0.5)")
     integrator.addComputePerDof("x", SAVED_POSITIONS)
     integrator.addComputePerDof("v", SAVED_VELOCITIES)
+    integrator.endBlock()
+    integrator.beginIfBlock("flashmd_unrepairable > 0")
+    integrator.addComputeGlobal("flashmd_failed", "flashmd_step")
+    integrator.endBlock()
+    integrator.beginIfBlock("flashmd_reject > 0")
+    integrator.beginIfBlock("flashmd_unrepairable = 0")
     integrator.addComputeGlobal("flashmd_substep", "0")
+    integrator.addComputeGlobal("flashmd_nonfinite", "0")
     integrator.beginWhileBlock(f"flashmd_substep < {int(substeps)}")
-    add_rattle_substep(integrator, stride / int(substeps), "f", constrained)
-    integrator.addComputeGlobal("flashmd_substep", "flashmd_substep + 1")
+    add_rattle_substep(integrator, stride / int(substeps), "f", constrained, guarded=True)
+    # a constraint failure ends the loop (and the fallback: see below)
+    integrator.addComputeGlobal("flashmd_substep", f"select(flashmd_nonfinite, {int(substeps)}, flashmd_substep + 1)")
+    integrator.endBlock()
+    integrator.beginIfBlock("flashmd_nonfinite > 0")  # the fallback MD failed too: back to the state before
+    integrator.addComputePerDof("x", SAVED_POSITIONS)
+    integrator.addComputePerDof("v", SAVED_VELOCITIES)
+    integrator.addComputeGlobal("flashmd_failed", "flashmd_step")
+    integrator.addComputeGlobal("flashmd_fail_code", f"{FALLBACK_FAILED * failure_slot_sum!r}")
     integrator.endBlock()
     integrator.addComputeGlobal("flashmd_energy_valid", "0")  # the filter's cached energy is stale
+    integrator.endBlock()
     integrator.endBlock()
     if max_energy_drift is not None:  # the state this stride leaves, to tell whether the next one starts there
         integrator.addComputeSum("flashmd_xsum_end", "flashmd_weight*x")

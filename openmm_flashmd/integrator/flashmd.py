@@ -25,6 +25,7 @@ from openmm_flashmd.integrator.fallback import (
     REJECTION_REASONS,
     add_decision_and_fallback,
     add_energy_anchor,
+    add_finiteness_check,
     add_monitor_variables,
     add_save_state,
     fallback_substeps,
@@ -349,6 +350,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         if self._constrained:
             self.addConstrainPositions()
             self.addConstrainVelocities()
+        if self.fallback:
+            add_finiteness_check(self, FAILURE_SENTINEL * 3 * self._num_particles)
         self.endBlock()
 
     def _add_energy_test(self) -> None:

@@ -212,3 +212,26 @@ def test_a_heating_model_is_held_near_the_temperature_ceiling():
             assert integrator.fallback_statistics["by_reason"]["temperature"] > 10
         else:
             assert np.mean(ratios[50:]) > 2.5
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_the_nonfinite_expression_flags_nan_and_inf_only(platform):
+    """The monitor's finiteness test (``x - x`` would not do: Lepton simplifies it to 0)."""
+    import openmm
+
+    from openmm_flashmd.integrator.fallback import nonfinite
+
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(1.0)
+    integrator = openmm.CustomIntegrator(0.001)
+    integrator.addGlobalVariable("bad", 0.0)
+    integrator.addGlobalVariable("good", 0.0)
+    integrator.addPerDofVariable("y", 0.0)
+    integrator.addComputeSum("good", nonfinite("x"))
+    integrator.addComputePerDof("y", "x/0")  # NaN for 0/0, Inf otherwise
+    integrator.addComputeSum("bad", nonfinite("y"))
+    context = context_for(system, integrator, platform)
+    context.setPositions(np.array([[0.0, 1.0, 2.0], [1e3, -5.0, 0.0], [0.0, 0.0, 3.0]]))
+    integrator.step(1)
+    assert integrator.getGlobalVariableByName("good") == 0 and integrator.getGlobalVariableByName("bad") == 9

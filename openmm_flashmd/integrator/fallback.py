@@ -78,6 +78,12 @@ SAVED_VELOCITIES = "flashmd_vs"
 DRIFT_VARIABLE = "flashmd_x1"
 
 
+def nonfinite(variable: str) -> str:
+    """Per-DOF expression: 1 where ``variable`` is NaN or infinite, else 0. (``x - x`` would not
+    do: Lepton simplifies it to 0 before NaN can show.)"""
+    return f"1 - step(1e30 - abs({variable}))"
+
+
 def declare_per_dof(integrator: openmm.CustomIntegrator, name: str) -> None:
     """Add the per-DOF variable ``name`` unless the program already has it."""
     if name not in {integrator.getPerDofVariableName(i) for i in range(integrator.getNumPerDofVariables())}:
@@ -107,7 +113,7 @@ def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str
     if constrained:
         integrator.addConstrainPositions()
         if guarded:
-            integrator.addComputeSum("flashmd_nonfinite", "1 - delta(x - x)")
+            integrator.addComputeSum("flashmd_nonfinite", nonfinite("x"))
             integrator.beginIfBlock("flashmd_nonfinite = 0")
         integrator.addComputePerDof("v", f"(x - {DRIFT_VARIABLE})/{h!r}")
     integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{force}/m")
@@ -130,8 +136,8 @@ def add_monitor_variables(integrator: openmm.CustomIntegrator) -> None:
 
 def add_finiteness_check(integrator: openmm.CustomIntegrator, failure_slot_sum: float) -> None:
     """After the stride is applied and constrained: a non-finite coordinate or velocity
-    (``x - x`` is NaN for NaN and Inf) becomes failure code ``CONSTRAINED_NAN_REJECTION``."""
-    integrator.addComputeSum("flashmd_nonfinite", "2 - delta(x - x) - delta(v - v)")
+    becomes failure code ``CONSTRAINED_NAN_REJECTION``."""
+    integrator.addComputeSum("flashmd_nonfinite", f"{nonfinite('x')} + {nonfinite('v')}")
     integrator.addComputeGlobal("flashmd_fail_code",
                                 f"{CONSTRAINED_NAN_REJECTION * failure_slot_sum!r}*step(flashmd_nonfinite - 0.5)")
 
@@ -199,7 +205,7 @@ def add_decision_and_fallback(
             integrator.addComputePerDof(
                 "x", f"{DRIFT_VARIABLE} + ({SAVED_POSITIONS} - {DRIFT_VARIABLE})*{k / REFERENCE_WALK_STEPS!r}")
             integrator.addConstrainPositions()
-        integrator.addComputeSum("flashmd_nonfinite", "1 - delta(x - x)")
+        integrator.addComputeSum("flashmd_nonfinite", nonfinite("x"))
         integrator.addComputeGlobal("flashmd_unrepairable", "flashmd_unrepairable + step(flashmd_nonfinite - 0.5)")
     integrator.addComputePerDof("x", SAVED_POSITIONS)
     integrator.addComputePerDof("v", SAVED_VELOCITIES)

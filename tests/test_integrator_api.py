@@ -231,9 +231,30 @@ def test_masses_identify_elements_and_step_size_is_the_stride():
     integrator = FlashMDIntegrator(harmonic_system([15.999, 1.008, 1.008], 1.0), model, timestep=0.002)
     assert integrator.getStepSize() == 0.002 * unit.picosecond
     assert integrator.getTemperature() is None
-    with pytest.raises(ValueError, match="cannot be changed"):
-        integrator.setStepSize(0.004)
     assert not (integrator.getIntegrationForceGroups() >> integrator.stride_force_group) & 1
+
+
+def test_a_step_size_other_than_the_stride_never_runs():
+    """openmmtools hashes integrators with a standard step size, so setting one is allowed; a stride
+    that does not match the model is refused by step(), and by the program itself for a copy that
+    lost the Python class (an XmlSerializer round trip)."""
+    system = harmonic_system([1.0], 100.0)
+    integrator = FlashMDIntegrator(system, HarmonicStrideModel(0.01, 100.0), splitting="F")
+    context = context_for(system, integrator)
+    context.setPositions(np.array([[0.1, 0.0, 0.0]]))
+    integrator.setStepSize(0.004)
+    with pytest.raises(FlashMDError, match="model advances 0.01 ps per step"):
+        integrator.step(1)
+    restored = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(integrator))
+    system2 = harmonic_system([1.0], 100.0)
+    system2.addForce(openmm.XmlSerializer.clone(system.getForce(system.getNumForces() - 1)))
+    context2 = context_for(system2, restored)
+    context2.setPositions(np.array([[0.1, 0.0, 0.0]]))
+    restored.step(3)  # a plain CustomIntegrator: nothing raises, but nothing moves either
+    assert positions_velocities(context2)[0][0, 0] == 0.1 and restored.getGlobalVariableByName("flashmd_failed") > 0
+    integrator.setStepSize(0.01)
+    integrator.step(1)
+    assert positions_velocities(context)[0][0, 0] != 0.1
 
 
 def _gas_simulation(tmp_path, seed=1):

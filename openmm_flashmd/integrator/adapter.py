@@ -64,6 +64,7 @@ FAILURE_REASONS = {
        "stride's output)",
     9: "the fallback MD after a rejected stride hit NaN positions in the constraint solver (a rejected stride "
        "too far from the state before it; the Context keeps that state)",
+    10: "the integrator's step size is not its model's stride (set it back with setStepSize)",
 }
 
 #: Context parameters of the stride force, in the order openmm-torch passes them. The

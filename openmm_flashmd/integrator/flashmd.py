@@ -235,7 +235,13 @@ class FlashMDIntegrator(ThermostatedIntegrator):
                                    if thermostats else None)
         self._max_energy_drift = None if thermostats else float(max_energy_drift)
         self._add_variables(gamma, lo, hi, system)
+        self.addGlobalVariable("flashmd_model_stride", stride)
         self.addUpdateContextState()
+        # a step size that is not the model's stride: do nothing, and report it (code 10)
+        self.beginIfBlock(f"abs(dt - flashmd_model_stride) > {1e-12 * stride!r}")
+        self.addComputeGlobal("flashmd_failed", "flashmd_step + 1")
+        self.addComputeGlobal("flashmd_fail_code", f"{10 * FAILURE_SENTINEL * 3 * system.getNumParticles()!r}")
+        self.endBlock()
         steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
         stride_ends = "E" if "E" in letters else "F"  # the monitor decides after the stride and its filter
         for letter in letters:
@@ -425,6 +431,10 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         over the whole call (an integrator cannot end ``step`` early): rewind them with
         ``context.setTime``/``setStepCount`` if it matters, or step in small chunks.
         """
+        stride = float(self.model_metadata["stride"])
+        if abs(self.getStepSize().value_in_unit(unit.picosecond) - stride) > 1e-12 * stride:
+            raise FlashMDError(f"the step size is {self.getStepSize()} but this FlashMDIntegrator's model advances "
+                               f"{stride} ps per step; set it back with setStepSize({stride})")
         self.setGlobalVariableByName("flashmd_energy_valid", 0.0)  # the Context may have changed since
         super().step(steps)
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
@@ -438,9 +448,11 @@ class FlashMDIntegrator(ThermostatedIntegrator):
                                "velocities from before this stride)", stride=failed)
 
     def setStepSize(self, size) -> None:
-        """The step size is the model's stride and cannot change."""
-        if abs(_in(size, unit.picosecond, "step size") - self.getStepSize().value_in_unit(unit.picosecond)) > 1e-12:
-            raise ValueError("a FlashMDIntegrator's step size is its model's stride and cannot be changed")
+        """Set the step size (time Quantity or ps). A step is one stride of the model, so any
+        other value makes :meth:`step` refuse to run (the program refuses too: a stride that
+        does not match the model never runs); openmmtools' ``ContextCache`` sets a standard
+        value on a copy to hash integrators, which is why setting it is allowed at all."""
+        super().setStepSize(_in(size, unit.picosecond, "step size"))
 
     def getTemperature(self):
         """Heat-bath temperature, or ``None`` for NVE splittings."""

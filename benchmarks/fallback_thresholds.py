@@ -10,7 +10,8 @@ scale ``α² = (H - V') / K'`` (percentiles over every stride the model complete
 displacement of a particle in an accepted stride (nm), and how many strides the monitor
 rejects at the defaults and why; and how many frames of the whole file are above the
 temperature ceiling of thermostatted runs (1.75 x the data's temperature; kinetic
-temperature with 3N - constraints degrees of freedom). The false-rejection rate at the defaults should be about zero: these are states from the
+temperature with 3N - constraints degrees of freedom). The false-rejection rate at the
+defaults should be about zero: these are states from the
 model's own training distribution. Writes the entry ``MODEL`` of
 ``benchmarks/results/fallback_thresholds.json`` (rendered into the README by ``benchmarks/report.py``).
 """

@@ -79,7 +79,8 @@ def dynamics(model: Path, system: str, duration: float, threads: Optional[int], 
         elif column.startswith("temperature_"):
             temperatures[column[len("temperature_"):-len("_K")]] = float(np.mean(values[half:]))
     strides = float(np.sum(log["filter_strides"])) if "filter_strides" in log else 0.0
-    return {"system": system, "seed": seed, "duration_ps": duration, "splitting": "O F E O", "collision_rate_per_ps": 1.0,
+    return {"system": system, "seed": seed, "duration_ps": duration, "splitting": "O F E O",
+            "collision_rate_per_ps": 1.0,
             "completed_ps": float(log["time_ps"][-1]) if len(log.get("time_ps", [])) else 0.0,
             "failure": failure, "temperature_second_half_K": temperatures,
             "clamped_fraction": float(np.sum(log["filter_clamped"])) / strides if strides else None,

@@ -5,8 +5,9 @@ After each stride, :class:`~openmm_flashmd.integrator.FlashMDIntegrator` (with
 
 * the adapter reports a failure code (:data:`REJECTION_REASONS` 1–4: NaN or Inf going in or
   coming out, the Verlet guess NaN, a particle moved further than ``max_displacement``), or
-  the positions or velocities are not finite once the constraints are applied (reason 8: a
-  stride that SETTLE or CCMA cannot fix; checked before any force is evaluated there), or
+  the positions are not finite once the constraints are applied (reason 8: a stride that
+  SETTLE or CCMA cannot fix; checked before any force is evaluated there; unrepairable, see
+  below) or only the velocities are (reason 11), or
 * its energy test fails (reason 5): the energy filter's scale factor
   ``α = sqrt((H - V') / K')`` lies outside ``filter_scale_bounds`` (``H`` the total energy
   before the stride, ``V'`` and ``K'`` potential and kinetic energy after it, kJ/mol). With
@@ -51,12 +52,16 @@ REJECTION_REASONS: Dict[int, str] = {
     6: "temperature",
     7: "energy_drift",
     8: "nan_constrained",
+    11: "nan_constrained_velocities",
 }
 ENERGY_REJECTION = 5
 TEMPERATURE_REJECTION = 6
 DRIFT_REJECTION = 7
 #: The stride's positions or velocities are not finite after the constraints (the solver failed).
 CONSTRAINED_NAN_REJECTION = 8
+#: Only the velocities are non-finite after the constraints: the positions, and so the constraint
+#: solver's reference geometry, are sound, and the stride can be repaired.
+CONSTRAINED_NAN_VELOCITY_REJECTION = 11
 #: Failure code (not a rejection reason) when the fallback MD itself hits non-finite positions.
 FALLBACK_FAILED = 9
 #: Rejections the program cannot repair within the step: a stride entering with non-finite
@@ -128,18 +133,21 @@ def add_monitor_variables(integrator: openmm.CustomIntegrator) -> None:
     declare_per_dof(integrator, SAVED_POSITIONS)
     declare_per_dof(integrator, SAVED_VELOCITIES)
     for name in ("flashmd_reject", "flashmd_substep", "flashmd_monitored", "flashmd_ke_after", "flashmd_vsum",
-                 "flashmd_nonfinite", "flashmd_unrepairable",
+                 "flashmd_nonfinite", "flashmd_nonfinite_v", "flashmd_unrepairable",
                  "flashmd_xsum_end", "flashmd_vsum_end", "flashmd_anchored", "flashmd_reanchor", "flashmd_h_anchor",
                  "flashmd_ke_anchor", *(f"flashmd_rejected_{code}" for code in REJECTION_REASONS)):
         integrator.addGlobalVariable(name, 0.0)
 
 
 def add_finiteness_check(integrator: openmm.CustomIntegrator, failure_slot_sum: float) -> None:
-    """After the stride is applied and constrained: a non-finite coordinate or velocity
-    becomes failure code ``CONSTRAINED_NAN_REJECTION``."""
-    integrator.addComputeSum("flashmd_nonfinite", f"{nonfinite('x')} + {nonfinite('v')}")
-    integrator.addComputeGlobal("flashmd_fail_code",
-                                f"{CONSTRAINED_NAN_REJECTION * failure_slot_sum!r}*step(flashmd_nonfinite - 0.5)")
+    """After the stride is applied and constrained: a non-finite coordinate becomes failure code
+    ``CONSTRAINED_NAN_REJECTION``, else a non-finite velocity ``CONSTRAINED_NAN_VELOCITY_REJECTION``."""
+    integrator.addComputeSum("flashmd_nonfinite", nonfinite("x"))
+    integrator.addComputeSum("flashmd_nonfinite_v", nonfinite("v"))
+    integrator.addComputeGlobal(
+        "flashmd_fail_code",
+        f"{failure_slot_sum!r}*select(step(flashmd_nonfinite - 0.5), {CONSTRAINED_NAN_REJECTION}, "
+        f"{CONSTRAINED_NAN_VELOCITY_REJECTION}*step(flashmd_nonfinite_v - 0.5))")
 
 
 def add_save_state(integrator: openmm.CustomIntegrator) -> None:
@@ -183,9 +191,12 @@ def add_decision_and_fallback(
                  f" - {float(max_energy_drift)!r}*flashmd_ke_anchor)")
     if max_kinetic_in_kT is not None:
         later = f"select(step(flashmd_ke_after - {float(max_kinetic_in_kT)!r}*kT), {TEMPERATURE_REJECTION}, {later})"
+    # the failure code; velocities beyond the sentinel that are no code (a model returning absurd
+    # velocities) count as a failed output (code 2)
+    code = f"floor(flashmd_fail_code/{failure_slot_sum!r} + 0.5)"
     integrator.addComputeGlobal(
         "flashmd_reject",
-        f"select(flashmd_fail_code, floor(flashmd_fail_code/{failure_slot_sum!r} + 0.5), "
+        f"select(flashmd_fail_code, select(step({code} - {max(REJECTION_REASONS) + 0.5}), 2, {code}), "
         f"select(1 - flashmd_inband, {ENERGY_REJECTION}, {later}))",
     )
     integrator.addComputeGlobal("flashmd_monitored", "flashmd_monitored + 1")

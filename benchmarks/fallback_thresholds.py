@@ -31,8 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "fallback_thresholds.json"
-#: FlashMDIntegrator's default max_temperature_ratio
-TEMPERATURE_RATIO = 1.75
 
 
 def measure(model_name: str, data_path: Path, frames: int, seed: int = 0) -> Dict[str, Any]:
@@ -78,9 +76,11 @@ def measure(model_name: str, data_path: Path, frames: int, seed: int = 0) -> Dic
     # the temperature ceiling of thermostatted runs, on every frame of the reference data
     from openmm_flashmd.analysis.thermo import degrees_of_freedom, kinetic_temperature
 
+    from openmm_flashmd.integrator.fallback import DEFAULT_MAX_TEMPERATURE_RATIO
+
     frames_t = kinetic_temperature(data.velocities.reshape(-1, data.n_atoms, 3), data.masses,
-                                   degrees_of_freedom(data_system(data)))
-    ceiling = TEMPERATURE_RATIO * data.temperature
+                                   degrees_of_freedom(system))
+    ceiling = DEFAULT_MAX_TEMPERATURE_RATIO * data.temperature
     lo, hi = (integrator.getGlobalVariableByName(n) for n in ("flashmd_scale_lo", "flashmd_scale_hi"))
     a2 = np.asarray(alpha2)
     return {"model": model_name, "data": data_path.name, "held_out": "validation segments" if trained_here

@@ -14,15 +14,12 @@ temperatures of constrained runs against them (:mod:`openmm_flashmd.systems.refe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
 import openmm_flashmd  # noqa: F401  (torch before the openmm plugins)
-from openmm import app
-
 from openmm_flashmd.data import load_trajectories
-from openmm_flashmd.data.schema import open_trajectory_file, read_string
+from openmm_flashmd.data.guess import data_topology
 from openmm_flashmd.systems.references import temperature_record
 
 
@@ -36,9 +33,7 @@ def main() -> None:
     if output.exists() and not args.overwrite:
         raise SystemExit(f"{output} exists; pass --overwrite to replace it")
     data = load_trajectories(args.data)
-    with open_trajectory_file(args.data) as handle:
-        pdb = app.PDBFile(io.StringIO(read_string(handle, "topology_pdb")))
-    elements = [atom.element.symbol for atom in pdb.topology.atoms()]
+    elements = [atom.element.symbol for atom in data_topology(data).atoms()]
     frames = data.n_segments * data.frames_per_segment
     output.write_text(json.dumps({
         "description": data.attrs.get("description", ""),

@@ -22,7 +22,7 @@ import numpy as np
 import openmm_flashmd  # noqa: F401  (torch before the openmm plugins)
 from openmm_flashmd.analysis.structure import radial_distribution
 from openmm_flashmd.data import load_trajectories
-from openmm_flashmd.data.schema import open_trajectory_file, read_string
+from openmm_flashmd.data.guess import data_topology
 from openmm_flashmd.systems.references import temperature_record
 
 
@@ -37,15 +37,10 @@ def main() -> None:
     if output.exists() and not args.overwrite:
         raise SystemExit(f"{output} exists; pass --overwrite to replace it")
 
-    import io
-
     import mdtraj
-    from openmm import app
 
     data = load_trajectories(args.data)
-    with open_trajectory_file(args.data) as handle:
-        pdb = app.PDBFile(io.StringIO(read_string(handle, "topology_pdb")))
-    topology = mdtraj.Topology.from_openmm(pdb.topology)
+    topology = mdtraj.Topology.from_openmm(data_topology(data))
     xyz = data.positions[:, :: args.every].reshape(-1, data.n_atoms, 3)
     boxes = data.box[:, :: args.every].reshape(-1, 3, 3)
     traj = mdtraj.Trajectory(xyz, topology)
@@ -60,7 +55,7 @@ def main() -> None:
         "r_nm": np.round(r, 6).tolist(),
         "g_OO": np.round(g_oo, 5).tolist(),
         "g_OH": np.round(g_oh, 5).tolist(),
-        **temperature_record(data.velocities, data.masses, [atom.element.symbol for atom in pdb.topology.atoms()],
+        **temperature_record(data.velocities, data.masses, [atom.element.symbol for atom in topology.atoms],
                              len(data.constraints)),
     }, indent=1) + "\n")
     print(f"wrote {output} from {traj.n_frames} frames")

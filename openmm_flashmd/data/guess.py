@@ -30,6 +30,16 @@ def data_system(data: TrajectoryData) -> openmm.System:
         return openmm.XmlSerializer.deserialize(schema.read_string(f, "system_xml"))
 
 
+def data_topology(data: TrajectoryData):
+    """The ``openmm.app.Topology`` stored with the data (its ``topology_pdb``)."""
+    import io
+
+    from openmm import app
+
+    with schema.open_trajectory_file(data.path, "r") as f:
+        return app.PDBFile(io.StringIO(schema.read_string(f, "topology_pdb"))).topology
+
+
 def verlet_guesses(
     data: TrajectoryData, stride: float, substeps: int, reverse: bool = False,
     segments: Optional[Sequence[int]] = None, platform: str = "CPU", progress: bool = True,

@@ -66,6 +66,8 @@ FAILURE_REASONS = {
        "too far from the state before it; the Context keeps that state)",
     10: "the integrator's step size is not its model's stride (set it back with setStepSize)",
 }
+#: Failure code of a step whose step size is not the model's stride (set by the integrator program).
+STEP_SIZE_MISMATCH = 10
 
 #: Context parameters of the stride force, in the order openmm-torch passes them. The
 #: integrator's stride counter ``flashmd_step`` travels with them (so it is saved with the

@@ -54,6 +54,7 @@ REJECTION_REASONS: Dict[int, str] = {
     8: "nan_constrained",
     11: "nan_constrained_velocities",
 }
+NAN_OUTPUT_REJECTION = 2
 ENERGY_REJECTION = 5
 TEMPERATURE_REJECTION = 6
 DRIFT_REJECTION = 7
@@ -69,6 +70,10 @@ FALLBACK_FAILED = 9
 #: constraint solver (its reference geometry is then NaN until the next step). Both set
 #: ``flashmd_failed`` with the state from before the stride, so Python raises FlashMDError.
 UNREPAIRABLE_REJECTIONS = (1, 8)
+
+#: Defaults of FlashMDIntegrator's ``max_temperature_ratio`` and ``max_energy_drift``.
+DEFAULT_MAX_TEMPERATURE_RATIO = 1.75
+DEFAULT_MAX_ENERGY_DRIFT = 0.25
 
 #: Fallback MD timestep (ps) for a model whose metadata does not record its reference data's
 #: timestep (``provenance.data_timestep``): short enough for flexible bonds to hydrogen.
@@ -192,11 +197,11 @@ def add_decision_and_fallback(
     if max_kinetic_in_kT is not None:
         later = f"select(step(flashmd_ke_after - {float(max_kinetic_in_kT)!r}*kT), {TEMPERATURE_REJECTION}, {later})"
     # the failure code; velocities beyond the sentinel that are no code (a model returning absurd
-    # velocities) count as a failed output (code 2)
+    # velocities) count as a failed output
     code = f"floor(flashmd_fail_code/{failure_slot_sum!r} + 0.5)"
     integrator.addComputeGlobal(
         "flashmd_reject",
-        f"select(flashmd_fail_code, select(step({code} - {max(REJECTION_REASONS) + 0.5}), 2, {code}), "
+        f"select(flashmd_fail_code, select(step({code} - {max(REJECTION_REASONS) + 0.5}), {NAN_OUTPUT_REJECTION}, {code}), "
         f"select(1 - flashmd_inband, {ENERGY_REJECTION}, {later}))",
     )
     integrator.addComputeGlobal("flashmd_monitored", "flashmd_monitored + 1")

@@ -14,6 +14,7 @@ from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
 from openmm_flashmd.integrator.adapter import (
     FAILURE_REASONS,
     FAILURE_SENTINEL,
+    STEP_SIZE_MISMATCH,
     STRIDE_FORCE_NAME,
     VELOCITY_PROBE_TIME,
     StrideAdapter,
@@ -22,6 +23,8 @@ from openmm_flashmd.integrator.adapter import (
 from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system
 from openmm_flashmd.integrator.fallback import (
     DEFAULT_FALLBACK_TIMESTEP,
+    DEFAULT_MAX_ENERGY_DRIFT,
+    DEFAULT_MAX_TEMPERATURE_RATIO,
     REJECTION_REASONS,
     add_decision_and_fallback,
     add_energy_anchor,
@@ -155,8 +158,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         max_displacement=0.5 * unit.nanometer,
         fallback: bool = True,
         fallback_timestep=None,
-        max_temperature_ratio: float = 1.75,
-        max_energy_drift: float = 0.25,
+        max_temperature_ratio: float = DEFAULT_MAX_TEMPERATURE_RATIO,
+        max_energy_drift: float = DEFAULT_MAX_ENERGY_DRIFT,
     ):
         scripted = load_model(model)
         metadata = read_metadata(scripted)
@@ -220,7 +223,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         )
         self._uses_guess = adapter.uses_guess
         self._constrained = system.getNumConstraints() > 0
-        self._num_particles = system.getNumParticles()
+        # what flashmd_fail_code sums to per unit of failure code: the sentinel in all 3N slots
+        self._failure_slot_sum = FAILURE_SENTINEL * 3 * system.getNumParticles()
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
         self._random_rotation = random_rotation
         self.fallback = bool(fallback)
@@ -240,7 +244,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         # a step size that is not the model's stride: do nothing, and report it (code 10)
         self.beginIfBlock(f"abs(dt - flashmd_model_stride) > {1e-12 * stride!r}")
         self.addComputeGlobal("flashmd_failed", "flashmd_step + 1")
-        self.addComputeGlobal("flashmd_fail_code", f"{10 * FAILURE_SENTINEL * 3 * system.getNumParticles()!r}")
+        self.addComputeGlobal("flashmd_fail_code", f"{STEP_SIZE_MISMATCH * self._failure_slot_sum!r}")
         self.endBlock()
         steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
         stride_ends = "E" if "E" in letters else "F"  # the monitor decides after the stride and its filter
@@ -268,7 +272,6 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             ("flashmd_alpha_min", 1e30),
             ("flashmd_alpha_max", -1e30),
             ("flashmd_failed", 0.0),
-            ("flashmd_num_particles", float(system.getNumParticles())),
             ("flashmd_energy_after", 0.0),
             ("flashmd_energy_valid", 0.0),
             ("flashmd_xsum", 0.0),
@@ -357,7 +360,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.addConstrainPositions()
             self.addConstrainVelocities()
         if self.fallback:
-            add_finiteness_check(self, FAILURE_SENTINEL * 3 * self._num_particles)
+            add_finiteness_check(self, self._failure_slot_sum)
         self.endBlock()
 
     def _add_energy_test(self) -> None:
@@ -377,7 +380,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.beginIfBlock("flashmd_fail_code = 0")
             self._add_energy_test()
             self.endBlock()
-        add_decision_and_fallback(self, FAILURE_SENTINEL * 3 * self._num_particles,
+        add_decision_and_fallback(self, self._failure_slot_sum,
                                   self.getStepSize().value_in_unit(unit.picosecond), self.fallback_substeps,
                                   self._constrained, self._max_kinetic_in_kT, self._max_energy_drift)
 
@@ -439,9 +442,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         super().step(steps)
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
         if failed:
-            total = self.getGlobalVariableByName("flashmd_fail_code")
-            slots = 3 * self.getGlobalVariableByName("flashmd_num_particles")
-            code = int(round(total / FAILURE_SENTINEL / slots))
+            code = int(round(self.getGlobalVariableByName("flashmd_fail_code") / self._failure_slot_sum))
             reason = FAILURE_REASONS.get(code, "the stride failed")
             self.setGlobalVariableByName("flashmd_failed", 0.0)
             raise FlashMDError(f"FlashMD stride {failed}: {reason} (the Context keeps the positions and "

@@ -69,6 +69,25 @@ def _in(value, unit_, name):
     return float(value)
 
 
+_SPLITTING_LETTERS = "FEOB"
+
+
+def _splitting_code(letters) -> float:
+    """A splitting as one number (base-5 digits 1-4 for F, E, O, B), for a global variable."""
+    code = 0
+    for letter in letters:
+        code = 5 * code + _SPLITTING_LETTERS.index(letter) + 1
+    return float(code)
+
+
+def _splitting_from_code(code: float) -> str:
+    letters, code = [], int(round(code))
+    while code:
+        code, digit = divmod(code, 5)
+        letters.append(_SPLITTING_LETTERS[digit - 1])
+    return " ".join(reversed(letters))
+
+
 def _choose_stride_group(system: openmm.System) -> int:
     used = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
     for group in range(31, -1, -1):
@@ -209,9 +228,6 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         else:  # NVE: no kT, so openmmtools does not take it for a thermostat
             super(ThermostatedIntegrator, self).__init__(stride * unit.picosecond)
         self.model_metadata: Dict = metadata
-        self.splitting = " ".join(letters)
-        self.stride_force_group = group
-        self.energy_force_groups = energy_groups
         self.setIntegrationForceGroups(all_groups)
         if random_seed is not None:
             self.setRandomNumberSeed(int(random_seed))
@@ -223,28 +239,36 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         )
         self._uses_guess = adapter.uses_guess
         self._constrained = system.getNumConstraints() > 0
-        # what flashmd_fail_code sums to per unit of failure code: the sentinel in all 3N slots
-        self._failure_slot_sum = FAILURE_SENTINEL * 3 * system.getNumParticles()
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
         self._random_rotation = random_rotation
-        self.fallback = bool(fallback)
         timestep_ps = _in(fallback_timestep, unit.picosecond, "fallback_timestep")
         if timestep_ps is None:
             timestep_ps = float(metadata.get("provenance", {}).get("data_timestep") or DEFAULT_FALLBACK_TIMESTEP)
-        self.fallback_substeps = fallback_substeps(stride, timestep_ps)
         if not (float(max_temperature_ratio) > 1.0 and float(max_energy_drift) > 0.0):
             raise ValueError(f"max_temperature_ratio must exceed 1 and max_energy_drift be positive, got "
                              f"{max_temperature_ratio} and {max_energy_drift}")
         self._max_kinetic_in_kT = (0.5 * degrees_of_freedom(system) * float(max_temperature_ratio)
                                    if thermostats else None)
         self._max_energy_drift = None if thermostats else float(max_energy_drift)
+        # The configuration lives in global variables, so that copies through XML (openmmtools'
+        # ContextCache, multistate storage files) keep it; the properties below read it.
+        for name, value in [
+            ("flashmd_model_stride", stride),
+            ("flashmd_splitting_code", _splitting_code(letters)),
+            ("flashmd_stride_group", group),
+            ("flashmd_energy_group_mask", float(sum(1 << g for g in energy_groups))),
+            # what flashmd_fail_code sums to per unit of failure code: the sentinel in all 3N slots
+            ("flashmd_failure_unit", FAILURE_SENTINEL * 3 * system.getNumParticles()),
+            ("flashmd_fallback", float(bool(fallback))),
+            ("flashmd_fallback_substeps", fallback_substeps(stride, timestep_ps)),
+        ]:
+            self.addGlobalVariable(name, value)
         self._add_variables(gamma, lo, hi, system)
-        self.addGlobalVariable("flashmd_model_stride", stride)
         self.addUpdateContextState()
         # a step size that is not the model's stride: do nothing, and report it (code 10)
         self.beginIfBlock(f"abs(dt - flashmd_model_stride) > {1e-12 * stride!r}")
         self.addComputeGlobal("flashmd_failed", "flashmd_step + 1")
-        self.addComputeGlobal("flashmd_fail_code", f"{STEP_SIZE_MISMATCH * self._failure_slot_sum!r}")
+        self.addComputeGlobal("flashmd_fail_code", f"{STEP_SIZE_MISMATCH * self._failure_unit!r}")
         self.endBlock()
         steps = {"F": self._add_stride, "E": self._add_energy_filter, "O": self._add_langevin, "B": self._add_bussi}
         stride_ends = "E" if "E" in letters else "F"  # the monitor decides after the stride and its filter
@@ -360,7 +384,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.addConstrainPositions()
             self.addConstrainVelocities()
         if self.fallback:
-            add_finiteness_check(self, self._failure_slot_sum)
+            add_finiteness_check(self, self._failure_unit)
         self.endBlock()
 
     def _add_energy_test(self) -> None:
@@ -380,7 +404,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.beginIfBlock("flashmd_fail_code = 0")
             self._add_energy_test()
             self.endBlock()
-        add_decision_and_fallback(self, self._failure_slot_sum,
+        add_decision_and_fallback(self, self._failure_unit,
                                   self.getStepSize().value_in_unit(unit.picosecond), self.fallback_substeps,
                                   self._constrained, self._max_kinetic_in_kT, self._max_energy_drift)
 
@@ -422,6 +446,52 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         )
         self.addComputePerDof("v", "v*flashmd_bussi")
 
+    # ---------------------------------------------------------------- configuration
+    # Read from the integrator's global variables, so an integrator copied through XML and
+    # restored by openmmtools (ContextCache, multistate storage) answers like the original.
+    @property
+    def stride(self) -> float:
+        """The model's stride: the time one step advances (ps)."""
+        return self.getGlobalVariableByName("flashmd_model_stride")
+
+    @property
+    def splitting(self) -> str:
+        """The splitting, letters separated by spaces (e.g. ``"O F E O"``)."""
+        return _splitting_from_code(self.getGlobalVariableByName("flashmd_splitting_code"))
+
+    @property
+    def stride_force_group(self) -> int:
+        """Force group of the stride model's TorchForce."""
+        return int(self.getGlobalVariableByName("flashmd_stride_group"))
+
+    @property
+    def energy_force_groups(self) -> set:
+        """Force groups whose potential the energy filter and monitor use."""
+        mask = int(self.getGlobalVariableByName("flashmd_energy_group_mask"))
+        return {g for g in range(32) if mask >> g & 1}
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the stride monitor with fallback MD is on."""
+        return bool(self.getGlobalVariableByName("flashmd_fallback"))
+
+    @property
+    def fallback_substeps(self) -> int:
+        """Velocity Verlet substeps of one fallback stride."""
+        return int(self.getGlobalVariableByName("flashmd_fallback_substeps"))
+
+    @property
+    def _failure_unit(self) -> float:
+        return self.getGlobalVariableByName("flashmd_failure_unit")
+
+    def __getattr__(self, name):
+        # reached only for attributes the instance lacks: one restored from XML has no model_metadata
+        if name == "model_metadata":
+            raise AttributeError("model_metadata is kept by the FlashMDIntegrator built by its constructor, not by a "
+                                 "copy restored from XML (openmmtools ContextCache or storage); read the model's "
+                                 "metadata with openmm_flashmd.read_metadata")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ---------------------------------------------------------------- Python API
     def step(self, steps: int) -> None:
         """Advance by ``steps`` strides.
@@ -434,7 +504,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         over the whole call (an integrator cannot end ``step`` early): rewind them with
         ``context.setTime``/``setStepCount`` if it matters, or step in small chunks.
         """
-        stride = float(self.model_metadata["stride"])
+        stride = self.stride
         if abs(self.getStepSize().value_in_unit(unit.picosecond) - stride) > 1e-12 * stride:
             raise FlashMDError(f"the step size is {self.getStepSize()} but this FlashMDIntegrator's model advances "
                                f"{stride} ps per step; set it back with setStepSize({stride})")
@@ -442,7 +512,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         super().step(steps)
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
         if failed:
-            code = int(round(self.getGlobalVariableByName("flashmd_fail_code") / self._failure_slot_sum))
+            code = int(round(self.getGlobalVariableByName("flashmd_fail_code") / self._failure_unit))
             reason = FAILURE_REASONS.get(code, "the stride failed")
             self.setGlobalVariableByName("flashmd_failed", 0.0)
             raise FlashMDError(f"FlashMD stride {failed}: {reason} (the Context keeps the positions and "

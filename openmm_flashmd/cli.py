@@ -198,29 +198,32 @@ def run_evaluate_mlip(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------ simulate
 
 def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    # Run settings default to None, so that a --resume can tell what was given (it continues the run
+    # in settings.json and refuses a different value); simulate fills in the defaults named here.
     p.add_argument("output_dir", nargs="?", default="flashmd-run", help="directory for all outputs (default flashmd-run)")
-    p.add_argument("--system", default="water-rigid",
-                   help="built-in name or a System XML file (default water-rigid: 64 rigid TIP3P waters)")
+    p.add_argument("--system", help="built-in name or a System XML file (default water-rigid: 64 rigid TIP3P waters)")
     p.add_argument("--structure", help="PDB/PDBx or State XML (required with a System XML)")
     p.add_argument("--model", help="bundled model name or model file (default: the bundled model of a built-in system, "
                    "water-rigid-16fs for water-rigid)")
-    p.add_argument("--ensemble", default="nvt", choices=["nve", "nvt", "npt"])
+    p.add_argument("--ensemble", choices=["nve", "nvt", "npt"], help="default nvt")
     p.add_argument("--temperature", type=float, help="K (default: the system's, else 300)")
-    p.add_argument("--pressure", type=float, default=1.0, help="bar, for npt (default 1)")
-    p.add_argument("--collision-rate", type=float, default=1.0, help="1/ps (default 1)")
-    p.add_argument("--time", type=float, default=10.0, help="simulated time, ps (default 10)")
-    p.add_argument("--report-interval", type=float, default=0.16, help="ps between frames and log rows")
-    p.add_argument("--format", default="dcd", choices=["dcd", "xtc"], help="trajectory format")
+    p.add_argument("--pressure", type=float, help="bar, for npt (default 1)")
+    p.add_argument("--collision-rate", type=float, help="1/ps (default 1)")
+    p.add_argument("--time", type=float, help="simulated time, ps (default 10; with --resume the new total)")
+    p.add_argument("--report-interval", type=float, help="ps between frames, log rows and checkpoints (default 0.16)")
+    p.add_argument("--format", choices=["dcd", "xtc"], help="trajectory format (default dcd)")
     p.add_argument("--splitting", help="splitting letters (default: from --ensemble)")
-    p.add_argument("--platform", help="OpenMM platform (default: fastest available)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-fallback", dest="fallback", action="store_false",
+    p.add_argument("--platform", help="OpenMM platform (default: fastest available; may change on --resume)")
+    p.add_argument("--seed", type=int, help="random seed of the starting velocities and the noise (default 0); "
+                   "the same seed gives the same run")
+    p.add_argument("--no-fallback", dest="fallback", action="store_const", const=False,
                    help="stop at a failed stride instead of integrating it with MD (the stride monitor)")
     p.add_argument("--fallback-timestep", type=float,
                    help="ps, longest substep of the fallback MD (default: the model's reference-data timestep)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    g.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.chk")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in an existing output directory")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in output_dir from its last checkpoint, with its settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -266,18 +269,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: how to continue each command after Ctrl-C (its checkpoints make a resume exact)
+RESUME_HINTS = {
+    "generate": "continue with the same command and --resume",
+    "train": "continue from the last checkpoint with the same command and --resume",
+    "train-mlip": "continue from the last checkpoint with the same command and --resume",
+}
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for an error: the first line of an OpenMM message, the file of an OS error."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``openmm-flashmd`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    import openmm
+    import yaml
+
     import openmm_flashmd  # noqa: F401  (loads torch before openmm plugins)
 
     try:
         return COMMANDS[args.command][2](args)
-    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
+    except KeyboardInterrupt as err:
         if args.traceback:
             raise
-        print(f"openmm-flashmd {args.command}: error: {err}", file=sys.stderr)
+        hint = str(err) or f"interrupted; {RESUME_HINTS.get(args.command, 'nothing to resume')}"
+        print(f"openmm-flashmd {args.command}: {hint}", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError, KeyError, openmm.OpenMMException, yaml.YAMLError) as err:
+        if args.traceback:
+            raise
+        print(f"openmm-flashmd {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -18,8 +20,17 @@ import openmm
 from openmm import app, unit
 
 from openmm_flashmd.integrator import FlashMDError, FlashMDIntegrator
+from openmm_flashmd.integrator.splitting import parse_splitting
 from openmm_flashmd.model.protocol import load_model, read_metadata
 from openmm_flashmd.reporters import FlashMDReporter
+from openmm_flashmd.run_files import (
+    OutputLock,
+    RecordedCheckpointReporter,
+    RunFilesError,
+    atomic_write,
+    restore_checkpoint,
+    truncate_to_record,
+)
 from openmm_flashmd.systems import available_systems, get_system, get_system_for_barostat
 from openmm_flashmd.systems.loading import load_system, make_platform, start_state
 
@@ -30,6 +41,28 @@ DEFAULT_MODELS = {"water-rigid": "water-rigid-16fs",
                   "alanine-dipeptide-implicit-hbonds": "alanine-dipeptide-implicit-hbonds-8fs"}
 
 ENSEMBLES = {"nve": "F E", "nvt": "O F E O", "npt": "O F E O"}
+
+
+#: Defaults of the run settings that :func:`simulate` records in ``settings.json``.
+DEFAULTS: Dict[str, Any] = {"system": DEFAULT_SYSTEM, "ensemble": "nvt", "pressure": 1.0, "collision_rate": 1.0,
+                            "duration": 10.0, "report_interval": 0.16, "trajectory_format": "dcd", "seed": 0,
+                            "fallback": True}
+
+#: settings.json key of each run setting (a resume continues with these and refuses other values)
+SETTINGS_KEYS: Dict[str, str] = {
+    "system": "system", "structure": "structure", "model": "model", "ensemble": "ensemble",
+    "temperature": "temperature_K", "pressure": "pressure_bar", "collision_rate": "collision_rate_per_ps",
+    "report_interval": "report_interval_ps", "trajectory_format": "trajectory_format", "splitting": "splitting",
+    "seed": "seed", "fallback": "fallback", "fallback_timestep": "fallback_timestep_ps",
+    "system_options": "system_options",
+}
+
+#: the CLI flag of each setting, for messages
+FLAGS: Dict[str, str] = {"duration": "--time", "trajectory_format": "--format", "fallback": "--no-fallback"}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`simulate`: a checkpoint was written; the message says how to resume."""
 
 
 @dataclasses.dataclass
@@ -55,22 +88,81 @@ def _outputs(output_dir: Path, trajectory_format: str) -> Dict[str, Path]:
     }
 
 
+#: every file simulate writes into its output folder (``--overwrite`` removes exactly these)
+OUTPUT_FILES = ("trajectory.dcd", "trajectory.xtc", "log.csv", "checkpoint.chk", "checkpoint.json", "report.md",
+                "settings.json", "topology.pdb", "temperature.png", "energy.png", "rdf_OO.png")
+
+
+def _clear(output_dir: Path) -> None:
+    """Remove an earlier run's outputs; refuse when the folder holds files simulate did not write."""
+    foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in OUTPUT_FILES and p.name != ".lock"
+                     and not p.name.startswith("."))
+    if foreign:
+        raise FileExistsError(f"{output_dir} holds files that simulate did not write ({', '.join(foreign[:5])}); "
+                              "--overwrite only replaces a simulate output folder, choose another folder")
+    for name in OUTPUT_FILES:
+        (output_dir / name).unlink(missing_ok=True)
+
+
+def _same(key: str, given: Any, recorded: Any) -> bool:
+    if key == "splitting":
+        return parse_splitting(given) == parse_splitting(recorded)
+    if isinstance(recorded, float) or isinstance(given, float):
+        return recorded is not None and abs(float(given) - float(recorded)) <= 1e-9 * max(1.0, abs(float(recorded)))
+    return given == recorded
+
+
+def _resolve(given: Dict[str, Any], settings_path: Path, resume: bool) -> Dict[str, Any]:
+    """The run's settings: on resume those in ``settings.json`` (a given value that differs is an
+    error, except ``duration``, which extends or shortens the run); otherwise the given ones or
+    :data:`DEFAULTS`."""
+    if not resume:
+        return {k: (DEFAULTS.get(k) if v is None else v) for k, v in given.items()}
+    try:
+        recorded = json.loads(settings_path.read_text())
+    except (OSError, ValueError):
+        raise RunFilesError(f"cannot resume: {settings_path} is missing or unreadable; start again with "
+                            "--overwrite") from None
+    settings, conflicts = dict(given), []
+    for name, key in SETTINGS_KEYS.items():
+        if key not in recorded:  # a run from an older version: use what is given
+            settings[name] = DEFAULTS.get(name) if given[name] is None else given[name]
+            continue
+        if given[name] is not None and not _same(key, given[name], recorded[key]):
+            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+            conflicts.append(f"{flag} {given[name]} (the run has {recorded[key]})")
+        settings[name] = recorded[key]
+    if conflicts:
+        raise ValueError(f"a resume continues the run in {settings_path}; these differ from it: "
+                         + "; ".join(conflicts) + ". Leave them out, or start a new run")
+    settings["duration"] = given["duration"] if given["duration"] is not None else recorded.get("duration_ps",
+                                                                                             DEFAULTS["duration"])
+    return settings
+
+
+def _check_positive(**values: Optional[float]) -> None:
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(float(value)) and float(value) > 0.0):
+            raise ValueError(f"{FLAGS.get(name, '--' + name.replace('_', '-'))} must be a positive finite number, "
+                             f"got {value}")
+
+
 def simulate(
     output_dir: os.PathLike,
-    system: str = DEFAULT_SYSTEM,
+    system: Optional[str] = None,
     structure: Optional[str] = None,
     model: Optional[str] = None,
-    ensemble: str = "nvt",
+    ensemble: Optional[str] = None,
     temperature: Optional[float] = None,
-    pressure: float = 1.0,
-    collision_rate: float = 1.0,
-    duration: float = 10.0,
-    report_interval: float = 0.16,
-    trajectory_format: str = "dcd",
+    pressure: Optional[float] = None,
+    collision_rate: Optional[float] = None,
+    duration: Optional[float] = None,
+    report_interval: Optional[float] = None,
+    trajectory_format: Optional[str] = None,
     splitting: Optional[str] = None,
     platform: Optional[str] = None,
-    seed: int = 0,
-    fallback: bool = True,
+    seed: Optional[int] = None,
+    fallback: Optional[bool] = None,
     fallback_timestep: Optional[float] = None,
     overwrite: bool = False,
     resume: bool = False,
@@ -82,108 +174,178 @@ def simulate(
     Parameters
     ----------
     system : built-in name (see :func:`openmm_flashmd.systems.available_systems`) or a
-        serialized System XML file (then ``structure`` gives PDB/PDBx or State XML).
+        serialized System XML file (then ``structure`` gives PDB/PDBx or State XML); default
+        ``water-rigid``.
     model : bundled model name or file; default from :data:`DEFAULT_MODELS` for built-in systems
         (``water-rigid-16fs`` for the default rigid water box, ``alanine-dipeptide-implicit-hbonds-8fs``
         for alanine dipeptide with constrained X-H bonds).
-    ensemble : ``nve``, ``nvt`` (Langevin + energy filter) or ``npt`` (adds a
-        ``MonteCarloBarostat`` at ``pressure`` bar; a built-in system's cutoff is lowered to
+    ensemble : ``nve``, ``nvt`` (Langevin + energy filter, the default) or ``npt`` (adds a
+        ``MonteCarloBarostat`` at ``pressure`` bar, default 1; a built-in system's cutoff is lowered to
         0.45 x its box edge if needed, see :func:`~openmm_flashmd.systems.get_system_for_barostat`).
     temperature : K (default: the built-in system's, else 300).
-    collision_rate : 1/ps. duration, report_interval : ps.
-    trajectory_format : ``dcd`` or ``xtc``.
+    collision_rate : 1/ps (default 1). duration, report_interval : ps (default 10 and 0.16).
+    trajectory_format : ``dcd`` (default) or ``xtc``.
+    seed : random seed of the starting velocities and of the integrator's noise (``seed + 1``, as
+        OpenMM takes 0 for "choose one"); default 0. The same seed gives the same run, bit for bit
+        on a deterministic platform (Reference, CPU), resumed or not.
     fallback, fallback_timestep : the stride monitor of :class:`FlashMDIntegrator` (on by
         default; the fallback MD's longest substep in ps, default from the model's metadata).
-    overwrite / resume : an existing ``output_dir`` is refused unless one of them is set.
+    overwrite : replace an earlier run in ``output_dir`` (its files are removed first; a folder
+        holding other files is refused).
+    resume : continue the run in ``output_dir`` exactly as ``settings.json`` records it: settings
+        left as ``None`` are taken from there, a different value is an error; ``duration`` may
+        change (the new total). The checkpoint must match its record (``checkpoint.json``), and
+        the trajectory and log are cut back to what they held at the checkpoint.
 
-    With ``fallback=False`` a failed stride (:class:`FlashMDError`) stops the run: the report is still written (its
-    trust checks say the run did not finish) and the error is raised again.
+    An existing non-empty ``output_dir`` is refused unless ``overwrite`` or ``resume`` is set,
+    and a folder another process is writing to is refused (:class:`RunFilesError`). Every
+    report interval writes a frame, a log row and a checkpoint (atomically, with its record).
+    Ctrl-C writes a checkpoint and raises :class:`RunInterrupted`, whose message says how to
+    resume. With ``fallback=False`` a failed stride (:class:`FlashMDError`) stops the run: the
+    report is still written (its trust checks say the run did not finish) and the error is
+    raised again.
     """
-    ensemble = ensemble.lower()
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"ensemble must be one of {sorted(ENSEMBLES)}, got {ensemble!r}")
-    if trajectory_format not in ("dcd", "xtc"):
-        raise ValueError(f"trajectory_format must be 'dcd' or 'xtc', got {trajectory_format!r}")
+    given = {"system": system, "structure": structure, "model": model, "ensemble": ensemble,
+             "temperature": temperature, "pressure": pressure, "collision_rate": collision_rate,
+             "duration": duration, "report_interval": report_interval, "trajectory_format": trajectory_format,
+             "splitting": splitting, "seed": seed, "fallback": fallback, "fallback_timestep": fallback_timestep,
+             "system_options": system_options}
+    _check_positive(temperature=temperature, pressure=pressure, collision_rate=collision_rate, duration=duration,
+                    report_interval=report_interval, fallback_timestep=fallback_timestep)
+    if seed is not None and int(seed) < 0:
+        raise ValueError(f"--seed must be 0 or positive, got {seed}")
+    if overwrite and resume:
+        raise ValueError("overwrite and resume exclude each other")
     output_dir = Path(output_dir)
-    paths = _outputs(output_dir, trajectory_format)
-    if resume and not paths["checkpoint"].exists():
-        raise FileNotFoundError(f"cannot resume: {paths['checkpoint']} does not exist")
-    if output_dir.exists() and any(output_dir.iterdir()) and not (overwrite or resume):
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"{output_dir} exists and is not a folder")
+    if resume and not (output_dir / "settings.json").exists():
+        raise FileNotFoundError(f"cannot resume: {output_dir / 'settings.json'} does not exist")
+    if output_dir.exists() and any(p for p in output_dir.iterdir() if p.name != ".lock") and not (overwrite or resume):
         raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True or resume=True")
     output_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(output_dir):
+        if overwrite:
+            _clear(output_dir)
+        run = _Run(output_dir, _resolve(given, output_dir / "settings.json", resume), resume, platform)
+        return run.execute(progress)
 
-    builder = get_system_for_barostat if ensemble == "npt" else get_system
-    omm_system, built = load_system(
-        builder(system, **(system_options or {})) if system in available_systems() else system
-    )
-    positions, box, topology = start_state(omm_system, built, structure or None)
-    temperature = float(temperature if temperature is not None else (built.temperature if built else 300.0))
-    model_name = model or DEFAULT_MODELS.get(system)
-    if model_name is None:
-        raise ValueError(f"no default model for system {system!r}; pass model= (a bundled name or a file)")
-    scripted = load_model(model_name)
-    stride = read_metadata(scripted)["stride"]
-    if ensemble == "npt":
-        if not omm_system.usesPeriodicBoundaryConditions():
-            raise ValueError("npt needs a periodic System")
-        omm_system.addForce(openmm.MonteCarloBarostat(pressure * unit.bar, temperature * unit.kelvin))
 
-    integrator = FlashMDIntegrator(
-        omm_system, scripted, temperature=None if ensemble == "nve" else temperature * unit.kelvin,
-        collision_rate=collision_rate / unit.picosecond, splitting=splitting or ENSEMBLES[ensemble],
-        random_seed=seed, topology=topology, fallback=fallback,
-        fallback_timestep=None if fallback_timestep is None else fallback_timestep * unit.picosecond,
-    )
-    simulation = app.Simulation(topology, omm_system, integrator, make_platform(platform))
-    total_steps = max(1, int(round(duration / stride)))
-    interval = max(1, int(round(report_interval / stride)))
-    if resume:
-        simulation.loadCheckpoint(str(paths["checkpoint"]))
-    else:
-        simulation.context.setPositions(positions)
-        if box is not None and omm_system.usesPeriodicBoundaryConditions():
-            simulation.context.setPeriodicBoxVectors(*box)
-        simulation.minimizeEnergy(maxIterations=200)
-        simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
-        with open(paths["topology"], "w") as handle:
-            state = simulation.context.getState(getPositions=True)
-            app.PDBFile.writeFile(topology, state.getPositions(), handle)
-        paths["settings"].write_text(json.dumps({
-            "system": system, "structure": structure, "model": str(model_name), "ensemble": ensemble,
-            "temperature_K": temperature, "pressure_bar": pressure, "collision_rate_per_ps": collision_rate,
-            "stride_ps": stride, "duration_ps": duration, "report_interval_ps": interval * stride,
-            "splitting": integrator.splitting, "seed": seed, "constraints": omm_system.getNumConstraints(),
-            "fallback": fallback, "fallback_substeps": integrator.fallback_substeps if fallback else None,
+class _Run:
+    """One simulate job, built from resolved settings (see :func:`simulate`)."""
+
+    def __init__(self, output_dir: Path, settings: Dict[str, Any], resume: bool, platform: Optional[str]):
+        ensemble = str(settings["ensemble"]).lower()
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {sorted(ENSEMBLES)}, got {ensemble!r}")
+        if settings["trajectory_format"] not in ("dcd", "xtc"):
+            raise ValueError(f"trajectory_format must be 'dcd' or 'xtc', got {settings['trajectory_format']!r}")
+        self.output_dir, self.settings, self.resume, self.ensemble = output_dir, settings, resume, ensemble
+        self.paths = _outputs(output_dir, settings["trajectory_format"])
+        system = settings["system"]
+        builder = get_system_for_barostat if ensemble == "npt" else get_system
+        omm_system, built = load_system(
+            builder(system, **(settings["system_options"] or {})) if system in available_systems() else system
+        )
+        self.positions, self.box, self.topology = start_state(omm_system, built, settings["structure"] or None)
+        if settings["temperature"] is None:
+            settings["temperature"] = float(built.temperature if built else 300.0)
+        temperature = float(settings["temperature"])
+        if settings["model"] is None:
+            settings["model"] = DEFAULT_MODELS.get(system)
+            if settings["model"] is None:
+                raise ValueError(f"no default model for system {system!r}; pass model= (a bundled name or a file)")
+        scripted = load_model(settings["model"])
+        self.stride = read_metadata(scripted)["stride"]
+        if ensemble == "npt":
+            if not omm_system.usesPeriodicBoundaryConditions():
+                raise ValueError("npt needs a periodic System")
+            omm_system.addForce(openmm.MonteCarloBarostat(settings["pressure"] * unit.bar, temperature * unit.kelvin))
+        fallback_timestep = settings["fallback_timestep"]
+        self.integrator = FlashMDIntegrator(
+            omm_system, scripted, temperature=None if ensemble == "nve" else temperature * unit.kelvin,
+            collision_rate=settings["collision_rate"] / unit.picosecond,
+            # OpenMM reads an integrator seed of 0 as "choose one": seed + 1 keeps every run reproducible
+            splitting=settings["splitting"] or ENSEMBLES[ensemble], random_seed=int(settings["seed"]) + 1,
+            topology=self.topology, fallback=settings["fallback"],
+            fallback_timestep=None if fallback_timestep is None else fallback_timestep * unit.picosecond,
+        )
+        self.system = omm_system
+        self.simulation = app.Simulation(self.topology, omm_system, self.integrator, make_platform(platform))
+        self.total_steps = max(1, int(round(settings["duration"] / self.stride)))
+        self.interval = max(1, int(round(settings["report_interval"] / self.stride)))
+
+    def _record_settings(self) -> None:
+        s = self.settings
+        atomic_write(self.paths["settings"], json.dumps({
+            "system": s["system"], "structure": s["structure"], "model": str(s["model"]), "ensemble": self.ensemble,
+            "temperature_K": float(s["temperature"]), "pressure_bar": s["pressure"],
+            "collision_rate_per_ps": s["collision_rate"], "stride_ps": self.stride, "duration_ps": s["duration"],
+            "report_interval_ps": self.interval * self.stride, "trajectory_format": s["trajectory_format"],
+            "splitting": self.integrator.splitting, "seed": s["seed"], "constraints": self.system.getNumConstraints(),
+            "fallback": s["fallback"], "fallback_timestep_ps": s["fallback_timestep"],
+            "fallback_substeps": self.integrator.fallback_substeps if s["fallback"] else None,
+            "system_options": s["system_options"],
         }, indent=2) + "\n")
 
-    reporter_class = app.DCDReporter if trajectory_format == "dcd" else app.XTCReporter
-    simulation.reporters.append(reporter_class(str(paths["trajectory"]), interval, append=resume))
-    simulation.reporters.append(FlashMDReporter(paths["log"], interval, overwrite=True, append=resume))
-    simulation.reporters.append(app.CheckpointReporter(str(paths["checkpoint"]), interval))
+    def _start(self) -> None:
+        simulation, paths = self.simulation, self.paths
+        simulation.context.setPositions(self.positions)
+        if self.box is not None and self.system.usesPeriodicBoundaryConditions():
+            simulation.context.setPeriodicBoxVectors(*self.box)
+        simulation.minimizeEnergy(maxIterations=200)
+        simulation.context.setVelocitiesToTemperature(float(self.settings["temperature"]) * unit.kelvin,
+                                                      self.settings["seed"])
+        with io.StringIO() as handle:
+            state = simulation.context.getState(getPositions=True)
+            app.PDBFile.writeFile(self.topology, state.getPositions(), handle)
+            atomic_write(paths["topology"], handle.getvalue())
+        self._record_settings()
 
-    remaining = total_steps - simulation.currentStep
-    from tqdm.auto import tqdm
+    def execute(self, progress: bool) -> SimulationRun:
+        simulation, paths = self.simulation, self.paths
+        recorded = {"trajectory": paths["trajectory"], "log": paths["log"]}
+        if self.resume:
+            record = restore_checkpoint(simulation, paths["checkpoint"])
+            truncate_to_record(record, recorded)
+            self._record_settings()  # the duration may have changed
+        else:
+            self._start()
+        reporter_class = app.DCDReporter if self.settings["trajectory_format"] == "dcd" else app.XTCReporter
+        simulation.reporters.append(reporter_class(str(paths["trajectory"]), self.interval, append=self.resume))
+        simulation.reporters.append(FlashMDReporter(paths["log"], self.interval, overwrite=True, append=self.resume))
+        checkpoints = RecordedCheckpointReporter(paths["checkpoint"], self.interval, recorded)
+        simulation.reporters.append(checkpoints)
 
-    failure = None
-    with tqdm(total=total_steps, initial=simulation.currentStep, unit="stride", disable=not progress,
-              desc=f"FlashMD {stride * 1000:g} fs") as bar:
-        while remaining > 0:
-            chunk = min(interval, remaining)
-            try:
-                simulation.step(chunk)
-            except FlashMDError as err:
-                failure = str(err)
-                break
-            remaining -= chunk
-            bar.update(chunk)
-    if failure is None:
-        simulation.saveCheckpoint(str(paths["checkpoint"]))
+        from tqdm.auto import tqdm
 
-    from openmm_flashmd.analysis.report import write_report
+        failure, remaining = None, self.total_steps - simulation.currentStep
+        try:
+            with tqdm(total=self.total_steps, initial=min(simulation.currentStep, self.total_steps), unit="stride",
+                      disable=not progress, desc=f"FlashMD {self.stride * 1000:g} fs") as bar:
+                while remaining > 0:
+                    chunk = min(self.interval - simulation.currentStep % self.interval, remaining)
+                    try:
+                        simulation.step(chunk)
+                    except FlashMDError as err:
+                        failure = str(err)
+                        break
+                    remaining -= chunk
+                    bar.update(chunk)
+        except KeyboardInterrupt:
+            checkpoints.save(simulation)
+            raise RunInterrupted(f"interrupted at stride {simulation.currentStep} of {self.total_steps} "
+                                 f"({simulation.currentStep * self.stride:g} ps); a checkpoint is in {self.output_dir}: "
+                                 f"continue with openmm-flashmd simulate {self.output_dir} --resume") from None
+        if failure is None:
+            checkpoints.save(simulation)
 
-    write_report(output_dir, paths["log"], paths["trajectory"], paths["topology"], paths["report"], failure=failure)
-    if failure is not None:
-        raise FlashMDError(f"{failure}; the outputs up to the last report interval before it, the last good "
-                           f"checkpoint and {paths['report'].name} are in {output_dir}")
-    return SimulationRun(output_dir, paths["trajectory"], paths["log"], paths["checkpoint"], paths["report"],
-                         simulation.currentStep)
+        from openmm_flashmd.analysis.report import write_report
+
+        write_report(self.output_dir, paths["log"], paths["trajectory"], paths["topology"], paths["report"],
+                     failure=failure)
+        if failure is not None:
+            raise FlashMDError(f"{failure}; the outputs up to the last report interval before it, the last good "
+                               f"checkpoint and {paths['report'].name} are in {self.output_dir}")
+        return SimulationRun(self.output_dir, paths["trajectory"], paths["log"], paths["checkpoint"], paths["report"],
+                             simulation.currentStep)

@@ -337,3 +337,36 @@ def test_other_barostats_run_unchanged(barostat):
     volume = context.getState().getPeriodicBoxVolume()
     integrator.step(200)
     assert context.getState().getPeriodicBoxVolume() != volume
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("broadcast", r"new_velocities of shape \[3\] for 4 particles; it must be \[4, 3\]"),
+    ("extra", r"new_positions of shape \[5, 3\] for 4 particles"),
+    ("integer", "new_positions of dtype torch.int64"),
+    ("nan", "non-finite new_positions for particles at rest"),
+    ("raise", "raised on a probe call with this System's 4 particles: .*this model is broken"),
+])
+def test_a_model_whose_outputs_break_the_protocol_is_refused_at_construction(kind, message):
+    from toy_models import BadOutputModel
+
+    system = harmonic_system(np.full(4, 12.0), 100.0)
+    with pytest.raises(ModelSystemMismatch, match=message):
+        FlashMDIntegrator(system, BadOutputModel(0.01, kind))
+    assert system.getNumForces() == 1  # nothing was added to the System
+
+
+def test_energy_force_groups_must_name_populated_groups():
+    system = harmonic_system(np.full(4, 12.0), 100.0)  # one force, in group 0
+    with pytest.raises(ValueError, match="energy_force_groups is empty"):
+        FlashMDIntegrator(system, FreeParticleStrideModel(0.01), energy_force_groups=[])
+    with pytest.raises(ValueError, match=r"energy_force_groups \[3\] hold no force of this System"):
+        FlashMDIntegrator(system, FreeParticleStrideModel(0.01), energy_force_groups={0, 3})
+    FlashMDIntegrator(system, FreeParticleStrideModel(0.01), energy_force_groups={0})
+
+
+@pytest.mark.parametrize("stride", [1e-9, float("inf"), float("nan"), -0.01, 100.0])
+def test_strides_outside_the_physical_range_are_refused(stride):
+    from openmm_flashmd.model.protocol import ModelProtocolError
+
+    with pytest.raises(ModelProtocolError, match="must be between 1e-05 and 10.0 ps"):
+        FlashMDIntegrator(harmonic_system(np.full(4, 12.0), 100.0), FreeParticleStrideModel(stride))

@@ -44,7 +44,8 @@ class SoftPairStrideModel(torch.nn.Module):
 
 
 class NaNAfterStrideModel(torch.nn.Module):
-    """Free flight that returns NaN once any coordinate exceeds ``limit`` nm."""
+    """Free flight that returns NaN once any coordinate of moving particles exceeds ``limit`` nm
+    (particles at rest, like the integrator's construction-time probe call, get free flight)."""
 
     def __init__(self, stride: float, limit: float):
         super().__init__()
@@ -61,14 +62,15 @@ class NaNAfterStrideModel(torch.nn.Module):
         box: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         new_x = positions + self.stride * velocities
-        if bool(positions.abs().max() > self.limit):
+        if bool(positions.abs().max() > self.limit) and bool(velocities.abs().max() > 0):
             new_x = new_x * float("nan")
         return new_x, velocities.clone()
 
 
 class EveryKthStrideFails(torch.nn.Module):
     """A stride model whose every ``k``-th call (counted over the module's life) goes wrong:
-    NaN positions, or with ``velocity_factor`` > 0 the velocities multiplied by it."""
+    NaN positions, or with ``velocity_factor`` > 0 the velocities multiplied by it. A call with
+    every particle at rest (the integrator's probe at construction) passes through uncounted."""
 
     def __init__(self, model: torch.nn.Module, k: int, velocity_factor: float = 0.0):
         super().__init__()
@@ -87,10 +89,45 @@ class EveryKthStrideFails(torch.nn.Module):
         atomic_numbers: torch.Tensor,
         box: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        self.calls += 1
         new_x, new_v = self.model(positions, velocities, masses, atomic_numbers, box)
+        if not bool(velocities.abs().max() > 0):
+            return new_x, new_v
+        self.calls += 1
         if self.calls % self.k == 0:
             if self.velocity_factor > 0.0:
                 return new_x, new_v * self.velocity_factor
             return new_x * float("nan"), new_v
         return new_x, new_v
+
+
+class BadOutputModel(torch.nn.Module):
+    """Free flight whose outputs break the protocol in one way (``kind``): ``"broadcast"``
+    velocities of shape [3], ``"extra"`` an extra row, ``"integer"`` int64 positions, ``"nan"``
+    NaN positions, ``"raise"`` an exception."""
+
+    def __init__(self, stride: float, kind: str):
+        super().__init__()
+        self.stride = stride
+        self.kind = kind
+        self.metadata_json = make_metadata_json(kind="toy-bad-output")
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        new_x = positions + self.stride * velocities
+        if self.kind == "broadcast":
+            return new_x, velocities.mean(0)
+        if self.kind == "extra":
+            return torch.cat([new_x, new_x[:1]]), velocities.clone()
+        if self.kind == "integer":
+            return new_x.to(torch.int64), velocities.clone()
+        if self.kind == "nan":
+            return new_x * float("nan"), velocities.clone()
+        if self.kind == "raise":
+            raise RuntimeError("this model is broken")
+        return new_x, velocities.clone()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import copy
+import warnings
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import openmm
+import torch
+from openmm import unit
 
 from openmm_flashmd.analysis.thermo import system_masses
 
@@ -75,6 +79,10 @@ def check_model_fits_system(
         raise ModelSystemMismatch(f"model was trained on {want} systems but the System is {have}")
     trained_constrained = (metadata.get("provenance") or {}).get("constraints_active")
     constrained = system.getNumConstraints() > 0
+    if trained_constrained is None and constrained and metadata.get("kind") == "pet":
+        warnings.warn("the stride model does not record whether its training data had constraints; the System has "
+                      f"{system.getNumConstraints()}: make sure the model was trained on constrained data",
+                      stacklevel=3)
     if trained_constrained is not None and bool(trained_constrained) != constrained:
         want = "with constraints (e.g. rigid water)" if trained_constrained else "without constraints (flexible)"
         have = f"{system.getNumConstraints()} constraints" if constrained else "no constraints"
@@ -93,3 +101,53 @@ def check_model_fits_system(
     stride = float(metadata["stride"])
     if step_size is not None and abs(step_size - stride) > 1e-9 * stride:
         raise ModelSystemMismatch(f"step size {step_size} ps differs from the model's stride {stride} ps")
+
+
+#: spacing (nm) of the resting grid of particles the construction-time probe call uses
+PROBE_SPACING = 0.3
+
+
+def probe_positions(system: openmm.System) -> Tuple[np.ndarray, np.ndarray]:
+    """A benign configuration for a probe call: particles on a cubic grid (``PROBE_SPACING``
+    nm apart, or filling the default cell of a periodic System), and the cell (zeros if none).
+    Returns ``(positions [N, 3] nm, box [3, 3] nm)``."""
+    n = system.getNumParticles()
+    side = int(np.ceil(n ** (1.0 / 3.0)))
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)[:n].astype(float)
+    if system.usesPeriodicBoundaryConditions():
+        box = np.array([v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
+        return (grid + 0.5) / side @ box, box
+    return grid * PROBE_SPACING, np.zeros((3, 3))
+
+
+def check_model_outputs(model: torch.nn.Module, system: openmm.System, masses: torch.Tensor,
+                        atomic_numbers: torch.Tensor, uses_guess: bool) -> None:
+    """Call a copy of the stride model once on :func:`probe_positions` (particles at rest) and
+    raise :class:`ModelSystemMismatch` in one line when it raises or does not return two finite
+    floating-point ``[N, 3]`` tensors. The copy keeps a stateful model's state untouched."""
+    positions, box = (torch.tensor(a, dtype=torch.float64) for a in probe_positions(system))
+    zeros = torch.zeros_like(positions)
+    arguments = [positions, zeros, masses.to(torch.float64), atomic_numbers, box]
+    if uses_guess:
+        arguments += [zeros, zeros]
+    try:
+        with torch.no_grad():
+            outputs = copy.deepcopy(model)(*arguments)
+    except Exception as err:  # noqa: BLE001 (any error of a user model becomes one line)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise ModelSystemMismatch(f"the stride model raised on a probe call with this System's "
+                                  f"{system.getNumParticles()} particles: {first}") from None
+    n = system.getNumParticles()
+    if not (isinstance(outputs, (tuple, list)) and len(outputs) == 2):
+        raise ModelSystemMismatch("the stride model must return (new_positions, new_velocities), got "
+                                  f"{type(outputs).__name__}")
+    for name, value in zip(("new_positions", "new_velocities"), outputs):
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (n, 3):
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ModelSystemMismatch(f"the stride model returned {name} of shape {shape} for {n} particles; "
+                                      f"it must be [{n}, 3]")
+        if not value.dtype.is_floating_point:
+            raise ModelSystemMismatch(f"the stride model returned {name} of dtype {value.dtype}; it must be floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise ModelSystemMismatch(f"the stride model returned non-finite {name} for particles at rest on a "
+                                      f"{PROBE_SPACING} nm grid (a probe call at construction)")

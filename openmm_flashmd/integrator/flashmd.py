@@ -20,7 +20,7 @@ from openmm_flashmd.integrator.adapter import (
     StrideAdapter,
     build_stride_force,
 )
-from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system
+from openmm_flashmd.integrator.compatibility import atomic_numbers_for, check_model_fits_system, check_model_outputs
 from openmm_flashmd.integrator.fallback import (
     DEFAULT_FALLBACK_TIMESTEP,
     DEFAULT_MAX_ENERGY_DRIFT,
@@ -211,6 +211,12 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         energy_groups = set(all_groups if energy_force_groups is None else (int(g) for g in energy_force_groups))
         if not energy_groups <= all_groups:
             raise ValueError(f"energy_force_groups must be in 0..31 and exclude the stride group {group}: {energy_groups}")
+        if not energy_groups:
+            raise ValueError("energy_force_groups is empty; name the force groups of the potential energy")
+        populated = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+        if energy_force_groups is not None and not energy_groups <= populated:
+            raise ValueError(f"energy_force_groups {sorted(energy_groups - populated)} hold no force of this System "
+                             f"(groups with forces: {sorted(populated)}); the filter would conserve kinetic energy only")
 
         adapter = StrideAdapter(
             scripted,
@@ -221,6 +227,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             max_displacement=_in(max_displacement, unit.nanometer, "max_displacement") or 0.0,
             uses_guess=model_uses_guess(metadata),
         )
+        check_model_outputs(scripted, system, adapter.masses, adapter.atomic_numbers, adapter.uses_guess)
         system.addForce(build_stride_force(adapter, group))
 
         if kelvin is not None:
@@ -509,7 +516,11 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             raise FlashMDError(f"the step size is {self.getStepSize()} but this FlashMDIntegrator's model advances "
                                f"{stride} ps per step; set it back with setStepSize({stride})")
         self.setGlobalVariableByName("flashmd_energy_valid", 0.0)  # the Context may have changed since
-        super().step(steps)
+        try:
+            super().step(steps)
+        except openmm.OpenMMException as err:  # e.g. a model that raises inside its TorchForce
+            first = (str(err).strip().splitlines() or ["OpenMMException"])[0]
+            raise FlashMDError(f"OpenMM failed inside a FlashMD step: {first}") from err
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
         if failed:
             code = int(round(self.getGlobalVariableByName("flashmd_fail_code") / self._failure_unit))

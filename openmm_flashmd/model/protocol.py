@@ -59,6 +59,9 @@ METADATA_DEFAULTS: Dict[str, Any] = {
     "guess_substeps": 1,      # substeps of the Verlet guess (models with the "verlet_guess" input)
 }
 
+#: Range of strides (ps) a model may declare: 0.01 fs to 10 ps.
+MIN_STRIDE, MAX_STRIDE = 1e-5, 10.0
+
 #: Optional inputs a stride model may declare in ``metadata_json["inputs"]``.
 OPTIONAL_INPUTS = ("verlet_guess",)
 
@@ -91,8 +94,9 @@ def read_metadata(model: torch.nn.Module) -> Dict[str, Any]:
     if not hasattr(model, "stride"):
         raise ModelProtocolError("stride model has no 'stride' attribute (the stride in ps)")
     stride = float(getattr(model, "stride"))
-    if not stride > 0.0:
-        raise ModelProtocolError(f"stride model has stride {stride} ps; it must be positive")
+    if not MIN_STRIDE <= stride <= MAX_STRIDE:
+        raise ModelProtocolError(f"stride model has stride {stride} ps; it must be between {MIN_STRIDE} and "
+                                 f"{MAX_STRIDE} ps")
     merged = metadata_fields(model, "stride model")
     unknown = [name for name in merged["inputs"] or [] if name not in OPTIONAL_INPUTS]
     if unknown:

@@ -57,8 +57,9 @@ def _symbol(z: int) -> str:
 
 
 def check_model_matches_data(metadata: Dict[str, Any], data: TrajectoryData, stride: Optional[float] = None) -> None:
-    """Raise :class:`ModelDataMismatch` if the model's elements, masses (Da), periodicity or
-    particle count do not fit ``data``, or if ``stride`` (ps) differs from the model's."""
+    """Raise :class:`ModelDataMismatch` if the model's elements, masses (Da), periodicity,
+    constraints (rigid vs flexible, when the model records it) or particle count do not fit
+    ``data``, or if ``stride`` (ps) differs from the model's."""
     elements = set(int(z) for z in metadata.get("elements") or [])
     data_elements = set(int(z) for z in np.unique(data.atomic_numbers))
     if elements and not data_elements <= elements:
@@ -74,6 +75,10 @@ def check_model_matches_data(metadata: Dict[str, Any], data: TrajectoryData, str
     if periodic is not None and bool(periodic) != bool(data.periodic):
         raise ModelDataMismatch(f"the model is for {'periodic' if periodic else 'non-periodic'} systems; the data are "
                                 f"{'periodic' if data.periodic else 'not periodic'}")
+    trained_constrained = (metadata.get("provenance") or {}).get("constraints_active")
+    if trained_constrained is not None and bool(trained_constrained) != bool(data.constraints_active):
+        raise ModelDataMismatch(f"the model was trained on data {'with' if trained_constrained else 'without'} "
+                                f"constraints; these data are {'constrained' if data.constraints_active else 'flexible'}")
     n = metadata.get("num_particles")
     if n is not None and int(n) != data.n_atoms:
         raise ModelDataMismatch(f"the model is for {n} particles; the data have {data.n_atoms}")

@@ -220,7 +220,8 @@ def simulate(
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"{output_dir} exists and is not a folder")
     if resume and not (output_dir / "settings.json").exists():
-        raise FileNotFoundError(f"cannot resume: {output_dir / 'settings.json'} does not exist")
+        raise FileNotFoundError(f"cannot resume: {output_dir} holds no started run (no settings.json: it stopped "
+                                "while setting up); start again with --overwrite")
     if output_dir.exists() and any(p for p in output_dir.iterdir() if p.name != ".lock") and not (overwrite or resume):
         raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True or resume=True")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -300,21 +301,23 @@ class _Run:
             state = simulation.context.getState(getPositions=True)
             app.PDBFile.writeFile(self.topology, state.getPositions(), handle)
             atomic_write(paths["topology"], handle.getvalue())
-        self._record_settings()
 
     def execute(self, progress: bool) -> SimulationRun:
         simulation, paths = self.simulation, self.paths
         recorded = {"trajectory": paths["trajectory"], "log": paths["log"]}
+        checkpoints = RecordedCheckpointReporter(paths["checkpoint"], self.interval, recorded)
         if self.resume:
             record = restore_checkpoint(simulation, paths["checkpoint"])
             truncate_to_record(record, recorded)
-            self._record_settings()  # the duration may have changed
         else:
             self._start()
+            checkpoints.save(simulation)  # step 0: a run with settings.json can always resume
+        self._record_settings()  # last: its presence means the run started (on resume, the duration may change)
         reporter_class = app.DCDReporter if self.settings["trajectory_format"] == "dcd" else app.XTCReporter
-        simulation.reporters.append(reporter_class(str(paths["trajectory"]), self.interval, append=self.resume))
-        simulation.reporters.append(FlashMDReporter(paths["log"], self.interval, overwrite=True, append=self.resume))
-        checkpoints = RecordedCheckpointReporter(paths["checkpoint"], self.interval, recorded)
+        append = {name: path.exists() and path.stat().st_size > 0 for name, path in recorded.items()}
+        simulation.reporters.append(reporter_class(str(paths["trajectory"]), self.interval,
+                                                   append=append["trajectory"]))
+        simulation.reporters.append(FlashMDReporter(paths["log"], self.interval, overwrite=True, append=append["log"]))
         simulation.reporters.append(checkpoints)
 
         from tqdm.auto import tqdm

@@ -113,8 +113,8 @@ def test_overwrite_clears_the_old_run_and_refuses_foreign_folders(tmp_path, free
     failing = str(save_model(NaNAfterStrideModel(0.002, 0.0), tmp_path / "nan.pt"))
     with pytest.raises(FlashMDError):
         _run(out, failing, fallback=False, ensemble="nve", temperature=None, overwrite=True)
-    # the old run's checkpoint and plots are gone: nothing calls them "last good"
-    assert not (out / "checkpoint.chk").exists() and not (out / "temperature.png").exists()
+    # the old run's checkpoint and plots are gone: the "last good" checkpoint is the new run's start
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 0 and not (out / "temperature.png").exists()
     assert json.loads((out / "settings.json").read_text())["model"] == failing
 
     mine = tmp_path / "mine"

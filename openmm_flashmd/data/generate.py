@@ -222,6 +222,9 @@ def generate(
     # ------------------------------------------------------------------ fresh run
     omm_system, built = load_system(system) if system is not None else (None, None)
     if omm_system is None:
+        if resume:
+            raise FileNotFoundError(f"cannot resume: {output} does not exist (the run stopped before creating it); "
+                                    "start again with the first command (with --system)")
         raise ValueError("a system is required for a fresh run")
     n = omm_system.getNumParticles()
     positions, box, topology = start_state(omm_system, built, structure)

@@ -213,7 +213,7 @@ def main() -> int:
         "data_lost": sum(not r["identical"] for r in runs),
         "unexpected_errors": sum(len(r["unexpected_errors"]) for r in runs),
     }
-    write_json(OUT, {"summary": summary, "commands": results, "faults_per_signal": args.faults, "seed": args.seed,
+    write_json(OUT, {"benchmark": "fault_injection", "summary": summary, "commands": results, "faults_per_signal": args.faults, "seed": args.seed,
                      "wall_s": time.perf_counter() - started, "threads": 1,
                      "platforms": {"simulate": "Reference", "generate": "CPU"},
                      "stack": stack_info()}, overwrite=True)

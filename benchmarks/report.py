@@ -310,7 +310,29 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(stack), ""]
 
 
+def render_fault_injection(data: Dict, name: str) -> List[str]:
+    summary = data["summary"]
+    lines = [f"### Fault injection: killed runs resume to the same outputs (`{name}`)", "",
+             f"Each command was killed {data['faults_per_signal']} times per signal at random moments and resumed "
+             "with `--resume` (or started again with `--overwrite` where it said nothing could be resumed yet); the "
+             "finished outputs are compared with an uninterrupted run (simulate: positions bit for bit and the log; "
+             "generate: every HDF5 dataset; train: the model's weights and the log). "
+             f"Platforms: {', '.join(f'{k} {v}' for k, v in data['platforms'].items())}; 1 thread; "
+             f"{data['wall_s'] / 60:.0f} min in all.", "",
+             "| command | signal | faults injected | restarts advised | unexpected errors | outputs identical |",
+             "|---|---|---:|---:|---:|---|"]
+    for command, runs in data["commands"].items():
+        for sig in ("SIGKILL", "SIGINT"):
+            row = runs[sig]
+            lines.append(f"| {command} | {sig} | {row['faults_injected']} | {row['restarts_advised']} | "
+                         f"{len(row['unexpected_errors'])} | {'yes' if row['identical'] else '**no**'} |")
+    lines += ["", f"Data lost: {summary['data_lost']} of {summary['resumed_runs']} resumed runs.", "",
+              _stack_line(data["stack"]), ""]
+    return lines
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
+    "fault_injection": render_fault_injection,
     "blog_nve": render_blog_nve,
     "learning_curves": render_learning_curves,
     "stiff_bond_learning": render_stiff_bond_learning,

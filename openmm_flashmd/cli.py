@@ -281,6 +281,9 @@ def describe_error(err: BaseException) -> str:
     """One line for an error: the first line of an OpenMM message, the file of an OS error."""
     if isinstance(err, OSError) and err.strerror:
         return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:  # a YAML syntax error: where, and what
+        return f"invalid YAML in {mark.name}, line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
 

@@ -173,3 +173,25 @@ def test_evaluate_refuses_a_rigid_model_on_flexible_data():
     with pytest.raises(ModelDataMismatch, match="trained on data with constraints; these data are flexible"):
         check_model_matches_data({"provenance": {"constraints_active": True}}, data)
     check_model_matches_data({"provenance": {"constraints_active": False}}, data)
+
+
+def test_a_truncated_training_checkpoint_gets_one_line(tmp_path):
+    import torch
+
+    from openmm_flashmd.train.engine import resume_hypers
+
+    torch.save({"hypers": {}, "task": "stride", "weights": torch.zeros(1000)}, tmp_path / "checkpoint.pt")
+    data = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="checkpoint.pt is unreadable .truncated or corrupt.*start again with --overwrite"):
+        resume_hypers(tmp_path, True, None, None, "stride")
+
+
+def test_cli_names_the_line_of_a_yaml_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  cutoff: [0.3\n")
+    assert main(["train", str(tmp_path / "missing.h5"), str(tmp_path / "out"), "--stride", "0.008",
+                 "--hypers", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "invalid YAML in" in err and "bad.yaml, line 3, column 1" in err

@@ -403,3 +403,30 @@ def test_kinetic_energy_loss_compares_each_element():
     assert float(parts["loss"]) == pytest.approx(float(parts["loss_p"]) + 2.0 * 0.5 * 0.19 ** 2)
     plain = _Losses({"positions": 1, "velocities": 1, "energy": 0}, scales, masses, 300.0, None, numbers)
     assert "loss_ke" not in plain(torch.zeros_like(q), damped, batch)
+
+
+def test_ctrl_c_says_where_training_stopped_and_resume_drops_later_log_rows(dimer_data, tmp_path, capsys,
+                                                                            monkeypatch):
+    """Ctrl-C names the step and the last checkpoint; log rows written after that checkpoint (a run
+    killed between a validation row and its checkpoint) are dropped on resume, not repeated."""
+    out = tmp_path / "run"
+    overrides = _quick(**{"training.validate_every": 5, "training.checkpoint_every": 10})
+    calls = {"n": 0}
+    step = torch.optim.AdamW.step
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 17:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted)
+    args = ["train", str(dimer_data), str(out), "--stride", str(STRIDE), "--device", "cpu", "--quiet"]
+    args += [f"--set={k}={v}" for k, v in overrides.items()]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at step 16 of 20; the last checkpoint" in err and "is at step 10" in err and "--resume" in err
+    assert [int(r["step"]) for r in csv.DictReader(open(out / "log.csv"))] == [5, 10, 15]
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    assert main(args + ["--resume"]) == 0
+    assert [int(r["step"]) for r in csv.DictReader(open(out / "log.csv"))] == [5, 10, 15, 20]

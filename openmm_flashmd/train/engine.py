@@ -158,7 +158,18 @@ def resume_hypers(
     """
     if not resuming:
         return load_hypers(hypers, overrides, task=task_name), None
-    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot resume: {out / 'checkpoint.pt'} does not exist (the run stopped before its "
+                                "first checkpoint); start again with --overwrite") from None
+    except Exception as err:  # noqa: BLE001 (torch raises RuntimeError, pickle errors, EOFError...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is unreadable (truncated or corrupt: {first}); "
+                         "start again with --overwrite") from None
+    if not isinstance(ckpt, dict) or "hypers" not in ckpt:
+        raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is not a training checkpoint; start again with "
+                         "--overwrite")
     found = ckpt.get("task", "stride")
     if found != task_name:
         raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is from a '{found}' run, not '{task_name}'")
@@ -424,6 +435,9 @@ def run_training(
         tmp = out / "checkpoint.pt.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, out / "checkpoint.pt")
+        saved_at[0] = state["step"]
+
+    saved_at = [state["step"] if ckpt is not None else None]  # step of the newest checkpoint on disk
 
     log_path = out / "log.csv"
     curves_path = out / "curves.json"
@@ -436,6 +450,13 @@ def run_training(
         out.mkdir(parents=True, exist_ok=True)
         (out / "hypers.yaml").write_text(yaml.safe_dump(h, sort_keys=False))
         (out / "split.json").write_text(json.dumps(task.split_info(), indent=1))
+        if ckpt is not None and log_path.exists():  # rows written after the checkpoint (a killed run) go
+            with open(log_path, newline="") as f:
+                rows = list(csv.reader(f))
+            kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= state["step"]]
+            if len(kept) != len(rows):
+                with open(log_path, "w", newline="") as f:
+                    csv.writer(f).writerows(kept)
         if not log_path.exists():
             with open(log_path, "w", newline="") as f:
                 csv.writer(f).writerow(log_fields)
@@ -526,6 +547,11 @@ def run_training(
                     or state["step"] == stop_after):
                 state["wall"] = time.time() - start_time
                 save_checkpoint()
+    except KeyboardInterrupt:
+        where = (f"the last checkpoint ({out / 'checkpoint.pt'}) is at step {saved_at[0]}" if saved_at[0] is not None
+                 else "no checkpoint was written yet")
+        raise KeyboardInterrupt(f"interrupted at step {state['step']} of {max_steps}; {where}: continue with the "
+                                "same command and --resume") from None
     finally:
         bar.close()
     if state["step"] == start_step:  # nothing ran (resuming a finished run): the checkpoint is still written

@@ -11,6 +11,9 @@
   if it matches its record, and :func:`truncate_to_record` cuts those files back to the
   sizes they had at the checkpoint (a DCD's frame count is rewritten in its header), so a
   resumed run appends to exactly what the checkpoint saw: no lost, repeated or torn frames.
+
+OpenMM is imported only where a Simulation is involved, so training (which locks its folder
+too) runs where only torch is installed.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import os
 import struct
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
-
-import openmm
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,13 +44,13 @@ def atomic_write(path: PathLike, data: Union[bytes, str]) -> None:
 
 
 class OutputLock:
-    """Exclusive lock on an output folder (``<folder>/.lock``), as a context manager.
+    """Exclusive lock on an output folder (``<folder>/<name>``, default ``.lock``), as a context manager.
 
     Raises :class:`RunFilesError` naming the holder's process id when another process holds it.
     """
 
-    def __init__(self, folder: PathLike):
-        self.path = Path(folder) / ".lock"
+    def __init__(self, folder: PathLike, name: str = ".lock"):
+        self.path = Path(folder) / name
         self._handle = None
 
     def __enter__(self) -> "OutputLock":
@@ -62,8 +63,8 @@ class OutputLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise RunFilesError(f"another process (pid {holder}) is writing to {self.path.parent}; wait for it to "
-                                "finish or use another output folder") from None
+            raise RunFilesError(f"another process (pid {holder}) is writing to {self.path.parent} (lock "
+                                f"{self.path.name}); wait for it to finish or use another output") from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -115,6 +116,8 @@ class RecordedCheckpointReporter:
 
     def save(self, simulation) -> Dict:
         """Write the checkpoint and its record now; returns the record."""
+        from openmm import unit
+
         data = simulation.context.createCheckpoint()
         atomic_write(self.checkpoint, data)
         files = {name: {"bytes": path.stat().st_size if path.exists() else 0} for name, path in self._files.items()}
@@ -122,7 +125,7 @@ class RecordedCheckpointReporter:
             if path.suffix == ".dcd" and path.exists() and files[name]["bytes"] > 0:
                 files[name]["frames"] = _dcd_frames(path)
         record = {"step": simulation.currentStep, "time_ps": simulation.context.getTime().value_in_unit(
-            openmm.unit.picosecond), "sha256": _sha256(data), "bytes": len(data), "files": files}
+            unit.picosecond), "sha256": _sha256(data), "bytes": len(data), "files": files}
         atomic_write(self.record, json.dumps(record, indent=1) + "\n")
         return record
 
@@ -148,6 +151,8 @@ def read_record(checkpoint: PathLike) -> Dict:
 
 def restore_checkpoint(simulation, checkpoint: PathLike) -> Dict:
     """Load ``checkpoint`` into ``simulation`` after checking it against its record; returns the record."""
+    import openmm
+
     record = read_record(checkpoint)
     try:
         simulation.context.loadCheckpoint(Path(checkpoint).read_bytes())

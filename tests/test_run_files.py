@@ -195,3 +195,12 @@ def test_cli_names_the_line_of_a_yaml_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "invalid YAML in" in err and "bad.yaml, line 3, column 1" in err
+
+
+def test_generate_refuses_a_file_another_process_writes(tmp_path):
+    from openmm_flashmd.data.generate import generate
+
+    with OutputLock(tmp_path, ".data.h5.lock"):
+        with pytest.raises(RunFilesError, match="another process .* lock .data.h5.lock"):
+            generate(tmp_path / "data.h5", "argon", n_segments=1)
+    assert not (tmp_path / "data.h5").exists()

@@ -42,6 +42,7 @@ from openmm import app, unit
 
 from openmm_flashmd.analysis.thermo import system_masses
 from openmm_flashmd.data import schema
+from openmm_flashmd.run_files import OutputLock
 from openmm_flashmd.systems.loading import load_system, make_platform, start_state
 
 __all__ = ["generate", "SimulationError", "velocity_verlet_integrator"]
@@ -205,6 +206,19 @@ def generate(
     output = Path(output)
     if overwrite and resume:
         raise ValueError("pass either overwrite=True or resume=True, not both")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(output.parent, f".{output.name}.lock"):  # a second process on this file is refused
+        return _generate(output, system, structure, temperature=temperature, timestep=timestep,
+                         record_interval=record_interval, n_segments=n_segments, segment_length=segment_length,
+                         thermalize=thermalize, decorrelate=decorrelate, friction=friction, seed=seed,
+                         platform=platform, minimize=minimize, description=description, overwrite=overwrite,
+                         resume=resume, max_new_segments=max_new_segments, progress=progress)
+
+
+def _generate(output: Path, system: Any, structure: Any, *, temperature, timestep, record_interval, n_segments,
+              segment_length, thermalize, decorrelate, friction, seed, platform, minimize, description, overwrite,
+              resume, max_new_segments, progress) -> Path:
+    """:func:`generate` with the output file locked."""
     if output.exists() and not (overwrite or resume):
         raise FileExistsError(f"{output} exists; pass overwrite=True to replace it or resume=True to continue it")
     platform_obj = make_platform(platform)

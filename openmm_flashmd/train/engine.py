@@ -43,6 +43,7 @@ import yaml
 
 from openmm_flashmd.data.dataset import DataError, TrajectoryData, merge_trajectories, split_segments
 from openmm_flashmd.model.neighbors import cell_heights
+from openmm_flashmd.run_files import OutputLock
 from openmm_flashmd.train.hypers import load_hypers
 
 __all__ = [
@@ -123,12 +124,13 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
     ckpt = out / "checkpoint.pt"
     if resume and overwrite:
         raise ValueError("pass either resume=True or overwrite=True, not both")
-    existing = out.exists() and any(out.iterdir())
+    existing = out.exists() and any(p.name != ".lock" for p in out.iterdir())
     if resume:
         if ckpt.exists():
             return True
         if existing:
-            raise FileNotFoundError(f"cannot resume: {out} has no checkpoint.pt")
+            raise FileNotFoundError(f"cannot resume: {out} has no checkpoint.pt (the run stopped before its first "
+                                    "checkpoint); start again with --overwrite")
         return False
     if existing and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True or resume=True")
@@ -375,7 +377,21 @@ class TrainingTask:
         raise NotImplementedError
 
 
-def run_training(
+def run_training(task: TrainingTask, h: Dict[str, Any], out: Path, proc: ProcessInfo, **options: Any) -> TrainResult:
+    """Optimise ``task.model`` with the ``training`` hypers of ``h``, writing into ``out``
+    (see the module docstring); resumes from ``ckpt`` when given. ``stop_after``: stop at
+    that step (checkpointed, no export; continue with a resumed run), for training that
+    spans several sessions; the schedule still runs to ``training.max_steps``. The main
+    process holds ``out``'s lock (:class:`~openmm_flashmd.run_files.OutputLock`) meanwhile,
+    so a second training on the same folder is refused."""
+    if not proc.is_main:
+        return _optimise(task, h, out, proc, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out):
+        return _optimise(task, h, out, proc, **options)
+
+
+def _optimise(
     task: TrainingTask,
     h: Dict[str, Any],
     out: Path,
@@ -386,10 +402,6 @@ def run_training(
     export: bool = True,
     stop_after: Optional[int] = None,
 ) -> TrainResult:
-    """Optimise ``task.model`` with the ``training`` hypers of ``h``, writing into ``out``
-    (see the module docstring); resumes from ``ckpt`` when given. ``stop_after``: stop at
-    that step (checkpointed, no export; continue with a resumed run), for training that
-    spans several sessions; the schedule still runs to ``training.max_steps``."""
     t = h["training"]
     model = task.model
     rank, world = proc.rank, proc.world

@@ -251,4 +251,4 @@ def train_mlip(
     h, ckpt = resume_hypers(out, resuming, hypers, overrides, "mlip")
     paths, tdata, train_idx, val_idx = load_training_data(data, h, ckpt)
     task = MLIPTask(h, paths, tdata, train_idx, val_idx, proc, ckpt)
-    return run_training(task, h, out, proc, ckpt, overwrite=overwrite, progress=progress, export=export)
+    return run_training(task, h, out, proc, ckpt=ckpt, overwrite=overwrite, progress=progress, export=export)

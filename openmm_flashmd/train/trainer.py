@@ -326,5 +326,5 @@ def train(
     if ckpt is not None and not math.isclose(ckpt["model_spec"]["stride"], stride):
         raise ValueError(f"cannot resume: checkpoint stride is {ckpt['model_spec']['stride']} ps, not {stride} ps")
     task = StrideTask(h, paths, tdata, stride, train_idx, val_idx, proc, ckpt, energy_model, progress)
-    return run_training(task, h, out, proc, ckpt, overwrite=overwrite, progress=progress, export=export,
+    return run_training(task, h, out, proc, ckpt=ckpt, overwrite=overwrite, progress=progress, export=export,
                         stop_after=stop_after)

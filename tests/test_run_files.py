@@ -201,6 +201,6 @@ def test_generate_refuses_a_file_another_process_writes(tmp_path):
     from openmm_flashmd.data.generate import generate
 
     with OutputLock(tmp_path, ".data.h5.lock"):
-        with pytest.raises(RunFilesError, match="another process .* lock .data.h5.lock"):
+        with pytest.raises(RunFilesError, match=r"another process .* \(lock .data.h5.lock\)"):
             generate(tmp_path / "data.h5", "argon", n_segments=1)
     assert not (tmp_path / "data.h5").exists()

@@ -313,7 +313,8 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
 def render_fault_injection(data: Dict, name: str) -> List[str]:
     summary = data["summary"]
     lines = [f"### Fault injection: killed runs resume to the same outputs (`{name}`)", "",
-             f"Each command was killed {data['faults_per_signal']} times per signal at random moments and resumed "
+             f"Each command was killed {data['faults_per_signal']} times per signal at random moments while running "
+             "and resumed "
              "with `--resume` (or started again with `--overwrite` where it said nothing could be resumed yet); the "
              "finished outputs are compared with an uninterrupted run (simulate: positions bit for bit and the log; "
              "generate: every HDF5 dataset; train: the model's weights and the log). "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -332,7 +333,22 @@ def render_fault_injection(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def render_bad_inputs(data: Dict, name: str) -> List[str]:
+    summary = data["summary"]
+    lines = [f"### Bad inputs (`{name}`)", "",
+             f"{summary['handled']} of {summary['cases']} bad inputs a new user stumbles on get a non-zero exit with "
+             "one line (no traceback) and leave an existing run's files untouched.", "",
+             "<details><summary>each input and its message</summary>", "",
+             "| input | handled | message |", "|---|---|---|"]
+    for row in data["cases"]:
+        message = row["message"].replace("|", "\\|")
+        message = re.sub(r"/tmp/[^/ ]+/", "…/", message)
+        lines.append(f"| {row['case']} | {'yes' if row['handled'] else '**no**'} | {message} |")
+    return lines + ["", "</details>", "", _stack_line(data["stack"]), ""]
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
+    "bad_inputs": render_bad_inputs,
     "fault_injection": render_fault_injection,
     "blog_nve": render_blog_nve,
     "learning_curves": render_learning_curves,

@@ -223,7 +223,8 @@ def simulate(
         raise FileNotFoundError(f"cannot resume: {output_dir} holds no started run (no settings.json: it stopped "
                                 "while setting up); start again with --overwrite")
     if output_dir.exists() and any(p for p in output_dir.iterdir() if p.name != ".lock") and not (overwrite or resume):
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True or resume=True")
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace "
+                              "the run in it or --resume (resume=True) to continue it")
     output_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(output_dir):
         if overwrite:

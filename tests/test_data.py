@@ -288,3 +288,31 @@ def test_split_by_segment(dimer_file):
     ds_tr, ds_va = StridePairs(data, 0.008, tr), StridePairs(data, 0.008, va)
     assert set(ds_tr.pairs[:, 0]) == set(tr) and set(ds_va.pairs[:, 0]) == set(va)
     assert len(ds_tr) + len(ds_va) == len(StridePairs(data, 0.008))
+
+
+def test_a_kill_at_any_point_of_a_segment_write_resumes_to_the_same_data(tmp_path):
+    """The two windows a SIGKILL can hit while a segment is stored: after the next start state
+    was written but before the segment was flagged done (it must not be run again from that
+    state), and inside the replacement of the start state (old one unlinked, new one not yet
+    renamed). Both resume to the data of an uninterrupted run (CPU platform: bitwise)."""
+    from openmm_flashmd.data import schema
+
+    system, top, pos = diatomics()
+    cpu = {**FAST, "platform": "CPU"}
+    full = generate(tmp_path / "full.h5", system, pos, n_segments=3, **cpu)
+    flag_lost = tmp_path / "flag_lost.h5"
+    generate(flag_lost, system, pos, n_segments=3, max_new_segments=1, **cpu)
+    with h5py.File(flag_lost, "r+") as f:
+        assert schema.string_attribute(f, "resume_state", "segment") == 1
+        f["segment_complete"][0] = 0  # the flag never reached the disk
+    half_renamed = tmp_path / "half_renamed.h5"
+    generate(half_renamed, system, pos, n_segments=3, max_new_segments=2, **cpu)
+    with h5py.File(half_renamed, "r+") as f:
+        f.move("resume_state", "resume_state.next")  # unlinked, the new one not renamed yet
+    for path in (flag_lost, half_renamed):
+        generate(path, resume=True, progress=False, platform="CPU")
+        a, b = load_trajectories(full), load_trajectories(path)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.velocities, b.velocities)
+        with h5py.File(path) as f:
+            assert f["segment_complete"][()].tolist() == [1, 1, 1] and "resume_state.next" not in f

@@ -30,7 +30,7 @@ def test_simulate_writes_trajectory_log_and_report_and_resumes(tmp_path, free_mo
     text = run.report.read_text()
     assert "## Temperature" in text and (out / "temperature.png").stat().st_size > 0
 
-    with pytest.raises(FileExistsError, match="overwrite=True or resume=True"):
+    with pytest.raises(FileExistsError, match=r"--overwrite \(overwrite=True\) .* --resume \(resume=True\)"):
         simulate(out, system="argon", model=free_model, duration=0.04, progress=False, system_options={"n_atoms": 27})
 
     resumed = simulate(out, system="argon", model=free_model, duration=0.08, report_interval=0.01, progress=False,

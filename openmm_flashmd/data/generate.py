@@ -325,13 +325,27 @@ def _generate(output: Path, system: Any, structure: Any, *, temperature, timeste
         str_dt = h5py.string_dtype()
         f.create_dataset("topology_pdb", data=_pdb_text(topology, positions), dtype=str_dt)
         f.create_dataset("system_xml", data=openmm.XmlSerializer.serialize(omm_system), dtype=str_dt)
-        f.create_dataset("resume_state", data=start_xml, dtype=str_dt)
+        f.create_dataset("resume_state", data=start_xml, dtype=str_dt).attrs["segment"] = 0
     os.replace(tmp, output)
     handle = schema.open_trajectory_file(output, "r+")
     try:
         return _run(handle, output, omm_system, {}, None, platform_obj, max_new_segments, progress)
     finally:
         handle.close()
+
+
+def _finish_interrupted_segment(handle: h5py.File, complete: np.ndarray) -> None:
+    """A run killed after it stored a segment's data and the state that starts the next one,
+    but before it flagged the segment done: flag it (its data are complete), so that the
+    segment is not run again from the wrong start state."""
+    tagged = schema.string_attribute(handle, "resume_state", "segment")
+    if tagged is None:
+        return
+    done = int(tagged) - 1
+    if 0 <= done < len(complete) and not complete[done]:
+        handle["segment_complete"][done] = 1
+        complete[done] = 1
+        handle.flush()
 
 
 def _run(handle: h5py.File, output: Path, system: Any, given: Dict[str, Any], n_segments: Optional[int],
@@ -370,6 +384,7 @@ def _run(handle: h5py.File, output: Path, system: Any, given: Dict[str, Any], n_
     periodic = bool(attrs["periodic"])
     constrained = omm_system.getNumConstraints() > 0
     complete = handle["segment_complete"][()]
+    _finish_interrupted_segment(handle, complete)
     todo = [s for s in range(stored_segments) if not complete[s]]
     if max_new_segments is not None:
         todo = todo[: max(0, int(max_new_segments))]
@@ -417,12 +432,15 @@ def _run(handle: h5py.File, output: Path, system: Any, given: Dict[str, Any], n_
                 end_xml = openmm.XmlSerializer.serialize(
                     _langevin(omm_system, platform, end_xml, temperature, friction, timestep, decorrelate,
                               _derived_seed(seed, 2 + s)))
+            # Order matters for a kill at any moment: the data, then the next start state tagged
+            # with its segment (flushed by replace_string), then the flag that the segment is done.
             handle["positions"][s] = pos
             handle["velocities"][s] = vel
             handle["forces"][s] = frc
             handle["potential_energy"][s] = pot
             handle["box"][s] = box
-            schema.replace_string(handle, "resume_state", end_xml)
+            handle.flush()
+            schema.replace_string(handle, "resume_state", end_xml, segment=s + 1)
             handle["segment_complete"][s] = 1
             complete[s] = 1
             handle.flush()

@@ -45,7 +45,8 @@ atomic_numbers         [N]              --           0 where unknown (virtual si
 constraints            [C, 3]           --, --, nm   (atom i, atom j, distance); C = 0 if none
 topology_pdb           scalar string    --           PDB text of the topology and first structure
 system_xml             scalar string    --           ``XmlSerializer`` text of the System
-resume_state           scalar string    --           OpenMM State XML that starts the next segment
+resume_state           scalar string    --           OpenMM State XML that starts the next segment;
+                                                     attribute ``segment``: the segment it starts
 =====================  ===============  ===========  ==============================================
 
 Only segments with ``segment_complete == 1`` hold valid data.
@@ -135,16 +136,42 @@ def validate_file(handle: h5py.File, path: Union[str, Path] = "<file>") -> None:
         raise TrajectoryFormatError(f"{path} is damaged: {err}") from None
 
 
+def _string_dataset(handle: h5py.File, name: str) -> h5py.Dataset:
+    """The dataset ``name``, or its replacement ``name.next`` when a replacement was cut short
+    between removing the old one and renaming the new one (see :func:`replace_string`)."""
+    if name not in handle and f"{name}.next" in handle:
+        return handle[f"{name}.next"]
+    return handle[name]
+
+
 def read_string(handle: h5py.File, name: str) -> str:
     """Read a scalar string dataset as ``str``."""
-    value = handle[name][()]
+    value = _string_dataset(handle, name)[()]
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def replace_string(handle: h5py.File, name: str, text: str) -> None:
-    """Replace the scalar string dataset ``name`` (e.g. ``resume_state``) by ``text``."""
+def string_attribute(handle: h5py.File, name: str, key: str) -> Any:
+    """Attribute ``key`` of the scalar string dataset ``name`` (None when it has none)."""
+    value = _string_dataset(handle, name).attrs.get(key)
+    return value.item() if hasattr(value, "item") else value
+
+
+def replace_string(handle: h5py.File, name: str, text: str, **attributes: Any) -> None:
+    """Replace the scalar string dataset ``name`` (e.g. ``resume_state``) by ``text`` (with
+    ``attributes``), safely against a kill at any moment: the new text is written and flushed
+    as ``name.next`` first, then the old dataset is unlinked and the new one renamed; a reader
+    finds one of the two complete datasets whenever it stops."""
+    if name not in handle and f"{name}.next" in handle:  # finish a replacement cut short earlier
+        handle.move(f"{name}.next", name)
+    if f"{name}.next" in handle:
+        del handle[f"{name}.next"]
+    dataset = handle.create_dataset(f"{name}.next", data=text, dtype=h5py.string_dtype())
+    for key, value in attributes.items():
+        dataset.attrs[key] = value
+    handle.flush()
     del handle[name]
-    handle.create_dataset(name, data=text, dtype=h5py.string_dtype())
+    handle.move(f"{name}.next", name)
+    handle.flush()
 
 
 def read_attrs(handle: h5py.File) -> Dict[str, Any]:

@@ -370,3 +370,34 @@ def test_strides_outside_the_physical_range_are_refused(stride):
 
     with pytest.raises(ModelProtocolError, match="must be between 1e-05 and 10.0 ps"):
         FlashMDIntegrator(harmonic_system(np.full(4, 12.0), 100.0), FreeParticleStrideModel(stride))
+
+
+@pytest.mark.parametrize("splitting, groups, fallback", [
+    ("O F E O", None, True), ("O F E O", None, False), ("F E", None, True), ("F", None, True),
+    ("O F E O", {0, 1}, True),
+])
+def test_the_filter_and_monitor_evaluate_a_torchforce_without_its_backward_pass(splitting, groups, fallback):
+    """Energy-only evaluations skip openmm-torch's backward pass (OpenMM merges an energy step with a
+    later force step at the same positions unless an x assignment separates them: the fallback MD
+    must not make every stride pay for forces it only needs after a rejection). Several energy
+    groups are summed one group per step (OpenMM refuses a step that depends on two)."""
+    import openmmtorch
+
+    from toy_models import PASSES, CountedWell
+
+    system = harmonic_system(np.full(3, 2.0), 50.0)  # group 0
+    well = openmmtorch.TorchForce(torch.jit.script(CountedWell()))
+    well.setForceGroup(1)
+    system.addForce(well)
+    options = {"temperature": 300.0} if "O" in splitting else {}
+    integrator = FlashMDIntegrator(system, HarmonicStrideModel(0.01, 150.0), splitting=splitting,
+                                   energy_force_groups=groups, fallback=fallback, **options)
+    context = context_for(system, integrator, "CPU")
+    context.setPositions(np.random.default_rng(0).normal(size=(3, 3)) * 0.05)
+    context.setVelocities(np.full((3, 3), 0.3))
+    integrator.step(1)
+    PASSES.update(forward=0, backward=0)
+    integrator.step(20)
+    assert integrator.fallback_statistics["rejected"] == 0
+    assert PASSES["backward"] == 0
+    assert PASSES["forward"] > 0 if ("E" in splitting or fallback) else PASSES["forward"] == 0

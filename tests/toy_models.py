@@ -131,3 +131,39 @@ class BadOutputModel(torch.nn.Module):
         if self.kind == "raise":
             raise RuntimeError("this model is broken")
         return new_x, velocities.clone()
+
+
+#: calls of the ``flashmd_test::counted`` op in forward and backward passes (see :class:`CountedWell`)
+PASSES = {"forward": 0, "backward": 0}
+
+
+@torch.library.custom_op("flashmd_test::counted", mutates_args=())
+def _counted(x: torch.Tensor) -> torch.Tensor:
+    PASSES["forward"] += 1
+    return x.clone()
+
+
+@_counted.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def _counted_backward(ctx, grad):
+    PASSES["backward"] += 1
+    return grad
+
+
+_counted.register_autograd(_counted_backward)
+
+
+class CountedWell(torch.nn.Module):
+    """A harmonic well 0.5 k |x|^2 (kJ/mol, k in kJ/mol/nm^2) for a ``TorchForce`` that counts
+    its forward and backward passes in :data:`PASSES` (openmm-torch runs the backward pass only
+    when OpenMM asks for forces)."""
+
+    def __init__(self, k: float = 100.0):
+        super().__init__()
+        self.k = k
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.k * (torch.ops.flashmd_test.counted(positions) ** 2).sum()

@@ -231,6 +231,10 @@ def add_decision_and_fallback(
     integrator.endBlock()
     integrator.beginIfBlock("flashmd_reject > 0")
     integrator.beginIfBlock("flashmd_unrepairable = 0")
+    # x is already restored here; assigning it again tells OpenMM's program analysis that the
+    # forces of the substeps below are at other positions than the energy test's, which it would
+    # otherwise compute together with that energy (a backward pass of a TorchForce every stride)
+    integrator.addComputePerDof("x", SAVED_POSITIONS)
     integrator.addComputeGlobal("flashmd_substep", "0")
     integrator.addComputeGlobal("flashmd_nonfinite", "0")
     integrator.beginWhileBlock(f"flashmd_substep < {int(substeps)}")

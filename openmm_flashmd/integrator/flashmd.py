@@ -239,9 +239,10 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         if random_seed is not None:
             self.setRandomNumberSeed(int(random_seed))
 
-        # potential and forces of the energy groups, as CustomIntegrator expressions
-        self._energy, self._force = (
-            name if energy_groups == all_groups else "+".join(f"{name}{g}" for g in sorted(energy_groups))
+        # potential and forces of the energy groups, one CustomIntegrator term per group (OpenMM
+        # refuses a step that depends on several groups, so sums take one step per term)
+        self._energy_terms, self._force_terms = (
+            [name] if energy_groups == all_groups else [f"{name}{g}" for g in sorted(energy_groups)]
             for name in ("energy", "f")
         )
         self._uses_guess = adapter.uses_guess
@@ -349,7 +350,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             self.addComputeGlobal("flashmd_h0", "flashmd_ke + flashmd_energy_after")
             self.endBlock()
             self.beginIfBlock("flashmd_energy_valid = 0")
-            self.addComputeGlobal("flashmd_h0", f"flashmd_ke + {self._energy}")
+            self._add_potential_energy("flashmd_h0", "flashmd_ke")
             self.endBlock()
             if self.fallback and self._max_energy_drift is not None:
                 add_energy_anchor(self)
@@ -361,7 +362,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             # the guess from the forces at x (groups of the energy filter), handed over at x + g
             # (the positions the guess ends at) and x + s w, like the velocities below
             add_verlet_guess(self, self.getStepSize().value_in_unit(unit.picosecond),
-                             int(self.model_metadata["guess_substeps"]), self._force, self._constrained)
+                             int(self.model_metadata["guess_substeps"]), self._force_terms, self._constrained)
             self.addComputeGlobal("flashmd_stage", "4")
             self.addComputePerDof("flashmd_sink", f"f{g}")
             self.addComputePerDof("x", f"x - {GUESS_VARIABLE} + {s!r}*{GUESS_VELOCITY_VARIABLE}")
@@ -394,10 +395,17 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             add_finiteness_check(self, self._failure_unit)
         self.endBlock()
 
+    def _add_potential_energy(self, target: str, plus: str = "0") -> None:
+        """``target = plus + potential energy of the energy groups`` (kJ/mol), one step per group."""
+        first, *rest = self._energy_terms
+        self.addComputeGlobal(target, f"{plus} + {first}")
+        for term in rest:
+            self.addComputeGlobal(target, f"{target} + {term}")
+
     def _add_energy_test(self) -> None:
         """The filter's squared scale factor (H - V')/K' after the stride, and whether it is in band."""
         self.addComputeSum("flashmd_ke", "0.5*m*v*v")
-        self.addComputeGlobal("flashmd_energy_after", self._energy)
+        self._add_potential_energy("flashmd_energy_after")
         self.addComputeSum("flashmd_xsum_after", "flashmd_weight*x")
         self.addComputeGlobal("flashmd_energy_valid", "1")
         self.addComputeGlobal("flashmd_alpha2", "select(flashmd_ke, (flashmd_h0 - flashmd_energy_after)/flashmd_ke, 1)")

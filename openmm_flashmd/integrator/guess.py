@@ -28,7 +28,7 @@ data, so a model is trained on the numbers it sees in a simulation.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import openmm
 
@@ -59,11 +59,13 @@ def add_guess_variables(integrator: openmm.CustomIntegrator) -> None:
 
 
 def add_verlet_guess(
-    integrator: openmm.CustomIntegrator, stride: float, substeps: int, force: str = "f", constrained: bool = True
+    integrator: openmm.CustomIntegrator, stride: float, substeps: int, force: Sequence[str] = ("f",),
+    constrained: bool = True,
 ) -> None:
     """Append the Verlet guess over ``stride`` (ps) in ``substeps`` substeps to ``integrator``.
 
-    ``force`` is the per-DOF force expression (e.g. ``"f"`` or ``"f0+f2"``, kJ/mol/nm);
+    ``force`` lists the per-DOF force terms to add (e.g. ``["f"]`` or ``["f0", "f2"]``,
+    kJ/mol/nm; OpenMM takes one force group per step, so each term is its own step);
     ``constrained`` applies the System's constraints. Afterwards ``flashmd_guess`` and
     ``flashmd_guess_v`` hold the guess, ``x`` the guessed positions ``x0 + flashmd_guess``,
     ``v`` the guessed velocities and ``flashmd_v0`` the velocities before; the caller
@@ -74,7 +76,10 @@ def add_verlet_guess(
     h = float(stride) / int(substeps)
     integrator.addComputePerDof(START_VARIABLE, "x")
     integrator.addComputePerDof(VELOCITY_VARIABLE, "v")
-    integrator.addComputePerDof(FORCE_VARIABLE, force)
+    first, *rest = force
+    integrator.addComputePerDof(FORCE_VARIABLE, first)
+    for term in rest:
+        integrator.addComputePerDof(FORCE_VARIABLE, f"{FORCE_VARIABLE} + {term}")
     for _ in range(int(substeps)):
         add_rattle_substep(integrator, h, FORCE_VARIABLE, constrained)
     integrator.addComputePerDof(GUESS_VARIABLE, f"x - {START_VARIABLE}")
@@ -87,7 +92,7 @@ def verlet_guess_integrator(stride: float, substeps: int, constrained: bool) -> 
     the ``CustomIntegrator`` default, the same as :class:`FlashMDIntegrator`'s."""
     integrator = openmm.CustomIntegrator(float(stride))
     add_guess_variables(integrator)
-    add_verlet_guess(integrator, stride, substeps, "f", constrained)
+    add_verlet_guess(integrator, stride, substeps, ["f"], constrained)
     integrator.addComputePerDof("x", f"x - {GUESS_VARIABLE}")
     integrator.addComputePerDof("v", VELOCITY_VARIABLE)
     return integrator

@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: how to continue each command after Ctrl-C (its checkpoints make a resume exact)
 RESUME_HINTS = {
+    "simulate": "continue with --resume (start again with --overwrite if it stopped while setting up)",
     "generate": "continue with the same command and --resume",
     "train": "continue from the last checkpoint with the same command and --resume",
     "train-mlip": "continue from the last checkpoint with the same command and --resume",

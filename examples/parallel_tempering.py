@@ -16,7 +16,8 @@ in ``OUT_DIR/summary.json``: exchange acceptance between neighbouring temperatur
 mixing statistics, the mean potential energy (kJ/mol) and alpha_R / beta-PPII / alpha_L
 basin populations per temperature, and the stride monitor's counts. Under MPI the replicas
 are distributed over the ranks (mpi4py and an MPI library, e.g. ``pip install mpich mpi4py``);
-rank 0 writes the files.
+rank 0 writes the files. ``--reference-md`` propagates with 1 fs Langevin MD instead (the
+same simulated time per iteration), to compare the model's ensemble with the force field's.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from openmm_flashmd.systems import get_system
 
 MODEL = "alanine-dipeptide-implicit-hbonds-8fs"
 SYSTEM = "alanine-dipeptide-implicit-hbonds"
+STRIDE, REFERENCE_TIMESTEP = 0.008, 0.001  # ps
 
 
 def run(out: Path, args) -> None:
@@ -48,10 +50,17 @@ def run(out: Path, args) -> None:
     multistate = quiet_import("openmmtools.multistate")
     states = quiet_import("openmmtools.states")
 
+    mcmc = quiet_import("openmmtools.mcmc")
+
     alanine = get_system(SYSTEM)
-    integrator = FlashMDIntegrator(alanine.system, MODEL, temperature=args.min_temperature * unit.kelvin,
-                                   topology=alanine.topology)  # adds the stride force to alanine.system
-    move = FlashMDMove(integrator, n_steps=args.strides)
+    if args.reference_md:  # the same time per iteration in 1 fs Langevin steps, no model
+        move = mcmc.LangevinDynamicsMove(timestep=REFERENCE_TIMESTEP * unit.picosecond,
+                                         collision_rate=1.0 / unit.picosecond,
+                                         n_steps=int(round(args.strides * STRIDE / REFERENCE_TIMESTEP)))
+    else:
+        integrator = FlashMDIntegrator(alanine.system, MODEL, temperature=args.min_temperature * unit.kelvin,
+                                       topology=alanine.topology)  # adds the stride force to alanine.system
+        move = FlashMDMove(integrator, n_steps=args.strides)
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName(args.platform)
 
     reference = states.ThermodynamicState(alanine.system, args.min_temperature * unit.kelvin)
@@ -61,12 +70,12 @@ def run(out: Path, args) -> None:
                    min_temperature=args.min_temperature * unit.kelvin,
                    max_temperature=args.max_temperature * unit.kelvin, n_temperatures=args.replicas)
     sampler.run()
-    statistics = [m.statistics for m in sampler.mcmc_moves]
+    statistics = [m.statistics for m in sampler.mcmc_moves] if not args.reference_md else []
     reporter.close()
     return statistics
 
 
-def summarise(out: Path, move_statistics) -> dict:
+def summarise(out: Path, move_statistics, reference_md: bool) -> dict:
     """Read ``pt.nc`` back and write ``summary.json``."""
     multistate = quiet_import("openmmtools.multistate")
 
@@ -99,7 +108,7 @@ def summarise(out: Path, move_statistics) -> dict:
         phi, psi = ramachandran(mdtraj.Trajectory(np.array(record.pop("positions")), topology))
         record["phi"], record["psi"] = phi.ravel(), psi.ravel()
     summary = {
-        "model": MODEL,
+        "propagator": "reference MD (Langevin 1 fs, 1/ps)" if reference_md else f"FlashMD {MODEL}",
         "iterations": n_iterations - 1,
         "temperatures_K": temperatures,
         "neighbour_acceptance": neighbours,
@@ -126,6 +135,9 @@ def main() -> int:
     parser.add_argument("--max-temperature", type=float, default=450.0, help="K")
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--platform", default="CPU", help="OpenMM platform (Reference, CPU, CUDA, ...)")
+    parser.add_argument("--reference-md", action="store_true",
+                        help="propagate with 1 fs Langevin MD instead of the model (the same time per iteration), "
+                             "for comparison")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     args = parser.parse_args()
     logging.getLogger("openmmtools").setLevel(logging.ERROR)
@@ -145,19 +157,20 @@ def main() -> int:
     move_statistics = run(args.out, args)
     if not root:
         return 0
-    summary = summarise(args.out, move_statistics)
+    summary = summarise(args.out, move_statistics, args.reference_md)
     ranks = 1 if mpiplus.get_mpicomm() is None else mpiplus.get_mpicomm().size
     print(f"{summary['iterations']} iterations x {len(summary['temperatures_K'])} replicas x {args.strides} strides "
-          f"on {ranks} MPI rank(s); storage {args.out / 'pt.nc'}")
+          f"({summary['propagator']}) on {ranks} MPI rank(s); storage {args.out / 'pt.nc'}")
     print("neighbour exchange acceptance: " + ", ".join(
         f"{a:.0f}-{b:.0f} K {p:.2f}" for a, b, p in zip(summary["temperatures_K"], summary["temperatures_K"][1:],
                                                         summary["neighbour_acceptance"])))
     for row in summary["per_temperature"]:
         basins = ", ".join(f"{k} {v:.2f}" for k, v in row["basins"].items())
         print(f"{row['temperature_K']:.0f} K: <V> {row['mean_potential_kJ_mol']:.1f} kJ/mol, basins {basins}")
-    rejected = sum(s["rejected"] for s in move_statistics)
-    strides = sum(s["strides"] for s in move_statistics)
-    print(f"stride monitor: {rejected} of {strides} strides integrated with MD instead")
+    if move_statistics:
+        rejected = sum(s["rejected"] for s in move_statistics)
+        strides = sum(s["strides"] for s in move_statistics)
+        print(f"stride monitor: {rejected} of {strides} strides integrated with MD instead")
     return 0
 
 

@@ -166,6 +166,12 @@ def test_parallel_tempering_example_runs(tmp_path):
     again = subprocess.run([sys.executable, str(EXAMPLES / "parallel_tempering.py"), str(out)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "--overwrite" in again.stderr
+    reference = subprocess.run([sys.executable, str(EXAMPLES / "parallel_tempering.py"), str(tmp_path / "ref"),
+                                "--iterations", "2", "--strides", "2", "--platform", "Reference", "--reference-md"],
+                               capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    summary = json.loads((tmp_path / "ref" / "summary.json").read_text())
+    assert summary["propagator"].startswith("reference MD") and summary["stride_monitor"] == []
 
 
 @pytest.mark.slow

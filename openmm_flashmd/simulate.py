@@ -187,7 +187,7 @@ def simulate(
     trajectory_format : ``dcd`` (default) or ``xtc``.
     seed : random seed of the starting velocities and of the integrator's noise (``seed + 1``, as
         OpenMM takes 0 for "choose one"); default 0. The same seed gives the same run, bit for bit
-        on a deterministic platform (Reference, CPU), resumed or not.
+        on the Reference platform (tested), resumed or not.
     fallback, fallback_timestep : the stride monitor of :class:`FlashMDIntegrator` (on by
         default; the fallback MD's longest substep in ps, default from the model's metadata).
     overwrite : replace an earlier run in ``output_dir`` (its files are removed first; a folder

@@ -7,9 +7,19 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
+
+
+#: The ``openmm-flashmd`` command line in a fresh process of this Python.
+CLI = [sys.executable, "-m", "openmm_flashmd.cli"]
+
+
+def single_thread_env() -> Dict[str, str]:
+    """This process's environment with every thread pool (torch, MKL, OpenMM CPU) at one thread."""
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENMM_CPU_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 def stack_info() -> Dict[str, object]:

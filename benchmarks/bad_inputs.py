@@ -23,10 +23,9 @@ from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import stack_info, write_json  # noqa: E402
+from _common import CLI, single_thread_env, stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "bad_inputs.json"
-CLI = [sys.executable, "-m", "openmm_flashmd.cli"]
 
 
 def _digest(folder: Path) -> str:
@@ -55,7 +54,7 @@ def prepare(work: Path) -> Dict[str, Path]:
     (work / "a-file").write_text("")
     files.update({name: work / name for name in ("garbage.pt", "empty.pt", "garbage.xml", "garbage.h5", "bad.yaml",
                                                   "a-file")})
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = single_thread_env()
     run = work / "run"
     subprocess.run(CLI + ["simulate", str(run), "--system", "argon", "--model", str(files["free"]), "--time", "0.04",
                           "--report-interval", "0.01", "--platform", "Reference", "--quiet"], check=True, env=env,
@@ -142,7 +141,7 @@ def main() -> int:
         for description, argv, folder in cases(files, work):
             before = _digest(folder) if folder is not None else None
             proc = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=600,
-                                  env=dict(os.environ, OMP_NUM_THREADS="1"))
+                                  env=single_thread_env())
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             unchanged = folder is None or _digest(folder) == before
             handled = (proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr and unchanged)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import signal
@@ -37,11 +36,10 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import CLI, single_thread_env, stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "fault_injection.json"
 
-CLI = [sys.executable, "-m", "openmm_flashmd.cli"]
 
 
 def _simulate(out: Path, data: Path) -> List[str]:
@@ -100,11 +98,9 @@ def _same_train(a: Path, b: Path) -> Dict:
     ma, mb = (torch.jit.load(str(p / "model" / "model.pt")) for p in (a, b))
     sa, sb = ma.state_dict(), mb.state_dict()
     weights = sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    la, lb = ((p / "model" / "log.csv").read_text().splitlines() for p in (a, b))
-    # wall-clock columns differ between runs: compare everything else
-    strip = [lambda line: ",".join(line.split(",")[:-1])]
-    return {"weights_identical": bool(weights), "log_identical": [strip[0](x) for x in la] == [strip[0](x) for x in lb],
-            "log_rows": [len(la), len(lb)]}
+    # the last column (wall_s) differs between runs: compare everything else
+    la, lb = ([line.rsplit(",", 1)[0] for line in (p / "model" / "log.csv").read_text().splitlines()] for p in (a, b))
+    return {"weights_identical": bool(weights), "log_identical": la == lb, "log_rows": [len(la), len(lb)]}
 
 
 JOBS: Dict[str, Dict[str, Callable]] = {
@@ -114,17 +110,13 @@ JOBS: Dict[str, Dict[str, Callable]] = {
 }
 
 
-def _env() -> Dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENMM_CPU_THREADS="1", PYTHONUNBUFFERED="1")
-
-
 def _run(command: List[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=single_thread_env())
 
 
 def _killed_run(command: List[str], after: float, sig: int) -> Tuple[int, str]:
     """Start ``command``, send ``sig`` after ``after`` s (unless it finished); return its exit code."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=single_thread_env())
     try:
         proc.wait(timeout=after)
     except subprocess.TimeoutExpired:

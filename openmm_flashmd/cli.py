@@ -20,6 +20,8 @@ import argparse
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from openmm_flashmd.messages import error_line
+
 
 # ------------------------------------------------------------------------ generate
 
@@ -285,8 +287,7 @@ def describe_error(err: BaseException) -> str:
     mark = getattr(err, "problem_mark", None)
     if mark is not None:  # a YAML syntax error: where, and what
         return f"invalid YAML in {mark.name}, line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
+    return error_line(err)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -29,7 +29,6 @@ the same thermostat noise.
 from __future__ import annotations
 
 import copy
-from typing import Dict
 
 import openmm
 
@@ -67,6 +66,14 @@ class FlashMDMove(_mcmc.BaseIntegratorMove):
         integrated with MD inside the step instead, so retries are rare).
     context_cache : openmmtools.cache.ContextCache, optional
         Default: openmmtools' global cache.
+
+    Attributes
+    ----------
+    statistics : dict
+        Counts over every application since construction or :meth:`reset_statistics`:
+        ``strides`` integrated, ``rejected`` by the stride monitor (integrated with MD instead)
+        with ``rejected_by_reason``, and ``filter_clamped`` energy-filter clamps. The multistate
+        samplers gather each state's move statistics across MPI ranks and set this attribute.
     """
 
     def __init__(self, integrator: FlashMDIntegrator, n_steps: int = 100, reassign_velocities: bool = False,
@@ -95,32 +102,19 @@ class FlashMDMove(_mcmc.BaseIntegratorMove):
         integrator.reset_fallback_statistics()
         integrator.reset_filter_statistics()
 
-    @property
-    def statistics(self) -> Dict:
-        """Counts over every application since construction or :meth:`reset_statistics`:
-        ``strides`` integrated, ``rejected`` by the stride monitor (integrated with MD instead)
-        with ``rejected_by_reason``, and ``filter_clamped`` energy-filter clamps."""
-        return self._statistics
-
-    @statistics.setter
-    def statistics(self, value: Dict) -> None:
-        # the multistate samplers gather each state's move statistics across MPI ranks and set them
-        self._statistics = copy.deepcopy(value)
-
     def reset_statistics(self) -> None:
         """Zero :attr:`statistics`."""
-        self._statistics = {"strides": 0, "rejected": 0, "filter_clamped": 0,
-                            "rejected_by_reason": {name: 0 for name in REJECTION_REASONS.values()}}
+        self.statistics = {"strides": 0, "rejected": 0, "filter_clamped": 0,
+                           "rejected_by_reason": {name: 0 for name in REJECTION_REASONS.values()}}
 
     def __getstate__(self):
         serialization = super().__getstate__()
         serialization["integrator"] = openmm.XmlSerializer.serialize(self.integrator)
-        serialization["statistics"] = copy.deepcopy(self.statistics)
+        serialization["statistics"] = self.statistics
         return serialization
 
     def __setstate__(self, serialization):
         super().__setstate__(serialization)
         self.integrator = _restored(openmm.XmlSerializer.deserialize(serialization["integrator"]))
         self.reset_statistics()
-        if "statistics" in serialization:
-            self.statistics = serialization["statistics"]
+        self.statistics = serialization.get("statistics", self.statistics)

@@ -23,7 +23,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -78,13 +78,22 @@ class OutputLock:
             self._handle = None
 
 
+def record_path(checkpoint: PathLike) -> Path:
+    """Where the record of ``checkpoint`` goes: the same path with ``.json``."""
+    return Path(checkpoint).with_suffix(".json")
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: byte offset of the frame count (int32) in a DCD header, which OpenMM's DCDFile rewrites per frame
+DCD_FRAME_COUNT_OFFSET = 8
+
+
 def _dcd_frames(path: Path) -> int:
     with open(path, "rb") as handle:
-        handle.seek(8)
+        handle.seek(DCD_FRAME_COUNT_OFFSET)
         return struct.unpack("<i", handle.read(4))[0]
 
 
@@ -103,7 +112,7 @@ class RecordedCheckpointReporter:
 
     def __init__(self, checkpoint: PathLike, interval: int, files: Mapping[str, PathLike]):
         self.checkpoint = Path(checkpoint)
-        self.record = self.checkpoint.with_suffix(".json")
+        self.record = record_path(self.checkpoint)
         self._interval = int(interval)
         self._files = {name: Path(p) for name, p in files.items()}
 
@@ -130,32 +139,33 @@ class RecordedCheckpointReporter:
         return record
 
 
-def read_record(checkpoint: PathLike) -> Dict:
-    """The record of ``checkpoint`` (see :class:`RecordedCheckpointReporter`), checked against the file."""
-    checkpoint = Path(checkpoint)
-    record_path = checkpoint.with_suffix(".json")
+def _checked_checkpoint(checkpoint: Path) -> Tuple[Dict, bytes]:
+    """The record of ``checkpoint`` (see :class:`RecordedCheckpointReporter`) and the checkpoint's
+    bytes, once they are checked against each other."""
+    record_file = record_path(checkpoint)
     if not checkpoint.exists():
         raise RunFilesError(f"cannot resume: {checkpoint} does not exist (the run stopped before its first "
                             "checkpoint); start again with --overwrite")
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads(record_file.read_text())
         expected = record["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise RunFilesError(f"cannot resume: {record_path} is missing or unreadable, so {checkpoint.name} cannot be "
+        raise RunFilesError(f"cannot resume: {record_file} is missing or unreadable, so {checkpoint.name} cannot be "
                             "checked; start again with --overwrite") from None
-    if _sha256(checkpoint.read_bytes()) != expected:
-        raise RunFilesError(f"cannot resume: {checkpoint} does not match its record in {record_path.name} (truncated "
+    data = checkpoint.read_bytes()
+    if _sha256(data) != expected:
+        raise RunFilesError(f"cannot resume: {checkpoint} does not match its record in {record_file.name} (truncated "
                             "or corrupt); start again with --overwrite")
-    return record
+    return record, data
 
 
 def restore_checkpoint(simulation, checkpoint: PathLike) -> Dict:
     """Load ``checkpoint`` into ``simulation`` after checking it against its record; returns the record."""
     import openmm
 
-    record = read_record(checkpoint)
+    record, data = _checked_checkpoint(Path(checkpoint))
     try:
-        simulation.context.loadCheckpoint(Path(checkpoint).read_bytes())
+        simulation.context.loadCheckpoint(data)
     except openmm.OpenMMException as err:
         raise RunFilesError(f"cannot resume: {checkpoint} does not restore into this run's System and integrator "
                             f"({str(err).strip()})") from None
@@ -183,5 +193,5 @@ def truncate_to_record(record: Mapping, files: Mapping[str, PathLike]) -> None:
                 handle.truncate(size)
         if "frames" in entry:  # the DCD header counts frames; make it match the kept ones
             with open(path, "r+b") as handle:
-                handle.seek(8)
+                handle.seek(DCD_FRAME_COUNT_OFFSET)
                 handle.write(struct.pack("<i", int(entry["frames"])))

@@ -19,15 +19,16 @@ from typing import Any, Dict, Optional
 import openmm
 from openmm import app, unit
 
+from openmm_flashmd.analysis.report import REPORT_PLOTS, write_report
 from openmm_flashmd.integrator import FlashMDError, FlashMDIntegrator
 from openmm_flashmd.integrator.splitting import parse_splitting
-from openmm_flashmd.model.protocol import load_model, read_metadata
 from openmm_flashmd.reporters import FlashMDReporter
 from openmm_flashmd.run_files import (
     OutputLock,
     RecordedCheckpointReporter,
     RunFilesError,
     atomic_write,
+    record_path,
     restore_checkpoint,
     truncate_to_record,
 )
@@ -57,8 +58,13 @@ SETTINGS_KEYS: Dict[str, str] = {
     "system_options": "system_options",
 }
 
-#: the CLI flag of each setting, for messages
+#: the CLI flag of each setting whose flag is not its name with dashes, for messages
 FLAGS: Dict[str, str] = {"duration": "--time", "trajectory_format": "--format", "fallback": "--no-fallback"}
+
+
+def _flag(name: str) -> str:
+    """The CLI flag of the setting ``name``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -89,8 +95,8 @@ def _outputs(output_dir: Path, trajectory_format: str) -> Dict[str, Path]:
 
 
 #: every file simulate writes into its output folder (``--overwrite`` removes exactly these)
-OUTPUT_FILES = ("trajectory.dcd", "trajectory.xtc", "log.csv", "checkpoint.chk", "checkpoint.json", "report.md",
-                "settings.json", "topology.pdb", "temperature.png", "energy.png", "rdf_OO.png")
+OUTPUT_FILES = tuple(sorted({path.name for fmt in ("dcd", "xtc") for path in _outputs(Path(), fmt).values()}
+                            | {record_path(_outputs(Path(), "dcd")["checkpoint"]).name, *REPORT_PLOTS}))
 
 
 def _clear(output_dir: Path) -> None:
@@ -129,8 +135,7 @@ def _resolve(given: Dict[str, Any], settings_path: Path, resume: bool) -> Dict[s
             settings[name] = DEFAULTS.get(name) if given[name] is None else given[name]
             continue
         if given[name] is not None and not _same(key, given[name], recorded[key]):
-            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
-            conflicts.append(f"{flag} {given[name]} (the run has {recorded[key]})")
+            conflicts.append(f"{_flag(name)} {given[name]} (the run has {recorded[key]})")
         settings[name] = recorded[key]
     if conflicts:
         raise ValueError(f"a resume continues the run in {settings_path}; these differ from it: "
@@ -143,8 +148,7 @@ def _resolve(given: Dict[str, Any], settings_path: Path, resume: bool) -> Dict[s
 def _check_positive(**values: Optional[float]) -> None:
     for name, value in values.items():
         if value is not None and not (math.isfinite(float(value)) and float(value) > 0.0):
-            raise ValueError(f"{FLAGS.get(name, '--' + name.replace('_', '-'))} must be a positive finite number, "
-                             f"got {value}")
+            raise ValueError(f"{_flag(name)} must be a positive finite number, got {value}")
 
 
 def simulate(
@@ -257,38 +261,36 @@ class _Run:
             settings["model"] = DEFAULT_MODELS.get(system)
             if settings["model"] is None:
                 raise ValueError(f"no default model for system {system!r}; pass model= (a bundled name or a file)")
-        scripted = load_model(settings["model"])
-        self.stride = read_metadata(scripted)["stride"]
         if ensemble == "npt":
             if not omm_system.usesPeriodicBoundaryConditions():
                 raise ValueError("npt needs a periodic System")
             omm_system.addForce(openmm.MonteCarloBarostat(settings["pressure"] * unit.bar, temperature * unit.kelvin))
         fallback_timestep = settings["fallback_timestep"]
         self.integrator = FlashMDIntegrator(
-            omm_system, scripted, temperature=None if ensemble == "nve" else temperature * unit.kelvin,
+            omm_system, settings["model"], temperature=None if ensemble == "nve" else temperature * unit.kelvin,
             collision_rate=settings["collision_rate"] / unit.picosecond,
             # OpenMM reads an integrator seed of 0 as "choose one": seed + 1 keeps every run reproducible
             splitting=settings["splitting"] or ENSEMBLES[ensemble], random_seed=int(settings["seed"]) + 1,
             topology=self.topology, fallback=settings["fallback"],
             fallback_timestep=None if fallback_timestep is None else fallback_timestep * unit.picosecond,
         )
-        self.system = omm_system
+        self.system, self.stride = omm_system, self.integrator.stride
         self.simulation = app.Simulation(self.topology, omm_system, self.integrator, make_platform(platform))
         self.total_steps = max(1, int(round(settings["duration"] / self.stride)))
         self.interval = max(1, int(round(settings["report_interval"] / self.stride)))
 
     def _record_settings(self) -> None:
+        """Write ``settings.json``: every setting in :data:`SETTINGS_KEYS` as the run uses it, and
+        what follows from them."""
         s = self.settings
-        atomic_write(self.paths["settings"], json.dumps({
-            "system": s["system"], "structure": s["structure"], "model": str(s["model"]), "ensemble": self.ensemble,
-            "temperature_K": float(s["temperature"]), "pressure_bar": s["pressure"],
-            "collision_rate_per_ps": s["collision_rate"], "stride_ps": self.stride, "duration_ps": s["duration"],
-            "report_interval_ps": self.interval * self.stride, "trajectory_format": s["trajectory_format"],
-            "splitting": self.integrator.splitting, "seed": s["seed"], "constraints": self.system.getNumConstraints(),
-            "fallback": s["fallback"], "fallback_timestep_ps": s["fallback_timestep"],
+        record = {key: s[name] for name, key in SETTINGS_KEYS.items()}
+        record.update({
+            "model": str(s["model"]), "ensemble": self.ensemble, "temperature_K": float(s["temperature"]),
+            "report_interval_ps": self.interval * self.stride, "splitting": self.integrator.splitting,
+            "stride_ps": self.stride, "duration_ps": s["duration"], "constraints": self.system.getNumConstraints(),
             "fallback_substeps": self.integrator.fallback_substeps if s["fallback"] else None,
-            "system_options": s["system_options"],
-        }, indent=2) + "\n")
+        })
+        atomic_write(self.paths["settings"], json.dumps(record, indent=2) + "\n")
 
     def _start(self) -> None:
         simulation, paths = self.simulation, self.paths
@@ -343,8 +345,6 @@ class _Run:
                                  f"continue with openmm-flashmd simulate {self.output_dir} --resume") from None
         if failure is None:
             checkpoints.save(simulation)
-
-        from openmm_flashmd.analysis.report import write_report
 
         write_report(self.output_dir, paths["log"], paths["trajectory"], paths["topology"], paths["report"],
                      failure=failure)

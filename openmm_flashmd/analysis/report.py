@@ -13,6 +13,10 @@ import numpy as np
 
 from openmm_flashmd.analysis.statistics import block_average
 
+#: The plots :func:`write_report` writes next to the report.
+TEMPERATURE_PLOT, ENERGY_PLOT, RDF_PLOT = "temperature.png", "energy.png", "rdf_OO.png"
+REPORT_PLOTS = (TEMPERATURE_PLOT, ENERGY_PLOT, RDF_PLOT)
+
 
 def read_log(path: Path) -> Dict[str, np.ndarray]:
     """Columns of a :class:`FlashMDReporter` CSV log as arrays."""
@@ -102,16 +106,16 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
         if expected:
             ok, text, _ = temperature_check(means, expected)  # its advice is about thermostats
             checks.append((ok, "per element (NVE, at the run's own temperature): " + text))
-    _plot(output_dir / "temperature.png", time, series, "time (ps)", "T (K)")
-    body += ["", "![temperature](temperature.png)", ""] + advice
+    _plot(output_dir / TEMPERATURE_PLOT, time, series, "time (ps)", "T (K)")
+    body += ["", f"![temperature]({TEMPERATURE_PLOT})", ""] + advice
 
-    _plot(output_dir / "energy.png", time, {"total": columns["total_kjmol"], "potential": columns["potential_kjmol"]},
+    _plot(output_dir / ENERGY_PLOT, time, {"total": columns["total_kjmol"], "potential": columns["potential_kjmol"]},
           "time (ps)", "energy (kJ/mol)")
     if settings.get("ensemble") == "nve" and len(time) >= 3:
         checks.append(energy_drift_check(time, columns["total_kjmol"], _atom_count(topology)))
     strides = int(columns["filter_strides"].sum())
     clamped = int(columns["filter_clamped"].sum())
-    body += ["## Energy", "", "![energy](energy.png)", "",
+    body += ["## Energy", "", f"![energy]({ENERGY_PLOT})", "",
              f"Energy filter: {strides} strides filtered, {clamped} clamped"
              + (f", mean scale {np.nanmean(columns['filter_scale_mean']):.5f}." if strides else "."), ""]
     if strides:
@@ -299,5 +303,5 @@ def _structure_section(output_dir: Path, trajectory: Path, topology: Path, syste
                   f"Reference: {ref['description']} at {ref['temperature_K']:g} K; {ref['source']}.", ""]
         check = (difference <= MAX_RDF_DIFFERENCE,
                  f"O–O RDF within {100 * MAX_RDF_DIFFERENCE:g} % of the reference ({100 * difference:.1f} %)")
-    _plot(output_dir / "rdf_OO.png", r, series, "r (nm)", "g(r)")
-    return lines + ["![O-O RDF](rdf_OO.png)", ""], check
+    _plot(output_dir / RDF_PLOT, r, series, "r (nm)", "g(r)")
+    return lines + [f"![O-O RDF]({RDF_PLOT})", ""], check

@@ -208,130 +208,119 @@ def generate(
         raise ValueError("pass either overwrite=True or resume=True, not both")
     output.parent.mkdir(parents=True, exist_ok=True)
     with OutputLock(output.parent, f".{output.name}.lock"):  # a second process on this file is refused
-        return _generate(output, system, structure, temperature=temperature, timestep=timestep,
-                         record_interval=record_interval, n_segments=n_segments, segment_length=segment_length,
-                         thermalize=thermalize, decorrelate=decorrelate, friction=friction, seed=seed,
-                         platform=platform, minimize=minimize, description=description, overwrite=overwrite,
-                         resume=resume, max_new_segments=max_new_segments, progress=progress)
+        if output.exists() and not (overwrite or resume):
+            raise FileExistsError(f"{output} exists; pass overwrite=True to replace it or resume=True to continue it")
+        platform_obj = make_platform(platform)
+        given = dict(timestep=timestep, record_interval=record_interval, segment_length=segment_length,
+                     thermalize=thermalize, decorrelate=decorrelate, friction=friction, seed=seed,
+                     temperature=temperature)
 
+        if resume and output.exists():
+            handle = schema.open_trajectory_file(output, "r+")
+            try:
+                return _run(handle, output, system, given, n_segments, platform_obj, max_new_segments, progress)
+            finally:
+                handle.close()
 
-def _generate(output: Path, system: Any, structure: Any, *, temperature, timestep, record_interval, n_segments,
-              segment_length, thermalize, decorrelate, friction, seed, platform, minimize, description, overwrite,
-              resume, max_new_segments, progress) -> Path:
-    """:func:`generate` with the output file locked."""
-    if output.exists() and not (overwrite or resume):
-        raise FileExistsError(f"{output} exists; pass overwrite=True to replace it or resume=True to continue it")
-    platform_obj = make_platform(platform)
-    given = dict(timestep=timestep, record_interval=record_interval, segment_length=segment_length,
-                 thermalize=thermalize, decorrelate=decorrelate, friction=friction, seed=seed,
-                 temperature=temperature)
+        # ------------------------------------------------------------------ fresh run
+        omm_system, built = load_system(system) if system is not None else (None, None)
+        if omm_system is None:
+            if resume:
+                raise FileNotFoundError(f"cannot resume: {output} does not exist (the run stopped before creating it); "
+                                        "start again with the first command (with --system)")
+            raise ValueError("a system is required for a fresh run")
+        n = omm_system.getNumParticles()
+        positions, box, topology = start_state(omm_system, built, structure)
+        if temperature is None:
+            if built is None:
+                raise ValueError("temperature is required unless the system is a built-in one")
+            temperature = built.temperature
+        params = {k: (v if v is not None else _DEFAULTS.get(k)) for k, v in given.items()}
+        params["temperature"] = float(temperature)
+        n_segments = 10 if n_segments is None else int(n_segments)
+        if n_segments < 1:
+            raise ValueError("n_segments must be positive")
+        for key in ("timestep", "record_interval", "segment_length", "temperature"):
+            if not params[key] > 0:
+                raise ValueError(f"{key} must be positive")
+        _ratio(params["record_interval"], params["timestep"], "record_interval / timestep")
+        frames = _ratio(params["segment_length"], params["record_interval"], "segment_length / record_interval") + 1
 
-    if resume and output.exists():
+        periodic = omm_system.usesPeriodicBoundaryConditions()
+        if box is None:
+            box = np.array([[c.value_in_unit(unit.nanometer) for c in v]
+                            for v in omm_system.getDefaultPeriodicBoxVectors()])
+        masses = system_masses(omm_system)
+        atomic_numbers = np.array([a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()],
+                                  dtype=np.int64)
+        constraints = np.array(
+            [[*omm_system.getConstraintParameters(i)[:2],
+              omm_system.getConstraintParameters(i)[2].value_in_unit(unit.nanometer)]
+             for i in range(omm_system.getNumConstraints())], dtype=float).reshape(-1, 3)
+        if description is None:
+            description = built.description if built else _describe_system(omm_system)
+
+        # Minimise and thermalise.
+        integ = openmm.LangevinMiddleIntegrator(params["temperature"], params["friction"], params["timestep"])
+        integ.setRandomNumberSeed(_derived_seed(params["seed"], 0))
+        integ.setConstraintTolerance(1e-8)
+        ctx = _context(omm_system, integ, platform_obj)
+        try:
+            if periodic:
+                ctx.setPeriodicBoxVectors(*box)
+            ctx.setPositions(positions)
+            ctx.applyConstraints(1e-8)
+            if minimize:
+                openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 0)
+            ctx.setVelocitiesToTemperature(params["temperature"], _derived_seed(params["seed"], 1))
+            start_xml = openmm.XmlSerializer.serialize(ctx.getState(getPositions=True, getVelocities=True))
+            platform_name = ctx.getPlatform().getName()
+        except openmm.OpenMMException as err:
+            raise SimulationError(f"OpenMM failed while preparing the system: {err}") from err
+        finally:
+            del ctx
+        if params["thermalize"] > 0:
+            state = _langevin(omm_system, platform_obj, start_xml, params["temperature"], params["friction"],
+                              params["timestep"], params["thermalize"], _derived_seed(params["seed"], 0))
+            start_xml = openmm.XmlSerializer.serialize(state)
+
+        if output.exists():
+            output.unlink()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".partial")
+        with h5py.File(tmp, "w") as f:
+            attrs = dict(
+                format=schema.FORMAT_NAME, format_version=schema.FORMAT_VERSION,
+                frames_per_segment=frames, n_segments=n_segments, periodic=bool(periodic),
+                constraints_active=bool(len(constraints) > 0), description=description,
+                system_name=built.name if built else "custom", platform=platform_name,
+                package_versions=json.dumps(schema.package_versions()),
+                created=datetime.datetime.now().isoformat(timespec="seconds"),
+                **{k: params[k] for k in ("timestep", "record_interval", "segment_length", "temperature", "friction",
+                                           "thermalize", "decorrelate", "seed")},
+            )
+            if built is not None and built.options:
+                attrs["system_options"] = json.dumps(built.options)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            for name, tail in (("positions", (n, 3)), ("velocities", (n, 3)), ("forces", (n, 3)),
+                               ("potential_energy", ()), ("box", (3, 3))):
+                f.create_dataset(name, shape=(n_segments, frames) + tail, maxshape=(None, frames) + tail,
+                                 chunks=(1, frames) + tail, dtype="f8", fillvalue=np.nan)
+            f.create_dataset("segment_complete", shape=(n_segments,), maxshape=(None,), dtype="u1", fillvalue=0)
+            f.create_dataset("masses", data=masses)
+            f.create_dataset("atomic_numbers", data=atomic_numbers)
+            f.create_dataset("constraints", data=constraints)
+            str_dt = h5py.string_dtype()
+            f.create_dataset("topology_pdb", data=_pdb_text(topology, positions), dtype=str_dt)
+            f.create_dataset("system_xml", data=openmm.XmlSerializer.serialize(omm_system), dtype=str_dt)
+            f.create_dataset("resume_state", data=start_xml, dtype=str_dt).attrs["segment"] = 0
+        os.replace(tmp, output)
         handle = schema.open_trajectory_file(output, "r+")
         try:
-            return _run(handle, output, system, given, n_segments, platform_obj, max_new_segments, progress)
+            return _run(handle, output, omm_system, {}, None, platform_obj, max_new_segments, progress)
         finally:
             handle.close()
-
-    # ------------------------------------------------------------------ fresh run
-    omm_system, built = load_system(system) if system is not None else (None, None)
-    if omm_system is None:
-        if resume:
-            raise FileNotFoundError(f"cannot resume: {output} does not exist (the run stopped before creating it); "
-                                    "start again with the first command (with --system)")
-        raise ValueError("a system is required for a fresh run")
-    n = omm_system.getNumParticles()
-    positions, box, topology = start_state(omm_system, built, structure)
-    if temperature is None:
-        if built is None:
-            raise ValueError("temperature is required unless the system is a built-in one")
-        temperature = built.temperature
-    params = {k: (v if v is not None else _DEFAULTS.get(k)) for k, v in given.items()}
-    params["temperature"] = float(temperature)
-    n_segments = 10 if n_segments is None else int(n_segments)
-    if n_segments < 1:
-        raise ValueError("n_segments must be positive")
-    for key in ("timestep", "record_interval", "segment_length", "temperature"):
-        if not params[key] > 0:
-            raise ValueError(f"{key} must be positive")
-    _ratio(params["record_interval"], params["timestep"], "record_interval / timestep")
-    frames = _ratio(params["segment_length"], params["record_interval"], "segment_length / record_interval") + 1
-
-    periodic = omm_system.usesPeriodicBoundaryConditions()
-    if box is None:
-        box = np.array([[c.value_in_unit(unit.nanometer) for c in v]
-                        for v in omm_system.getDefaultPeriodicBoxVectors()])
-    masses = system_masses(omm_system)
-    atomic_numbers = np.array([a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()],
-                              dtype=np.int64)
-    constraints = np.array(
-        [[*omm_system.getConstraintParameters(i)[:2],
-          omm_system.getConstraintParameters(i)[2].value_in_unit(unit.nanometer)]
-         for i in range(omm_system.getNumConstraints())], dtype=float).reshape(-1, 3)
-    if description is None:
-        description = built.description if built else _describe_system(omm_system)
-
-    # Minimise and thermalise.
-    integ = openmm.LangevinMiddleIntegrator(params["temperature"], params["friction"], params["timestep"])
-    integ.setRandomNumberSeed(_derived_seed(params["seed"], 0))
-    integ.setConstraintTolerance(1e-8)
-    ctx = _context(omm_system, integ, platform_obj)
-    try:
-        if periodic:
-            ctx.setPeriodicBoxVectors(*box)
-        ctx.setPositions(positions)
-        ctx.applyConstraints(1e-8)
-        if minimize:
-            openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 0)
-        ctx.setVelocitiesToTemperature(params["temperature"], _derived_seed(params["seed"], 1))
-        start_xml = openmm.XmlSerializer.serialize(ctx.getState(getPositions=True, getVelocities=True))
-        platform_name = ctx.getPlatform().getName()
-    except openmm.OpenMMException as err:
-        raise SimulationError(f"OpenMM failed while preparing the system: {err}") from err
-    finally:
-        del ctx
-    if params["thermalize"] > 0:
-        state = _langevin(omm_system, platform_obj, start_xml, params["temperature"], params["friction"],
-                          params["timestep"], params["thermalize"], _derived_seed(params["seed"], 0))
-        start_xml = openmm.XmlSerializer.serialize(state)
-
-    if output.exists():
-        output.unlink()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
-    with h5py.File(tmp, "w") as f:
-        attrs = dict(
-            format=schema.FORMAT_NAME, format_version=schema.FORMAT_VERSION,
-            frames_per_segment=frames, n_segments=n_segments, periodic=bool(periodic),
-            constraints_active=bool(len(constraints) > 0), description=description,
-            system_name=built.name if built else "custom", platform=platform_name,
-            package_versions=json.dumps(schema.package_versions()),
-            created=datetime.datetime.now().isoformat(timespec="seconds"),
-            **{k: params[k] for k in ("timestep", "record_interval", "segment_length", "temperature", "friction",
-                                       "thermalize", "decorrelate", "seed")},
-        )
-        if built is not None and built.options:
-            attrs["system_options"] = json.dumps(built.options)
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        for name, tail in (("positions", (n, 3)), ("velocities", (n, 3)), ("forces", (n, 3)),
-                           ("potential_energy", ()), ("box", (3, 3))):
-            f.create_dataset(name, shape=(n_segments, frames) + tail, maxshape=(None, frames) + tail,
-                             chunks=(1, frames) + tail, dtype="f8", fillvalue=np.nan)
-        f.create_dataset("segment_complete", shape=(n_segments,), maxshape=(None,), dtype="u1", fillvalue=0)
-        f.create_dataset("masses", data=masses)
-        f.create_dataset("atomic_numbers", data=atomic_numbers)
-        f.create_dataset("constraints", data=constraints)
-        str_dt = h5py.string_dtype()
-        f.create_dataset("topology_pdb", data=_pdb_text(topology, positions), dtype=str_dt)
-        f.create_dataset("system_xml", data=openmm.XmlSerializer.serialize(omm_system), dtype=str_dt)
-        f.create_dataset("resume_state", data=start_xml, dtype=str_dt).attrs["segment"] = 0
-    os.replace(tmp, output)
-    handle = schema.open_trajectory_file(output, "r+")
-    try:
-        return _run(handle, output, omm_system, {}, None, platform_obj, max_new_segments, progress)
-    finally:
-        handle.close()
 
 
 def _finish_interrupted_segment(handle: h5py.File, complete: np.ndarray) -> None:

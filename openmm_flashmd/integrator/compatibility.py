@@ -12,6 +12,7 @@ import torch
 from openmm import unit
 
 from openmm_flashmd.analysis.thermo import system_masses
+from openmm_flashmd.messages import error_line
 
 #: Mass tolerance (Da) when matching system masses to a model's per-element masses.
 MASS_TOLERANCE = 1e-3
@@ -134,9 +135,8 @@ def check_model_outputs(model: torch.nn.Module, system: openmm.System, masses: t
         with torch.no_grad():
             outputs = copy.deepcopy(model)(*arguments)
     except Exception as err:  # noqa: BLE001 (any error of a user model becomes one line)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
         raise ModelSystemMismatch(f"the stride model raised on a probe call with this System's "
-                                  f"{system.getNumParticles()} particles: {first}") from None
+                                  f"{system.getNumParticles()} particles: {error_line(err, last=True)}") from None
     n = system.getNumParticles()
     if not (isinstance(outputs, (tuple, list)) and len(outputs) == 2):
         raise ModelSystemMismatch("the stride model must return (new_positions, new_velocities), got "

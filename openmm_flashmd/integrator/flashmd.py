@@ -42,6 +42,7 @@ from openmm_flashmd.integrator.guess import (
     model_uses_guess,
 )
 from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
+from openmm_flashmd.messages import error_line
 from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
 
 ThermostatedIntegrator = quiet_import("openmmtools.integrators").ThermostatedIntegrator
@@ -88,8 +89,13 @@ def _splitting_from_code(code: float) -> str:
     return " ".join(reversed(letters))
 
 
-def _choose_stride_group(system: openmm.System) -> int:
-    used = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+def _force_groups(system: openmm.System) -> set:
+    """The force groups that hold at least one of the System's forces."""
+    return {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+
+
+def _choose_stride_group(used: set) -> int:
+    """The highest force group not in ``used``."""
     for group in range(31, -1, -1):
         if group not in used:
             return group
@@ -206,14 +212,14 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         atomic_numbers = atomic_numbers_for(system, metadata, topology)
         check_model_fits_system(system, metadata, atomic_numbers, _in(timestep, unit.picosecond, "timestep"))
 
-        group = _choose_stride_group(system)
+        populated = _force_groups(system)
+        group = _choose_stride_group(populated)
         all_groups = set(range(32)) - {group}
         energy_groups = set(all_groups if energy_force_groups is None else (int(g) for g in energy_force_groups))
         if not energy_groups <= all_groups:
             raise ValueError(f"energy_force_groups must be in 0..31 and exclude the stride group {group}: {energy_groups}")
         if not energy_groups:
             raise ValueError("energy_force_groups is empty; name the force groups of the potential energy")
-        populated = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
         if energy_force_groups is not None and not energy_groups <= populated:
             raise ValueError(f"energy_force_groups {sorted(energy_groups - populated)} hold no force of this System "
                              f"(groups with forces: {sorted(populated)}); the filter would conserve kinetic energy only")
@@ -527,8 +533,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         try:
             super().step(steps)
         except openmm.OpenMMException as err:  # e.g. a model that raises inside its TorchForce
-            first = (str(err).strip().splitlines() or ["OpenMMException"])[0]
-            raise FlashMDError(f"OpenMM failed inside a FlashMD step: {first}") from err
+            raise FlashMDError(f"OpenMM failed inside a FlashMD step: {error_line(err)}") from err
         failed = int(self.getGlobalVariableByName("flashmd_failed"))
         if failed:
             code = int(round(self.getGlobalVariableByName("flashmd_fail_code") / self._failure_unit))

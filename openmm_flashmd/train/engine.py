@@ -42,6 +42,7 @@ import torch
 import yaml
 
 from openmm_flashmd.data.dataset import DataError, TrajectoryData, merge_trajectories, split_segments
+from openmm_flashmd.messages import error_line
 from openmm_flashmd.model.neighbors import cell_heights
 from openmm_flashmd.run_files import OutputLock
 from openmm_flashmd.train.hypers import load_hypers
@@ -166,9 +167,8 @@ def resume_hypers(
         raise FileNotFoundError(f"cannot resume: {out / 'checkpoint.pt'} does not exist (the run stopped before its "
                                 "first checkpoint); start again with --overwrite") from None
     except Exception as err:  # noqa: BLE001 (torch raises RuntimeError, pickle errors, EOFError...)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is unreadable (truncated or corrupt: {first}); "
-                         "start again with --overwrite") from None
+        raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is unreadable (truncated or corrupt: "
+                         f"{error_line(err)}); start again with --overwrite") from None
     if not isinstance(ckpt, dict) or "hypers" not in ckpt:
         raise ValueError(f"cannot resume: {out / 'checkpoint.pt'} is not a training checkpoint; start again with "
                          "--overwrite")
@@ -433,7 +433,10 @@ def _optimise(
         finally:
             model.train()
 
+    saved_at = state["step"] if ckpt is not None else None  # step of the newest checkpoint on disk
+
     def save_checkpoint() -> None:
+        nonlocal saved_at
         if rank != 0:
             return
         payload = {
@@ -447,9 +450,7 @@ def _optimise(
         tmp = out / "checkpoint.pt.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, out / "checkpoint.pt")
-        saved_at[0] = state["step"]
-
-    saved_at = [state["step"] if ckpt is not None else None]  # step of the newest checkpoint on disk
+        saved_at = state["step"]
 
     log_path = out / "log.csv"
     curves_path = out / "curves.json"
@@ -560,7 +561,7 @@ def _optimise(
                 state["wall"] = time.time() - start_time
                 save_checkpoint()
     except KeyboardInterrupt:
-        where = (f"the last checkpoint ({out / 'checkpoint.pt'}) is at step {saved_at[0]}" if saved_at[0] is not None
+        where = (f"the last checkpoint ({out / 'checkpoint.pt'}) is at step {saved_at}" if saved_at is not None
                  else "no checkpoint was written yet")
         raise KeyboardInterrupt(f"interrupted at step {state['step']} of {max_steps}; {where}: continue with the "
                                 "same command and --resume") from None

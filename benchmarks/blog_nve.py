@@ -29,8 +29,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import validate as v  # noqa: E402
 from _common import stack_info, write_json  # noqa: E402
+
+from openmm_flashmd.validation.plots import _plt  # noqa: E402
+from openmm_flashmd.validation.runs import fallback_record  # noqa: E402
+from openmm_flashmd.validation.sampling import Recorder, State, advance  # noqa: E402
+from openmm_flashmd.validation.target import SEED, Target  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "blog_nve.json"
@@ -55,15 +59,15 @@ def blog_water():
     return modeller.topology, system, modeller.positions
 
 
-def nve_run(system, integrator, start: "v.State", dt: float, lengths: Dict[str, float], setup, label: str,
+def nve_run(system, integrator, start: State, dt: float, lengths: Dict[str, float], setup: Target, label: str,
             energy_groups=None) -> Dict[str, Any]:
     """Run NVE from ``start`` and summarise temperature and total energy (see module docstring)."""
     context = setup.context(system, integrator)
     start.apply(context, True)
-    rec = v.Recorder(setup.masses, setup.elements, setup.dof, energy=True, energy_groups=energy_groups)
+    rec = Recorder(setup.masses, setup.elements, setup.dof, energy=True, energy_groups=energy_groups)
     rec(context, 0.0)
     interval = max(1, int(round(lengths["sample_ps"] / dt)))
-    run = v.advance(context, integrator, dt, lengths["nve_ps"], interval, label, rec)
+    run = advance(context, integrator, dt, lengths["nve_ps"], interval, label, rec, progress=setup.progress)
     t, temp = np.asarray(rec.time), np.asarray(rec.velocities_T)
     total = np.asarray(rec.potential) + np.asarray(rec.kinetic)
     first = temp[t <= t[0] + lengths["start_ps"]]
@@ -77,28 +81,17 @@ def nve_run(system, integrator, start: "v.State", dt: float, lengths: Dict[str, 
             "series": {"time": t.tolist(), "T": temp.tolist(), "E_total": total.tolist()}}
 
 
-class BlogSetup(v.Setup):
-    """The blog's box in place of a built-in system."""
+def blog_target(threads: Optional[int], fallback: bool = True, progress: bool = True) -> Target:
+    """The blog's box as a validation target (1 fs reference timestep, 300 K)."""
+    from openmm import unit
 
-    def __init__(self, threads: Optional[int], fallback: bool = True):
-        from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
-
-        self.name = "blog-water-258"
-        self.fallback = fallback
-        self.topology, self.system, positions = blog_water()
-        self.positions = np.asarray(positions.value_in_unit(positions.unit), dtype=float)
-        self.temperature = TEMPERATURE
-        self.timestep = REFERENCE_TIMESTEP
-        self.periodic = True
-        self.n_atoms = self.system.getNumParticles()
-        self.masses = system_masses(self.system)
-        self.elements = [atom.element.symbol for atom in self.topology.atoms()]
-        self.dof = degrees_of_freedom(self.system)
-        self.platform, self.properties = v._platform(threads)
+    topology, system, positions = blog_water()
+    return Target("blog-water-258", system, topology, positions.value_in_unit(unit.nanometer), TEMPERATURE,
+                  REFERENCE_TIMESTEP, threads=threads, fallback=fallback, progress=progress)
 
 
 def plot(path: Path, runs: Dict[str, Dict[str, Any]]) -> None:
-    plt = v._plt()
+    plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
     for label, run in runs.items():
         s = run["series"]
@@ -129,7 +122,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    v.PROGRESS = not args.no_progress
 
     import openmm
     import torch
@@ -145,18 +137,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     lengths = LENGTHS[args.lengths]
     began = time.perf_counter()
-    setup = BlogSetup(args.threads, args.fallback)
+    setup = blog_target(args.threads, args.fallback, not args.no_progress)
     model = load_model(args.model)
     stride = float(read_metadata(model)["stride"])
 
     # start state: minimise, then Langevin MD at 300 K
     system = copy.deepcopy(setup.system)
-    context = setup.context(system, setup.langevin())
-    context.setPositions(setup.positions)
+    context = setup.start_context(system, setup.langevin())
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 1000)
-    context.setVelocitiesToTemperature(TEMPERATURE * unit.kelvin, v.SEED + 3)
-    v.advance(context, context.getIntegrator(), REFERENCE_TIMESTEP, lengths["equil_ps"], 1000, "equilibration")
-    start = v.State.from_context(context)
+    context.setVelocitiesToTemperature(TEMPERATURE * unit.kelvin, SEED + 3)
+    advance(context, context.getIntegrator(), REFERENCE_TIMESTEP, lengths["equil_ps"], 1000, "equilibration",
+            progress=setup.progress)
+    start = State.from_context(context)
     del context
 
     from openmm_flashmd.data.generate import velocity_verlet_integrator
@@ -166,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     integrator = setup.flashmd(system, model, "F")
     runs["FlashMD (F, no filter)"] = nve_run(system, integrator, start, stride, lengths, setup, "FlashMD NVE",
                                              integrator.energy_force_groups)
-    runs["FlashMD (F, no filter)"]["fallback"] = v.fallback_record(integrator)
+    runs["FlashMD (F, no filter)"]["fallback"] = fallback_record(integrator)
     system = copy.deepcopy(setup.system)
     runs["reference MD (velocity Verlet)"] = nve_run(system, velocity_verlet_integrator(REFERENCE_TIMESTEP, 1e-6),
                                                      start, REFERENCE_TIMESTEP, lengths, setup, "reference NVE")

@@ -12,6 +12,7 @@ Examples::
     openmm-flashmd evaluate runs/water-16fs/model.pt water.h5 --json errors.json
     openmm-flashmd train-mlip water.h5 runs/water-mlip --set training.max_steps=5000
     openmm-flashmd evaluate-mlip runs/water-mlip/model.pt water.h5 --json mlip-errors.json
+    openmm-flashmd validate runs/water-16fs/model.pt --system system.xml --structure start.pdb --out validation
 """
 
 from __future__ import annotations
@@ -246,6 +247,44 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ validate
+
+def add_validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="bundled model name or model file")
+    p.add_argument("--system", help="built-in name or a System XML file (default: the system of a bundled model "
+                                    "named <system>-<N>fs)")
+    p.add_argument("--structure", help="PDB/PDBx file (positions and topology) or State XML; required with a System XML")
+    p.add_argument("--temperature", type=float, help="K (default: the built-in system's, else the model's training data's)")
+    p.add_argument("--pressure", type=float, help="bar, NpT of a periodic System (default 1)")
+    p.add_argument("--reference-timestep", type=float,
+                   help="ps, reference MD timestep (default: the built-in system's, else the model's training data's)")
+    p.add_argument("--lengths", choices=["quick", "full"], default="full",
+                   help="full (the real validation, hours on a CPU) or quick (minutes: shows the protocol runs)")
+    p.add_argument("--collision-rate", type=float, default=1.0, help="FlashMD's Langevin friction, 1/ps (default 1; "
+                   "reference MD keeps 1/ps)")
+    p.add_argument("--no-stability", dest="stability", action="store_false",
+                   help="skip the stability run (NVT with filter continued to 1 ns at full lengths)")
+    p.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="FlashMD without the stride monitor (a failed stride ends a run)")
+    p.add_argument("--out", default="flashmd-validation", help="output folder (default flashmd-validation)")
+    p.add_argument("--cache", help="folder of cached reference MD, shared by validations "
+                                   "(default $OPENMM_FLASHMD_CACHE or ~/.cache/openmm-flashmd/validation)")
+    p.add_argument("--threads", type=int, help="OpenMM CPU and torch threads (default: theirs)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace the validation in an existing output folder")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted validation in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from openmm_flashmd.validation.command import validate_command
+
+    failed = validate_command(args)
+    if failed:
+        print(f"warning: {len(failed)} check(s) failed: " + "; ".join(failed), file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------ dispatch
 
 #: name -> (help, add_arguments, run)
@@ -258,6 +297,8 @@ COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "evaluate-mlip": ("energy and force errors of an MLIP vs trivial baselines", add_evaluate_mlip_arguments,
                       run_evaluate_mlip),
     "simulate": ("run FlashMD and write trajectory, log and report", add_simulate_arguments, run_simulate),
+    "validate": ("judge a stride model on a System against reference MD with the same System",
+                 add_validate_arguments, run_validate),
 }
 
 
@@ -277,6 +318,7 @@ RESUME_HINTS = {
     "generate": "continue with the same command and --resume",
     "train": "continue from the last checkpoint with the same command and --resume",
     "train-mlip": "continue from the last checkpoint with the same command and --resume",
+    "validate": "continue with the same command and --resume (finished phases are kept)",
 }
 
 

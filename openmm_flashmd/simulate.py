@@ -237,6 +237,17 @@ def simulate(
         return run.execute(progress)
 
 
+def _validation_reference(system, positions, box, source) -> Optional[str]:
+    """The cached reference MD of ``openmm-flashmd validate`` for this System and start structure
+    (its per-element temperatures make the report's trust check), or None."""
+    from openmm_flashmd.validation.reference import find_cached_reference
+    from openmm_flashmd.validation.target import system_identity
+
+    stem = Path(str(source)).stem if isinstance(source, (str, os.PathLike)) else "system"
+    found = find_cached_reference(system_identity(system, positions, box, stem))
+    return None if found is None else str(found)
+
+
 class _Run:
     """One simulate job, built from resolved settings (see :func:`simulate`)."""
 
@@ -254,6 +265,8 @@ class _Run:
             builder(system, **(settings["system_options"] or {})) if system in available_systems() else system
         )
         self.positions, self.box, self.topology = start_state(omm_system, built, settings["structure"] or None)
+        self.validation_reference = None if built else _validation_reference(omm_system, self.positions, self.box,
+                                                                             system)
         if settings["temperature"] is None:
             settings["temperature"] = float(built.temperature if built else 300.0)
         temperature = float(settings["temperature"])
@@ -289,6 +302,7 @@ class _Run:
             "report_interval_ps": self.interval * self.stride, "splitting": self.integrator.splitting,
             "stride_ps": self.stride, "duration_ps": s["duration"], "constraints": self.system.getNumConstraints(),
             "fallback_substeps": self.integrator.fallback_substeps if s["fallback"] else None,
+            "validation_reference": self.validation_reference,
         })
         atomic_write(self.paths["settings"], json.dumps(record, indent=2) + "\n")
 

@@ -11,6 +11,7 @@ import torch
 from openmm_flashmd import save_model
 from openmm_flashmd.model.pet import PETHypers, PETStrideModel
 from openmm_flashmd.systems import get_system
+from openmm_flashmd.validation import target as target_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,11 +52,11 @@ QUICK = ["--lengths", "quick", "--no-progress", "--threads", "1", "--set", "nvt_
          "--set", "nve_ps=0.16", "--set", "stability_ps=0.32"]
 
 
-def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
+def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatch):
     validate = _load("validate")
     out, work = tmp_path / "validation", tmp_path / "work"
     common = ["--system", "water", "--out", str(out), "--work-dir", str(work)] + QUICK
-    validate.EXPLOSION_FACTOR = 1e6  # the untrained model heats up; here we test the bookkeeping
+    monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 1e6)  # the untrained model heats up; bookkeeping only
     assert validate.main(["run", str(tiny_water_model), "--name", "water-16fs", "--stability"] + common) == 0
     with pytest.raises(SystemExit, match="--overwrite"):
         validate.main(["run", str(tiny_water_model), "--name", "water-16fs"] + common)
@@ -93,7 +94,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     assert {"water-16fs-temperature.png", "water-16fs-rdf.png", "water-16fs-nve.png"} <= set(result["plots"])
     assert (out / "reference-water.json").exists() and (out / "reference-water.npz").stat().st_size < 1_000_000
     assert (out / "water-16fs.npz").stat().st_size < 1_000_000
-    assert list(work.glob("*.npz")), "trajectories go to the work dir"
+    assert list(work.rglob("*.npz")), "phases and trajectories go to the work dir"
 
     second = json.loads((out / "second.json").read_text())
     assert second["reference"]["computed_in_this_run"] is False and not second["stability"]["ran"]
@@ -101,7 +102,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model):
     assert "timed in this run" in second["cost"]["reference_source"] and second["cost"]["reference_s_per_ps"] > 0
 
     # a run hotter than EXPLOSION_FACTOR x the target stops there and is reported as failed
-    validate.EXPLOSION_FACTOR = 0.01
+    monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 0.01)
     assert validate.main(["run", str(tiny_water_model), "--name", "exploding", "--no-stability"] + common) == 0
     exploding = json.loads((out / "exploding.json").read_text())
     for run in (exploding["nvt"]["filter"], exploding["nve"]):
@@ -138,15 +139,15 @@ def test_reference_cache_with_other_settings_is_refused(tmp_path, tiny_water_mod
     assert validate.system_from_model_name("model") is None
 
 
-def test_friction_scan_quick(tmp_path, tiny_water_model):
+def test_friction_scan_quick(tmp_path, tiny_water_model, monkeypatch):
     """The friction scan's bookkeeping: one row per friction with per-element temperatures
     against the reference, filter counts, RDF, and O diffusion of FlashMD and reference MD
     (stronger friction slows reference MD's diffusion)."""
     validate = _load("validate")
-    validate.EXPLOSION_FACTOR = 1e6
+    monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 1e6)
     model = tmp_path / "water-16fs.pt"  # the file name tells the system
     model.write_bytes(Path(tiny_water_model).read_bytes())
-    args = ["friction", str(model), "--rates", "100", "1", "--out", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+    args = ["friction", str(model), "--rates", "100", "1", "--out", str(tmp_path),
             "--lengths", "quick", "--no-progress", "--threads", "1", "--set", "nvt_ps=0.8",
             "--set", "sample_ps=0.048"]  # 3 strides per sample: the last sample comes after 2
     assert validate.main(args) == 0

@@ -227,19 +227,34 @@ def failed_checks(report: Path) -> List[str]:
 
 def _expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
     """What each temperature column should read at equilibrium (K): ``target`` overall; per
-    element ``target`` too without constraints (equipartition), or with constraints the bundled
-    reference MD's per-element values scaled to ``target`` (none when there is no reference,
-    see :mod:`openmm_flashmd.systems.references`)."""
+    element ``target`` too without constraints (equipartition), or with constraints reference
+    MD's per-element values scaled to ``target``: the bundled record of a built-in system
+    (:mod:`openmm_flashmd.systems.references`), else the cached reference of an
+    ``openmm-flashmd validate`` run on the same System (``settings["validation_reference"]``);
+    none when there is neither."""
     from openmm_flashmd.systems.references import reference_temperatures
 
     expected = {"all": target}
-    ref = reference_temperatures(settings.get("system"))
+    ref = reference_temperatures(settings.get("system")) or _validation_temperatures(settings)
     if not settings.get("constraints"):
         expected.update({n: target for n in names if n != "all"})
     elif ref is not None:
         scale = target / ref["measured_temperature_K"]
         expected.update({n: t * scale for n, t in ref.get("temperature_by_element_K", {}).items() if n in names})
     return expected
+
+
+def _validation_temperatures(settings: Dict) -> Optional[Dict[str, object]]:
+    """Overall and per-element mean temperatures (K) of the reference NVT run in the validation
+    cache file named by ``settings["validation_reference"]`` (None without one)."""
+    path = settings.get("validation_reference")
+    if not path or not Path(path).exists():
+        return None
+    temps = (json.loads(Path(path).read_text()).get("nvt") or {}).get("temperature_K") or {}
+    if "all" not in temps:
+        return None
+    return {"measured_temperature_K": temps["all"]["mean"],
+            "temperature_by_element_K": {k: v["mean"] for k, v in temps.items() if k != "all"}}
 
 
 def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: List[str]) -> Path:

@@ -1,0 +1,134 @@
+"""One-line verdicts of a validation, in the trust vocabulary of ``openmm-flashmd simulate``'s
+report (same thresholds, :mod:`openmm_flashmd.analysis.report`): each check passes, fails, or
+is information only (``None``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+from openmm_flashmd.analysis.report import (MAX_CLAMPED_FRACTION, MAX_DENSITY_DEVIATION, MAX_FALLBACK_FRACTION,
+                                            MAX_NVE_DRIFT_PER_ATOM, MAX_RDF_DIFFERENCE, MAX_TEMPERATURE_DEVIATION)
+
+#: Ramachandran Jensen-Shannon divergence (nats, 36 x 36 bins) against reference MD.
+MAX_RAMACHANDRAN_JS = 0.05
+#: Relative difference of the water-oxygen self-diffusion coefficient from reference MD.
+MAX_DIFFUSION_DEVIATION = 0.20
+
+MARKS = {True: "✅", False: "❌", None: "ℹ️"}
+
+
+def nested_get(data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...``, or None where a level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _temperature_check(run: Dict[str, Any], label: str, target: float) -> List[Dict[str, Any]]:
+    temps = run.get("temperature_K") or {}
+    out = []
+    overall = nested_get(temps, "all", "dev_target")
+    if _finite(overall):
+        out.append(_check("temperature", abs(overall) <= MAX_TEMPERATURE_DEVIATION,
+                          f"{label}: overall temperature within {MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K "
+                          f"({overall:+.1f} K)"))
+    devs = {k: v["dev_reference"] for k, v in temps.items() if k != "all" and _finite(v.get("dev_reference"))}
+    if devs:
+        worst = max(devs, key=lambda k: abs(devs[k]))
+        out.append(_check("temperature_by_element", abs(devs[worst]) <= MAX_TEMPERATURE_DEVIATION,
+                          f"{label}: every element's temperature within {MAX_TEMPERATURE_DEVIATION:g} K of reference "
+                          f"MD (" + ", ".join(f"{k} {v:+.1f} K" for k, v in devs.items()) + ")"))
+    return out
+
+
+def _check(name: str, passed: Optional[bool], text: str) -> Dict[str, Any]:
+    return {"check": name, "passed": passed, "text": text}
+
+
+def _failure(run: Optional[Dict[str, Any]]) -> str:
+    if not run or run.get("failed_at_ps") is None:
+        return ""
+    return f"failed at {run['failed_at_ps']:.3g} ps: {run.get('error')}"
+
+
+def verdicts(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The checks of a validation result (:func:`openmm_flashmd.validation.validate`'s JSON):
+    ``[{"check", "passed" (True / False / None: information), "text"}]``."""
+    checks: List[Dict[str, Any]] = []
+    target = float(result.get("temperature_K", 300.0))
+    filt = nested_get(result, "nvt", "filter") or {}
+    failure = _failure(filt)
+    checks.append(_check("stable", not failure, f"NVT with filter ran {filt.get('length_ps', 0):g} ps"
+                         + (f" ({failure})" if failure else " without failure")))
+    stab = result.get("stability") or {}
+    if stab.get("ran"):
+        checks.append(_check("stability", bool(stab.get("stable")),
+                             f"stability: NVT with filter for {stab.get('length_ps', 0):g} ps "
+                             + ("without failure" if stab.get("stable") else f"({_failure(stab) or 'failed'})")))
+    checks += _temperature_check(filt, "NVT with filter", target)
+    no_filter = nested_get(result, "nvt", "no_filter") or {}
+    if _failure(no_filter):
+        checks.append(_check("stable_without_filter", False, f"NVT without filter {_failure(no_filter)}"))
+    checks += _temperature_check(no_filter, "NVT without filter", target)
+    clamped = nested_get(filt, "filter", "clamped_fraction")
+    if _finite(clamped):
+        checks.append(_check("filter", clamped <= MAX_CLAMPED_FRACTION,
+                             f"energy filter clamped at most {100 * MAX_CLAMPED_FRACTION:g} % of strides "
+                             f"({100 * clamped:.2f} %)"))
+    share = nested_get(filt, "fallback", "fallback_fraction")
+    if _finite(share):
+        checks.append(_check("fallback", share <= MAX_FALLBACK_FRACTION,
+                             f"stride monitor fell back to MD on at most {100 * MAX_FALLBACK_FRACTION:g} % of strides "
+                             f"({100 * share:.2f} %)"))
+    rdf = {pair: v.get("difference_percent") for pair, v in (result.get("rdf") or {}).items()}
+    rdf = {pair: v for pair, v in rdf.items() if _finite(v)}
+    if rdf:
+        worst = max(rdf, key=rdf.get)
+        checks.append(_check("rdf", rdf[worst] <= 100 * MAX_RDF_DIFFERENCE,
+                             f"RDF of every element pair within {100 * MAX_RDF_DIFFERENCE:g} % of reference MD ("
+                             + ", ".join(f"{pair} {v:.1f} %" for pair, v in rdf.items()) + ")"))
+    density = nested_get(result, "npt", "flashmd", "relative_difference_percent")
+    if _finite(density):
+        checks.append(_check("density", abs(density) <= 100 * MAX_DENSITY_DEVIATION,
+                             f"NpT density within {100 * MAX_DENSITY_DEVIATION:g} % of reference MD ({density:+.2f} %)"))
+    elif _failure(nested_get(result, "npt", "flashmd")):
+        checks.append(_check("density", False, f"NpT {_failure(nested_get(result, 'npt', 'flashmd'))}"))
+    js = nested_get(result, "ramachandran", "js_divergence")
+    if _finite(js):
+        floor = nested_get(result, "ramachandran", "js_reference_halves")
+        checks.append(_check("ramachandran", js <= MAX_RAMACHANDRAN_JS,
+                             f"Ramachandran JS divergence from reference MD at most {MAX_RAMACHANDRAN_JS:g} nats "
+                             f"({js:.3f}; reference half against half: "
+                             + (f"{floor:.3f})" if _finite(floor) else "—)")))
+    diffusion = nested_get(result, "diffusion", "relative_difference_percent")
+    if _finite(diffusion):
+        checks.append(_check("diffusion", abs(diffusion) <= 100 * MAX_DIFFUSION_DEVIATION,
+                             f"water-oxygen self-diffusion within {100 * MAX_DIFFUSION_DEVIATION:g} % of reference MD "
+                             f"({diffusion:+.1f} %)"))
+    nve = result.get("nve") or {}
+    drift = nve.get("energy_drift_kjmol_per_ps_per_atom")
+    if _failure(nve):
+        checks.append(_check("nve", False, f"NVE without filter {_failure(nve)}"))
+    elif _finite(drift):
+        checks.append(_check("nve", abs(drift) <= MAX_NVE_DRIFT_PER_ATOM,
+                             f"NVE without filter: total-energy drift within {MAX_NVE_DRIFT_PER_ATOM:g} kJ/mol/ps per "
+                             f"atom ({drift:+.4f}; T {nve.get('T_start_K', math.nan):.1f} → "
+                             f"{nve.get('T_end_K', math.nan):.1f} K)"))
+    cost = result.get("cost") or {}
+    if _finite(cost.get("flashmd_s_per_ps")) and _finite(cost.get("reference_s_per_ps")):
+        speedup = cost["reference_s_per_ps"] / cost["flashmd_s_per_ps"]
+        checks.append(_check("cost", None, f"wall time per simulated ps: FlashMD {cost['flashmd_s_per_ps']:.3g} s, "
+                                           f"reference MD {cost['reference_s_per_ps']:.3g} s (speed-up {speedup:.2f}×)"))
+    return checks
+
+
+def verdict_lines(checks: List[Dict[str, Any]]) -> List[str]:
+    """Markdown list lines, one per check."""
+    return [f"- {MARKS[c['passed']]} {c['text']}" for c in checks]

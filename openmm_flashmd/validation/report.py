@@ -1,0 +1,123 @@
+"""The markdown report of one validation: settings, one-line verdicts, the numbers behind
+them (the same rows as the model cards) and the plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from openmm_flashmd.validation.checks import verdict_lines, verdicts
+
+
+def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    """``value`` formatted with ``spec`` + ``suffix``, or "—" when it is missing (None, NaN, inf)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:{spec}}{suffix}"
+
+
+def _pm(entry: Optional[Dict], key: str = "mean", spec: str = ".2f") -> str:
+    if not entry or entry.get(key) is None:
+        return "—"
+    sem = entry.get("sem")
+    return f"{entry[key]:{spec}} ± {sem:{spec}}" if sem is not None else f"{entry[key]:{spec}}"
+
+
+def _failed(run: Optional[Dict]) -> str:
+    return "" if not run or run.get("failed_at_ps") is None else f" (failed at {run['failed_at_ps']:.2f} ps)"
+
+
+def _fallback(run: Optional[Dict]) -> str:
+    """A run's fallback share, e.g. "; fallback MD 2.1 % of strides" (empty without the monitor)."""
+    stats = (run or {}).get("fallback")
+    if not stats or not stats.get("strides"):
+        return ""
+    return f"; fallback MD {fmt(stats['fallback_fraction'], '.1%')} of {stats['strides']} strides"
+
+
+def card_rows(record: Dict[str, Any]) -> List[List[str]]:
+    """(quantity, value) rows summarising one model's record, for its model card."""
+    rows = []
+    nvt = record.get("nvt", {})
+    for key, label in (("filter", "with filter (O F E O)"), ("no_filter", "without filter (O F O)")):
+        run = nvt.get(key)
+        if run:
+            temps = run.get("temperature_K", {})
+            per_element = ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in temps.items() if k != "all")
+            rows.append([f"NVT {record.get('temperature_K', 300.0):g} K {label}, {run['completed_ps']:g} ps: T (K)",
+                         f"all {_pm(temps.get('all'), spec='.1f')}; {per_element}{_failed(run)}{_fallback(run)}"])
+    ref_temps = nvt.get("reference", {}).get("temperature_K", {})
+    if ref_temps:
+        rows.append(["reference MD, same settings: T (K)",
+                     ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in ref_temps.items())])
+    filt = nvt.get("filter", {}).get("filter")
+    if filt:
+        rows.append(["energy filter", f"mean scale {fmt(filt['mean_scale'], '.4f')}, clamped "
+                                      f"{fmt(filt['clamped_fraction'], '.1%')} of {filt['strides']} strides"])
+    for pair, entry in (record.get("rdf") or {}).items():
+        rows.append([f"{pair} RDF, integrated absolute difference from reference",
+                     fmt(entry["difference_percent"], ".1f", " %")])
+    npt = record.get("npt")
+    if npt:
+        rows.append(["NpT 1 bar density (g/cm³): FlashMD / reference",
+                     f"{_pm(npt['flashmd'].get('density_g_cm3'), spec='.4f')} / "
+                     f"{_pm(npt['reference'].get('density_g_cm3'), spec='.4f')} "
+                     f"({fmt(npt['flashmd'].get('relative_difference_percent'), '+.2f', ' %')}){_failed(npt['flashmd'])}"])
+    rama = record.get("ramachandran")
+    if rama:
+        rows.append(["Ramachandran JS divergence vs reference (nats)",
+                     f"{fmt(rama.get('js_divergence'), '.3f')} (two halves of the reference: "
+                     f"{fmt(rama.get('js_reference_halves'), '.3f')})"])
+        flashmd = rama["basins"].get("flashmd", {})
+        for basin, reference in rama["basins"]["reference"].items():
+            rows.append([f"population {basin}: FlashMD / reference",
+                         f"{_pm(flashmd.get(basin), 'value', '.3f')} / {_pm(reference, 'value', '.3f')}"])
+    nve = record.get("nve")
+    if nve:
+        rows.append([f"NVE without filter, {nve['completed_ps']:g} ps: T start → end (K)",
+                     f"{fmt(nve.get('T_start_K'), '.1f')} → {fmt(nve.get('T_end_K'), '.1f')} "
+                     f"({fmt(nve.get('T_drift_K'), '+.1f', ' K')}){_failed(nve)}{_fallback(nve)}"])
+    stability = record.get("stability") or {}
+    if stability.get("ran"):
+        rows.append([f"stability, NVT with filter, {stability['length_ps']:g} ps",
+                     ("stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps")
+                     + _fallback(stability)])
+    cost = record.get("cost")
+    if cost:
+        rows.append(["wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",
+                     f"{fmt(cost.get('flashmd_s_per_ps'))} / {fmt(cost.get('reference_s_per_ps'))} "
+                     f"(speedup {fmt(cost.get('speedup'), '.2f', '×')}; {cost.get('flashmd_source', '')})"])
+    return rows
+
+
+def write_report(result: Dict[str, Any], path: Path) -> Path:
+    """Write the markdown report of ``result`` (a validation's JSON) to ``path``; plots are
+    referenced by file name (they sit next to the JSON)."""
+    checks = verdicts(result)
+    failed = [c for c in checks if c["passed"] is False]
+    lines = [f"# Validation of {result['model_source']} against reference MD", "",
+             "| setting | value |", "|---|---|",
+             f"| System | {result['system']} ({result['n_atoms']} atoms) |",
+             f"| stride | {1000 * result['stride_ps']:g} fs |",
+             f"| temperature | {result['temperature_K']:g} K, Langevin friction {result['collision_rate_per_ps']:g}/ps |",
+             f"| lengths | {result['lengths_mode']} (NVT {result['lengths']['nvt_ps']:g} ps FlashMD, "
+             f"{result['lengths']['ref_nvt_ps']:g} ps reference MD) |",
+             f"| reference MD | {result['reference']['file']} "
+             + ("(run now)" if result["reference"]["computed_in_this_run"] else "(cached)") + " |",
+             f"| stride monitor | {'on' if result.get('fallback') else 'off'} |", "",
+             "## Can you trust this model on this System?", ""]
+    lines += verdict_lines(checks)
+    lines.append("")
+    if failed:
+        lines += [f"**{len(failed)} of {sum(c['passed'] is not None for c in checks)} checks failed: do not use this "
+                  "model's dynamics of this System as if they were reference MD's.**", ""]
+    if result["lengths_mode"] != "full":
+        lines += [f"These are {result['lengths_mode']} lengths: the numbers show that the protocol runs, not what the "
+                  "model is worth. Run `--lengths full` for a verdict.", ""]
+    lines += ["## Numbers", "", "| quantity | value |", "|---|---|"]
+    lines += [f"| {quantity} | {value} |" for quantity, value in card_rows(result)]
+    lines.append("")
+    lines += [f"![{p}]({p})" for p in result.get("plots", [])]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)

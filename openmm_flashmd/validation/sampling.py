@@ -1,0 +1,141 @@
+"""Stepping a Context and sampling it: start states, recorders, and a stepping loop that
+turns a failed stride or an explosion into a result instead of an exception.
+
+Units: positions nm, velocities nm/ps, box nm, time ps, temperature K, energy kJ/mol.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+#: A run whose kinetic temperature exceeds this multiple of the target has exploded: it is
+#: stopped and reported as failed at that time (T fluctuations of these systems at 300 K are
+#: tens of K, so twice the target is far outside any physical fluctuation).
+EXPLOSION_FACTOR = 2.0
+
+
+class State:
+    """Positions (nm), velocities (nm/ps) and box (nm, rows; zeros if not periodic) as arrays."""
+
+    def __init__(self, positions: np.ndarray, velocities: np.ndarray, box: np.ndarray):
+        self.positions, self.velocities, self.box = positions, velocities, box
+
+    @classmethod
+    def from_context(cls, context) -> "State":
+        state = context.getState(getPositions=True, getVelocities=True)
+        box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=float)
+        return cls(np.asarray(state.getPositions(asNumpy=True)._value, dtype=float),
+                   np.asarray(state.getVelocities(asNumpy=True)._value, dtype=float), box)
+
+    def apply(self, context, periodic: bool) -> None:
+        if periodic:
+            context.setPeriodicBoxVectors(*self.box)
+        context.setPositions(self.positions)
+        context.setVelocities(self.velocities)
+
+
+class Recorder:
+    """Samples a Context: time (ps), kinetic temperatures (K), optionally positions (nm),
+    box (nm), volume (nm^3), potential and kinetic energy (kJ/mol), max speed (nm/ps)."""
+
+    def __init__(self, masses: np.ndarray, elements: List[str], dof: float, positions: bool = False,
+                 energy: bool = False, energy_groups=None, volume: bool = False,
+                 explosion_K: Optional[float] = None):
+        self.masses, self.elements, self.dof = masses, elements, dof
+        self.explosion_K = explosion_K
+        self.want_positions, self.want_energy, self.want_volume = positions, energy, volume
+        self.energy_groups = energy_groups
+        self.time: List[float] = []
+        self.velocities_T: List[float] = []
+        self.by_element: Dict[str, List[float]] = {e: [] for e in sorted(set(elements))}
+        self.positions: List[np.ndarray] = []
+        self.boxes: List[np.ndarray] = []
+        self.volume: List[float] = []
+        self.potential: List[float] = []
+        self.kinetic: List[float] = []
+        self.max_speed = 0.0
+
+    def __call__(self, context, t: float) -> None:
+        from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
+
+        kwargs: Dict[str, Any] = dict(getVelocities=True, getPositions=self.want_positions, getEnergy=self.want_energy)
+        if self.want_energy and self.energy_groups is not None:
+            kwargs["groups"] = set(self.energy_groups)
+        state = context.getState(**kwargs)
+        v = np.asarray(state.getVelocities(asNumpy=True)._value, dtype=float)
+        self.time.append(t)
+        self.velocities_T.append(float(kinetic_temperature(v, self.masses, self.dof)))
+        for element, values in temperature_by_element(v, self.masses, self.elements).items():
+            self.by_element[element].append(float(values))
+        self.max_speed = max(self.max_speed, float(np.sqrt((v * v).sum(1)).max()))
+        if self.want_positions:
+            self.positions.append(np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float32))
+            self.boxes.append(np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=np.float32))
+        if self.want_volume:
+            self.volume.append(float(state.getPeriodicBoxVolume()._value))
+        if self.want_energy:
+            self.potential.append(float(state.getPotentialEnergy()._value))
+            self.kinetic.append(float(state.getKineticEnergy()._value))
+
+    def exploded(self) -> Optional[str]:
+        """Why the last sample counts as an explosion (kinetic T above ``explosion_K``), else None."""
+        if self.explosion_K is None or not self.velocities_T:
+            return None
+        last = self.velocities_T[-1]
+        if math.isfinite(last) and last <= self.explosion_K:
+            return None
+        return f"exploded: kinetic temperature {last:.0f} K > {self.explosion_K:.0f} K"
+
+    def temperatures(self) -> Dict[str, np.ndarray]:
+        out = {"all": np.asarray(self.velocities_T)}
+        out.update({e: np.asarray(v) for e, v in self.by_element.items()})
+        return out
+
+
+def advance(context, integrator, dt: float, duration: float, interval: int, desc: str,
+            recorder: Optional[Recorder] = None, t0: float = 0.0, progress: bool = True) -> Dict[str, Any]:
+    """Step ``duration`` ps (rounded to whole steps of ``dt`` ps) in chunks of ``interval``
+    steps, sampling with ``recorder`` after each chunk; ``t0`` (ps) is the simulated time
+    since the Context was made, so sample times count from there.
+
+    Returns wall seconds spent in ``step`` (``wall_s``), simulated ps done (``done_ps``),
+    and, if a FlashMD stride failed, ``failed_at_ps`` (the end time of the failed stride
+    since the Context was made: ``FlashMDError`` names the stride by its running count) and
+    ``error``. A run whose ``recorder`` reports an explosion stops there and counts as failed.
+    ``progress``: a tqdm progress bar.
+    """
+    import openmm
+    from tqdm.auto import tqdm
+
+    from openmm_flashmd import FlashMDError
+
+    total = max(1, int(round(duration / dt))) if duration > 0 else 0
+    done, wall = 0, 0.0
+    result: Dict[str, Any] = {"failed_at_ps": None, "error": None}
+    with tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False, mininterval=2.0) as bar:
+        while done < total:
+            chunk = min(interval, total - done)
+            start = time.perf_counter()
+            try:
+                integrator.step(chunk)
+            except (FlashMDError, openmm.OpenMMException) as exc:
+                wall += time.perf_counter() - start
+                stride = getattr(exc, "stride", 0)
+                failed_at = stride * dt if stride else t0 + (done + chunk) * dt
+                result.update(failed_at_ps=failed_at, error=str(exc).splitlines()[0])
+                break
+            wall += time.perf_counter() - start
+            done += chunk
+            bar.update(chunk)
+            if recorder is not None:
+                recorder(context, t0 + done * dt)
+                reason = recorder.exploded()
+                if reason:
+                    result.update(failed_at_ps=t0 + done * dt, error=reason)
+                    break
+    result.update(wall_s=wall, done_ps=done * dt)
+    return result

@@ -165,6 +165,19 @@ def load_model(model: ModelLike, map_location: str = "cpu") -> torch.jit.ScriptM
         try:
             scripted = torch.jit.load(str(path), map_location=map_location)
         except Exception as err:
+            if "metatomic" in str(err) or "metatensor" in str(err):  # their classes are not registered yet
+                return _load_metatomic(path)
             raise ModelProtocolError(f"{path} is not a TorchScript stride model: {err}") from err
+        if not hasattr(scripted, "stride") and hasattr(scripted, "capabilities"):
+            return _load_metatomic(path)
     read_metadata(scripted)
     return scripted
+
+
+def _load_metatomic(path: Path) -> torch.jit.ScriptModule:
+    """A metatrain FlashMD export (metatomic AtomisticModel) as a stride model (optional extra)."""
+    try:
+        from openmm_flashmd.metatomic import load_metatomic_stride_model
+    except ImportError as err:
+        raise ModelProtocolError(f"{path} is a metatomic model: {err}") from None
+    return load_metatomic_stride_model(path)

@@ -353,7 +353,22 @@ def render_bad_inputs(data: Dict, name: str) -> List[str]:
     return lines + ["", "</details>", "", _stack_line(data["stack"]), ""]
 
 
+def render_metatomic_speed(data: Dict, name: str) -> List[str]:
+    lines = [f"### metatrain FlashMD through `openmm_flashmd.metatomic` against our PET (`{name}`)", "",
+             f"{data['description']} Parameters: metatrain {data['parameters']['metatrain']}, ours "
+             f"{data['parameters']['ours']}; {data['stride_fs']:g} fs stride; medians of {data['repeats']} calls, "
+             "A and B interleaved in one run (`benchmarks/metatomic_speed.py`).", "",
+             "| atoms | forward metatrain (ms) | forward ours (ms) | ratio | step metatrain (ms) | step ours (ms) | ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in data["rows"]:
+        f, s, r = row["forward_ms"], row["step_ms"], row["ratio_metatrain_over_ours"]
+        lines.append(f"| {row['n_atoms']} | {f['metatrain']:.1f} | {f['ours']:.1f} | {r['forward_ms']:.2f} | "
+                     f"{s['metatrain']:.1f} | {s['ours']:.1f} | {r['step_ms']:.2f} |")
+    return lines + ["", _stack_line(data["stack"]), ""]
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
+    "metatomic_speed": render_metatomic_speed,
     "bad_inputs": render_bad_inputs,
     "fault_injection": render_fault_injection,
     "blog_nve": render_blog_nve,

@@ -115,17 +115,20 @@ def test_stride_model_matches_the_flashmd_stepper(trained):
     assert metadata["stride"] == pytest.approx(STRIDE) and metadata["elements"] == [18]
     assert metadata["cutoff"] == pytest.approx(0.5) and metadata["masses"]["18"] == pytest.approx(39.948, abs=1e-4)
     x, v, box, masses, numbers = _start(data)
-    new_x, new_v = model(torch.tensor(x), torch.tensor(v), masses, numbers, torch.tensor(box))
-
+    new_x, new_v = torch.tensor(x), torch.tensor(v)
     atoms = ase.Atoms(numbers=numbers.numpy(), positions=10 * x, cell=10 * box, pbc=True, masses=masses.numpy())
     atoms.set_momenta(v * 0.01 / ase.units.fs * masses.numpy()[:, None])
     stepper = FlashMDStepper(mta.load_atomistic_model(str(path)), torch.device("cpu"))
-    after = stepper.step(_convert_atoms_to_system(atoms, dtype=torch.float32, device="cpu"))
-    ref_x = after.positions.double().numpy() / 10
-    ref_v = (after.get_data("momenta").block().values.squeeze(-1).double().numpy()
+    system = _convert_atoms_to_system(atoms, dtype=torch.float32, device="cpu")
+    with torch.no_grad():
+        for _ in range(10):  # 10 strides each way from the same start state
+            new_x, new_v = model(new_x, new_v, masses, numbers, torch.tensor(box))
+            system = stepper.step(system)
+    ref_x = system.positions.double().numpy() / 10
+    ref_v = (system.get_data("momenta").block().values.squeeze(-1).double().numpy()
              / masses.numpy()[:, None] / (0.01 / ase.units.fs))
-    np.testing.assert_allclose(new_x.numpy(), ref_x, atol=1e-6)  # nm; float32 round-off in Å
-    np.testing.assert_allclose(new_v.numpy(), ref_v, atol=1e-4)  # nm/ps
+    np.testing.assert_allclose(new_x.numpy(), ref_x, atol=1e-5)  # nm; float32 round-off in Å over 10 strides
+    np.testing.assert_allclose(new_v.numpy(), ref_v, atol=1e-3)  # nm/ps
     assert float((new_x - torch.tensor(x)).abs().max()) > 1e-3  # it moved
 
 

@@ -37,7 +37,7 @@ def validate_command(args: argparse.Namespace) -> List[str]:
     from openmm_flashmd.validation import Target, default_cache_dir, validate, verdicts, write_report
 
     out = Path(args.out)
-    if out.exists() and (out / "work").exists() or (out / RESULT).exists():
+    if (out / "work").exists() or (out / RESULT).exists():
         if not (args.overwrite or args.resume):
             raise ValidationError(f"{out} holds a validation; pass --overwrite to replace it or --resume to continue it")
     elif args.resume:

@@ -51,7 +51,8 @@ from openmm_flashmd.validation.reference import load_or_run_reference  # noqa: E
 from openmm_flashmd.validation.report import card_rows, fmt as _fmt  # noqa: E402
 from openmm_flashmd.validation.report import _fallback, _pm  # noqa: E402
 from openmm_flashmd.validation.sampling import State, advance  # noqa: E402
-from openmm_flashmd.validation.target import COLLISION_RATE, Target, ValidationError  # noqa: E402
+from openmm_flashmd.validation.target import (COLLISION_RATE, Target, ValidationError,  # noqa: E402
+                                              system_from_model_name)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "validation"
@@ -82,14 +83,6 @@ GOALS = (
        dict(key="nve", system=None, stride_fs=None, threshold=5.0,
             text="NVE without filter: T(end) within 5 K of T(start) after 50 ps")]
 )
-
-def system_from_model_name(stem: str) -> Optional[str]:
-    """``water-16fs`` -> ``water``; None when the name has no ``-<N>fs`` suffix."""
-    from openmm_flashmd.model.bundled import split_model_name
-
-    parts = split_model_name(stem)
-    return parts[0] if parts else None
-
 
 def bundled_strides(system: str) -> List[int]:
     """Strides (fs) of the bundled models named ``<system>-<N>fs``."""

@@ -60,7 +60,8 @@ class _Runner:
         n = positions.shape[0]
         m = masses.to(self.dtype)
         periodic = bool(torch.any(box != 0))
-        system = _mta.System(types=atomic_numbers.to(torch.int32), positions=(10.0 * positions).to(self.dtype),
+        q = (10.0 * positions).to(self.dtype)
+        system = _mta.System(types=atomic_numbers.to(torch.int32), positions=q,
                              cell=(10.0 * box).to(self.dtype) if periodic else torch.zeros(3, 3, dtype=self.dtype),
                              pbc=torch.tensor([periodic] * 3))
         samples = Labels(["system", "atom"], torch.stack([torch.zeros(n, dtype=torch.int32),
@@ -79,7 +80,7 @@ class _Runner:
         total = m.sum()
         v_com = momenta.sum(0) / total
         new_p = new_p - m[:, None] * (new_p.sum(0) / total - v_com)
-        q_com = (10.0 * positions).to(self.dtype).mul(m[:, None]).sum(0) / total
+        q_com = (q * m[:, None]).sum(0) / total
         new_q = new_q - (new_q * m[:, None]).sum(0) / total + q_com + v_com * float(self.model.module.timestep) * _ASE_FS
         new_positions = (new_q / 10.0).to(out_dtype)
         new_velocities = (new_p / m[:, None] / _VELOCITY_TO_ASE).to(out_dtype)

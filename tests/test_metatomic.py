@@ -156,8 +156,10 @@ def test_integrator_runs_the_model_exactly_and_in_every_ensemble(trained):
     np.testing.assert_allclose(state.getPositions(asNumpy=True)._value, expected_x.numpy(), atol=1e-9)
     np.testing.assert_allclose(state.getVelocities(asNumpy=True)._value, expected_v.numpy(), atol=1e-9)
 
-    # NVT with filter and NpT, with the stride monitor; an NVT checkpoint resumes bit for bit (NpT does
-    # not on OpenMM's CPU platform, whose MonteCarloBarostat does not either with LangevinMiddleIntegrator)
+    # NVT and NpT with the stride monitor; an NVT checkpoint resumes the same run to round-off, not bit for
+    # bit: after loadCheckpoint the CPU platform sums the classical energy the filter and the monitor read in
+    # another order (about 1e-10 kJ/mol, with our PET too). NpT is not compared: OpenMM's CPU
+    # MonteCarloBarostat does not resume from a checkpoint even with LangevinMiddleIntegrator.
     for barostat in (False, True):
         system = copy.deepcopy(get_system("argon").system)
         if barostat:
@@ -177,7 +179,8 @@ def test_integrator_runs_the_model_exactly_and_in_every_ensemble(trained):
         else:
             context.loadCheckpoint(checkpoint)
             integrator.step(5)
-            assert np.array_equal(first, context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+            again = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+            np.testing.assert_allclose(again, first, atol=1e-6)  # nm; a different run would differ by 1e-3
 
     # a serialized System with the model's TorchForce deserializes and runs in a process that imported us
     system = copy.deepcopy(get_system("argon").system)

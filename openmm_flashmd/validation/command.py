@@ -9,22 +9,10 @@ import json
 from pathlib import Path
 from typing import List
 
-from openmm_flashmd.validation.target import ValidationError
+from openmm_flashmd.validation.target import ValidationError, system_from_model_name
 
 #: What the command writes into its output folder (besides plots and work/).
 RESULT, REPORT = "validation.json", "report.md"
-
-
-def _system_of(model_name: str, system):
-    """``--system``, else the built-in system of a bundled model named ``<system>-<N>fs``."""
-    from openmm_flashmd.model.bundled import split_model_name
-
-    if system is not None:
-        return system
-    parts = split_model_name(Path(model_name).stem)
-    if parts is None:
-        raise ValidationError(f"cannot tell the System from the model name {model_name!r}; pass --system")
-    return parts[0]
 
 
 def validate_command(args: argparse.Namespace) -> List[str]:
@@ -48,7 +36,10 @@ def validate_command(args: argparse.Namespace) -> List[str]:
         raise ValidationError(f"cannot load the model {args.model}: {str(exc).splitlines()[0]}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    target = Target.from_files(_system_of(args.model, args.system), args.structure, temperature=args.temperature,
+    system = args.system or system_from_model_name(args.model)
+    if system is None:
+        raise ValidationError(f"cannot tell the System from the model name {args.model!r}; pass --system")
+    target = Target.from_files(system, args.structure, temperature=args.temperature,
                                reference_timestep=args.reference_timestep, pressure=args.pressure,
                                model_metadata=read_metadata(model), threads=args.threads, fallback=args.fallback,
                                progress=not args.quiet)

@@ -7,6 +7,7 @@ Units: positions and box nm, temperature K, timestep ps, pressure bar, friction 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -30,6 +31,15 @@ _BAROSTATS = ("MonteCarloBarostat", "MonteCarloAnisotropicBarostat", "MonteCarlo
 
 class ValidationError(ValueError):
     """A validation cannot run as asked (bad input); the message is one line."""
+
+
+def system_from_model_name(name: str) -> Optional[str]:
+    """``water-rigid-16fs`` (or a path to ``water-rigid-16fs.pt``) -> ``water-rigid``; None when the
+    name has no ``-<N>fs`` suffix."""
+    from openmm_flashmd.model.bundled import split_model_name
+
+    parts = split_model_name(Path(str(name)).stem)
+    return parts[0] if parts else None
 
 
 def system_identity(system, positions, box: Optional[np.ndarray] = None, stem: str = "system") -> str:
@@ -166,7 +176,7 @@ class Target:
                    if periodic else None, threads=threads, fallback=fallback, progress=progress)
 
     # ------------------------------------------------------------------ what runs use
-    @property
+    @functools.cached_property
     def has_backbone(self) -> bool:
         """Whether the topology has a protein backbone with φ/ψ dihedrals (mdtraj)."""
         import mdtraj

@@ -31,6 +31,7 @@ import torch
 
 from openmm_flashmd.model.neighbors import AUTO_CELL_THRESHOLD, auto_method, neighbor_list
 from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+from openmm_flashmd.performance import tune_malloc
 
 from _common import fit_exponent, stack_info, write_json
 
@@ -74,20 +75,6 @@ def time_call(fn, repeats, warmup):
     return statistics.median(samples), samples, cpu
 
 
-def tune_malloc():
-    """Keep freed memory in glibc's heap (no mmap/munmap per large tensor).
-
-    PyTorch's CPU allocator hands big blocks to glibc, which maps fresh pages for each
-    one: the page faults then cost as much as the arithmetic on large systems.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 34)
-    return bool(ok)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="benchmarks/results/pet_forward.json")
@@ -98,14 +85,15 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tune-malloc", action="store_true", help="raise glibc's mmap/trim thresholds first")
+    parser.add_argument("--tune-malloc", action="store_true", 
+                        help="openmm_flashmd.performance.tune_malloc() first (what the TorchForces do)")
     args = parser.parse_args(argv)
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         print(f"{output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 1
-    malloc_tuned = tune_malloc() if args.tune_malloc else False
+    malloc_tuned = tune_malloc() if args.tune_malloc else False  # otherwise glibc defaults
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)

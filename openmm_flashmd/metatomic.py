@@ -33,6 +33,8 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
     raise ImportError('openmm_flashmd.metatomic needs the optional extra: pip install "openmm-flashmd[metatomic]" '
                       f"({_err})") from None
 
+from openmm_flashmd.performance import tune_malloc  # noqa: E402  (after the extra's import check)
+
 __all__ = ["MetatomicEnergy", "MetatomicStrideModel", "load_metatomic_stride_model", "metatomic_mlip_force",
            "write_metatrain_dataset"]
 
@@ -205,6 +207,7 @@ def metatomic_mlip_force(path: Union[str, os.PathLike], system, topology, force_
     if unsupported:
         raise ValueError(f"the MLIP does not support elements {unsupported}")
     module = torch.jit.script(MetatomicEnergy(path, torch.tensor(numbers)))
+    tune_malloc()
     force = openmmtorch.TorchForce(module)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(system.usesPeriodicBoundaryConditions() if periodic is None

@@ -29,6 +29,7 @@ from openmm import app, unit
 
 from openmm_flashmd.model.energy import read_energy_metadata
 from openmm_flashmd.model.neighbors import cell_heights
+from openmm_flashmd.performance import tune_malloc
 
 __all__ = ["EnergyModelLike", "MLIP_FORCE_NAME", "MLIPForceModule", "add_mlip_force", "create_mlip_system",
            "load_energy_model", "mlip_torch_force"]
@@ -167,6 +168,7 @@ def mlip_torch_force(
     _check_model(read_energy_metadata(scripted), selected.tolist(), periodic, box_vectors)
 
     entry = torch.jit.script(MLIPForceModule(scripted, selected, indices))
+    tune_malloc()
     force = openmmtorch.TorchForce(entry)
     force.setName(MLIP_FORCE_NAME)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))

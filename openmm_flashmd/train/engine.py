@@ -44,6 +44,7 @@ import yaml
 from openmm_flashmd.data.dataset import DataError, TrajectoryData, merge_trajectories, split_segments
 from openmm_flashmd.messages import error_line
 from openmm_flashmd.model.neighbors import cell_heights
+from openmm_flashmd.performance import tune_malloc
 from openmm_flashmd.run_files import OutputLock
 from openmm_flashmd.train.hypers import load_hypers
 
@@ -383,7 +384,9 @@ def run_training(task: TrainingTask, h: Dict[str, Any], out: Path, proc: Process
     that step (checkpointed, no export; continue with a resumed run), for training that
     spans several sessions; the schedule still runs to ``training.max_steps``. The main
     process holds ``out``'s lock (:class:`~openmm_flashmd.run_files.OutputLock`) meanwhile,
-    so a second training on the same folder is refused."""
+    so a second training on the same folder is refused. Every process keeps glibc's malloc
+    from mapping fresh pages per large tensor (:func:`openmm_flashmd.performance.tune_malloc`)."""
+    tune_malloc()
     if not proc.is_main:
         return _optimise(task, h, out, proc, **options)
     out.mkdir(parents=True, exist_ok=True)

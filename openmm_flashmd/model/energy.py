@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from openmm_flashmd.model.pet import PETBackbone, PETHypers, PETModel, _mlp
+from openmm_flashmd.model.pet import ATTENTION_GROUP_ATOMS, PETBackbone, PETHypers, PETModel, _mlp
 from openmm_flashmd.model.protocol import metadata_fields
 
 __all__ = ["PETEnergyModel", "read_energy_metadata"]
@@ -80,7 +80,7 @@ class PETEnergyModel(PETModel):
         self.validation = {}  # type: Dict[str, Any]
         self.cutoff = float(hypers.cutoff)
         # atoms per padding group of the attention (performance only, see pet._sequence_layout)
-        self.attention_group_atoms = 512
+        self.attention_group_atoms = ATTENTION_GROUP_ATOMS
         self.register_buffer("composition_energies", torch.zeros(len(self.elements)))
         self.register_buffer("energy_scale", torch.tensor(1.0))
         self.heads = nn.ModuleList([_mlp(hypers.d_pet, hypers.d_node, 1) for _ in range(hypers.num_gnn_layers)])

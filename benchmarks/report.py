@@ -378,6 +378,63 @@ def render_metatomic_speed(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(data["stack"]), ""]
 
 
+def render_step_profile(data: Dict, name: str) -> List[str]:
+    lines = [f"### Where a FlashMD step's time goes, {data['platform']} platform (`{name}`)", "",
+             f"One `FlashMDIntegrator` step (\"O F E O\", {data['stride_ps'] * 1000:g} fs, {data['model']}, PET MLIP "
+             "as the only potential) and its parts, each the median of "
+             f"{data['repeats']} interleaved blocks, {data['threads']} torch thread(s): the stride `TorchForce` "
+             "evaluated at each stage of the staged protocol (probe, stride, velocity return; idle = a call that "
+             "returns zeros), the MLIP energy alone (the filter's evaluation), the thermostat (step minus the step "
+             "without it) and the program's own arithmetic (the rest), against the bare PyTorch forwards "
+             "(`benchmarks/step_profile.py`). Times in ms.", "",
+             "| atoms | step | probe | stride | velocity return | idle | filter energy | thermostat | program rest | "
+             "bare stride | bare energy | step / bare |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in data["results"]:
+        ms = {k: v["median"] for k, v in row["ms"].items()}
+        d = row["derived"]
+        lines.append(f"| {row['n_atoms']} | {ms['step']:.1f} | {ms['probe']:.2f} | {ms['stride']:.1f} | "
+                     f"{ms['velocity_return']:.2f} | {ms['idle']:.2f} | {ms['filter_energy']:.1f} | "
+                     f"{d['thermostat']:.1f} | {d['program_rest']:.1f} | {ms['bare_stride_forward']:.1f} | "
+                     f"{ms['bare_energy_forward']:.1f} | {d['overhead_ratio']:.2f} |")
+    exps = data["scaling_exponents"]
+    lines += ["", "Fitted exponents (time ∝ N^a): " + ", ".join(
+        f"{k.replace('_', ' ')} {v:.2f}" for k, v in exps.items() if v is not None and k in
+        ("step", "stride", "filter_energy", "bare_stride_forward", "bare_energy_forward")) + ".",
+        "", _stack_line(data["stack"]), ""]
+    return lines
+
+
+def render_malloc_tuning(data: Dict, name: str) -> List[str]:
+    lines = [f"### glibc malloc tuning and the FlashMD step (`{name}`)", "",
+             "`openmm_flashmd.performance.tune_malloc()` (every TorchForce builder calls it) against glibc's defaults "
+             "(`OPENMM_FLASHMD_MALLOC_TUNING=0`): one FlashMD step (\"O F E O\", 16 fs, PET stride model and PET "
+             f"MLIP, random weights), child processes alternated, medians of {data['rounds']} processes × "
+             f"{data['steps']} steps, {data['threads']} torch thread(s) (`benchmarks/malloc_tuning.py`). Per step.",
+             "", "| atoms | wall (ms) default → tuned | system CPU (ms) | user CPU (ms) | minor page faults | "
+             "wall ratio | CPU ratio |", "|---:|---|---|---|---|---:|---:|"]
+    for row in data["results"]:
+        u, t, r = row["untuned"], row["tuned"], row["ratio_tuned_over_untuned"]
+        lines.append(f"| {row['n_atoms']} | {u['wall_ms']:.0f} → {t['wall_ms']:.0f} | {u['sys_ms']:.0f} → "
+                     f"{t['sys_ms']:.0f} | {u['user_ms']:.0f} → {t['user_ms']:.0f} | {u['minor_faults']:.0f} → "
+                     f"{t['minor_faults']:.0f} | {r['wall_ms']:.2f} | {r['cpu_ms']:.2f} |")
+    return lines + ["", _stack_line(data["stack"]), ""]
+
+
+def render_pet_forward_ab(data: Dict, name: str) -> List[str]:
+    lines = [f"### PET forward before and after (`{name}`)", "",
+             f"The scripted stride model with the `{data['model']}` weights under the PET code of `{data['base']}` (A) "
+             f"and of `{data['head']}` (B), interleaved, medians of {data['repeats']} calls, {data['threads']} torch "
+             "thread(s), malloc tuned on both sides (`benchmarks/pet_forward_ab.py`).", "",
+             "| atoms | wall A (ms) | wall B (ms) | thread CPU A (ms) | thread CPU B (ms) | B/A wall | B/A CPU | "
+             "max Δ positions (nm) | max Δ velocities (nm/ps) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in data["results"]:
+        w, c, r, d = row["wall_ms"], row["thread_cpu_ms"], row["ratio_b_over_a"], row["max_abs_difference"]
+        lines.append(f"| {row['n_atoms']} | {w['A']:.1f} | {w['B']:.1f} | {c['A']:.1f} | {c['B']:.1f} | "
+                     f"{r['wall']:.2f} | {r['thread_cpu']:.2f} | {d['positions_nm']:.1e} | "
+                     f"{d['velocities_nm_per_ps']:.1e} |")
+    return lines + ["", _stack_line(data["stack"]), ""]
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "metatomic_speed": render_metatomic_speed,
     "bad_inputs": render_bad_inputs,
@@ -388,6 +445,9 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "speed": render_speed,
     "pet_forward": render_pet_forward,
     "integrator_overhead": render_integrator_overhead,
+    "step_profile": render_step_profile,
+    "pet_forward_ab": render_pet_forward_ab,
+    "malloc_tuning": render_malloc_tuning,
     "fallback_thresholds": render_fallback_thresholds,
     "validation": render_validation,
     "friction_scan": render_friction_scan,

@@ -392,14 +392,14 @@ def render_step_profile(data: Dict, name: str) -> List[str]:
     for row in data["results"]:
         ms = {k: v["median"] for k, v in row["ms"].items()}
         d = row["derived"]
-        lines.append(f"| {row['n_atoms']} | {ms['step']:.1f} | {ms['probe']:.2f} | {ms['stride']:.1f} | "
-                     f"{ms['velocity_return']:.2f} | {ms['idle']:.2f} | {ms['filter_energy']:.1f} | "
+        lines.append(f"| {row['n_atoms']} | {ms['step']:.1f} | {ms['probe']:.2f} | {d['stride']:.1f} | "
+                     f"{d['velocity_return']:.2f} | {ms['idle']:.2f} | {ms['filter_energy']:.1f} | "
                      f"{d['thermostat']:.1f} | {d['program_rest']:.1f} | {ms['bare_stride_forward']:.1f} | "
                      f"{ms['bare_energy_forward']:.1f} | {d['overhead_ratio']:.2f} |")
     exps = data["scaling_exponents"]
     lines += ["", "Fitted exponents (time ∝ N^a): " + ", ".join(
         f"{k.replace('_', ' ')} {v:.2f}" for k, v in exps.items() if v is not None and k in
-        ("step", "stride", "filter_energy", "bare_stride_forward", "bare_energy_forward")) + ".",
+        ("step", "probe_stride", "filter_energy", "bare_stride_forward", "bare_energy_forward")) + ".",
         "", _stack_line(data["stack"]), ""]
     return lines
 

@@ -383,10 +383,11 @@ def render_step_profile(data: Dict, name: str) -> List[str]:
              f"One `FlashMDIntegrator` step (\"O F E O\", {data['stride_ps'] * 1000:g} fs, {data['model']}, PET MLIP "
              "as the only potential) and its parts, each the median of "
              f"{data['repeats']} interleaved blocks, {data['threads']} torch thread(s): the stride `TorchForce` "
-             "evaluated at each stage of the staged protocol (probe, stride, velocity return; idle = a call that "
-             "returns zeros), the MLIP energy alone (the filter's evaluation), the thermostat (step minus the step "
-             "without it) and the program's own arithmetic (the rest), against the bare PyTorch forwards "
-             "(`benchmarks/step_profile.py`). Times in ms.", "",
+             "through the stages of the staged protocol (probe; stride = stages 1-2 minus the probe; velocity "
+             "return = stages 1-3 minus stages 1-2; idle = a call that returns zeros), the MLIP energy alone (the "
+             "filter's evaluation), the thermostat (step minus the step without it) and the program's own work "
+             "(the rest), against the bare PyTorch forwards (`benchmarks/step_profile.py`). Times in ms. Derived "
+             "parts are differences of medians: on a shared machine a small part can come out negative.", "",
              "| atoms | step | probe | stride | velocity return | idle | filter energy | thermostat | program rest | "
              "bare stride | bare energy | step / bare |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in data["results"]:

@@ -109,7 +109,7 @@ def render_speed(data: Dict, name: str) -> List[str]:
     if limits:
         head += " | " + " | ".join(f"limit L {s * 1000:g} fs" for s in strides) + " | speedup / L |"
     head += " peak RSS (MiB) |" if limits else " | peak RSS (MiB) |"
-    lines += [head, "|" + "---:|" * (2 + (4 if limits else 2) * len(strides) + 1 + int(limits))]
+    lines += [head, "|" + "---:|" * (2 + (3 if limits else 2) * len(strides) + 1 + int(limits))]
     for row in data["results"]:
         m = row["methods"]
         cells = [str(row["n_atoms"]), f"{m['mlip_md']['wall_s_per_simulated_ps']:.3g}"]

@@ -17,6 +17,8 @@ import warnings
 import torch  # noqa: F401  (must be loaded before the plugins)
 import openmm
 
+from openmm_flashmd.performance import tune_malloc
+
 _loaded = False
 
 
@@ -37,6 +39,18 @@ def ensure_torch_plugins() -> None:
         openmm.Platform.loadPluginsFromDirectory(plugin_dir)
     quiet_import("openmmtorch")  # registers the TorchForce proxy (its SWIG module imports simtk.openmm)
     _loaded = True
+
+
+def torch_force(module):
+    """An openmm-torch ``TorchForce`` running the scripted ``module``. Every TorchForce of this
+    package (stride force, PET MLIP, metatomic MLIP) is made here, after the plugins are loaded
+    and glibc's malloc is tuned for the networks' temporaries
+    (:func:`openmm_flashmd.performance.tune_malloc`)."""
+    ensure_torch_plugins()
+    tune_malloc()
+    import openmmtorch
+
+    return openmmtorch.TorchForce(module)
 
 
 ensure_torch_plugins()

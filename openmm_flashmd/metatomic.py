@@ -33,8 +33,6 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
     raise ImportError('openmm_flashmd.metatomic needs the optional extra: pip install "openmm-flashmd[metatomic]" '
                       f"({_err})") from None
 
-from openmm_flashmd.performance import tune_malloc  # noqa: E402  (after the extra's import check)
-
 __all__ = ["MetatomicEnergy", "MetatomicStrideModel", "load_metatomic_stride_model", "metatomic_mlip_force",
            "write_metatrain_dataset"]
 
@@ -188,11 +186,8 @@ def metatomic_mlip_force(path: Union[str, os.PathLike], system, topology, force_
     ``periodic=True`` for a box). Add it to a System whose other forces it replaces (energy
     filter: ``FlashMDIntegrator(..., energy_force_groups={force_group})``; MLIP-MD: any
     OpenMM integrator)."""
-    import openmmtorch
-
     from openmm_flashmd import _plugins
 
-    _plugins.ensure_torch_plugins()
     path = str(Path(path).resolve())
     try:
         model = _mta.load_atomistic_model(path)
@@ -207,8 +202,7 @@ def metatomic_mlip_force(path: Union[str, os.PathLike], system, topology, force_
     if unsupported:
         raise ValueError(f"the MLIP does not support elements {unsupported}")
     module = torch.jit.script(MetatomicEnergy(path, torch.tensor(numbers)))
-    tune_malloc()
-    force = openmmtorch.TorchForce(module)
+    force = _plugins.torch_force(module)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(system.usesPeriodicBoundaryConditions() if periodic is None
                                             else bool(periodic))

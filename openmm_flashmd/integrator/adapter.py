@@ -329,15 +329,10 @@ class NonPeriodicStrideForceModule(torch.nn.Module):
 
 def build_stride_force(adapter: StrideAdapter, force_group: int):
     """Wrap ``adapter`` in an openmm-torch ``TorchForce`` in ``force_group``."""
-    from openmm_flashmd._plugins import ensure_torch_plugins
-    from openmm_flashmd.performance import tune_malloc
-
-    ensure_torch_plugins()
-    tune_malloc()
-    import openmmtorch
+    from openmm_flashmd._plugins import torch_force
 
     entry = PeriodicStrideForceModule(adapter) if adapter.periodic else NonPeriodicStrideForceModule(adapter)
-    force = openmmtorch.TorchForce(torch.jit.script(entry))
+    force = torch_force(torch.jit.script(entry))
     force.setName(STRIDE_FORCE_NAME)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(adapter.periodic)

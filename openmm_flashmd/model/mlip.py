@@ -21,7 +21,7 @@ Units: nm, kJ/mol, Da.
 import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from openmm_flashmd import _plugins  # noqa: F401  (torch and the openmm-torch plugins first)
+from openmm_flashmd import _plugins  # first: torch before the openmm-torch plugins; makes the TorchForce
 
 import openmm
 import torch
@@ -29,7 +29,6 @@ from openmm import app, unit
 
 from openmm_flashmd.model.energy import read_energy_metadata
 from openmm_flashmd.model.neighbors import cell_heights
-from openmm_flashmd.performance import tune_malloc
 
 __all__ = ["EnergyModelLike", "MLIP_FORCE_NAME", "MLIPForceModule", "add_mlip_force", "create_mlip_system",
            "load_energy_model", "mlip_torch_force"]
@@ -146,8 +145,6 @@ def mlip_torch_force(
     Raises ``ValueError`` for unsupported elements, a periodicity the model was not
     trained for, a box too small for the cutoff, or bad ``atoms``.
     """
-    import openmmtorch
-
     scripted = load_energy_model(model)
     numbers = torch.as_tensor([int(z) for z in atomic_numbers], dtype=torch.long)
     if atoms is None:
@@ -168,8 +165,7 @@ def mlip_torch_force(
     _check_model(read_energy_metadata(scripted), selected.tolist(), periodic, box_vectors)
 
     entry = torch.jit.script(MLIPForceModule(scripted, selected, indices))
-    tune_malloc()
-    force = openmmtorch.TorchForce(entry)
+    force = _plugins.torch_force(entry)
     force.setName(MLIP_FORCE_NAME)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     return force

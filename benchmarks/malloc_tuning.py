@@ -42,7 +42,7 @@ def child(n_molecules: int, steps: int, threads: int) -> None:
     from openmm_flashmd.performance import tune_malloc
     from step_profile import build
 
-    calls = build(n_molecules, "CPU", 0)
+    calls = build(n_molecules, "CPU", 0, parts=False)
     for _ in range(3):
         calls["step"]()
     walls = []

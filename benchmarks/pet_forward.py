@@ -85,7 +85,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tune-malloc", action="store_true", 
+    parser.add_argument("--tune-malloc", action="store_true",
                         help="openmm_flashmd.performance.tune_malloc() first (what the TorchForces do)")
     args = parser.parse_args(argv)
 
@@ -93,7 +93,7 @@ def main(argv=None):
     if output.exists() and not args.overwrite:
         print(f"{output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 1
-    malloc_tuned = tune_malloc() if args.tune_malloc else False  # otherwise glibc defaults
+    malloc_tuned = tune_malloc() if args.tune_malloc else False
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)

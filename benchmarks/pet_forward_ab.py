@@ -45,6 +45,15 @@ def module_at(revision: str, folder: Path):
     return module
 
 
+def working_tree_label() -> str:
+    """The B side's code: HEAD's short hash, with "+changes" when pet.py differs from HEAD."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+
+    changed = git("diff", "--quiet", "HEAD", "--", "openmm_flashmd/model/pet.py").returncode != 0
+    return git("rev-parse", "--short", "HEAD").stdout.strip() + ("+changes" if changed else "")
+
+
 def inputs(n_waters: int, stride: float):
     """Positions, velocities (300 K), masses, atomic numbers, box and a free-flight guess."""
     import openmm.unit as u
@@ -123,8 +132,7 @@ def main() -> int:
                   f"{row['ratio_b_over_a']['wall']:.3f} / {row['ratio_b_over_a']['thread_cpu']:.3f}", flush=True)
     write_json(args.output, {
         "benchmark": "pet_forward_ab", "base": args.base,
-        "head": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
-                               text=True).stdout.strip(),
+        "head": working_tree_label(),
         "model": args.model, "repeats": args.repeats, "threads": args.threads, "malloc_tuned": tuned,
         "results": rows, "stack": stack_info(), "command": "python " + " ".join(sys.argv)}, args.overwrite)
     return 0

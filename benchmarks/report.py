@@ -103,13 +103,12 @@ def render_speed(data: Dict, name: str) -> List[str]:
     lines = [title, "", what + f" PET stride model ({models['stride_model_parameters']} parameters) and PET MLIP "
              f"({models['mlip_parameters']} parameters), default hypers, {models['dtype']}, untrained weights "
              "(timing only).", ""]
-    head = "| atoms | MLIP-MD (s/ps) | " + " | ".join(f"FlashMD {s * 1000:g} fs (s/ps)" for s in strides)
-    head += " | " + " | ".join(f"speedup {s * 1000:g} fs" for s in strides)
     limits = not direct and all("limit" in row for row in data["results"])
-    if limits:
-        head += " | " + " | ".join(f"limit L {s * 1000:g} fs" for s in strides) + " | speedup / L |"
-    head += " peak RSS (MiB) |" if limits else " | peak RSS (MiB) |"
-    lines += [head, "|" + "---:|" * (2 + (3 if limits else 2) * len(strides) + 1 + int(limits))]
+    columns = (["atoms", "MLIP-MD (s/ps)"] + [f"FlashMD {s * 1000:g} fs (s/ps)" for s in strides]
+               + [f"speedup {s * 1000:g} fs" for s in strides]
+               + ([f"limit L {s * 1000:g} fs" for s in strides] + ["speedup / L"] if limits else [])
+               + ["peak RSS (MiB)"])
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
     for row in data["results"]:
         m = row["methods"]
         cells = [str(row["n_atoms"]), f"{m['mlip_md']['wall_s_per_simulated_ps']:.3g}"]

@@ -48,33 +48,28 @@ from _common import fit_exponent, stack_info, write_json  # noqa: E402
 
 STRIDE = 0.016  # ps
 TEMPERATURE = 300.0  # K
-MASSES = {1: 1.008, 8: 15.999}  # Da
 
 
-def build(n_molecules: int, platform_name: str, seed: int) -> Dict[str, Callable[[], object]]:
-    """The timed calls of one box size, by name (each call does one unit of work)."""
-    import copy
-
+def build(n_molecules: int, platform_name: str, seed: int, parts: bool = True) -> Dict[str, Callable[[], object]]:
+    """The timed calls of one box size, by name (each call does one unit of work); ``parts=False``:
+    the full step only. The networks are ``benchmarks/speed.py``'s (same hypers and seeds)."""
     import openmm
     from openmm import unit
 
     from openmm_flashmd import FlashMDIntegrator
     from openmm_flashmd.analysis.thermo import system_masses
     from openmm_flashmd.integrator.flashmd import STRIDE_FORCE_NAME
-    from openmm_flashmd.model.energy import PETEnergyModel
     from openmm_flashmd.model.mlip import create_mlip_system
-    from openmm_flashmd.model.pet import PETHypers, PETStrideModel
     from openmm_flashmd.systems import water_box
+    from speed import make_models
 
-    torch.manual_seed(seed)
-    energy = torch.jit.script(PETEnergyModel(PETHypers(), [1, 8], periodic=True).eval())
-    torch.manual_seed(seed + 1)
-    model = torch.jit.script(PETStrideModel(PETHypers(), STRIDE, [1, 8], MASSES, periodic=True).eval())
+    stride_models, energy, _ = make_models([STRIDE], torch.float32, torch.device("cpu"), seed)
+    model = stride_models[STRIDE]
     water = water_box(n_molecules=n_molecules, seed=seed)
     platform = openmm.Platform.getPlatformByName(platform_name)
     calls: Dict[str, Callable[[], object]] = {}
     keep = []
-    for name, splitting in (("step", "O F E O"), ("step_no_thermostat", "F E")):
+    for name, splitting in (("step", "O F E O"), ("step_no_thermostat", "F E"))[: 2 if parts else 1]:
         system = create_mlip_system(water.topology, energy)
         groups = {f.getForceGroup() for f in system.getForces() if not isinstance(f, openmm.CMMotionRemover)}
         integrator = FlashMDIntegrator(system, model, temperature=TEMPERATURE * unit.kelvin if "O" in splitting
@@ -87,7 +82,7 @@ def build(n_molecules: int, platform_name: str, seed: int) -> Dict[str, Callable
         integrator.step(2)
         keep.append(context)
         calls[name] = lambda integrator=integrator: integrator.step(1)
-        if name != "step":
+        if name != "step" or not parts:
             continue
         stride_group = next(f.getForceGroup() for f in system.getForces() if f.getName() == STRIDE_FORCE_NAME)
 
@@ -107,7 +102,7 @@ def build(n_molecules: int, platform_name: str, seed: int) -> Dict[str, Callable
         x = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         v = torch.tensor(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
         box = torch.tensor(np.array(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)))
-        masses = torch.tensor(system_masses(copy.deepcopy(system)), dtype=torch.float64)
+        masses = torch.tensor(system_masses(system), dtype=torch.float64)
         numbers = torch.tensor([a.element.atomic_number for a in water.topology.atoms()])
 
         def bare_stride() -> None:

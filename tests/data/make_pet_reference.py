@@ -15,9 +15,9 @@ import openmm.unit as u
 import torch
 
 try:
-    from pet_old import PETHypers, PETStrideModel  # the code the reference freezes
+    from pet_old import PETHypers, PETStrideModel  # the code the reference freezes, not today's
 except ImportError:
-    from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+    raise SystemExit("put the PET code of 35212c9 on PYTHONPATH as pet_old.py (see the docstring)") from None
 from openmm_flashmd.systems import rigid_water_box
 
 torch.manual_seed(0)

@@ -292,3 +292,25 @@ def test_energy_errors_use_the_kinetic_energy_of_the_velocities(constrained_dime
     kinetic = 0.5 * (data.masses[:, None] * batch["new_velocities"].numpy() ** 2).sum(axis=(1, 2))
     np.testing.assert_allclose(doubled[:, 1], 3 * kinetic, rtol=1e-6)
     np.testing.assert_allclose(doubled[:, 0], 0.0, atol=1e-6)
+
+
+def test_init_from_a_model_of_another_stride_takes_the_scales_of_its_own_data(constrained_dimer_data, tmp_path):
+    """training.init_from copies the network's weights; the normalisation buffers come from the new
+    training data and stride (the losses are normalised by them), not from the other model."""
+    overrides = dict(TINY_MODEL)
+    overrides.update({"model.verlet_guess": True, "model.guess_substeps": 2, "training.max_steps": 2,
+                      "training.validate_every": 2, "training.warmup_steps": 1, "training.batch_size": 8,
+                      "data.validation_fraction": 0.34})
+    first = train(constrained_dimer_data, tmp_path / "first", STRIDE, overrides=overrides, device="cpu",
+                  progress=False)
+    again = dict(overrides, **{"training.init_from": str(first.model_path), "training.learning_rate": 1e-12,
+                               "training.max_steps": 1})
+    second = train(constrained_dimer_data, tmp_path / "second", STRIDE / 2, overrides=again, device="cpu",
+                   progress=False)
+    before, after = load_model(first.model_path).state_dict(), load_model(second.model_path).state_dict()
+    scales = ("velocity_scale", "dq_scale", "p_scale", "guess_scale", "guess_velocity_scale")
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before if k not in scales)
+    recorded = read_metadata(load_model(second.model_path))["provenance"]["scales"]
+    for name in scales:
+        assert float(after[name]) == pytest.approx(recorded[name], rel=1e-6)
+    assert float(after["dq_scale"]) < 0.5 * float(before["dq_scale"])  # half the stride: far smaller residuals

@@ -220,10 +220,11 @@ class StrideTask(TrainingTask):
                      "provenance": self.provenance, "dtype": t["dtype"]}
         self.model = PETStrideModel.build(phypers, stride, self.spec["elements"], element_masses,
                                           self.spec["periodic"], self.provenance)
-        self.model.set_scales(self.scales["velocity_scale"], self.scales["dq_scale"], self.scales["p_scale"],
-                              self.scales.get("guess_scale"), self.scales.get("guess_velocity_scale"))
         if t.get("init_from") and ckpt is None:
             self.model.load_state_dict(initial_weights(t["init_from"]))
+        # after init_from: its normalisation buffers belong to its own data (and stride); the losses use these
+        self.model.set_scales(self.scales["velocity_scale"], self.scales["dq_scale"], self.scales["p_scale"],
+                              self.scales.get("guess_scale"), self.scales.get("guess_velocity_scale"))
         self.model.to(dtype=dtype, device=self.device)
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)

@@ -53,4 +53,16 @@ def torch_force(module):
     return openmmtorch.TorchForce(module)
 
 
+def global_parameter_names(force: openmm.Force) -> list:
+    """Names of the global parameters ``force`` declares (a ``TorchForce`` from
+    ``System.getForces()`` comes back as a plain ``Force`` proxy and is cast here)."""
+    if not hasattr(force, "getNumGlobalParameters"):
+        import openmmtorch
+
+        if not openmmtorch.TorchForce.isinstance(force):
+            return []
+        force = openmmtorch.TorchForce.cast(force)
+    return [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())]
+
+
 ensure_torch_plugins()

@@ -25,6 +25,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
+from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
+
 try:
     import metatomic.torch as _mta
     import vesin.metatomic as _vesin_mta
@@ -33,7 +35,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
     raise ImportError('openmm_flashmd.metatomic needs the optional extra: pip install "openmm-flashmd[metatomic]" '
                       f"({_err})") from None
 
-__all__ = ["MetatomicEnergy", "MetatomicStrideModel", "load_metatomic_stride_model", "metatomic_mlip_force",
+__all__ = ["MetatomicEnergy", "MetatomicStrideModel", "NonPeriodicMetatomicEnergy", "load_metatomic_stride_model", "metatomic_mlip_force",
            "write_metatrain_dataset"]
 
 #: 1 fs in ASE's time unit (Å sqrt(u/eV)): metatomic momenta are in (eV·u)^½ = u Å / ASE time.
@@ -128,9 +130,10 @@ class _EnergyRunner:
             "energy": _mta.ModelOutput(quantity="energy", unit="kJ/mol", per_atom=False)})
         self.neighbors = _vesin_mta.neighbor_lists_for_model("nm", self.model)
 
-    def __call__(self, positions: torch.Tensor, box: torch.Tensor,
-                 atomic_numbers: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = positions.detach().to(self.dtype).requires_grad_(True)
+    def __call__(self, positions: torch.Tensor, box: torch.Tensor, atomic_numbers: torch.Tensor,
+                 energy_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Energy and forces; ``energy_only``: no autograd, and NaN forces (nothing may read them)."""
+        x = positions.detach().to(self.dtype).requires_grad_(not energy_only)
         periodic = bool(torch.any(box != 0))
         system = _mta.System(types=atomic_numbers.to(torch.int32), positions=x,
                              cell=box.to(self.dtype) if periodic else torch.zeros(3, 3, dtype=self.dtype),
@@ -138,6 +141,8 @@ class _EnergyRunner:
         for calculator in self.neighbors:
             calculator.add_neighbor_list(system)
         energy = self.model([system], self.options, check_consistency=False)["energy"].block().values.sum()
+        if energy_only:
+            return energy.detach().to(torch.float64), torch.full_like(positions, float("nan"))
         (gradient,) = torch.autograd.grad(energy, x)
         return energy.detach().to(torch.float64), (-gradient).to(positions.dtype)
 
@@ -145,12 +150,16 @@ class _EnergyRunner:
 _ENERGY_RUNNERS: Dict[str, _EnergyRunner] = {}
 
 
-def _metatomic_energy(path: str, positions: torch.Tensor, box: torch.Tensor,
-                      atomic_numbers: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Energy (kJ/mol) and forces (kJ/mol/nm) of the metatomic MLIP at ``path`` for positions in nm."""
+def _metatomic_energy(path: str, positions: torch.Tensor, box: torch.Tensor, atomic_numbers: torch.Tensor,
+                      energy_only: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Energy (kJ/mol) and forces (kJ/mol/nm) of the metatomic MLIP at ``path`` for positions in nm
+    (``energy_only``: the energy alone, forces NaN)."""
     runner = _ENERGY_RUNNERS.get(path)
     if runner is None:
         runner = _ENERGY_RUNNERS[path] = _EnergyRunner(path)
+    if energy_only:
+        with torch.no_grad():
+            return runner(positions, box, atomic_numbers, True)
     with torch.enable_grad():
         return runner(positions, box, atomic_numbers)
 
@@ -158,23 +167,43 @@ def _metatomic_energy(path: str, positions: torch.Tensor, box: torch.Tensor,
 # Registered above autograd (CompositeImplicitAutograd), unlike torch.library.custom_op, whose
 # implementation runs below it where the forces' own autograd pass cannot record.
 _LIBRARY = torch.library.Library("openmm_flashmd", "FRAGMENT")
-_LIBRARY.define("metatomic_energy(str path, Tensor positions, Tensor box, Tensor atomic_numbers) -> (Tensor, Tensor)")
+_LIBRARY.define("metatomic_energy(str path, Tensor positions, Tensor box, Tensor atomic_numbers, bool energy_only) "
+                "-> (Tensor, Tensor)")
 _LIBRARY.impl("metatomic_energy", _metatomic_energy, "CompositeImplicitAutograd")
 
 
 class MetatomicEnergy(torch.nn.Module):
-    """TorchForce module: the metatomic MLIP file ``path`` on the particles with ``atomic_numbers``
-    (returns energy in kJ/mol and forces in kJ/mol/nm; see :func:`metatomic_mlip_force`)."""
+    """TorchForce module of a periodic System: the metatomic MLIP file ``path`` on the particles
+    with ``atomic_numbers``; ``forward(positions, box = None, energy_only = None)`` returns energy
+    in kJ/mol and forces in kJ/mol/nm (see :func:`metatomic_mlip_force`). ``energy_only`` is the
+    global parameter :data:`~openmm_flashmd.model.energy.ENERGY_ONLY_PARAMETER`: while it is 1
+    the model runs without autograd and the forces are NaN."""
 
     def __init__(self, path: str, atomic_numbers: torch.Tensor):
         super().__init__()
         self.path = path
         self.register_buffer("atomic_numbers", atomic_numbers.to(torch.int64))
 
-    def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None,
+                energy_only: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.energy_and_forces(positions, box, energy_only)
+
+    def energy_and_forces(self, positions: torch.Tensor, box: Optional[torch.Tensor],
+                          energy_only: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         cell = box if box is not None else torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
-        energy, forces = torch.ops.openmm_flashmd.metatomic_energy(self.path, positions, cell, self.atomic_numbers)
+        only = energy_only is not None and bool(energy_only > 0.5)
+        energy, forces = torch.ops.openmm_flashmd.metatomic_energy(self.path, positions, cell, self.atomic_numbers,
+                                                                   only)
         return energy, forces
+
+
+class NonPeriodicMetatomicEnergy(MetatomicEnergy):
+    """:class:`MetatomicEnergy` for a non-periodic System (openmm-torch passes no box there):
+    ``forward(positions, energy_only = None)``."""
+
+    def forward(self, positions: torch.Tensor,
+                energy_only: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.energy_and_forces(positions, None, energy_only)
 
 
 def metatomic_mlip_force(path: Union[str, os.PathLike], system, topology, force_group: int = 0,
@@ -201,12 +230,13 @@ def metatomic_mlip_force(path: Union[str, os.PathLike], system, topology, force_
     unsupported = sorted(set(numbers) - {int(z) for z in model.capabilities().atomic_types})
     if unsupported:
         raise ValueError(f"the MLIP does not support elements {unsupported}")
-    module = torch.jit.script(MetatomicEnergy(path, torch.tensor(numbers)))
-    force = _plugins.torch_force(module)
+    periodic = system.usesPeriodicBoundaryConditions() if periodic is None else bool(periodic)
+    module_type = MetatomicEnergy if periodic else NonPeriodicMetatomicEnergy
+    force = _plugins.torch_force(torch.jit.script(module_type(path, torch.tensor(numbers))))
     force.setOutputsForces(True)
-    force.setUsesPeriodicBoundaryConditions(system.usesPeriodicBoundaryConditions() if periodic is None
-                                            else bool(periodic))
+    force.setUsesPeriodicBoundaryConditions(periodic)
     force.setForceGroup(int(force_group))
+    force.addGlobalParameter(ENERGY_ONLY_PARAMETER, 0.0)
     return force
 
 

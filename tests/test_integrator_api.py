@@ -376,18 +376,24 @@ def test_strides_outside_the_physical_range_are_refused(stride):
     ("O F E O", None, True), ("O F E O", None, False), ("F E", None, True), ("F", None, True),
     ("O F E O", {0, 1}, True),
 ])
-def test_the_filter_and_monitor_evaluate_a_torchforce_without_its_backward_pass(splitting, groups, fallback):
+@pytest.mark.parametrize("declares_energy_only", [False, True])
+def test_the_filter_and_monitor_evaluate_a_torchforce_without_its_backward_pass(splitting, groups, fallback,
+                                                                               declares_energy_only):
     """Energy-only evaluations skip openmm-torch's backward pass (OpenMM merges an energy step with a
     later force step at the same positions unless an x assignment separates them: the fallback MD
     must not make every stride pay for forces it only needs after a rejection). Several energy
-    groups are summed one group per step (OpenMM refuses a step that depends on two)."""
+    groups are summed one group per step (OpenMM refuses a step that depends on two). A force that
+    declares ENERGY_ONLY_PARAMETER is evaluated with it at 1: no autograd graph either."""
     import openmmtorch
 
+    from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
     from toy_models import PASSES, CountedWell
 
     system = harmonic_system(np.full(3, 2.0), 50.0)  # group 0
     well = openmmtorch.TorchForce(torch.jit.script(CountedWell()))
     well.setForceGroup(1)
+    if declares_energy_only:
+        well.addGlobalParameter(ENERGY_ONLY_PARAMETER, 0.0)
     system.addForce(well)
     options = {"temperature": 300.0} if "O" in splitting else {}
     integrator = FlashMDIntegrator(system, HarmonicStrideModel(0.01, 150.0), splitting=splitting,
@@ -396,8 +402,12 @@ def test_the_filter_and_monitor_evaluate_a_torchforce_without_its_backward_pass(
     context.setPositions(np.random.default_rng(0).normal(size=(3, 3)) * 0.05)
     context.setVelocities(np.full((3, 3), 0.3))
     integrator.step(1)
-    PASSES.update(forward=0, backward=0)
+    PASSES.update(forward=0, backward=0, graph=0)
     integrator.step(20)
     assert integrator.fallback_statistics["rejected"] == 0
     assert PASSES["backward"] == 0
     assert PASSES["forward"] > 0 if ("E" in splitting or fallback) else PASSES["forward"] == 0
+    assert PASSES["graph"] == (0 if declares_energy_only else PASSES["forward"])
+    assert context.getParameter(ENERGY_ONLY_PARAMETER) == 0.0 if declares_energy_only else True
+    forces = context.getState(getForces=True, groups={1}).getForces(asNumpy=True)._value
+    assert PASSES["backward"] == 1 and np.abs(forces).max() > 0  # forces outside the program: autograd as before

@@ -22,6 +22,7 @@ from openmm import unit  # noqa: E402
 from openmm_flashmd import FlashMDIntegrator, read_metadata  # noqa: E402
 from openmm_flashmd.data.dataset import load_trajectories  # noqa: E402
 from openmm_flashmd.data.generate import generate  # noqa: E402
+from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER  # noqa: E402
 from openmm_flashmd.metatomic import (load_metatomic_stride_model, metatomic_mlip_force,  # noqa: E402
                                      write_metatrain_dataset)
 from openmm_flashmd.systems import get_system  # noqa: E402
@@ -216,6 +217,18 @@ def test_mlip_force_matches_the_model_and_drives_the_energy_filter(trained, mlip
         atoms.get_potential_energy() * kjmol_per_ev, rel=1e-5)
     np.testing.assert_allclose(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer),
                                atoms.get_forces() * 10 * kjmol_per_ev, atol=1e-3)
+    del context
+    # the energy-only evaluation (the filter's, parameter at 1) gives the same energy, without autograd
+    reader = openmm.CustomIntegrator(0.001)
+    reader.addGlobalVariable("e", 0.0)
+    reader.addComputeGlobal(ENERGY_ONLY_PARAMETER, "1")
+    reader.addComputeGlobal("e", "energy1")
+    reader.addComputeGlobal(ENERGY_ONLY_PARAMETER, "0")
+    context = openmm.Context(system, reader, openmm.Platform.getPlatformByName("CPU"))
+    context.setPeriodicBoxVectors(*box)
+    context.setPositions(x)
+    reader.step(1)
+    assert reader.getGlobalVariableByName("e") == pytest.approx(atoms.get_potential_energy() * kjmol_per_ev, rel=1e-5)
 
     del context
     integrator = FlashMDIntegrator(system, load_metatomic_stride_model(path), temperature=120 * unit.kelvin,

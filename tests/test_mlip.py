@@ -287,6 +287,35 @@ def test_torchforce_matches_model(platform, periodic):
     np.testing.assert_allclose(forces, f_ref[0].numpy(), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("periodic", [True, False])
+def test_energy_only_parameter_gives_the_energy_without_autograd(periodic):
+    """With ENERGY_ONLY_PARAMETER at 1 (as FlashMDIntegrator sets it around the filter's energy) the
+    force's energy is the model's, computed without a graph: forces cannot be asked for then."""
+    from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
+
+    model = make_model(periodic=periodic, seed=1)
+    pos, z, box = water_like(n_mol=6, box_length=1.0 if periodic else 0.6, periodic=periodic, seed=2)
+    e_ref, _ = model.energy_and_forces_batch(pos[None], z, box[None])
+    system = openmm.System()
+    for a in z.tolist():
+        system.addParticle(MASSES[a])
+    if periodic:
+        system.setDefaultPeriodicBoxVectors(*box.numpy())
+    force = mlip_torch_force(model, z.tolist(), periodic)
+    assert [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())] == [ENERGY_ONLY_PARAMETER]
+    system.addForce(force)
+    reader = openmm.CustomIntegrator(0.001)
+    reader.addGlobalVariable("e", 0.0)
+    reader.addComputeGlobal(ENERGY_ONLY_PARAMETER, "1")
+    reader.addComputeGlobal("e", "energy")
+    context = openmm.Context(system, reader, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(pos.numpy())
+    reader.step(1)
+    assert reader.getGlobalVariableByName("e") == pytest.approx(float(e_ref), rel=1e-12, abs=1e-10)
+    with pytest.raises(openmm.OpenMMException, match="does not require grad"):
+        context.getState(getForces=True)
+
+
 def test_atom_subset_and_float32_model():
     """Only the selected atoms reach the model; the others feel no force from it."""
     model = make_model(torch.float32, periodic=False, seed=3)

@@ -1,6 +1,6 @@
 """Small TorchScript stride models for integrator tests."""
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -133,24 +133,26 @@ class BadOutputModel(torch.nn.Module):
         return new_x, velocities.clone()
 
 
-#: calls of the ``flashmd_test::counted`` op in forward and backward passes (see :class:`CountedWell`)
-PASSES = {"forward": 0, "backward": 0}
+#: calls of the ``flashmd_test::counted`` op in forward and backward passes, and the forward
+#: passes that ran with autograd on ("graph"; see :class:`CountedWell`)
+PASSES = {"forward": 0, "backward": 0, "graph": 0}
 
 
 @torch.library.custom_op("flashmd_test::counted", mutates_args=())
-def _counted(x: torch.Tensor) -> torch.Tensor:
+def _counted(x: torch.Tensor, graph: bool) -> torch.Tensor:
     PASSES["forward"] += 1
+    PASSES["graph"] += int(graph)
     return x.clone()
 
 
 @_counted.register_fake
-def _(x):
+def _(x, graph):
     return torch.empty_like(x)
 
 
 def _counted_backward(ctx, grad):
     PASSES["backward"] += 1
-    return grad
+    return grad, None
 
 
 _counted.register_autograd(_counted_backward)
@@ -159,11 +161,21 @@ _counted.register_autograd(_counted_backward)
 class CountedWell(torch.nn.Module):
     """A harmonic well 0.5 k |x|^2 (kJ/mol, k in kJ/mol/nm^2) for a ``TorchForce`` that counts
     its forward and backward passes in :data:`PASSES` (openmm-torch runs the backward pass only
-    when OpenMM asks for forces)."""
+    when OpenMM asks for forces, but always hands over positions that require grad). Give the
+    force the global parameter ``flashmd_energy_only`` and it honours it: no autograd graph
+    while it is 1."""
 
     def __init__(self, k: float = 100.0):
         super().__init__()
         self.k = k
 
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.k * (torch.ops.flashmd_test.counted(positions) ** 2).sum()
+    def forward(self, positions: torch.Tensor, energy_only: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if energy_only is not None and bool(energy_only > 0.5):
+            with torch.no_grad():
+                energy = self.well(positions)
+            return energy
+        return self.well(positions)
+
+    def well(self, positions: torch.Tensor) -> torch.Tensor:
+        counted = torch.ops.flashmd_test.counted(positions, torch.is_grad_enabled() and positions.requires_grad)
+        return 0.5 * self.k * (counted ** 2).sum()

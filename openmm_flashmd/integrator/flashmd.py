@@ -9,7 +9,7 @@ import openmm
 import torch
 from openmm import unit
 
-from openmm_flashmd._plugins import quiet_import
+from openmm_flashmd._plugins import global_parameter_names, quiet_import
 from openmm_flashmd.analysis.thermo import degrees_of_freedom, system_masses
 from openmm_flashmd.integrator.adapter import (
     FAILURE_REASONS,
@@ -43,6 +43,7 @@ from openmm_flashmd.integrator.guess import (
 )
 from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
 from openmm_flashmd.messages import error_line
+from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
 from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
 
 ThermostatedIntegrator = quiet_import("openmmtools.integrators").ThermostatedIntegrator
@@ -92,6 +93,12 @@ def _splitting_from_code(code: float) -> str:
 def _force_groups(system: openmm.System) -> set:
     """The force groups that hold at least one of the System's forces."""
     return {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+
+
+def _declares_energy_only(system: openmm.System) -> bool:
+    """Whether a force of ``system`` declares :data:`ENERGY_ONLY_PARAMETER` (see
+    :mod:`openmm_flashmd.model.energy`): its energy-only evaluations can then skip autograd."""
+    return any(ENERGY_ONLY_PARAMETER in global_parameter_names(force) for force in system.getForces())
 
 
 def _choose_stride_group(used: set) -> int:
@@ -251,6 +258,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             [name] if energy_groups == all_groups else [f"{name}{g}" for g in sorted(energy_groups)]
             for name in ("energy", "f")
         )
+        self._energy_only = _declares_energy_only(system)
         self._uses_guess = adapter.uses_guess
         self._constrained = system.getNumConstraints() > 0
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
@@ -402,11 +410,16 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         self.endBlock()
 
     def _add_potential_energy(self, target: str, plus: str = "0") -> None:
-        """``target = plus + potential energy of the energy groups`` (kJ/mol), one step per group."""
+        """``target = plus + potential energy of the energy groups`` (kJ/mol), one step per group;
+        with :data:`ENERGY_ONLY_PARAMETER` at 1 while they run when a force declares it."""
         first, *rest = self._energy_terms
+        if self._energy_only:
+            self.addComputeGlobal(ENERGY_ONLY_PARAMETER, "1")
         self.addComputeGlobal(target, f"{plus} + {first}")
         for term in rest:
             self.addComputeGlobal(target, f"{target} + {term}")
+        if self._energy_only:
+            self.addComputeGlobal(ENERGY_ONLY_PARAMETER, "0")
 
     def _add_energy_test(self) -> None:
         """The filter's squared scale factor (H - V')/K' after the stride, and whether it is in band."""

@@ -19,6 +19,15 @@ and a ``metadata_json`` attribute (the keys of
 :data:`openmm_flashmd.model.protocol.METADATA_DEFAULTS`; ``kind`` is ``"pet-energy"``
 here). :mod:`openmm_flashmd.model.mlip` runs such a module in OpenMM.
 
+*Energy-only evaluations.* openmm-torch hands a ``TorchForce`` positions that require
+grad, so a module builds its autograd graph even when OpenMM asks for the energy alone
+(at 1,000 atoms that costs half a forward pass more). A force in the System that declares
+the global parameter :data:`ENERGY_ONLY_PARAMETER` promises to skip the graph while that
+parameter is 1; :class:`~openmm_flashmd.FlashMDIntegrator` sets it to 1 around its
+energy-only evaluations (filter and monitor) and to 0 at once after them, so forces are
+never asked for while it is 1. The MLIP forces of :mod:`openmm_flashmd.model.mlip` and
+:mod:`openmm_flashmd.metatomic` declare it.
+
 :class:`PETEnergyModel` computes
 
 ``E = energy_scale * sum_i sum_l head_l(h_i^l) + sum_i composition_energies[s_i]``
@@ -39,10 +48,13 @@ from torch import Tensor, nn
 from openmm_flashmd.model.pet import ATTENTION_GROUP_ATOMS, PETBackbone, PETHypers, PETModel, _mlp
 from openmm_flashmd.model.protocol import metadata_fields
 
-__all__ = ["PETEnergyModel", "read_energy_metadata"]
+__all__ = ["ENERGY_ONLY_PARAMETER", "PETEnergyModel", "read_energy_metadata"]
 
 #: ``kind`` recorded in the metadata of :class:`PETEnergyModel`.
 ENERGY_MODEL_KIND = "pet-energy"
+
+#: Global parameter of an energy force: 1 while only its energy is asked for (module docstring).
+ENERGY_ONLY_PARAMETER = "flashmd_energy_only"
 
 
 class PETEnergyModel(PETModel):

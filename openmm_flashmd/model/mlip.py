@@ -27,11 +27,11 @@ import openmm
 import torch
 from openmm import app, unit
 
-from openmm_flashmd.model.energy import read_energy_metadata
+from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER, read_energy_metadata
 from openmm_flashmd.model.neighbors import cell_heights
 
-__all__ = ["EnergyModelLike", "MLIP_FORCE_NAME", "MLIPForceModule", "add_mlip_force", "create_mlip_system",
-           "load_energy_model", "mlip_torch_force"]
+__all__ = ["EnergyModelLike", "MLIP_FORCE_NAME", "MLIPForceModule", "NonPeriodicMLIPForceModule", "add_mlip_force",
+           "create_mlip_system", "load_energy_model", "mlip_torch_force"]
 
 #: Name given to the TorchForce that carries the energy model.
 MLIP_FORCE_NAME = "FlashMDMLIPForce"
@@ -40,11 +40,14 @@ EnergyModelLike = Union[torch.nn.Module, torch.jit.ScriptModule, str, os.PathLik
 
 
 class MLIPForceModule(torch.nn.Module):
-    """TorchForce entry point: ``forward(positions [P,3] nm, box [3,3] nm = None) -> E kJ/mol``.
+    """TorchForce entry point of a periodic System:
+    ``forward(positions [P,3] nm, box [3,3] nm = None, energy_only = None) -> E kJ/mol``.
 
     Picks the model's atoms out of the ``P`` particles of the System (``indices``; all
     of them when None), passes their atomic numbers and the cell (zeros when not
-    periodic) to the energy model.
+    periodic) to the energy model. ``energy_only`` is the global parameter
+    :data:`~openmm_flashmd.model.energy.ENERGY_ONLY_PARAMETER`: while it is 1 the model runs
+    without an autograd graph (the energy cannot then give forces).
     """
 
     def __init__(self, model: torch.nn.Module, atomic_numbers: torch.Tensor, indices: Optional[torch.Tensor]):
@@ -54,13 +57,31 @@ class MLIPForceModule(torch.nn.Module):
         self.all_atoms = indices is None
         self.register_buffer("indices", torch.zeros(0, dtype=torch.long) if indices is None else indices.to(torch.long))
 
-    def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None,
+                energy_only: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.energy(positions, box, energy_only)
+
+    def energy(self, positions: torch.Tensor, box: Optional[torch.Tensor],
+               energy_only: Optional[torch.Tensor]) -> torch.Tensor:
+        """The model's energy (kJ/mol) of ``positions`` (nm) in ``box`` (nm, None: not periodic)."""
         pos = positions if self.all_atoms else positions.index_select(0, self.indices)
         if box is None:
             cell = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
         else:
             cell = box.to(positions.dtype)
+        if energy_only is not None and bool(energy_only > 0.5):
+            with torch.no_grad():
+                result = self.model(pos, self.atomic_numbers, cell)
+            return result
         return self.model(pos, self.atomic_numbers, cell)
+
+
+class NonPeriodicMLIPForceModule(MLIPForceModule):
+    """TorchForce entry point of a non-periodic System (openmm-torch passes no box there):
+    ``forward(positions [P,3] nm, energy_only = None) -> E kJ/mol``; see :class:`MLIPForceModule`."""
+
+    def forward(self, positions: torch.Tensor, energy_only: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.energy(positions, None, energy_only)
 
 
 def load_energy_model(model: EnergyModelLike, map_location: str = "cpu") -> torch.jit.ScriptModule:
@@ -164,10 +185,11 @@ def mlip_torch_force(
         raise ValueError("every atom the energy model acts on needs an element (atomic number >= 1)")
     _check_model(read_energy_metadata(scripted), selected.tolist(), periodic, box_vectors)
 
-    entry = torch.jit.script(MLIPForceModule(scripted, selected, indices))
-    force = _plugins.torch_force(entry)
+    entry_type = MLIPForceModule if periodic else NonPeriodicMLIPForceModule
+    force = _plugins.torch_force(torch.jit.script(entry_type(scripted, selected, indices)))
     force.setName(MLIP_FORCE_NAME)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    force.addGlobalParameter(ENERGY_ONLY_PARAMETER, 0.0)
     return force
 
 

@@ -379,28 +379,37 @@ def render_metatomic_speed(data: Dict, name: str) -> List[str]:
 
 def render_step_profile(data: Dict, name: str) -> List[str]:
     lines = [f"### Where a FlashMD step's time goes, {data['platform']} platform (`{name}`)", "",
-             f"One `FlashMDIntegrator` step (\"O F E O\", {data['stride_ps'] * 1000:g} fs, {data['model']}, PET MLIP "
-             "as the only potential) and its parts, each the median of "
-             f"{data['repeats']} interleaved blocks, {data['threads']} torch thread(s): the stride `TorchForce` "
-             "through the stages of the staged protocol (probe; stride = stages 1-2 minus the probe; velocity "
-             "return = stages 1-3 minus stages 1-2; idle = a call that returns zeros), the MLIP energy alone (the "
-             "filter's evaluation), the thermostat (step minus the step without it) and the program's own work "
-             "(the rest), against the bare PyTorch forwards (`benchmarks/step_profile.py`). Times in ms. Derived "
-             "parts are differences of medians: on a shared machine a small part can come out negative.", "",
-             "| atoms | step | probe | stride | velocity return | idle | filter energy | thermostat | program rest | "
-             "bare stride | bare energy | step / bare |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"`FlashMDIntegrator` steps (\"O F E O\", {data['stride_ps'] * 1000:g} fs, {data['model']}, PET MLIP "
+             "as the only potential) and their parts, each the median of "
+             f"{data['repeats']} interleaved blocks of process CPU time, {data['threads']} torch thread(s) "
+             "(`benchmarks/step_profile.py`). A `step(1)` call costs one step plus the call's own energy "
+             "evaluation (the step cannot know whether the Context changed since the last call); a step inside "
+             "a run costs `step(2)` − `step(1)` (\"in run\"), the call's own cost 2 `step(1)` − `step(2)`. "
+             "Parts: the stride `TorchForce` through the stages of the staged protocol (probe; stride = stages "
+             "1-2 minus the probe; velocity return = stages 1-3 minus stages 1-2), the MLIP energy alone as "
+             "the filter asks for it (energy-only parameter at 1: no autograd graph) and the same through a "
+             "force without that parameter (graph built and dropped, as before it existed), the thermostat "
+             "(step minus the step without it); the bare PyTorch forwards under `torch.no_grad`. \"graph / "
+             "no graph\" compares steps in a run on the two forces. Times in ms; derived parts are differences "
+             "of medians and can come out negative on a shared machine.", "",
+             "| atoms | step(1) call | step in run | call's own | probe | stride | velocity return | filter energy "
+             "| filter energy, graph | thermostat | bare stride | bare energy | call / bare | in run / bare | "
+             "graph / no graph, in run |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in data["results"]:
-        ms = {k: v["median"] for k, v in row["ms"].items()}
-        d = row["derived"]
-        lines.append(f"| {row['n_atoms']} | {ms['step']:.1f} | {ms['probe']:.2f} | {d['stride']:.1f} | "
-                     f"{d['velocity_return']:.2f} | {ms['idle']:.2f} | {ms['filter_energy']:.1f} | "
-                     f"{d['thermostat']:.1f} | {d['program_rest']:.1f} | {ms['bare_stride_forward']:.1f} | "
-                     f"{ms['bare_energy_forward']:.1f} | {d['overhead_ratio']:.2f} |")
-    exps = data["scaling_exponents"]
-    lines += ["", "Fitted exponents (time ∝ N^a): " + ", ".join(
+        ms = {k: v["median"] for k, v in row["cpu_ms"].items()}
+        d = row["derived_cpu"]
+        lines.append(f"| {row['n_atoms']} | {ms['step']:.1f} | {d['step_in_run']:.1f} | {d['call_overhead']:.1f} | "
+                     f"{ms['probe']:.2f} | {d['stride']:.1f} | {d['velocity_return']:.2f} | "
+                     f"{ms['filter_energy']:.1f} | {ms['filter_energy_graph']:.1f} | {d['thermostat']:.1f} | "
+                     f"{ms['bare_stride_forward']:.1f} | {ms['bare_energy_forward']:.1f} | "
+                     f"{d['overhead_ratio']:.2f} | {d['overhead_ratio_in_run']:.2f} | "
+                     f"{d['energy_only_gain_in_run']:.2f} |")
+    exps = data["scaling_exponents_cpu"]
+    lines += ["", "Fitted exponents of the CPU times (time ∝ N^a): " + ", ".join(
         f"{k.replace('_', ' ')} {v:.2f}" for k, v in exps.items() if v is not None and k in
-        ("step", "probe_stride", "filter_energy", "bare_stride_forward", "bare_energy_forward")) + ".",
-        "", _stack_line(data["stack"]), ""]
+        ("step", "step_pair", "probe_stride", "filter_energy", "filter_energy_graph", "bare_stride_forward",
+         "bare_energy_forward")) + ".", "", _stack_line(data["stack"]), ""]
     return lines
 
 

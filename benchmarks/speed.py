@@ -26,6 +26,14 @@ energy forward (what a FlashMD step computes; the energy before the stride is th
 after the previous stride) against the MLIP forward + backward (energy and forces: what
 an MLIP-MD step computes), and converts both to time per simulated ps.
 
+A timed block is one ``integrator.step(k)`` call after the state was re-set, and each such
+call pays once for what a run pays once per reporter interval: MLIP-MD evaluates the forces
+of the re-set positions, ``FlashMDIntegrator.step`` the potential energy before its first
+stride (it cannot know whether the Context changed since its last call). Blocks of at least
+``--min-steps`` steps (default 4; the bare PyTorch calls have no such start and keep blocks of
+about ``--target-block-s``) keep that share small at every size, as a reporter interval does in
+a run; ``benchmarks/step_profile.py`` measures the per-call cost itself.
+
 Usage::
 
     python benchmarks/speed.py                                  # CPU, OpenMM, default sizes
@@ -170,6 +178,7 @@ class Method:
         self.name, self.sim_ps_per_step = name, sim_ps_per_step
         self._run, self.reset, self.sync = run, reset, sync
         self.steps = 1
+        self.min_steps = 1  # fewest steps in a timed block
         self.samples: List[float] = []
         self.warmup_s: List[float] = []
         self.memory: Dict[str, float] = {}
@@ -184,8 +193,8 @@ class Method:
 
 def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s: float, max_steps: int,
             device: torch.device) -> None:
-    """Warm up each method, size its timed blocks to about ``target_block_s``, then time
-    ``repeats`` rounds, the methods interleaved within each round.
+    """Warm up each method, size its timed blocks to about ``target_block_s`` (at least its
+    ``min_steps`` steps), then time ``repeats`` rounds, the methods interleaved within each round.
 
     Warm-up: at least ``warmup`` single steps, continued (up to ``3 * warmup``) while the
     last step is more than 30 % slower than the fastest so far (TorchScript's profiling
@@ -200,7 +209,7 @@ def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s
             if len(times) >= max(1, warmup) and times[-1] <= 1.3 * min(times[:-1] or times):
                 break
         m.warmup_s = times
-        m.steps = int(min(max_steps, max(1, math.ceil(target_block_s / max(min(times), 1e-9)))))
+        m.steps = int(min(max_steps, max(m.min_steps, math.ceil(target_block_s / max(min(times), 1e-9)))))
     for _ in range(repeats):
         for m in methods:
             m.reset()
@@ -314,6 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--target-block-s", type=float, default=1.0,
                         help="aim for timed blocks of about this many seconds (steps per block chosen from a probe)")
     parser.add_argument("--max-steps", type=int, default=200, help="most steps in one timed block")
+    parser.add_argument("--min-steps", type=int, default=4,
+                        help="fewest steps in one timed block (one integrator.step call: see the docstring)")
     parser.add_argument("--platform", default="CPU", help="OpenMM platform (not with --direct)")
     parser.add_argument("--direct", action="store_true", help="PyTorch only, no OpenMM (see the docstring)")
     parser.add_argument("--device", default=None, help="--direct: torch device (default cuda if available, else cpu)")
@@ -355,6 +366,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             methods, (positions, numbers, box, groups) = openmm_methods(
                 n_molecules, stride_models, energy, args.platform, args.seed)
+            for method in methods:  # integrator.step calls: each pays its own start (see the docstring)
+                method.min_steps = args.min_steps
             if not args.no_bare:
                 methods += bare_methods(stride_models, energy, positions, numbers, box, dtype, device, "bare_")
         baseline_rss = current_rss_mib()
@@ -410,6 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "flashmd": {"strides_ps": strides, "splitting": "O F E O", "energy_force_groups": groups,
                     "collision_rate_per_ps": 1.0, "temperature_K": TEMPERATURE},
         "repeats": args.repeats, "warmup": args.warmup, "target_block_s": args.target_block_s,
+        "min_steps": args.min_steps,
         "sizes_molecules": list(args.sizes),
         "results": rows,
         "scaling_exponents": exponents,

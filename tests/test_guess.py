@@ -261,11 +261,14 @@ def test_noisy_frames_keep_constraints_and_feed_noisy_inputs(constrained_dimer_d
                     guesses=pair_guesses(data, STRIDE, 2, time_reversal=False, segments=[0, 1], progress=False))
 
 
+#: a tiny Verlet-guess model trained briefly on the constrained dimers
+TINY_GUESS_TRAINING = dict(TINY_MODEL, **{
+    "model.verlet_guess": True, "model.guess_substeps": 2, "training.max_steps": 10, "training.validate_every": 10,
+    "training.warmup_steps": 1, "training.batch_size": 8, "data.validation_fraction": 0.34})
+
+
 def test_training_with_noise_injection_starts_from_given_weights(constrained_dimer_data, tmp_path):
-    overrides = dict(TINY_MODEL)
-    overrides.update({"model.verlet_guess": True, "model.guess_substeps": 2, "training.max_steps": 10,
-                      "training.validate_every": 10, "training.warmup_steps": 1, "training.batch_size": 8,
-                      "data.validation_fraction": 0.34})
+    overrides = dict(TINY_GUESS_TRAINING)
     first = train(constrained_dimer_data, tmp_path / "first", STRIDE, overrides=overrides, device="cpu",
                   progress=False)
     again = dict(overrides, **{"data.input_noise": 0.002, "training.init_from": str(first.model_path),
@@ -297,10 +300,7 @@ def test_energy_errors_use_the_kinetic_energy_of_the_velocities(constrained_dime
 def test_init_from_a_model_of_another_stride_takes_the_scales_of_its_own_data(constrained_dimer_data, tmp_path):
     """training.init_from copies the network's weights; the normalisation buffers come from the new
     training data and stride (the losses are normalised by them), not from the other model."""
-    overrides = dict(TINY_MODEL)
-    overrides.update({"model.verlet_guess": True, "model.guess_substeps": 2, "training.max_steps": 2,
-                      "training.validate_every": 2, "training.warmup_steps": 1, "training.batch_size": 8,
-                      "data.validation_fraction": 0.34})
+    overrides = dict(TINY_GUESS_TRAINING, **{"training.max_steps": 2, "training.validate_every": 2})
     first = train(constrained_dimer_data, tmp_path / "first", STRIDE, overrides=overrides, device="cpu",
                   progress=False)
     again = dict(overrides, **{"training.init_from": str(first.model_path), "training.learning_rate": 1e-12,

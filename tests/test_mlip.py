@@ -266,9 +266,8 @@ def test_model_errors(model64, system):
 
 # ------------------------------------------------------------------------------ OpenMM
 
-@pytest.mark.parametrize("platform", ["Reference", "CPU"])
-@pytest.mark.parametrize("periodic", [True, False])
-def test_torchforce_matches_model(platform, periodic):
+def _six_waters_with_mlip(periodic):
+    """(positions nm, the model's energy and forces, a System holding its MLIP force, that force)."""
     model = make_model(periodic=periodic, seed=1)
     pos, z, box = water_like(n_mol=6, box_length=1.0 if periodic else 0.6, periodic=periodic, seed=2)
     e_ref, f_ref = model.energy_and_forces_batch(pos[None], z, box[None])
@@ -278,8 +277,15 @@ def test_torchforce_matches_model(platform, periodic):
     if periodic:
         system.setDefaultPeriodicBoxVectors(*box.numpy())
     force = mlip_torch_force(model, z.tolist(), periodic)
-    assert force.usesPeriodicBoundaryConditions() == periodic
     system.addForce(force)
+    return pos, e_ref, f_ref, system, force
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("periodic", [True, False])
+def test_torchforce_matches_model(platform, periodic):
+    pos, e_ref, f_ref, system, force = _six_waters_with_mlip(periodic)
+    assert force.usesPeriodicBoundaryConditions() == periodic
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
     context.setPositions(pos.numpy())
     energy, forces = state_of(context)
@@ -293,17 +299,8 @@ def test_energy_only_parameter_gives_the_energy_without_autograd(periodic):
     force's energy is the model's, computed without a graph: forces cannot be asked for then."""
     from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
 
-    model = make_model(periodic=periodic, seed=1)
-    pos, z, box = water_like(n_mol=6, box_length=1.0 if periodic else 0.6, periodic=periodic, seed=2)
-    e_ref, _ = model.energy_and_forces_batch(pos[None], z, box[None])
-    system = openmm.System()
-    for a in z.tolist():
-        system.addParticle(MASSES[a])
-    if periodic:
-        system.setDefaultPeriodicBoxVectors(*box.numpy())
-    force = mlip_torch_force(model, z.tolist(), periodic)
+    pos, e_ref, _, system, force = _six_waters_with_mlip(periodic)
     assert [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())] == [ENERGY_ONLY_PARAMETER]
-    system.addForce(force)
     reader = openmm.CustomIntegrator(0.001)
     reader.addGlobalVariable("e", 0.0)
     reader.addComputeGlobal(ENERGY_ONLY_PARAMETER, "1")

@@ -25,7 +25,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
+from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER, energy_only_requested
 
 try:
     import metatomic.torch as _mta
@@ -35,8 +35,8 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
     raise ImportError('openmm_flashmd.metatomic needs the optional extra: pip install "openmm-flashmd[metatomic]" '
                       f"({_err})") from None
 
-__all__ = ["MetatomicEnergy", "MetatomicStrideModel", "NonPeriodicMetatomicEnergy", "load_metatomic_stride_model", "metatomic_mlip_force",
-           "write_metatrain_dataset"]
+__all__ = ["MetatomicEnergy", "MetatomicStrideModel", "NonPeriodicMetatomicEnergy", "load_metatomic_stride_model",
+           "metatomic_mlip_force", "write_metatrain_dataset"]
 
 #: 1 fs in ASE's time unit (Å sqrt(u/eV)): metatomic momenta are in (eV·u)^½ = u Å / ASE time.
 _ASE_FS = 0.09822694788464063
@@ -132,8 +132,9 @@ class _EnergyRunner:
 
     def __call__(self, positions: torch.Tensor, box: torch.Tensor, atomic_numbers: torch.Tensor,
                  energy_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Energy and forces; ``energy_only``: no autograd, and NaN forces (nothing may read them)."""
-        x = positions.detach().to(self.dtype).requires_grad_(not energy_only)
+        """Energy and forces; ``energy_only``: NaN forces (nothing may read them; the caller runs
+        it under ``torch.no_grad``)."""
+        x = positions.detach().to(self.dtype).requires_grad_(True)
         periodic = bool(torch.any(box != 0))
         system = _mta.System(types=atomic_numbers.to(torch.int32), positions=x,
                              cell=box.to(self.dtype) if periodic else torch.zeros(3, 3, dtype=self.dtype),
@@ -157,11 +158,8 @@ def _metatomic_energy(path: str, positions: torch.Tensor, box: torch.Tensor, ato
     runner = _ENERGY_RUNNERS.get(path)
     if runner is None:
         runner = _ENERGY_RUNNERS[path] = _EnergyRunner(path)
-    if energy_only:
-        with torch.no_grad():
-            return runner(positions, box, atomic_numbers, True)
-    with torch.enable_grad():
-        return runner(positions, box, atomic_numbers)
+    with torch.no_grad() if energy_only else torch.enable_grad():
+        return runner(positions, box, atomic_numbers, energy_only)
 
 
 # Registered above autograd (CompositeImplicitAutograd), unlike torch.library.custom_op, whose
@@ -191,9 +189,8 @@ class MetatomicEnergy(torch.nn.Module):
     def energy_and_forces(self, positions: torch.Tensor, box: Optional[torch.Tensor],
                           energy_only: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         cell = box if box is not None else torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
-        only = energy_only is not None and bool(energy_only > 0.5)
         energy, forces = torch.ops.openmm_flashmd.metatomic_energy(self.path, positions, cell, self.atomic_numbers,
-                                                                   only)
+                                                                   energy_only_requested(energy_only))
         return energy, forces
 
 

@@ -12,8 +12,9 @@ to that much freed memory instead of returning it. (Raising only the mmap thresh
 enough: glibc caps it at 32 MiB, and at 3,000 atoms most temporaries are larger.)
 
 Every ``TorchForce`` this package builds (stride force, PET MLIP, metatomic MLIP) calls it, through
-:func:`openmm_flashmd._plugins.torch_force`, and so does the trainer; it acts once per process. Set ``OPENMM_FLASHMD_MALLOC_TUNING=0`` to leave glibc's defaults alone. It does
-nothing where the C library is not glibc.
+:func:`openmm_flashmd._plugins.torch_force`, and so does the trainer; it acts once per process.
+Set ``OPENMM_FLASHMD_MALLOC_TUNING=0`` to leave glibc's defaults alone. It does nothing where the
+C library is not glibc.
 """
 
 from __future__ import annotations

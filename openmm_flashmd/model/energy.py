@@ -21,7 +21,7 @@ here). :mod:`openmm_flashmd.model.mlip` runs such a module in OpenMM.
 
 *Energy-only evaluations.* openmm-torch hands a ``TorchForce`` positions that require
 grad, so a module builds its autograd graph even when OpenMM asks for the energy alone
-(at 1,000 atoms that costs half a forward pass more). A force in the System that declares
+(and a module that returns its own forces runs its backward pass). A force in the System that declares
 the global parameter :data:`ENERGY_ONLY_PARAMETER` promises to skip the graph while that
 parameter is 1; :class:`~openmm_flashmd.FlashMDIntegrator` sets it to 1 around its
 energy-only evaluations (filter and monitor) and to 0 at once after them, so forces are
@@ -48,13 +48,19 @@ from torch import Tensor, nn
 from openmm_flashmd.model.pet import ATTENTION_GROUP_ATOMS, PETBackbone, PETHypers, PETModel, _mlp
 from openmm_flashmd.model.protocol import metadata_fields
 
-__all__ = ["ENERGY_ONLY_PARAMETER", "PETEnergyModel", "read_energy_metadata"]
+__all__ = ["ENERGY_ONLY_PARAMETER", "PETEnergyModel", "energy_only_requested", "read_energy_metadata"]
 
 #: ``kind`` recorded in the metadata of :class:`PETEnergyModel`.
 ENERGY_MODEL_KIND = "pet-energy"
 
 #: Global parameter of an energy force: 1 while only its energy is asked for (module docstring).
 ENERGY_ONLY_PARAMETER = "flashmd_energy_only"
+
+
+def energy_only_requested(energy_only: Optional[Tensor]) -> bool:
+    """Whether the value of :data:`ENERGY_ONLY_PARAMETER` a ``TorchForce`` module received (None
+    when its force does not declare it) asks for the energy alone."""
+    return energy_only is not None and bool(energy_only > 0.5)
 
 
 class PETEnergyModel(PETModel):

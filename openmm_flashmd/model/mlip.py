@@ -27,7 +27,7 @@ import openmm
 import torch
 from openmm import app, unit
 
-from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER, read_energy_metadata
+from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER, energy_only_requested, read_energy_metadata
 from openmm_flashmd.model.neighbors import cell_heights
 
 __all__ = ["EnergyModelLike", "MLIP_FORCE_NAME", "MLIPForceModule", "NonPeriodicMLIPForceModule", "add_mlip_force",
@@ -69,7 +69,7 @@ class MLIPForceModule(torch.nn.Module):
             cell = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
         else:
             cell = box.to(positions.dtype)
-        if energy_only is not None and bool(energy_only > 0.5):
+        if energy_only_requested(energy_only):
             with torch.no_grad():
                 result = self.model(pos, self.atomic_numbers, cell)
             return result

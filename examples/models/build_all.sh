@@ -27,6 +27,7 @@ openmm-flashmd generate --system water-rigid --timestep 0.001 --n-segments 120 -
 # <<< data-water-rigid-8fs
 
 # >>> water-rigid-8fs
+# data: data-water-rigid-8fs
 # Corrects the frozen-force Verlet guess (model.verlet_guess), with a PET twice as wide as
 # water.yaml's (d_pet 96, d_node and d_feedforward 192: 1.5 MB). 10000 steps on one thread took
 # 95 min beside another job; chosen over the narrower model by the ablation in

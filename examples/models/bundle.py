@@ -57,8 +57,8 @@ NOTES = {
                    "friction.",
     "water-rigid-8fs": GUESS + RIGID_WATER,
     "water-rigid-4fs": GUESS + RIGID_WATER + "Started from `water-rigid-8fs`'s weights at half its stride: "
-                       "its held-out velocity errors are about 4x smaller, and the per-element temperature "
-                       "errors shrink about as their square (the dynamics table below against the 8 fs card's).",
+                       "its held-out velocity errors are about 4x smaller than that model's, and its per-element "
+                       "temperature errors 4-5x smaller (the dynamics table below against the 8 fs card's).",
     "alanine-dipeptide-implicit-hbonds": SMALL + "Trained on alanine dipeptide in OBC2 implicit solvent with X-H "
                                          "bonds constrained (amber14, `constraints=HBonds`) at 300 K only; refuses "
                                          "the System without constraints. It predicts from free flight: the "
@@ -81,13 +81,10 @@ def recipe(name: str) -> str:
         return match.group(1).strip()
 
     own = block(name)
-    # the data block the model's block names ("# data: <block>"), else the model's own data block
-    # (data-<name>) when it has one, else its system's (data-<system>)
+    # the data block the model's block names ("# data: <block>"), else its system's (data-<system>)
     named = re.search(r"^# data: (\S+)$", own, re.M)
-    data_key = (named.group(1) if named else
-                f"data-{name}" if f"# >>> data-{name}\n" in script else f"data-{system}")
-    blocks = [block(data_key), own]
-    blocks.append(f'python examples/models/bundle.py {name} "$WORK/{name}" --overwrite')
+    blocks = [block(named.group(1) if named else f"data-{system}"), own,
+              f'python examples/models/bundle.py {name} "$WORK/{name}" --overwrite']
     return "# from the repository root\nexport OMP_NUM_THREADS=1 WORK=bundled-work\n" + "\n".join(blocks)
 
 

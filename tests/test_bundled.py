@@ -1,6 +1,7 @@
 """The bundled stride models: they load by name, match their built-in systems, have model
 cards, and run stably in OpenMM; the default `openmm-flashmd simulate` job works."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from openmm_flashmd.systems.loading import make_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = bundled_models()
-EXPECTED = ["water-rigid-16fs", "water-rigid-8fs", "alanine-dipeptide-implicit-hbonds-8fs"]
+EXPECTED = ["water-rigid-16fs", "water-rigid-8fs", "water-rigid-4fs", "alanine-dipeptide-implicit-hbonds-8fs"]
 
 
 def test_every_promised_model_is_bundled_and_every_default_exists():
@@ -49,8 +50,24 @@ def test_bundled_model_matches_its_name_system_and_size(name):
     for entry in held_out["per_element"].values():
         row = rows[entry["symbol"]]
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert cells[:2] == [entry["symbol"], f"{entry['dq_rmse']:.4f}"]
+        assert cells[:2] == [entry["symbol"], f"{entry['dq_rmse']:.3g}"]
         assert cells[7] == f"{entry['kinetic_energy_ratio']:.2f}"
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_model_recipe_generates_and_trains_it_at_its_stride(name):
+    """examples/models/bundle.py quotes, in each card, the build_all.sh commands that make the
+    model: a data block that generates reference MD of its system, then its own training
+    block at its stride, then the bundling command."""
+    spec = importlib.util.spec_from_file_location("bundle", ROOT / "examples" / "models" / "bundle.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    recipe = bundle.recipe(name)
+    system_name, stride_fs = split_model_name(name)
+    generate, train = recipe.index("openmm-flashmd generate"), recipe.index("openmm-flashmd train")
+    assert generate < train and f"--system {system_name} " in recipe[generate:train]
+    assert f"--stride {stride_fs / 1000:g}" in recipe[train:]
+    assert recipe.rstrip().endswith(f'bundle.py {name} "$WORK/{name}" --overwrite')
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))

@@ -52,7 +52,6 @@ openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.
 # <<< water-rigid-8fs
 
 # >>> water-rigid-4fs
-# (a candidate: not in the bundling loops below until bundle.py has copied it into the package)
 # data: data-water-rigid-8fs
 # water-rigid-8fs's network, data and Verlet guess at a 4 fs stride, started from its weights
 # (4184 s: steps 0-1500 on 2 threads, the rest on 1, resumed from checkpoints, the last 2250 with
@@ -85,10 +84,10 @@ openmm-flashmd evaluate "$WORK/alanine-dipeptide-implicit-hbonds-8fs/model.pt" "
 
 # Validation against reference MD (writes benchmarks/results/validation/), then the cards
 # quote it: bundle once, validate, bundle again.
-for name in water-rigid-16fs water-rigid-8fs alanine-dipeptide-implicit-hbonds-8fs; do
+for name in water-rigid-16fs water-rigid-8fs water-rigid-4fs alanine-dipeptide-implicit-hbonds-8fs; do
     python examples/models/bundle.py "$name" "$WORK/$name" --overwrite
 done
-for name in water-rigid-16fs water-rigid-8fs alanine-dipeptide-implicit-hbonds-8fs; do
+for name in water-rigid-16fs water-rigid-8fs water-rigid-4fs alanine-dipeptide-implicit-hbonds-8fs; do
     python benchmarks/validate.py run "$name" --threads 1 --overwrite
 done
 # the default model at other Langevin frictions (README friction table, friction100 row)
@@ -99,6 +98,6 @@ python benchmarks/blog_nve.py water-rigid-16fs --threads 1 --overwrite   # the b
 python benchmarks/blog_nve.py water-rigid-8fs --threads 1 --overwrite
 python benchmarks/validate.py summarize
 python benchmarks/report.py
-for name in water-rigid-16fs water-rigid-8fs alanine-dipeptide-implicit-hbonds-8fs; do
+for name in water-rigid-16fs water-rigid-8fs water-rigid-4fs alanine-dipeptide-implicit-hbonds-8fs; do
     python examples/models/bundle.py "$name" "$WORK/$name" --overwrite
 done

@@ -38,10 +38,11 @@ def _held_out_section(validation: Dict[str, Any], evaluation: Optional[Dict[str,
     rows = [("all", errors["all"])] + [(_symbol(int(z)), e) for z, e in sorted(errors.get("per_element", {}).items())]
     for label, e in rows:
         ratio = e.get("kinetic_energy_ratio")
-        lines.append(f"| {label} | {e['dq_rmse']:.4f} | {e['dq_free_flight_rmse']:.4f} | {e['dq_improvement']:.2f}× | "
-                     f"{e['v_rmse']:.3f} | {e['v_unchanged_rmse']:.3f} | {e['v_improvement']:.2f}× | "
+        # three significant digits: a 4 fs stride's Δq errors are a few 1e-5 nm
+        lines.append(f"| {label} | {e['dq_rmse']:.3g} | {e['dq_free_flight_rmse']:.3g} | {e['dq_improvement']:.2f}× | "
+                     f"{e['v_rmse']:.3g} | {e['v_unchanged_rmse']:.3g} | {e['v_improvement']:.2f}× | "
                      f"{'—' if ratio is None else f'{ratio:.2f}'} |"
-                     + (f" {e['dq_guess_rmse']:.4f} | {e['v_guess_rmse']:.3f} |" if guess else ""))
+                     + (f" {e['dq_guess_rmse']:.3g} | {e['v_guess_rmse']:.3g} |" if guess else ""))
     energy = (evaluation or {}).get("energy_error_per_stride") or {}
     for name, label in (("model", "the model"), ("guess", "the Verlet guess")):
         if name in energy:

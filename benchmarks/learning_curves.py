@@ -88,30 +88,44 @@ def dynamics(model: Path, system: str, duration: float, threads: Optional[int], 
 
 
 def plot(path: Path, runs: Dict[str, Dict[str, Any]]) -> None:
+    """Held-out Δq, v′ RMSE and KE ratio against step: one colour per run, one line style per
+    element; the runs' labels (wrapped) in a legend below the panels."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     quantities = (("dq_rmse", "held-out Δq RMSE (nm)"), ("v_rmse", "held-out v′ RMSE (nm/ps)"),
                   ("kinetic_energy_ratio", "KE ratio (model / reference)"))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
-    for label, run in runs.items():
+    styles = ("-", "--", ":", "-.")
+    elements = sorted({e for run in runs.values() for e in run["curves"][-1]["per_element"]},
+                      key=lambda e: (e != "H", e))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    legend_height = 0.17 * len(runs) + 0.25  # inches
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6 + legend_height), dpi=100)
+    for index, run in enumerate(runs.values()):
         curves = run["curves"]
         steps = [c["step"] for c in curves]
-        for ax, (key, name) in zip(axes, quantities):
-            for element in curves[-1]["per_element"]:
+        for ax, (key, _) in zip(axes, quantities):
+            for element, style in zip(elements, styles * len(elements)):
                 values = [c["per_element"].get(element, {}).get(key, np.nan) for c in curves]
-                ax.plot(steps, values, label=f"{label}: {element}")
-            ax.set_xlabel("step")
-            ax.set_ylabel(name)
-    for ax, (key, _) in zip(axes, quantities):
+                ax.plot(steps, values, color=colours[index % len(colours)], ls=style, lw=1.2)
+    for ax, (key, name) in zip(axes, quantities):
+        ax.set_xlabel("training step")
+        ax.set_ylabel(name)
         if key == "kinetic_energy_ratio":
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         else:
             ax.set_yscale("log")
-    axes[0].legend(fontsize=6)
-    fig.tight_layout()
+    axes[0].legend([Line2D([], [], color="black", ls=style) for style in styles[:len(elements)]], elements,
+                   fontsize=7, title="element", title_fontsize=7)
+    fig.legend([Line2D([], [], color=colours[i % len(colours)], lw=2) for i in range(len(runs))],
+               [textwrap.shorten(label, 210) for label in runs], loc="lower center", ncol=1, fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, legend_height / (3.6 + legend_height), 1, 1))
     fig.savefig(path)
     plt.close(fig)
 

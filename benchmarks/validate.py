@@ -1,7 +1,7 @@
 """Validate the bundled stride models against reference MD (the README's validation table).
 
     python benchmarks/validate.py run MODEL [--system NAME] [--out DIR] [--lengths quick|full]
-                                            [--overwrite] [--work-dir DIR] [--set KEY=VALUE ...]
+                                            [--overwrite] [--work-dir DIR] [--set KEY=VALUE ...] [--resume]
     python benchmarks/validate.py reference SYSTEM [--out DIR] [--lengths quick|full]
     python benchmarks/validate.py summarize [--out DIR]
     python benchmarks/validate.py friction MODEL [--rates 1 10 30 100] [--lengths quick|full]
@@ -15,7 +15,8 @@ built-in system (default: the model name without its ``-<N>fs`` suffix) and writ
 the system (or ``--stability``). Reference MD is cached once per system as
 ``DIR/reference-<system>.json`` + ``.npz`` (a cache with other settings is replaced only with
 ``--overwrite``); phases and trajectories go to ``--work-dir`` (default
-/tmp/flashmd-validation), never into the repository.
+/tmp/flashmd-validation), never into the repository; ``--resume`` reuses the phases an
+interrupted run of the same model and settings finished there.
 
 ``friction`` runs the filtered NVT at several Langevin frictions and writes
 ``benchmarks/results/friction-<model>.json``: per-element temperatures against reference
@@ -127,10 +128,12 @@ def model_protocol(stem: str, system_name: Optional[str], lengths_mode: str, ove
 def validate_model(model_arg: str, system_name: Optional[str], out: Path, lengths_mode: str, overwrite: bool,
                    work_dir: Path, overrides: Dict[str, float], stability: Optional[bool], name: Optional[str],
                    threads: Optional[int], collision_rate: float = COLLISION_RATE, fallback: bool = True,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, resume: bool = False) -> Path:
     """Validate one model on its built-in system (:func:`openmm_flashmd.validation.validate`)
     and write ``out/<name>.json``. ``collision_rate`` (1/ps) is FlashMD's Langevin friction;
-    reference MD keeps ``COLLISION_RATE``. ``fallback``: FlashMD runs with the stride monitor."""
+    reference MD keeps ``COLLISION_RATE``. ``fallback``: FlashMD runs with the stride monitor.
+    ``resume``: reuse the phases an interrupted validation finished in ``work_dir`` (refused
+    when they were run with another model or other settings)."""
     import torch
 
     from openmm_flashmd import load_model, read_metadata
@@ -153,8 +156,8 @@ def validate_model(model_arg: str, system_name: Optional[str], out: Path, length
     try:
         path = validate(model, target, out, stem=stem, lengths_mode=lengths_mode, overrides=overrides, cache_dir=out,
                         work_dir=Path(work_dir) / stem, stability=stability, stability_reason=reason,
-                        collision_rate=collision_rate, overwrite_reference=overwrite, model_source=model_arg,
-                        stack=stack_info())
+                        collision_rate=collision_rate, resume=resume, overwrite_reference=overwrite,
+                        model_source=model_arg, stack=stack_info())
     except ValidationError as exc:
         raise SystemExit(str(exc)) from None
     print(f"wrote {path}")
@@ -446,6 +449,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--no-fallback", dest="fallback", action="store_false",
                      help="FlashMD runs without the stride monitor (a failed stride ends a run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--resume", action="store_true",
+                     help="reuse the phases an interrupted run of the same model and settings finished in --work-dir")
     ref = sub.add_parser("reference", help="run (or reuse) only the reference MD of a system")
     ref.add_argument("system", help="built-in system, e.g. water")
     ref.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
@@ -470,7 +475,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "run":
         validate_model(args.model, args.system, args.out, args.lengths, args.overwrite, args.work_dir,
                        parse_overrides(args.set), args.stability, args.name, args.threads, args.collision_rate,
-                       args.fallback, progress=not args.no_progress)
+                       args.fallback, progress=not args.no_progress, resume=args.resume)
     elif args.command == "reference":
         args.out.mkdir(parents=True, exist_ok=True)
         target = Target.builtin(args.system, args.threads)

@@ -48,6 +48,26 @@ def _finite(value):
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def test_an_explosion_is_a_hot_window_not_a_hot_sample():
+    """Alanine dipeptide in reference MD reached 722 K for a few samples (fallback_thresholds.json):
+    one hot sample is no explosion; a window of them, or a non-finite temperature, is."""
+    import numpy as np
+
+    from openmm_flashmd.validation.sampling import EXPLOSION_WINDOW_PS, Recorder
+
+    recorder = Recorder(np.ones(3), ["H"] * 3, 9.0, explosion_K=600.0)
+    for t, T in enumerate([300.0] * 20 + [722.0, 350.0] + [300.0] * 8):
+        recorder.time.append(0.1 * (t + 1))
+        recorder.velocities_T.append(T)
+        assert recorder.exploded() is None
+    for _ in range(int(round(EXPLOSION_WINDOW_PS / 0.1))):
+        recorder.time.append(recorder.time[-1] + 0.1)
+        recorder.velocities_T.append(900.0)
+    assert "kinetic temperature 900 K > 600 K (mean over the last 1 ps)" in recorder.exploded()
+    recorder.velocities_T[-1] = float("nan")
+    assert recorder.exploded() == "exploded: kinetic temperature nan"
+
+
 QUICK = ["--lengths", "quick", "--no-progress", "--threads", "1", "--set", "nvt_ps=0.16", "--set", "npt_ps=0.16",
          "--set", "nve_ps=0.16", "--set", "stability_ps=0.32"]
 

@@ -212,7 +212,8 @@ class Target:
         return context
 
     def recorder(self, **kwargs) -> Recorder:
-        """A :class:`Recorder` that calls a run exploded above ``EXPLOSION_FACTOR`` x the temperature."""
+        """A :class:`Recorder` that calls a run exploded when its kinetic temperature, averaged
+        over the last ``EXPLOSION_WINDOW_PS``, is above ``EXPLOSION_FACTOR`` x the temperature."""
         return Recorder(self.masses, self.elements, self.dof, explosion_K=EXPLOSION_FACTOR * self.temperature, **kwargs)
 
     def barostat_system(self, frequency: int = REFERENCE_BAROSTAT_FREQUENCY):

@@ -74,8 +74,9 @@ def test_bundled_model_recipe_generates_and_trains_it_at_its_stride(name):
 def test_bundled_model_runs_ten_strides_without_exploding(name):
     """10 strides of NVT ("O F E O") from an equilibrated 300 K state: finite, filtered, not exploded.
 
-    "Exploded" is benchmarks/validate.py's criterion: kinetic temperature above twice the
-    target. The validation report says how long each model lasts beyond this.
+    "Exploded" here: a kinetic temperature above twice the target at any of the ten strides
+    (stricter than benchmarks/validate.py, which averages over 1 ps; the ten strides start from
+    a seeded reference state). The validation report says how long each model lasts beyond this.
     """
     system_name, _ = split_model_name(name)
     built = get_system(system_name)

@@ -22,7 +22,8 @@ from openmm_flashmd.systems.loading import make_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = bundled_models()
-EXPECTED = ["water-rigid-16fs", "water-rigid-8fs", "water-rigid-4fs", "alanine-dipeptide-implicit-hbonds-8fs"]
+EXPECTED = ["water-rigid-16fs", "water-rigid-8fs", "water-rigid-4fs", "alanine-dipeptide-implicit-hbonds-8fs",
+            "alanine-dipeptide-implicit-hbonds-16fs"]
 
 
 def test_every_promised_model_is_bundled_and_every_default_exists():

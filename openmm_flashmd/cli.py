@@ -125,6 +125,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pairs", type=int, default=2000, help="evaluate at most this many pairs (0 = all)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rollout", type=int, default=1, metavar="R",
+                   help="also apply the model R times to its own output and report the errors after each stride")
     p.add_argument("--json", help="write the result to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
@@ -135,7 +137,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     segments = _segments(args.segments)
     result = evaluate(args.model, args.data, stride=args.stride, segments=segments,
                       max_pairs=args.max_pairs or None, batch_size=args.batch_size, output_json=args.json,
-                      overwrite=args.overwrite, device=args.device)
+                      overwrite=args.overwrite, device=args.device, rollout=args.rollout)
     print(format_table(result))
     return 0
 

@@ -248,6 +248,40 @@ def test_pairs_and_time_reversal(dimer_file):
         ds.get_batch([len(ds)])
 
 
+def test_rollout_items_carry_the_following_strides(dimer_file):
+    data = load_trajectories(dimer_file)
+    ds = StridePairs(data, 0.008, time_reversal=True, rollout=3)  # k = 2 frames per stride
+    s, f = data.n_segments, data.frames_per_segment
+    n_pairs = s * (f - 6)
+    assert len(ds) == 2 * n_pairs
+    for index in (0, n_pairs - 1, n_pairs, 2 * n_pairs - 1):
+        item = ds[index]
+        seg, a = ds.pairs[index % n_pairs][:2]
+        frames = [a, a + 2, a + 4, a + 6]
+        sign = 1.0
+        if index >= n_pairs:  # the same four frames backwards, velocities negated
+            frames, sign = frames[::-1], -1.0
+        np.testing.assert_allclose(item["positions"], data.positions[seg, frames[0]])
+        np.testing.assert_allclose(item["velocities"], sign * data.velocities[seg, frames[0]])
+        np.testing.assert_allclose(item["new_positions"], data.positions[seg, frames[1]])
+        np.testing.assert_allclose(item["new_velocities"], sign * data.velocities[seg, frames[1]])
+        assert item["rollout_positions"].shape == (2, data.n_atoms, 3)
+        np.testing.assert_allclose(item["rollout_positions"], data.positions[seg, frames[2:]])
+        np.testing.assert_allclose(item["rollout_velocities"], sign * data.velocities[seg, frames[2:]])
+    # rotated items: one orthogonal map for the whole rollout
+    plain = StridePairs(data, 0.008, rollout=2)
+    rot = StridePairs(data, 0.008, rollout=2, random_rotations=True, generator=torch.Generator().manual_seed(2))
+    idx = np.arange(0, len(plain), 5)
+    x, y = plain.get_batch(idx), rot.get_batch(idx)
+    for i in range(len(idx)):
+        r, *_ = np.linalg.lstsq(x["positions"][i].numpy(), y["positions"][i].numpy(), rcond=None)
+        for key in ("rollout_positions", "rollout_velocities"):
+            np.testing.assert_allclose(x[key][i].numpy() @ r, y[key][i].numpy(), atol=1e-9)
+    assert "rollout_positions" not in StridePairs(data, 0.008).get_batch([0])
+    with pytest.raises(DataError, match="rollout"):
+        StridePairs(data, 0.008, rollout=0)
+
+
 def test_random_rotations(dimer_file):
     data = load_trajectories(dimer_file)
     plain = StridePairs(data, 0.016)

@@ -13,7 +13,8 @@ Units: positions nm, velocities nm/ps, strides ps, masses Da, box nm (rows = cel
   one or several strides ``tau = k * record_interval``; optional time-reversal
   augmentation adds ``(q', -v') -> (q, -v)`` for each pair; optional random rotation
   (proper or improper, i.e. with inversion) is applied to positions, velocities and box
-  of both ends each time a pair is drawn.
+  of both ends each time a pair is drawn. With ``rollout = R > 1`` each item also carries
+  the R - 1 frames that follow its pair, one stride apart (multi-stride rollout losses).
 """
 
 from __future__ import annotations
@@ -296,11 +297,16 @@ class StridePairs(torch.utils.data.Dataset):
         ``"guesses"`` (their Verlet guesses, as ``guesses``) when ``guesses`` is given; each
         drawn item takes its *inputs* from the noisy copy with probability ``p`` (targets stay
         the unperturbed future)
+    rollout : strides per item, R >= 1: with R > 1 only starts with R strides left in their
+        segment are used, and each item also carries the states after strides 2..R
+        (reversed items: the same frames backwards, velocities negated)
 
     Each item/batch is a dict with ``positions``, ``velocities`` (input, nm and nm/ps),
     ``new_positions``, ``new_velocities`` (target), ``box`` (nm), ``stride`` (ps),
     ``reversed`` (bool) and ``segment`` (index into ``data``); with ``guesses`` also
-    ``guess`` (nm) and ``guess_velocities`` (nm/ps) of the start of the pair.
+    ``guess`` (nm) and ``guess_velocities`` (nm/ps) of the start of the pair; with
+    ``rollout`` R > 1 also ``rollout_positions`` and ``rollout_velocities`` [B, R - 1, N, 3]
+    (nm, nm/ps): the reference states after strides 2..R.
     """
 
     def __init__(
@@ -315,8 +321,14 @@ class StridePairs(torch.utils.data.Dataset):
         generator: Optional[torch.Generator] = None,
         guesses: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
         noisy: Optional[Dict[str, Any]] = None,
+        rollout: int = 1,
     ):
         self.data = data
+        self.rollout = int(rollout)
+        if self.rollout < 1:
+            raise DataError("rollout must be at least 1 stride per item")
+        if self.rollout > 1 and guesses is not None:
+            raise DataError("a rollout needs the Verlet guess of predicted states, which the data do not have")
         self.strides = [float(s) for s in (strides if isinstance(strides, (list, tuple, np.ndarray)) else [strides])]
         if not self.strides:
             raise DataError("no stride given")
@@ -332,7 +344,7 @@ class StridePairs(torch.utils.data.Dataset):
         rows: List[np.ndarray] = []
         n_frames = data.frames_per_segment
         for k_index, k in enumerate(self.frame_steps):
-            starts = np.arange(n_frames - k)
+            starts = np.arange(n_frames - k * self.rollout)
             for s in self.segments:
                 rows.append(np.stack([np.full_like(starts, s), starts, starts + k, np.full_like(starts, k_index)], 1))
         self.pairs = np.concatenate(rows) if rows else np.zeros((0, 4), dtype=np.int64)
@@ -378,8 +390,10 @@ class StridePairs(torch.utils.data.Dataset):
         rev = idx >= n_pairs
         rows = self.pairs[idx % n_pairs] if n_pairs else self.pairs[:0]
         seg = torch.from_numpy(rows[:, 0])
-        a = torch.from_numpy(np.where(rev, rows[:, 2], rows[:, 1]))
-        b = torch.from_numpy(np.where(rev, rows[:, 1], rows[:, 2]))
+        first, k = rows[:, 1], rows[:, 2] - rows[:, 1]
+        last = first + self.rollout * k  # a reversed item runs from the last frame backwards
+        a = torch.from_numpy(np.where(rev, last, first))
+        b = torch.from_numpy(np.where(rev, last - k, first + k))
         sign = torch.from_numpy(np.where(rev, -1.0, 1.0)).view(-1, 1, 1)
         q0, q1 = self._pos[seg, a], self._pos[seg, b]
         v0, v1 = self._vel[seg, a] * sign, self._vel[seg, b] * sign
@@ -398,13 +412,22 @@ class StridePairs(torch.utils.data.Dataset):
                 guess = [torch.where(use, torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), guess[0]),
                          torch.where(use, torch.where(flip, w_rev[seg, a], w_fwd[seg, a]), guess[1])]
         tensors = [q0, q1, v0, v1, box] + guess
+        later: List[torch.Tensor] = []  # states after strides 2..R, [B, R - 1, N, 3] each
+        if self.rollout > 1:
+            j = np.arange(2, self.rollout + 1)[None, :]
+            frames = torch.from_numpy(np.where(rev[:, None], last[:, None] - j * k[:, None],
+                                               first[:, None] + j * k[:, None]))
+            later = [self._pos[seg.view(-1, 1), frames], self._vel[seg.view(-1, 1), frames] * sign.view(-1, 1, 1, 1)]
         if self.random_rotations and len(idx):
             rot = random_orthogonal(len(idx), self.generator, self.inversion)
             rt = rot.transpose(1, 2)
             tensors = [torch.bmm(x, rt) for x in tensors]
+            later = [torch.einsum("brni,bij->brnj", x, rt) for x in later]
         q0, q1, v0, v1, box = tensors[:5]
-        stride = self._stride_values[torch.from_numpy(rows[:, 3])]
         extra = {}
+        if later:
+            extra = {"rollout_positions": later[0].to(self.dtype), "rollout_velocities": later[1].to(self.dtype)}
+        stride = self._stride_values[torch.from_numpy(rows[:, 3])]
         if self._guesses is not None:
             extra = {"guess": tensors[5].to(self.dtype), "guess_velocities": tensors[6].to(self.dtype)}
         return {

@@ -14,6 +14,11 @@ model trained on a mean-square loss predicts the conditional mean of what it can
 resolve, so it damps velocities; a ratio below 1 is the kinetic energy it removes per
 stride, which the energy filter and thermostat then have to put back (often into the
 wrong atoms: that is how per-element temperatures drift apart).
+
+With ``rollout = R > 1`` it also applies the model R times in a row to its own output
+(no constraint projection in between) and reports the position and velocity errors after
+each stride against the reference states ``j`` strides on, next to free flight over the same
+time: how fast one-stride errors compound (what ``loss.rollout`` trains against).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from openmm_flashmd.data.dataset import (
 from openmm_flashmd.data.guess import verlet_guesses
 from openmm_flashmd.integrator.guess import model_uses_guess
 
-__all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "stride_errors"]
+__all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "format_rollout",
+           "rollout_errors", "stride_errors"]
 
 _SYMBOLS = {0: "X", 1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 11: "Na", 15: "P", 16: "S", 17: "Cl", 18: "Ar", 19: "K"}
 
@@ -167,6 +173,52 @@ def format_table(result: Dict[str, Any]) -> str:
             lines.append(f"energy error per stride ({name}, kJ/mol, mean ± sd): potential {e['potential']['mean']:+.2f} "
                          f"± {e['potential']['sd']:.2f}, kinetic {e['kinetic']['mean']:+.2f} ± {e['kinetic']['sd']:.2f}, "
                          f"total {e['total']['mean']:+.2f} ± {e['total']['sd']:.2f}")
+    if "rollout" in result:
+        lines.append(format_rollout(result["rollout"]))
+    return "\n".join(lines)
+
+
+def rollout_errors(scripted: Any, data: TrajectoryData, stride: float, loaded: Sequence[int], strides: int,
+                   max_starts: Optional[int], seed: int, device: str, batch_size: int) -> Dict[str, Any]:
+    """Errors of ``strides`` consecutive model strides from held-out starts (see the module
+    docstring): ``{"strides", "n_starts", "per_stride": [{"time_ps", "q_rmse", "v_rmse",
+    "q_free_flight_rmse", "per_element": {symbol: {"q_rmse", "v_rmse"}}}, ...]}`` (nm, nm/ps)."""
+    starts = StridePairs(data, stride, segments=loaded, rollout=strides)
+    order = subsample(len(starts), max_starts, seed)
+    if len(order) == 0:
+        raise ValueError(f"no segment has room for {strides} strides")
+    masses = torch.as_tensor(data.masses).to(device)
+    numbers = torch.as_tensor(data.atomic_numbers).to(device)
+    z = np.asarray(data.atomic_numbers)
+    sq = np.zeros((strides, 3, len(z)))  # per stride: model q, model v, free-flight q; per atom sums
+    with torch.no_grad():
+        for first in range(0, len(order), batch_size):
+            batch = starts.get_batch(order[first:first + batch_size])
+            truth_q = torch.cat([batch["new_positions"][:, None], batch["rollout_positions"]], 1).double()
+            truth_v = torch.cat([batch["new_velocities"][:, None], batch["rollout_velocities"]], 1).double()
+            q, v = batch["positions"].to(device), batch["velocities"].to(device)
+            for j in range(strides):
+                q, v = scripted.forward_batch(q, v, masses, numbers, batch["box"].to(device))
+                free = batch["positions"].double() + batch["velocities"].double() * stride * (j + 1)
+                for row, (x, ref) in enumerate(((q, truth_q[:, j]), (v, truth_v[:, j]), (free, truth_q[:, j]))):
+                    sq[j, row] += ((x.double().cpu() - ref) ** 2).sum(-1).sum(0).numpy()
+    n = len(order)
+    per_stride = []
+    for j in range(strides):
+        rms = lambda row, mask=slice(None): float(np.sqrt(sq[j, row, mask].sum() / (n * z[mask].size)))  # noqa: E731
+        per_stride.append({"time_ps": stride * (j + 1), "q_rmse": rms(0), "v_rmse": rms(1), "q_free_flight_rmse": rms(2),
+                           "per_element": {_symbol(e): {"q_rmse": rms(0, z == e), "v_rmse": rms(1, z == e)}
+                                           for e in np.unique(z).tolist()}})
+    return {"strides": int(strides), "n_starts": int(n), "per_stride": per_stride}
+
+
+def format_rollout(rollout: Dict[str, Any]) -> str:
+    """Plain-text lines of :func:`rollout_errors` (nm, nm/ps)."""
+    lines = [f"rollout: the model applied {rollout['strides']} times to its own output from {rollout['n_starts']} "
+             "starts (q error in nm, v' error in nm/ps, against the reference that many strides on)",
+             f"{'time (ps)':>10} {'q RMSE':>11} {'free flight':>11} {'v RMSE':>11}"]
+    lines += [f"{r['time_ps']:10.4f} {r['q_rmse']:11.4e} {r['q_free_flight_rmse']:11.4e} {r['v_rmse']:11.4e}"
+              for r in rollout["per_stride"]]
     return "\n".join(lines)
 
 
@@ -257,6 +309,7 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     energy: bool = True,
+    rollout: int = 1,
 ) -> Dict[str, Any]:
     """Per-element RMSE of ``dq`` and ``v'`` of ``model`` on ``data`` vs trivial baselines,
     and (with ``energy``) the energy error per stride on the data's System (:class:`EnergyErrors`).
@@ -274,6 +327,8 @@ def evaluate(
     batch_size : pairs per call; >1 needs a model with ``forward_batch`` (PET models)
     output_json : write the result there (refuses an existing file unless ``overwrite``)
     device : torch device for the model
+    rollout : > 1: also the errors of that many consecutive strides (:func:`rollout_errors`,
+        from at most ``max_pairs`` starts; free-flight PET models only), under ``rollout``
 
     Returns a dict with ``stride``, ``n_pairs``, ``segments_used``, ``per_element``
     (``{Z: {symbol, dq_rmse, dq_free_flight_rmse, dq_improvement, v_rmse,
@@ -332,6 +387,12 @@ def evaluate(
     result.update(_summarise(sums))
     if energies is not None:
         result["energy_error_per_stride"] = energies.summary(data.n_atoms)
+    if rollout > 1:
+        if uses_guess or not hasattr(scripted, "forward_batch"):
+            raise ValueError("a rollout evaluation needs a batched free-flight model (the Verlet guess of a "
+                             "predicted state needs the System's forces)")
+        result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
+                                           max(batch_size, 1))
     if output_json is not None:
         Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(output_json).write_text(json.dumps(result, indent=2))

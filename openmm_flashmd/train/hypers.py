@@ -126,6 +126,9 @@ def _validate(h: Dict[str, Any]) -> None:
     for key, value in h["loss"].items():
         if float(value) < 0:
             raise ValueError(f"loss.{key} must be non-negative")
+    if "rollout_strides" in h["loss"] and (int(h["loss"]["rollout_strides"]) != float(h["loss"]["rollout_strides"])
+                                           or int(h["loss"]["rollout_strides"]) < 2):
+        raise ValueError("loss.rollout_strides must be an integer >= 2")
     from openmm_flashmd.model.pet import PETHypers
 
     PETHypers.from_dict(h["model"])  # raises ValueError on bad architecture values

@@ -20,7 +20,9 @@ Loss (see ``default_hypers.yaml``): weighted, normalised MSE of the mass-scaled
 targets ``y_q = dq sqrt(m)`` and ``y_p = v' sqrt(m)``, plus an optional energy-
 conservation term ``((H(q', v') - H(q, v)) / (N kB T))^2`` when an ``energy_model``
 (``energy_model(positions [N, 3] nm, box [3, 3] nm) -> potential energy, kJ/mol``;
-differentiable with respect to positions) is given.
+differentiable with respect to positions) is given, an optional per-element kinetic-energy
+term, and an optional multi-stride rollout term (the model applied to its own predictions,
+compared with the reference states further on; gradients flow through the whole rollout).
 
 The optimisation itself (schedule, early stopping, checkpoints, resume, logging, DDP)
 is the shared engine of :mod:`openmm_flashmd.train.engine`; this module is the stride
@@ -95,7 +97,9 @@ def _guess_inputs(batch: Dict[str, torch.Tensor]):
 
 
 class _ScaledForward(torch.nn.Module):
-    """``forward(batch)`` -> mass-scaled predictions (what DDP wraps)."""
+    """``forward(batch)`` -> mass-scaled predictions ``(y_q, y_p)`` of the first stride (what
+    DDP wraps); for a rollout batch also the predicted positions and velocities after
+    strides 2..R ``[B, R - 1, N, 3]`` (nm, nm/ps), each stride started from the last prediction."""
 
     def __init__(self, model: torch.nn.Module, masses: torch.Tensor, numbers: torch.Tensor):
         super().__init__()
@@ -104,8 +108,19 @@ class _ScaledForward(torch.nn.Module):
         self.numbers = numbers
 
     def forward(self, batch: Dict[str, torch.Tensor]):
-        return self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses, self.numbers,
-                                               batch["box"], *_guess_inputs(batch))
+        y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses, self.numbers,
+                                                   batch["box"], *_guess_inputs(batch))
+        if "rollout_positions" not in batch:
+            return y_q, y_p
+        sqrt_m = self.masses.sqrt().view(1, -1, 1)
+        q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
+        later_q, later_v = [], []
+        for _ in range(batch["rollout_positions"].shape[1]):
+            dq, p = self.model.forward_scaled_batch(q, v, self.masses, self.numbers, batch["box"])
+            q, v = q + dq / sqrt_m, p / sqrt_m
+            later_q.append(q)
+            later_v.append(v)
+        return y_q, y_p, torch.stack(later_q, 1), torch.stack(later_v, 1)
 
 
 class _Losses:
@@ -114,6 +129,7 @@ class _Losses:
         self.w_q, self.w_p, self.w_e = (float(weights["positions"]), float(weights["velocities"]),
                                         float(weights["energy"]))
         self.w_ke = float(weights.get("kinetic_energy", 0.0))
+        self.w_rollout = float(weights.get("rollout", 0.0))
         # one mask per element: the kinetic-energy term compares each element's mean |v' sqrt(m)|^2
         self.element_masks = ([] if numbers is None or self.w_ke == 0 else
                               [numbers == z for z in torch.unique(numbers).tolist()])
@@ -124,13 +140,24 @@ class _Losses:
         self.kT = KB * temperature
         self.energy_model = energy_model if self.w_e > 0 else None
 
-    def __call__(self, y_q, y_p, batch) -> Dict[str, torch.Tensor]:
+    def __call__(self, y_q, y_p, batch, rollout: Sequence[torch.Tensor] = ()) -> Dict[str, torch.Tensor]:
+        """Loss parts; ``rollout``: the predicted positions and velocities after strides 2..R
+        (:class:`_ScaledForward`), compared with the batch's ``rollout_positions`` and
+        ``rollout_velocities`` (a position error of a later stride is scaled like the first
+        stride's, so a rollout that stays on the reference costs what its first stride costs)."""
         t_q = (batch["new_positions"] - batch["positions"]) * self.sqrt_m
         t_p = batch["new_velocities"] * self.sqrt_m
         loss_q = ((y_q - t_q) ** 2).mean() * self.inv_q2
         loss_p = ((y_p - t_p) ** 2).mean() * self.inv_p2
         total = self.w_q * loss_q + self.w_p * loss_p
         out = {"loss_q": loss_q, "loss_p": loss_p}
+        if self.w_rollout > 0 and rollout:
+            sqrt_m = self.sqrt_m.unsqueeze(1)
+            later_q, later_v = rollout
+            loss_rollout = (((later_q - batch["rollout_positions"]) * sqrt_m) ** 2).mean() * self.inv_q2 \
+                + (((later_v - batch["rollout_velocities"]) * sqrt_m) ** 2).mean() * self.inv_p2
+            total = total + self.w_rollout * loss_rollout
+            out["loss_rollout"] = loss_rollout
         if self.element_masks:
             terms = []
             for mask in self.element_masks:
@@ -162,7 +189,7 @@ class StrideTask(TrainingTask):
     """A PET stride model learning ``(q, v)(t) -> (q, v)(t + stride)`` from trajectory pairs."""
 
     name = "stride"
-    train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke")
+    train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke", "loss_rollout")
     val_fields = ("val_loss_q", "val_loss_p", "val_dq_rmse", "val_v_rmse")
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
@@ -180,6 +207,10 @@ class StrideTask(TrainingTask):
         phypers = PETHypers.from_dict(h["model"])
         guesses = None
         show = progress and proc.is_main
+        rollout = int(h["loss"]["rollout_strides"]) if float(h["loss"]["rollout"]) > 0 else 1
+        if rollout > 1 and phypers.verlet_guess:
+            raise ValueError("loss.rollout needs a free-flight model (model.verlet_guess false): the Verlet guess of "
+                             "a predicted state needs the System's forces")
         if phypers.verlet_guess:  # computed with OpenMM on the data's System (deterministic on CPU)
             guesses = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
                                    segments=np.concatenate([train_idx, val_idx]), progress=show)
@@ -193,7 +224,7 @@ class StrideTask(TrainingTask):
         self.set_datasets(
             StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
                         random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator,
-                        guesses=guesses, noisy=noisy),
+                        guesses=guesses, noisy=noisy, rollout=rollout),
             StridePairs(tdata, stride, val_idx, dtype=dtype,
                         guesses=None if guesses is None else {"forward": guesses["forward"]}) if len(val_idx) else None,
             int(t["max_validation_pairs"]), "no training pairs: segments too short for this stride?",
@@ -238,7 +269,7 @@ class StrideTask(TrainingTask):
         return _ScaledForward(self.model, self.masses, self.numbers)
 
     def loss(self, outputs, batch):
-        return self.losses(outputs[0], outputs[1], batch)
+        return self.losses(outputs[0], outputs[1], batch, outputs[2:])
 
     def validate(self) -> Dict[str, Any]:
         if self.val_ds is None:

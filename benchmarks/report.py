@@ -444,11 +444,29 @@ def render_pet_forward_ab(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(data["stack"]), ""]
 
 
+def render_memory_watch(data: Dict, name: str) -> List[str]:
+    lines = [f"### Resident memory of long runs (`{name}`)", "",
+             "`benchmarks/memory_watch.py`: identical FlashMD runs started together (\"O F E O\", 300 K, stride "
+             "monitor on, CPU platform, one thread each, the same seeds); resident set size (VmRSS) at regular "
+             "intervals and its growth (least-squares slope). Identical runs must also give identical "
+             "kinetic energies.", "",
+             "| model | runs at once | strides | RSS per sample (MiB) | growth (MiB per 1000 strides) | wall (s) |",
+             "|---|---:|---:|---|---|---:|"]
+    for model, result in sorted(data["models"].items()):
+        rss = "; ".join(", ".join(f"{s['rss_mib']:.0f}" for s in run["samples"]) for run in result["runs"])
+        growth = ", ".join(f"{run['growth_mib_per_1000_strides']:.1f}" for run in result["runs"])
+        lines.append(f"| {model} | {result['concurrent_runs']} | {result['strides']} | {rss} | {growth} | "
+                     f"{result['wall_s']:.0f} |")
+    stack = next(iter(data["models"].values()))["stack"]
+    return lines + ["", _stack_line(stack), ""]
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "metatomic_speed": render_metatomic_speed,
     "bad_inputs": render_bad_inputs,
     "fault_injection": render_fault_injection,
     "blog_nve": render_blog_nve,
+    "memory_watch": render_memory_watch,
     "learning_curves": render_learning_curves,
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,

@@ -299,9 +299,11 @@ class PeriodicStrideForceModule(torch.nn.Module):
         flashmd_rot3: torch.Tensor,
         flashmd_rot4: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.adapter.run(
-            positions, box, flashmd_stage, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
-        )
+        with torch.no_grad():
+            out = self.adapter.run(
+                positions, box, flashmd_stage, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
+            )
+        return out
 
 
 class NonPeriodicStrideForceModule(torch.nn.Module):
@@ -322,9 +324,11 @@ class NonPeriodicStrideForceModule(torch.nn.Module):
         flashmd_rot4: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         box = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
-        return self.adapter.run(
-            positions, box, flashmd_stage, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
-        )
+        with torch.no_grad():
+            out = self.adapter.run(
+                positions, box, flashmd_stage, flashmd_rot1, flashmd_rot2, flashmd_rot3, flashmd_rot4
+            )
+        return out
 
 
 def build_stride_force(adapter: StrideAdapter, force_group: int):

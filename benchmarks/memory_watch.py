@@ -1,6 +1,6 @@
 """Resident memory of long FlashMD runs: does a run's memory stay flat over thousands of strides?
 
-    python benchmarks/memory_watch.py [MODEL] [--strides 4000] [--every 1000] [--runs 2] [--overwrite]
+    python benchmarks/memory_watch.py [MODEL] [--strides 4000] [--every 1000] [--runs 2] [--label L] [--overwrite]
 
 Starts ``--runs`` identical child processes at once (the same model on its built-in system,
 "O F E O" at 300 K, the stride monitor on, CPU platform, one thread each, integrator seed 7)
@@ -8,17 +8,16 @@ and records each child's resident set size (VmRSS, MiB) every ``--every`` stride
 two at once is part of the protocol: before 2026-12-03 a stride force evaluated in grad mode
 made TorchScript's graph executor accumulate memory in some runs (alanine 8 fs: about 0.53 MB
 per stride, every time two runs shared the two cores; 23 GB after 4,000 strides of a
-258-water run; libtorch stack overflows ended 1 ns validation runs), and a lone run often
-stayed flat. Writes ``benchmarks/results/memory_watch.json``: per run the RSS series, the
+258-water run), and a lone run often stayed flat. Writes ``benchmarks/results/memory_watch.json``: per run the RSS series, the
 growth per 1,000 strides after the first sample (a least-squares slope), the kinetic energy
-at each sample (identical runs must agree), with machine and stack.
+at each sample (identical runs must agree), the git commit of the code measured, with machine
+and stack; ``--label`` names the entry (default: the model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -88,16 +87,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--strides", type=int, default=4000)
     parser.add_argument("--every", type=int, default=1000, help="strides between samples")
     parser.add_argument("--runs", type=int, default=2, help="identical runs started together")
+    parser.add_argument("--label", help="name of the entry in the JSON (default: the model)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     merged = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "memory_watch", "models": {}}
-    if args.model in merged["models"] and not args.overwrite:
-        raise SystemExit(f"{args.out} has a result for {args.model}; pass --overwrite to replace it")
+    label = args.label or args.model
+    if label in merged["models"] and not args.overwrite:
+        raise SystemExit(f"{args.out} has a result for {label}; pass --overwrite to replace it")
     began = time.perf_counter()
     runs = watch(args.model, args.strides, args.every, args.runs)
-    merged["models"][args.model] = {
-        "model": args.model, "strides": args.strides, "every": args.every, "concurrent_runs": args.runs,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    merged["models"][label] = {
+        "model": args.model, "commit": commit, "strides": args.strides, "every": args.every, "concurrent_runs": args.runs,
         "protocol": "O F E O, 300 K, stride monitor on, CPU platform, 1 thread per run, integrator seed 7",
         "runs": runs, "wall_s": time.perf_counter() - began, "threads_per_run": 1, "stack": stack_info(),
     }

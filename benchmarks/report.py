@@ -450,12 +450,13 @@ def render_memory_watch(data: Dict, name: str) -> List[str]:
              "monitor on, CPU platform, one thread each, the same seeds); resident set size (VmRSS) at regular "
              "intervals and its growth (least-squares slope). Identical runs must also give identical "
              "kinetic energies.", "",
-             "| model | runs at once | strides | RSS per sample (MiB) | growth (MiB per 1000 strides) | wall (s) |",
-             "|---|---:|---:|---|---|---:|"]
-    for model, result in sorted(data["models"].items()):
+             "| run | code | runs at once | strides | RSS per sample (MiB) | growth (MiB per 1000 strides) | wall (s) |",
+             "|---|---|---:|---:|---|---|---:|"]
+    for label, result in sorted(data["models"].items()):
         rss = "; ".join(", ".join(f"{s['rss_mib']:.0f}" for s in run["samples"]) for run in result["runs"])
         growth = ", ".join(f"{run['growth_mib_per_1000_strides']:.1f}" for run in result["runs"])
-        lines.append(f"| {model} | {result['concurrent_runs']} | {result['strides']} | {rss} | {growth} | "
+        lines.append(f"| {label} | {result.get('commit') or '—'} | {result['concurrent_runs']} | {result['strides']} | "
+                     f"{rss} | {growth} | "
                      f"{result['wall_s']:.0f} |")
     stack = next(iter(data["models"].values()))["stack"]
     return lines + ["", _stack_line(stack), ""]

@@ -131,7 +131,7 @@ def test_rollout_evaluation_compounds_strides(trained, dimer_data):
     # stride 2 by hand: the model applied to its own first prediction
     model = load_model(trained.model_path)
     data = load_trajectories(dimer_data)
-    starts = StridePairs(data, STRIDE, segments=[1], rollout=2)  # segment 1 is held out (split.json)
+    starts = StridePairs(data, STRIDE, segments=[1], rollout=2)  # every start of segment 1, as evaluated below
     batch = starts.get_batch(np.arange(len(starts)))
     masses, numbers = torch.as_tensor(data.masses), torch.as_tensor(data.atomic_numbers)
     with torch.no_grad():

@@ -424,12 +424,12 @@ class StridePairs(torch.utils.data.Dataset):
             tensors = [torch.bmm(x, rt) for x in tensors]
             later = [torch.einsum("brni,bij->brnj", x, rt) for x in later]
         q0, q1, v0, v1, box = tensors[:5]
-        extra = {}
+        extra = {}  # the Verlet guess or the rollout states (never both: __init__ refuses it)
         if later:
             extra = {"rollout_positions": later[0].to(self.dtype), "rollout_velocities": later[1].to(self.dtype)}
-        stride = self._stride_values[torch.from_numpy(rows[:, 3])]
         if self._guesses is not None:
             extra = {"guess": tensors[5].to(self.dtype), "guess_velocities": tensors[6].to(self.dtype)}
+        stride = self._stride_values[torch.from_numpy(rows[:, 3])]
         return {
             "positions": q0.to(self.dtype),
             "velocities": v0.to(self.dtype),

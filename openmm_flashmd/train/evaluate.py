@@ -350,6 +350,9 @@ def evaluate(
 
     loaded, segments_used = evaluation_segments(data, segments, meta.get("provenance") or {})
     uses_guess = model_uses_guess(meta)
+    if rollout > 1 and (uses_guess or not hasattr(scripted, "forward_batch")):  # before any work
+        raise ValueError("a rollout evaluation needs a batched free-flight model (the Verlet guess of a "
+                         "predicted state needs the System's forces)")
     guesses = None
     if uses_guess:
         guesses = {"forward": verlet_guesses(data, stride, int(meta["guess_substeps"]), segments=loaded)}
@@ -388,9 +391,6 @@ def evaluate(
     if energies is not None:
         result["energy_error_per_stride"] = energies.summary(data.n_atoms)
     if rollout > 1:
-        if uses_guess or not hasattr(scripted, "forward_batch"):
-            raise ValueError("a rollout evaluation needs a batched free-flight model (the Verlet guess of a "
-                             "predicted state needs the System's forces)")
         result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
                                            max(batch_size, 1))
     if output_json is not None:

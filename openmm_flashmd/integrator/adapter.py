@@ -218,22 +218,15 @@ class StrideAdapter(torch.nn.Module):
         """One force evaluation, all of it under ``torch.no_grad()`` (module docstring);
         returns (zero energy, "forces")."""
         with torch.no_grad():
-            out = self._dispatch(positions, box, stage, r1, r2, r3, r4)
+            out = self._dispatch(positions, box, int(stage), torch.stack([r1, r2, r3, r4]))
         return out
 
     def _dispatch(
-        self,
-        positions: torch.Tensor,
-        box: torch.Tensor,
-        stage: torch.Tensor,
-        r1: torch.Tensor,
-        r2: torch.Tensor,
-        r3: torch.Tensor,
-        r4: torch.Tensor,
+        self, positions: torch.Tensor, box: torch.Tensor, current: int, uniforms: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Dispatch one force evaluation on ``stage``; returns (zero energy, "forces")."""
+        """Dispatch one force evaluation on stage ``current``; ``uniforms``: the four numbers of
+        the random rotation. Returns (zero energy, "forces")."""
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
-        current = int(stage)
         x = positions.detach().to(torch.float64)  # openmm-torch hands over positions that require grad
         if current == 4:
             self.guess_probe.copy_(x)
@@ -262,7 +255,7 @@ class StrideAdapter(torch.nn.Module):
             guess_delta = deltas[2] if deltas.shape[0] == 3 else torch.zeros_like(x)
             velocities = delta / self.probe_time
             if self.random_rotation:
-                rotation = rotation_from_uniforms(torch.stack([r1, r2, r3, r4])).to(x.device)
+                rotation = rotation_from_uniforms(uniforms).to(x.device)
             else:
                 rotation = torch.eye(3, dtype=torch.float64, device=x.device)
             displacement, new_velocities = self.stride(

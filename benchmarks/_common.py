@@ -97,5 +97,7 @@ def write_json(path: Path, payload: Dict[str, object], overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise SystemExit(f"{path} exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")  # atomic: an interrupted write leaves the old file
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
     print(f"wrote {path}")

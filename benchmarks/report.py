@@ -13,7 +13,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt_or_dash as _fmt  # noqa: E402
@@ -266,6 +266,20 @@ def _curve_cells(row: Dict) -> str:
                       for key, spec in (("dq_rmse", ".5f"), ("v_rmse", ".3f"), ("kinetic_energy_ratio", ".3f")))
 
 
+def _dynamics_cells(dyn: Optional[Dict]) -> str:
+    """Outcome and second-half temperatures (K) of a short NVT run (``learning_curves.dynamics``)."""
+    dyn = dyn or {}
+    if dyn.get("failure"):
+        outcome = f"failed at {dyn['completed_ps']:.3g} ps"
+    elif dyn:
+        outcome = (f"{dyn['duration_ps']:g} ps, {len(dyn['failed_checks'])} trust check(s) failed, "
+                   f"{100 * (dyn['clamped_fraction'] or 0):.1f} % clamped")
+    else:
+        outcome = "—"
+    temps = ", ".join(f"{e} {t:.0f}" for e, t in (dyn.get("temperature_second_half_K") or {}).items()) or "—"
+    return f"{outcome} | {temps}"
+
+
 def render_learning_curves(data: Dict, name: str) -> List[str]:
     lines: List[str] = []
     for ablation, runs in sorted(data["ablations"].items()):
@@ -285,19 +299,33 @@ def render_learning_curves(data: Dict, name: str) -> List[str]:
                 lines.append(f"| {label} | {row['step']} | {_curve_cells(row)} | {row['wall_s']:.0f}, "
                              f"{row['threads']} | | |")
             row = rows[-1]
-            dyn = run.get("dynamics") or {}
-            if dyn.get("failure"):
-                outcome = f"failed at {dyn['completed_ps']:.3g} ps"
-            elif dyn:
-                outcome = (f"{dyn['duration_ps']:g} ps, {len(dyn['failed_checks'])} trust check(s) failed, "
-                           f"{100 * (dyn['clamped_fraction'] or 0):.1f} % clamped")
-            else:
-                outcome = "—"
-            temps = ", ".join(f"{e} {t:.0f}" for e, t in (dyn.get("temperature_second_half_K") or {}).items()) or "—"
             lines.append(f"| {label} | {row['step']} | {_curve_cells(row)} | {row['wall_s']:.0f}, {row['threads']} | "
-                         f"{outcome} | {temps} |")
+                         f"{_dynamics_cells(run.get('dynamics'))} |")
         stack = next(iter(runs.values()))["stack"]
         lines += ["", _stack_line(stack), ""]
+    return lines
+
+
+def render_sweep(data: Dict, name: str) -> List[str]:
+    lines: List[str] = []
+    for sweep_name, sweep in sorted(data["sweeps"].items()):
+        settings = sweep["settings"]
+        lines += [f"### Sweep at a fixed training budget: {sweep_name} (`{name}`)", "",
+                  f"`benchmarks/sweep.py`: every configuration trains {settings['budget_s']:g} s of training loop "
+                  f"on this machine (steps = budget × its measured step rate, the learning-rate schedule ending "
+                  f"with the budget) on `{Path(settings['data']).name}` at a {1000 * settings['stride_ps']:g} fs "
+                  f"stride, from `{settings['hypers']}` with {' '.join(settings['common']) or 'no other overrides'}; "
+                  "held-out errors per element of the exported model, then a short NVT run (`openmm-flashmd "
+                  "simulate`, Langevin 1/ps with the filter; T of its second half).", "",
+                  "| configuration | overrides | parameters | steps (steps/s) | wall (s), threads | Δq RMSE (nm) | "
+                  "v′ RMSE (nm/ps) | KE ratio | dynamics | T (K) |",
+                  "|---|---|---:|---:|---|---|---|---|---|---|"]
+        for label, run in sweep["configs"].items():
+            own = " ".join(o for o in run["overrides"] if o not in settings["common"]) or "—"
+            lines.append(f"| {label} | {own} | {run['parameters']} | {run['steps']} ({run['steps_per_s']:.2f}) | "
+                         f"{run['wall_s']:.0f}, {run['threads']} | {_curve_cells(run['held_out'])} | "
+                         f"{_dynamics_cells(run.get('dynamics'))} |")
+        lines += ["", _stack_line(sweep["stack"]), ""]
     return lines
 
 
@@ -469,6 +497,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "blog_nve": render_blog_nve,
     "memory_watch": render_memory_watch,
     "learning_curves": render_learning_curves,
+    "sweep": render_sweep,
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,
     "pet_forward": render_pet_forward,

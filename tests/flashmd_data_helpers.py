@@ -1,5 +1,7 @@
-"""Tiny systems and settings shared by test_data.py and test_train.py."""
+"""Tiny systems, settings and helpers shared by the tests."""
 
+import importlib.util
+from pathlib import Path
 from typing import Tuple
 
 import numpy as np
@@ -7,6 +9,17 @@ import numpy as np
 import openmm_flashmd  # noqa: F401  (torch before openmm)
 import openmm
 from openmm import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: PET hyper-parameters small enough for CPU tests.
 TINY_MODEL = {

@@ -1,6 +1,5 @@
 """benchmarks/validate.py end to end in quick mode on the water box, with a tiny untrained PET."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -8,19 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from flashmd_data_helpers import load_benchmark
 from openmm_flashmd import save_model
 from openmm_flashmd.model.pet import PETHypers, PETStrideModel
 from openmm_flashmd.systems import get_system
 from openmm_flashmd.validation import target as target_module
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +64,7 @@ QUICK = ["--lengths", "quick", "--no-progress", "--threads", "1", "--set", "nvt_
 
 
 def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatch):
-    validate = _load("validate")
+    validate = load_benchmark("validate")
     out, work = tmp_path / "validation", tmp_path / "work"
     common = ["--system", "water", "--out", str(out), "--work-dir", str(work)] + QUICK
     monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 1e6)  # the untrained model heats up; bookkeeping only
@@ -140,14 +131,14 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
     summary = (out / "summary.md").read_text()
     assert "## Goals" in summary and "![water-16fs-rdf.png](water-16fs-rdf.png)" in summary
 
-    report = _load("report")
+    report = load_benchmark("report")
     markdown = "\n".join(report.render_validation(merged, "validation.json"))
     assert "| water-16fs | 16 | quick |" in markdown and "Measured on" in markdown
     assert "| second (FlashMD friction 30/ps) | 16 | quick |" in markdown
 
 
 def test_reference_cache_with_other_settings_is_refused(tmp_path, tiny_water_model, monkeypatch):
-    validate = _load("validate")
+    validate = load_benchmark("validate")
     out = tmp_path / "validation"
     out.mkdir()
     (out / "reference-water.json").write_text(json.dumps({"settings": {"other": 1}}))
@@ -163,7 +154,7 @@ def test_friction_scan_quick(tmp_path, tiny_water_model, monkeypatch):
     """The friction scan's bookkeeping: one row per friction with per-element temperatures
     against the reference, filter counts, RDF, and O diffusion of FlashMD and reference MD
     (stronger friction slows reference MD's diffusion)."""
-    validate = _load("validate")
+    validate = load_benchmark("validate")
     monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 1e6)
     model = tmp_path / "water-16fs.pt"  # the file name tells the system
     model.write_bytes(Path(tiny_water_model).read_bytes())
@@ -187,7 +178,7 @@ def test_friction_scan_quick(tmp_path, tiny_water_model, monkeypatch):
     slow, fast = (row["reference"]["diffusion_O_nm2_per_ps"] for row in result["rates"][::-1])
     assert slow < fast
     assert (tmp_path / result["plot"]).exists()
-    report = _load("report")
+    report = load_benchmark("report")
     assert "friction" in "\n".join(report.RENDERERS["friction_scan"](result, "friction-water-16fs.json"))
 
 
@@ -196,7 +187,7 @@ def test_blog_nve_protocol_quick(tmp_path):
     """benchmarks/blog_nve.py in quick mode with the exact Verlet-guess stride (about a minute)."""
     from openmm_flashmd.model import VerletGuessStrideModel
 
-    blog = _load("blog_nve")
+    blog = load_benchmark("blog_nve")
     model = save_model(VerletGuessStrideModel(0.002, 1), tmp_path / "guess-2fs.pt")
     out = tmp_path / "blog.json"
     args = [str(model), "--lengths", "quick", "--out", str(out), "--plots", str(tmp_path), "--no-progress"]

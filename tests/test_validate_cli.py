@@ -68,6 +68,7 @@ def test_existing_output_is_refused_and_an_interrupted_validation_resumes(pipeli
     assert (phases / "nvt_filter.json").stat().st_mtime_ns == kept and (phases / "nve.json").exists()
     result = json.loads((out / "validation.json").read_text())
     assert result["reference"]["computed_in_this_run"] is False and result["nve"]["completed_ps"] > 0
+    assert "nvt_filter" in result["reused_phases"] and "nve" not in result["reused_phases"]
     assert main(_validate_args(pipeline, "--out", str(pipeline / "fresh"), "--resume")) == 1
     assert "nothing to resume" in capsys.readouterr().err
 

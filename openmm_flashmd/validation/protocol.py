@@ -16,7 +16,8 @@ Phases, each from the reference MD's start state (CPU platform):
 
 Reference MD is cached per System + settings (:mod:`openmm_flashmd.validation.reference`).
 Each finished phase is written to ``work_dir/phases/<phase>.json`` + ``.npz``; ``resume``
-reuses them when the validation's settings are the same. Units: nm, ps, K, kJ/mol, g/cm^3.
+reuses them when the validation's settings are the same (the result's ``reused_phases`` names
+them; its ``wall_s`` is the last call's alone). Units: nm, ps, K, kJ/mol, g/cm^3.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -116,11 +117,13 @@ class _Phases:
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         write_record(settings_path, settings)
+        self.reused: List[str] = []  # phases read back from an interrupted validation
 
     def run(self, name: str, work: Callable[[], Tuple[Dict[str, Any], Dict[str, np.ndarray]]]
             ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
         json_path, npz_path = self.folder / f"{name}.json", self.folder / f"{name}.npz"
         if json_path.exists() and npz_path.exists():
+            self.reused.append(name)
             return json.loads(json_path.read_text()), read_arrays(npz_path)
         summary, arrays = work()
         write_arrays(npz_path, arrays)
@@ -282,7 +285,8 @@ def validate(model, target: Target, out_dir: Path, *, stem: str = "validation", 
     result["cost"] = cost
 
     result["plots"] = plot_names
-    result["wall_s"] = time.perf_counter() - began
+    result["wall_s"] = time.perf_counter() - began  # this call's; phases it reused ran in an earlier one
+    result["reused_phases"] = phases.reused
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if stack is not None:
         result["stack"] = stack

@@ -442,6 +442,10 @@ def test_rollout_loss_applies_the_model_to_its_own_predictions(dimer_data, tmp_p
                 "loss.rollout_strides": 3}), device="cpu", progress=False, export=False)
     rows = list(csv.DictReader(open(tmp_path / "rollout" / "log.csv")))
     assert res.steps == 20 and all(float(r["train_loss_rollout"]) > 0 for r in rows)
+    for r in rows:  # the best model is chosen by the loss it trains on, rollout included
+        assert float(r["val_loss_rollout"]) > 0
+        assert float(r["val_loss"]) == pytest.approx(float(r["val_loss_q"]) + float(r["val_loss_p"])
+                                                     + 0.5 * float(r["val_loss_rollout"]), rel=1e-6)
     ckpt = torch.load(tmp_path / "rollout" / "checkpoint.pt", weights_only=False)
     model = model_from_checkpoint(tmp_path / "rollout" / "checkpoint.pt").requires_grad_(False)
     data = load_trajectories(dimer_data)
@@ -469,6 +473,25 @@ def test_rollout_loss_applies_the_model_to_its_own_predictions(dimer_data, tmp_p
               "model.verlet_guess": True}), device="cpu", progress=False, export=False)
     with pytest.raises(ValueError, match="rollout_strides"):
         load_hypers(overrides={"loss.rollout_strides": 1})
+
+
+def test_resume_rewrites_a_log_written_with_other_columns(dimer_data, tmp_path):
+    """A run started by a version whose log had other columns resumes with today's header,
+    its earlier rows kept under it (missing values: nan)."""
+    out = tmp_path / "run"
+    train(dimer_data, out, STRIDE, overrides=_quick(), device="cpu", progress=False, stop_after=10)
+    with open(out / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    older = [k for k in rows[0] if k != "val_loss_rollout"]
+    with open(out / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    train(dimer_data, out, STRIDE, overrides=_quick(), device="cpu", progress=False, resume=True, export=False)
+    with open(out / "log.csv", newline="") as f:
+        after = list(csv.DictReader(f))
+    assert [r["step"] for r in after] == ["10", "20"]
+    assert after[0]["val_loss_rollout"] == "nan" and after[0]["val_loss"] == rows[0]["val_loss"]
 
 
 def test_ctrl_c_says_where_training_stopped_and_resume_drops_later_log_rows(dimer_data, tmp_path, capsys,

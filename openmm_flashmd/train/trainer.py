@@ -190,7 +190,7 @@ class StrideTask(TrainingTask):
 
     name = "stride"
     train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke", "loss_rollout")
-    val_fields = ("val_loss_q", "val_loss_p", "val_dq_rmse", "val_v_rmse")
+    val_fields = ("val_loss_q", "val_loss_p", "val_loss_rollout", "val_dq_rmse", "val_v_rmse")
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
                  train_idx: np.ndarray, val_idx: np.ndarray, proc: ProcessInfo, ckpt: Optional[Dict[str, Any]],
@@ -225,7 +225,9 @@ class StrideTask(TrainingTask):
             StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
                         random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator,
                         guesses=guesses, noisy=noisy, rollout=rollout),
-            StridePairs(tdata, stride, val_idx, dtype=dtype,
+            # with a rollout loss, validation starts carry their rollout too, so the best model is
+            # chosen by the loss it was trained on
+            StridePairs(tdata, stride, val_idx, dtype=dtype, rollout=rollout,
                         guesses=None if guesses is None else {"forward": guesses["forward"]}) if len(val_idx) else None,
             int(t["max_validation_pairs"]), "no training pairs: segments too short for this stride?",
         )
@@ -260,8 +262,8 @@ class StrideTask(TrainingTask):
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers)
-        self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0}, self.scales, self.masses,
-                                    tdata.temperature, None)
+        self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 1}, self.scales,
+                                    self.masses, tdata.temperature, None)
         if float(h["loss"]["energy"]) > 0 and energy_model is None:
             raise ValueError("loss.energy > 0 needs an energy_model")
 
@@ -274,27 +276,31 @@ class StrideTask(TrainingTask):
     def validate(self) -> Dict[str, Any]:
         if self.val_ds is None:
             return {"val_loss": math.nan, "val_loss_q": math.nan, "val_loss_p": math.nan,
-                    "val_dq_rmse": math.nan, "val_v_rmse": math.nan}
+                    "val_loss_rollout": math.nan, "val_dq_rmse": math.nan, "val_v_rmse": math.nan}
         sums: Dict = {}
-        lq = lp = 0.0
+        lq = lp = lr = 0.0
         n = 0
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
+        forward = self.forward_module()
         with torch.no_grad():
             bs = int(self.h["training"]["batch_size"]) * 4
             for s in range(0, len(self.val_order), bs):
                 host = self.val_ds.get_batch(self.val_order[s:s + bs])
                 batch = self._to_dev(host)
-                y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses,
-                                                           self.numbers, batch["box"], *_guess_inputs(batch))
-                parts = self.plain_losses(y_q, y_p, batch)
+                y_q, y_p, *rollout = forward(batch)
+                parts = self.plain_losses(y_q, y_p, batch, rollout)
                 m = y_q.shape[0]
                 lq += float(parts["loss_q"]) * m
                 lp += float(parts["loss_p"]) * m
+                lr += float(parts.get("loss_rollout", 0.0)) * m
                 n += m
                 stride_errors((y_q / sqrt_m).cpu(), (y_p / sqrt_m).cpu(), host, self.tdata.atomic_numbers, sums)
         summary = _summarise(sums)
-        wq, wp = float(self.h["loss"]["positions"]), float(self.h["loss"]["velocities"])
-        return {"val_loss": (wq * lq + wp * lp) / n, "val_loss_q": lq / n, "val_loss_p": lp / n,
+        w = self.h["loss"]
+        val_loss = (float(w["positions"]) * lq + float(w["velocities"]) * lp
+                    + (float(w["rollout"]) * lr if self.losses.w_rollout > 0 else 0.0)) / n
+        return {"val_loss": val_loss, "val_loss_q": lq / n, "val_loss_p": lp / n,
+                "val_loss_rollout": lr / n if self.losses.w_rollout > 0 else math.nan,
                 "val_dq_rmse": summary["all"]["dq_rmse"], "val_v_rmse": summary["all"]["v_rmse"],
                 "summary": summary}
 

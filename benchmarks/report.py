@@ -343,7 +343,10 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
     for model, result in sorted(data["models"].items()):
         for label, run in result["runs"].items():
             drift = run["energy_drift_kjmol_per_ps"]
-            failed = f" (failed at {run['failed_at_ps']:.3g} ps)" if run.get("failed_at_ps") is not None else ""
+            failed = ""
+            if run.get("failed_at_ps") is not None:  # the error's first clause says why
+                why = (run.get("error") or "").split(": ", 1)[-1].split(" (", 1)[0]
+                failed = f" (failed at {run['failed_at_ps']:.3g} ps{': ' + why if why else ''})"
             share = (run.get("fallback") or {}).get("fallback_fraction")
             goals = ("met" if result["goals_met"] else "**not met**") if label.startswith("FlashMD") else ""
             if goals == "met" and share is not None and share > 0.01:

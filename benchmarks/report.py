@@ -207,6 +207,10 @@ def render_validation(data: Dict, name: str) -> List[str]:
         nve_cell = _fmt(nve.get("T_drift_K"), "+.1f")
         if nve.get("failed_at_ps") is not None:
             nve_cell += f" (failed at {nve['failed_at_ps']:.3g} ps)"
+        npt = (m.get("npt") or {}).get("flashmd") or {}
+        density_cell = _fmt(npt.get("relative_difference_percent"), "+.2f")
+        if npt.get("failed_at_ps") is not None:  # a density from the part before the failure
+            density_cell += f" (failed at {npt['failed_at_ps']:.3g} ps)"
         lines.append(" | ".join([
             f"| {model}" + (f" (FlashMD friction {m['collision_rate_per_ps']:g}/ps)"
                             if m.get("collision_rate_per_ps", 1.0) != 1.0 else ""),
@@ -215,7 +219,7 @@ def render_validation(data: Dict, name: str) -> List[str]:
             _fmt(((nvt.get("filter") or {}).get("filter") or {}).get("clamped_fraction"), ".0%"),
             temperature(nvt.get("no_filter")),
             _fmt(((m.get("rdf") or {}).get("O-O") or {}).get("difference_percent"), ".2f"),
-            _fmt(((m.get("npt") or {}).get("flashmd") or {}).get("relative_difference_percent"), "+.2f"),
+            density_cell,
             _fmt((m.get("ramachandran") or {}).get("js_divergence"), ".4f"),
             nve_cell, stability, fallback_cell(m), _fmt((m.get("cost") or {}).get("speedup"), ".2f", "×")]) + " |")
     lines += ["", "| goal | model | value | met |", "|---|---|---:|---|"]

@@ -470,11 +470,10 @@ def _optimise(
             with open(log_path, newline="") as f:
                 rows = list(csv.reader(f))
             kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= state["step"]]
-            if rows and rows[0] != log_fields:  # written by a version with other columns: same rows, new header
-                old = [dict(zip(rows[0], r)) for r in kept[1:]]
-                kept = [log_fields] + [[row.get(key, "nan") for key in log_fields] for row in old]
-                rows = []
-            if len(kept) != len(rows):
+            other_columns = bool(rows) and rows[0] != log_fields  # a log of a version with other columns
+            if other_columns:  # the same rows under today's header
+                kept = [log_fields] + [[dict(zip(rows[0], r)).get(key, "nan") for key in log_fields] for r in kept[1:]]
+            if other_columns or len(kept) != len(rows):
                 with open(log_path, "w", newline="") as f:
                     csv.writer(f).writerows(kept)
         if not log_path.exists():

@@ -296,11 +296,10 @@ class StrideTask(TrainingTask):
                 n += m
                 stride_errors((y_q / sqrt_m).cpu(), (y_p / sqrt_m).cpu(), host, self.tdata.atomic_numbers, sums)
         summary = _summarise(sums)
-        w = self.h["loss"]
-        val_loss = (float(w["positions"]) * lq + float(w["velocities"]) * lp
-                    + (float(w["rollout"]) * lr if self.losses.w_rollout > 0 else 0.0)) / n
-        return {"val_loss": val_loss, "val_loss_q": lq / n, "val_loss_p": lp / n,
-                "val_loss_rollout": lr / n if self.losses.w_rollout > 0 else math.nan,
+        w = self.losses  # lr is 0 without a rollout loss: its batches carry no rollout
+        return {"val_loss": (w.w_q * lq + w.w_p * lp + w.w_rollout * lr) / n,
+                "val_loss_q": lq / n, "val_loss_p": lp / n,
+                "val_loss_rollout": lr / n if w.w_rollout > 0 else math.nan,
                 "val_dq_rmse": summary["all"]["dq_rmse"], "val_v_rmse": summary["all"]["v_rmse"],
                 "summary": summary}
 

@@ -35,16 +35,17 @@ KEEP = ("dq_rmse", "v_rmse", "kinetic_energy_ratio", "dq_free_flight_rmse", "v_u
         "v_guess_rmse")
 
 
+def per_element(summary: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+    """Held-out errors of a trainer's validation summary by element symbol, only ``KEEP``."""
+    return {e["symbol"]: {k: e[k] for k in KEEP if k in e} for e in (summary or {}).get("per_element", {}).values()}
+
+
 def trimmed_curves(run_dir: Path, step_offset: int = 0) -> List[Dict[str, Any]]:
     """The learning curves of a training run, per element only the quantities in ``KEEP``;
     ``step_offset`` is added to the steps of a run that started from another run's weights."""
-    rows = []
-    for entry in json.loads((run_dir / "curves.json").read_text()):
-        per_element = {e["symbol"]: {k: e[k] for k in KEEP if k in e}
-                       for e in (entry.get("summary") or {}).get("per_element", {}).values()}
-        rows.append({"step": entry["step"] + step_offset, "wall_s": entry["wall_s"], "threads": entry["threads"],
-                     "val_loss": entry["val_loss"], "per_element": per_element})
-    return rows
+    return [{"step": entry["step"] + step_offset, "wall_s": entry["wall_s"], "threads": entry["threads"],
+             "val_loss": entry["val_loss"], "per_element": per_element(entry.get("summary"))}
+            for entry in json.loads((run_dir / "curves.json").read_text())]
 
 
 def dynamics(model: Path, system: str, duration: float, threads: Optional[int], seed: int = 0) -> Dict[str, Any]:

@@ -149,6 +149,15 @@ def render_stiff_bond_learning(data: Dict, name: str) -> List[str]:
     return lines
 
 
+def _failed(run: Dict, why: bool = False) -> str:
+    """The suffix `` (failed at T ps)`` for a cell of a run that failed (empty otherwise);
+    ``why``: followed by the first clause of its error."""
+    if run.get("failed_at_ps") is None:
+        return ""
+    reason = (run.get("error") or "").split(": ", 1)[-1].split(" (", 1)[0] if why else ""
+    return f" (failed at {run['failed_at_ps']:.3g} ps{': ' + reason if reason else ''})"
+
+
 def render_validation(data: Dict, name: str) -> List[str]:
     """``validation.json`` from ``benchmarks/validate.py summarize`` (the per-model files in
     ``results/validation/`` are not globbed by :func:`render_all`)."""
@@ -164,10 +173,7 @@ def render_validation(data: Dict, name: str) -> List[str]:
         devs = {k: v.get("dev_reference", v.get("dev_target")) for k, v in temps.items() if k != "all"}
         devs = {k: d for k, d in devs.items() if d is not None}
         worst = max(devs, key=lambda k: abs(devs[k])) if devs else None
-        cell = f"{overall} / {worst} {devs[worst]:+.1f}" if worst else overall
-        if run.get("failed_at_ps") is not None:
-            cell += f" (failed at {run['failed_at_ps']:.3g} ps)"
-        return cell
+        return (f"{overall} / {worst} {devs[worst]:+.1f}" if worst else overall) + _failed(run)
 
     def fallback_cell(m: Dict) -> str:
         runs = [(m.get("nvt") or {}).get("filter"), (m.get("nvt") or {}).get("no_filter"), m.get("nve"),
@@ -204,13 +210,9 @@ def render_validation(data: Dict, name: str) -> List[str]:
             stability = f"stable {stab.get('length_ps'):g} ps"
         else:
             stability = f"failed at {_fmt(stab.get('failed_at_ps'), '.3g')} ps"
-        nve_cell = _fmt(nve.get("T_drift_K"), "+.1f")
-        if nve.get("failed_at_ps") is not None:
-            nve_cell += f" (failed at {nve['failed_at_ps']:.3g} ps)"
-        npt = (m.get("npt") or {}).get("flashmd") or {}
-        density_cell = _fmt(npt.get("relative_difference_percent"), "+.2f")
-        if npt.get("failed_at_ps") is not None:  # a density from the part before the failure
-            density_cell += f" (failed at {npt['failed_at_ps']:.3g} ps)"
+        nve_cell = _fmt(nve.get("T_drift_K"), "+.1f") + _failed(nve)
+        npt = (m.get("npt") or {}).get("flashmd") or {}  # a failed run's density: the part before the failure
+        density_cell = _fmt(npt.get("relative_difference_percent"), "+.2f") + _failed(npt)
         lines.append(" | ".join([
             f"| {model}" + (f" (FlashMD friction {m['collision_rate_per_ps']:g}/ps)"
                             if m.get("collision_rate_per_ps", 1.0) != 1.0 else ""),
@@ -250,9 +252,8 @@ def render_friction_scan(data: Dict, name: str) -> List[str]:
     for row in data["rates"]:
         run = row["flashmd"]
         temps = run.get("temperature_K") or {}
-        failed = f" (failed at {run['failed_at_ps']:.3g} ps)" if run.get("failed_at_ps") is not None else ""
         cells = [f"{row['collision_rate_per_ps']:g}", _fmt((temps.get("all") or {}).get("dev_reference"), "+.1f")
-                 + failed]
+                 + _failed(run)]
         cells += [_fmt((temps.get(e) or {}).get("dev_reference"), "+.1f") for e in elements]
         cells += [_fmt((run.get("filter") or {}).get("clamped_fraction"), ".0%"),
                   _fmt(((run.get("rdf") or {}).get("O-O") or {}).get("difference_percent"), ".2f"),
@@ -347,10 +348,7 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
     for model, result in sorted(data["models"].items()):
         for label, run in result["runs"].items():
             drift = run["energy_drift_kjmol_per_ps"]
-            failed = ""
-            if run.get("failed_at_ps") is not None:  # the error's first clause says why
-                why = (run.get("error") or "").split(": ", 1)[-1].split(" (", 1)[0]
-                failed = f" (failed at {run['failed_at_ps']:.3g} ps{': ' + why if why else ''})"
+            failed = _failed(run, why=True)
             share = (run.get("fallback") or {}).get("fallback_fraction")
             goals = ("met" if result["goals_met"] else "**not met**") if label.startswith("FlashMD") else ""
             if goals == "met" and share is not None and share > 0.01:

@@ -35,10 +35,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import stack_info, write_json  # noqa: E402
+from learning_curves import dynamics, per_element  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "sweep.json"
-KEEP = ("dq_rmse", "v_rmse", "kinetic_energy_ratio")
 #: Overrides of the probe: no validation and no checkpoint inside it (its checkpoint comes at its stop).
 PROBE = ("training.max_steps=1000000000", "training.validate_every=1000000000",
          "training.checkpoint_every=1000000000")
@@ -78,17 +78,14 @@ def step_rate(data: str, run_dir: Path, stride: float, hypers: Optional[str], ov
 
 
 def held_out(run_dir: Path) -> Dict[str, Any]:
-    """The final validation of a finished run: loss, best step and per-element errors (``KEEP``)."""
+    """The final validation of a finished run: loss, best step and per-element errors."""
     validation = json.loads((run_dir / "validation.json").read_text())
-    per_element = {e["symbol"]: {k: e[k] for k in KEEP if k in e}
-                   for e in validation["errors"]["per_element"].values()}
-    return {"val_loss": validation["loss"], "best_step": validation["step"], "per_element": per_element}
+    return {"val_loss": validation["loss"], "best_step": validation["step"],
+            "per_element": per_element(validation["errors"])}
 
 
 def run_config(label: str, overrides: List[str], args: argparse.Namespace) -> Dict[str, Any]:
     """Train one configuration for the budget (resuming its checkpoint) and measure it."""
-    import torch
-
     from openmm_flashmd import load_model
     from openmm_flashmd.train import train
 
@@ -112,10 +109,7 @@ def run_config(label: str, overrides: List[str], args: argparse.Namespace) -> Di
              "steps": steps, "steps_per_s": rate, "wall_s": curves[-1]["wall_s"], "threads": curves[-1]["threads"],
              "held_out": held_out(run_dir), "run_dir": str(run_dir)}
     if args.system and args.dynamics_ps > 0:
-        from learning_curves import dynamics
-
         entry["dynamics"] = dynamics(run_dir / "model.pt", args.system, args.dynamics_ps, args.threads)
-    entry["torch_threads"] = torch.get_num_threads()
     return entry
 
 

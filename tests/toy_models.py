@@ -100,6 +100,36 @@ class EveryKthStrideFails(torch.nn.Module):
         return new_x, new_v
 
 
+class EveryKthStrideBendsAWater(torch.nn.Module):
+    """Free flight, but every ``k``-th call (counted like :class:`EveryKthStrideFails`) moves
+    particle ``atom`` (a water hydrogen) 0.3 nm along z: a geometry SETTLE cannot constrain
+    from any orientation of the water before the stride."""
+
+    def __init__(self, stride: float, k: int, atom: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.k = int(k)
+        self.atom = int(atom)
+        self.calls = 0
+        self.metadata_json = make_metadata_json(kind="toy-bend")
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        masses: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        new_x = positions + self.stride * velocities
+        if not bool(velocities.abs().max() > 0):
+            return new_x, velocities.clone()
+        self.calls += 1
+        if self.calls % self.k == 0:
+            new_x[self.atom, 2] += 0.3
+        return new_x, velocities.clone()
+
+
 class BadOutputModel(torch.nn.Module):
     """Free flight whose outputs break the protocol in one way (``kind``): ``"broadcast"``
     velocities of shape [3], ``"extra"`` an extra row, ``"integer"`` int64 positions, ``"nan"``

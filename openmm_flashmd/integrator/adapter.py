@@ -50,9 +50,11 @@ the state as it was and records the stride; Python then raises.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
+
+from openmm_flashmd.integrator.settle import settle_solvable
 
 #: Time (ps) by which velocities are scaled when they travel through the position slots.
 VELOCITY_PROBE_TIME = 0.01
@@ -72,9 +74,13 @@ FAILURE_REASONS = {
     9: "the fallback MD after a rejected stride hit NaN positions in the constraint solver (a rejected stride "
        "too far from the state before it; the Context keeps that state)",
     10: "the integrator's step size is not its model's stride (set it back with setStepSize)",
+    12: "the stride's output is too far from a rigid motion of its waters for SETTLE (the constraint solver "
+        "would return NaN)",
 }
 #: Failure code of a step whose step size is not the model's stride (set by the integrator program).
 STEP_SIZE_MISMATCH = 10
+#: Failure code of a stride SETTLE could not constrain (:mod:`openmm_flashmd.integrator.settle`).
+SETTLE_FAILURE = 12
 
 #: Context parameters of the stride force, in the order openmm-torch passes them. The
 #: integrator's stride counter ``flashmd_step`` travels with them (so it is saved with the
@@ -133,6 +139,10 @@ class StrideAdapter(torch.nn.Module):
     periodic : whether the system has a cell
     random_rotation : apply a random orthogonal transformation around each stride
     max_displacement : nm; a stride moving any particle further fails (0: no check)
+    uses_guess : the model takes the Verlet guess (stages 4 and 5)
+    settle_atoms, settle_distances : the System's rigid waters ([K, 3] particle indices and
+        [K, 2] nm, :func:`~openmm_flashmd.integrator.settle.settle_clusters`); a stride that
+        SETTLE could not constrain fails with :data:`SETTLE_FAILURE`. None: no such check.
     """
 
     def __init__(
@@ -144,6 +154,8 @@ class StrideAdapter(torch.nn.Module):
         random_rotation: bool,
         max_displacement: float,
         uses_guess: bool = False,
+        settle_atoms: Optional[torch.Tensor] = None,
+        settle_distances: Optional[torch.Tensor] = None,
     ):
         super().__init__()
         n = int(masses.shape[0])
@@ -154,8 +166,13 @@ class StrideAdapter(torch.nn.Module):
         self.max_displacement = max_displacement
         self.probe_time = VELOCITY_PROBE_TIME
         self.failure_sentinel = FAILURE_SENTINEL
+        self.settle_failure = SETTLE_FAILURE
         self.register_buffer("masses", masses.to(torch.float64))
         self.register_buffer("atomic_numbers", atomic_numbers.to(torch.int64))
+        no_settle = settle_atoms is None or settle_distances is None
+        self.register_buffer("settle_atoms", torch.zeros(0, 3, dtype=torch.int64) if no_settle else settle_atoms.to(torch.int64))
+        self.register_buffer("settle_distances",
+                             torch.zeros(0, 2, dtype=torch.float64) if no_settle else settle_distances.to(torch.float64))
         self.register_buffer("probe", torch.zeros(n, 3, dtype=torch.float64))
         self.register_buffer("new_velocities", torch.zeros(n, 3, dtype=torch.float64))
         self.register_buffer("guess_probe", torch.zeros(n, 3, dtype=torch.float64))
@@ -190,11 +207,15 @@ class StrideAdapter(torch.nn.Module):
 
     def failure(
         self, velocities_in: torch.Tensor, carried: torch.Tensor, displacement: torch.Tensor,
-        new_velocities: torch.Tensor,
+        new_velocities: torch.Tensor, start: torch.Tensor, reference: torch.Tensor,
     ) -> int:
         """Failure code of a stride (see :data:`FAILURE_REASONS`); 0 when it is sound.
         ``carried``: what the position slots carried, decoded (the velocity probe, then the
-        Verlet guess when the model takes it)."""
+        Verlet guess when the model takes it). ``reference`` (nm): the positions the
+        constraint solver measures the stride's output against (on the Reference and CPU
+        platforms those of its last solve: the positions before the stride, or the end of the
+        Verlet guess, which ends with a solve); the stride's output is ``start`` (nm, the
+        positions before it) plus ``displacement``."""
         if not bool(torch.isfinite(velocities_in).all()):
             return 1
         if not bool(torch.isfinite(carried).all()):
@@ -203,6 +224,11 @@ class StrideAdapter(torch.nn.Module):
             return 2
         if self.max_displacement > 0.0 and float(torch.linalg.norm(displacement, dim=1).max()) > self.max_displacement:
             return 3
+        if self.settle_atoms.shape[0] > 0:
+            solvable = settle_solvable(reference, start + displacement, self.settle_atoms, self.settle_distances,
+                                       self.masses)
+            if not bool(solvable.all()):
+                return self.settle_failure
         return 0
 
     def run(
@@ -261,7 +287,7 @@ class StrideAdapter(torch.nn.Module):
             displacement, new_velocities = self.stride(
                 x, velocities, cell, rotation, guess, guess_delta / self.probe_time
             )
-            code = self.failure(velocities, deltas, displacement, new_velocities)
+            code = self.failure(velocities, deltas, displacement, new_velocities, x, x + guess)
             self.phase = 2
             if code != 0:
                 # The integrator sees the sentinel, keeps the state and reports the stride.

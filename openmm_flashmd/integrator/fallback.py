@@ -4,7 +4,9 @@ After each stride, :class:`~openmm_flashmd.integrator.FlashMDIntegrator` (with
 ``fallback=True``) decides on the platform whether to keep it. A stride is *rejected* when
 
 * the adapter reports a failure code (:data:`REJECTION_REASONS` 1–4: NaN or Inf going in or
-  coming out, the Verlet guess NaN, a particle moved further than ``max_displacement``), or
+  coming out, the Verlet guess NaN, a particle moved further than ``max_displacement``; 12: a
+  rigid water SETTLE could not constrain, found before the solver runs by
+  :mod:`openmm_flashmd.integrator.settle`), or
   the positions are not finite once the constraints are applied (reason 8: a stride that
   SETTLE or CCMA cannot fix; checked before any force is evaluated there; unrepairable, see
   below) or only the velocities are (reason 11), or
@@ -53,6 +55,7 @@ REJECTION_REASONS: Dict[int, str] = {
     7: "energy_drift",
     8: "nan_constrained",
     11: "nan_constrained_velocities",
+    12: "settle",
 }
 NAN_OUTPUT_REJECTION = 2
 ENERGY_REJECTION = 5

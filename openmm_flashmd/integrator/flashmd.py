@@ -42,6 +42,7 @@ from openmm_flashmd.integrator.guess import (
     model_uses_guess,
 )
 from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
+from openmm_flashmd.integrator.settle import settle_clusters
 from openmm_flashmd.messages import error_line
 from openmm_flashmd.model.energy import ENERGY_ONLY_PARAMETER
 from openmm_flashmd.model.protocol import ModelLike, load_model, read_metadata
@@ -231,6 +232,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             raise ValueError(f"energy_force_groups {sorted(energy_groups - populated)} hold no force of this System "
                              f"(groups with forces: {sorted(populated)}); the filter would conserve kinetic energy only")
 
+        settle_atoms, settle_distances = settle_clusters(system)
         adapter = StrideAdapter(
             scripted,
             torch.tensor(system_masses(system), dtype=torch.float64),
@@ -239,6 +241,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             random_rotation=random_rotation,
             max_displacement=_in(max_displacement, unit.nanometer, "max_displacement") or 0.0,
             uses_guess=model_uses_guess(metadata),
+            settle_atoms=torch.from_numpy(settle_atoms),
+            settle_distances=torch.from_numpy(settle_distances),
         )
         check_model_outputs(scripted, system, adapter.masses, adapter.atomic_numbers, adapter.uses_guess)
         system.addForce(build_stride_force(adapter, group))

@@ -8,7 +8,9 @@ strides are arbitrary and the monitor would reject some). It also times (c) a st
 same network (with the Verlet-guess input) with its learned parts scaled to nothing over a
 0.5 fs stride (the frozen-force Verlet guess: nearly exact MD, which the monitor accepts)
 with the monitor (the default) and without (``fallback=False``): the ratio is the monitor's
-own cost on accepted strides.
+own cost on accepted strides. Last, (d) the adapter's check that SETTLE can constrain a
+stride's output (:mod:`openmm_flashmd.integrator.settle`), timed on a rigid box with as
+many waters, as a share of the step (a): every stride of a rigid-water System pays it.
 
     python benchmarks/integrator_overhead.py --platform CPU --output benchmarks/results/integrator_overhead_cpu.json
 """
@@ -28,7 +30,8 @@ import openmm_flashmd  # noqa: F401  (torch plugins)
 from openmm_flashmd import FlashMDIntegrator
 from openmm_flashmd.model.pet import PETHypers, PETStrideModel
 from openmm_flashmd.analysis.thermo import system_masses
-from openmm_flashmd.systems import water_box
+from openmm_flashmd.integrator.settle import settle_clusters, settle_solvable
+from openmm_flashmd.systems import rigid_water_box, water_box
 from openmm_flashmd.systems.loading import make_platform
 
 from _common import median_time, stack_info, summarize, write_json
@@ -87,14 +90,29 @@ def measure(n_molecules: int, platform_name: str, repeats: int, steps: int) -> d
         plain.getState(getEnergy=True)
 
     bare()
+
+    # The SETTLE check of a rigid box with as many waters, on an output 1 pm off the start.
+    rigid = rigid_water_box(n_molecules=n_molecules)
+    settle_atoms, settle_distances = (torch.from_numpy(a) for a in settle_clusters(rigid.system))
+    start = torch.tensor(np.asarray(rigid.positions.value_in_unit(unit.nanometer)))
+    output = start + 1e-3 * torch.randn(start.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rigid_masses = torch.tensor(system_masses(rigid.system), dtype=torch.float64)
+    check = torch.jit.script(settle_solvable)
+
+    def settle_check():
+        if not bool(check(start, output, settle_atoms, settle_distances, rigid_masses).all()):
+            raise RuntimeError("a 1 pm displacement should never defeat SETTLE")
+
+    settle_check()
     # Interleave the two measurements so machine noise hits both alike.
-    step_samples, bare_samples, monitored_samples, unmonitored_samples = [], [], [], []
+    step_samples, bare_samples, monitored_samples, unmonitored_samples, settle_samples = [], [], [], [], []
     for _ in range(repeats):
         step_samples.append(median_time(lambda: integrator.step(steps), 1)["median"] / steps)
         bare_samples.append(median_time(bare, 1, inner=steps)["median"])
         monitored_samples.append(median_time(lambda: pair[True].step(steps), 1)["median"] / steps)
         unmonitored_samples.append(median_time(lambda: pair[False].step(steps), 1)["median"] / steps)
-    step_time, bare_time = summarize(step_samples), summarize(bare_samples)
+        settle_samples.append(median_time(settle_check, 1, inner=steps)["median"])
+    step_time, bare_time, settle_time = summarize(step_samples), summarize(bare_samples), summarize(settle_samples)
     monitored_time, unmonitored_time = summarize(monitored_samples), summarize(unmonitored_samples)
     stats = pair[True].fallback_statistics
     if stats["rejected"]:
@@ -109,6 +127,8 @@ def measure(n_molecules: int, platform_name: str, repeats: int, steps: int) -> d
         "monitored_step_s": monitored_time,
         "step_without_monitor_s": unmonitored_time,
         "monitor_ratio": monitored_time["median"] / unmonitored_time["median"],
+        "settle_check_s": settle_time,
+        "settle_check_share": settle_time["median"] / step_time["median"],
     }
 
 
@@ -128,7 +148,7 @@ def main() -> None:
         row = measure(n, args.platform, args.repeats, args.steps)
         print(f"{row['n_atoms']:6d} atoms: step {row['stride_step_s']['median'] * 1e3:8.2f} ms, "
               f"model+energy {row['model_plus_energy_s']['median'] * 1e3:8.2f} ms, ratio {row['overhead_ratio']:.3f}, "
-              f"with/without monitor {row['monitor_ratio']:.3f}")
+              f"with/without monitor {row['monitor_ratio']:.3f}, SETTLE check {100 * row['settle_check_share']:.2f} %")
         rows.append(row)
     write_json(args.output, {"benchmark": "integrator_overhead", "platform": args.platform, "stride_ps": STRIDE,
                              "splitting": "F E", "model": "PET default hypers, random weights, float32",

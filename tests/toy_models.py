@@ -69,16 +69,20 @@ class NaNAfterStrideModel(torch.nn.Module):
 
 class EveryKthStrideFails(torch.nn.Module):
     """A stride model whose every ``k``-th call (counted over the module's life) goes wrong:
-    NaN positions, or with ``velocity_factor`` > 0 the velocities multiplied by it. A call with
-    every particle at rest (the integrator's probe at construction) passes through uncounted."""
+    NaN positions, or with ``velocity_factor`` > 0 the velocities multiplied by it, or with
+    ``bent_water`` >= 0 the oxygen at that index (followed by its two hydrogens) moved 0.2 nm
+    out of its water's plane: SETTLE cannot constrain that, whatever the orientation. A call
+    with every particle at rest (the integrator's probe at construction) passes through
+    uncounted."""
 
-    def __init__(self, model: torch.nn.Module, k: int, velocity_factor: float = 0.0):
+    def __init__(self, model: torch.nn.Module, k: int, velocity_factor: float = 0.0, bent_water: int = -1):
         super().__init__()
         self.model = model
         self.stride = float(model.stride)
         self.metadata_json = model.metadata_json
         self.k = int(k)
         self.velocity_factor = float(velocity_factor)
+        self.bent_water = int(bent_water)
         self.calls = 0
 
     def forward(
@@ -94,40 +98,15 @@ class EveryKthStrideFails(torch.nn.Module):
             return new_x, new_v
         self.calls += 1
         if self.calls % self.k == 0:
+            if self.bent_water >= 0:
+                o = self.bent_water
+                normal = torch.linalg.cross(positions[o + 1] - positions[o], positions[o + 2] - positions[o])
+                new_x[o] += 0.2 * normal / torch.linalg.norm(normal)
+                return new_x, new_v
             if self.velocity_factor > 0.0:
                 return new_x, new_v * self.velocity_factor
             return new_x * float("nan"), new_v
         return new_x, new_v
-
-
-class EveryKthStrideBendsAWater(torch.nn.Module):
-    """Free flight, but every ``k``-th call (counted like :class:`EveryKthStrideFails`) moves
-    particle ``atom`` (a water hydrogen) 0.3 nm along z: a geometry SETTLE cannot constrain
-    from any orientation of the water before the stride."""
-
-    def __init__(self, stride: float, k: int, atom: int = 1):
-        super().__init__()
-        self.stride = stride
-        self.k = int(k)
-        self.atom = int(atom)
-        self.calls = 0
-        self.metadata_json = make_metadata_json(kind="toy-bend")
-
-    def forward(
-        self,
-        positions: torch.Tensor,
-        velocities: torch.Tensor,
-        masses: torch.Tensor,
-        atomic_numbers: torch.Tensor,
-        box: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        new_x = positions + self.stride * velocities
-        if not bool(velocities.abs().max() > 0):
-            return new_x, velocities.clone()
-        self.calls += 1
-        if self.calls % self.k == 0:
-            new_x[self.atom, 2] += 0.3
-        return new_x, velocities.clone()
 
 
 class BadOutputModel(torch.nn.Module):

@@ -59,12 +59,12 @@ def settle_clusters(system: openmm.System) -> Tuple[np.ndarray, np.ndarray]:
         if len(partners[a]) != 2 or len(partners[b]) != 2 or b not in partners[a] or not i < a:
             continue
         d_ia, d_ib, d_ab = linked[a], linked[b], partners[a][b]
-        if d_ia == d_ib:
-            atoms.append((i, a, b)), distances.append((d_ia, d_ab))
-        elif d_ia == d_ab:
-            atoms.append((a, i, b)), distances.append((d_ia, d_ib))
-        elif d_ib == d_ab:
-            atoms.append((b, i, a)), distances.append((d_ib, d_ia))
+        # the central atom is the one whose two constraints are equally long
+        cluster = ((i, a, b, d_ia, d_ab) if d_ia == d_ib else (a, i, b, d_ia, d_ib) if d_ia == d_ab
+                   else (b, i, a, d_ib, d_ia) if d_ib == d_ab else None)
+        if cluster is not None:
+            atoms.append(cluster[:3])
+            distances.append(cluster[3:])
     return np.array(atoms, dtype=np.int64).reshape(-1, 3), np.array(distances, dtype=np.float64).reshape(-1, 2)
 
 

@@ -159,12 +159,18 @@ def format_table(result: Dict[str, Any]) -> str:
     if guess:
         lines[2] += f" {'dq guess':>11} {'v guess':>11}"
         lines[1] += "; guess = the frozen-force Verlet guess the model corrects"
+    constrained = all("dq_constrained_rmse" in e for e in result["per_element"].values())
+    if constrained:
+        lines[2] += f" {'dq constr.':>11} {'v constr.':>11} {'KE constr.':>10}"
+        lines[1] += "; constr. = the model's errors after the constraint projection"
     for name, e in rows:
         lines.append(
             f"{name:>8} {e['dq_rmse']:11.4e} {e['dq_free_flight_rmse']:11.4e} {e['dq_improvement']:7.1f} "
             f"{e['v_rmse']:11.4e} {e['v_unchanged_rmse']:11.4e} {e['v_improvement']:7.1f} "
             + (f"{e['kinetic_energy_ratio']:8.3f}" if "kinetic_energy_ratio" in e else f"{'-':>8}")
             + (f" {e['dq_guess_rmse']:11.4e} {e['v_guess_rmse']:11.4e}" if guess else "")
+            + (f" {e['dq_constrained_rmse']:11.4e} {e['v_constrained_rmse']:11.4e} "
+               f"{e['kinetic_energy_ratio_constrained']:10.3f}" if constrained and "dq_constrained_rmse" in e else "")
         )
     energy = result.get("energy_error_per_stride")
     for name in ("model", "guess"):
@@ -237,7 +243,9 @@ class EnergyErrors:
     kinetic (½ m v² of those velocities: OpenMM's ``getKineticEnergy`` would shift them by
     half a step of force, as for its leapfrog integrators) and total energy (kJ/mol) are
     compared with the reference frame at t + stride.
-    The same is done for the Verlet guess when the batch has it. A model that conserves
+    The same is done for the Verlet guess when the batch has it. With constraints, the
+    position (nm) and velocity (nm/ps) errors of the model after that projection are summed
+    per element too (:meth:`constrained_errors`): the errors the integrator keeps. A model that conserves
     energy on held-out strides but heats up in a simulation is sensitive to states off the
     data's manifold; one that is already biased here will drift in any run.
     """
@@ -253,10 +261,14 @@ class EnergyErrors:
         self.constrained = system.getNumConstraints() > 0
         self.periodic = data.periodic
         self.masses = data.masses[:, None]
+        self.numbers = np.asarray(data.atomic_numbers)
         self.errors: Dict[str, List[List[float]]] = {"model": [], "guess": []}
+        # element -> [sum |dx|^2, sum |dv|^2, atom samples, sum |v|^2 model, sum |v|^2 reference]
+        self.squared: Dict[int, List[float]] = {}
 
-    def _energies(self, x: np.ndarray, v: np.ndarray, box: np.ndarray) -> Tuple[float, float]:
-        """Potential and kinetic energy (kJ/mol) after the constraint projection."""
+    def _energies(self, x: np.ndarray, v: np.ndarray, box: np.ndarray) -> Tuple[float, float, np.ndarray, np.ndarray]:
+        """Potential and kinetic energy (kJ/mol) after the constraint projection, and the
+        projected positions (nm) and velocities (nm/ps)."""
         from openmm import unit
 
         if self.periodic:
@@ -266,10 +278,11 @@ class EnergyErrors:
         if self.constrained:
             self.context.applyConstraints(1e-8)
             self.context.applyVelocityConstraints(1e-8)
-        state = energy_state(self.context, getVelocities=True)
+        state = energy_state(self.context, getVelocities=True, getPositions=True)
         projected = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-                float(0.5 * (self.masses * projected ** 2).sum()))
+                float(0.5 * (self.masses * projected ** 2).sum()), np.asarray(positions), np.asarray(projected))
 
     def add(self, new_q: torch.Tensor, new_v: torch.Tensor, batch: Dict[str, torch.Tensor]) -> None:
         """Accumulate the errors of predictions ``new_q`` [B,N,3] nm, ``new_v`` [B,N,3] nm/ps."""
@@ -281,8 +294,30 @@ class EnergyErrors:
             if "guess" in batch:
                 predictions.append(("guess", batch["positions"][b] + batch["guess"][b], batch["guess_velocities"][b]))
             for name, q, v in predictions:
-                pe, ke = self._energies(q.double().numpy(), v.double().numpy(), box)
+                pe, ke, x, u = self._energies(q.double().numpy(), v.double().numpy(), box)
                 self.errors[name].append([pe - reference[0], ke - reference[1]])
+                if name == "model" and self.constrained:
+                    dx2 = ((x - reference[2]) ** 2).sum(-1)
+                    dv2 = ((u - reference[3]) ** 2).sum(-1)
+                    v2_model, v2_reference = (u ** 2).sum(-1), (reference[3] ** 2).sum(-1)
+                    for z in np.unique(self.numbers).tolist():
+                        mask = self.numbers == z
+                        entry = self.squared.setdefault(int(z), [0.0, 0.0, 0, 0.0, 0.0])
+                        entry[0] += float(dx2[mask].sum())
+                        entry[1] += float(dv2[mask].sum())
+                        entry[2] += int(mask.sum())
+                        entry[3] += float(v2_model[mask].sum())
+                        entry[4] += float(v2_reference[mask].sum())
+
+    def constrained_errors(self) -> Dict[str, Dict[str, float]]:
+        """Per element (atomic number as a string): RMSE of the model's positions (nm) and
+        velocities (nm/ps) after the constraint projection against the reference, as
+        ``dq_constrained_rmse`` and ``v_constrained_rmse``, and the kinetic-energy ratio of the
+        projected velocities, ``kinetic_energy_ratio_constrained`` (empty without constraints)."""
+        return {str(z): {"dq_constrained_rmse": float(np.sqrt(e[0] / e[2])),
+                         "v_constrained_rmse": float(np.sqrt(e[1] / e[2])),
+                         "kinetic_energy_ratio_constrained": e[3] / max(e[4], 1e-300)}
+                for z, e in sorted(self.squared.items())}
 
     def summary(self, n_atoms: int) -> Dict[str, Any]:
         """Mean and standard deviation (kJ/mol per stride) of the potential, kinetic and total
@@ -334,6 +369,9 @@ def evaluate(
     (``{Z: {symbol, dq_rmse, dq_free_flight_rmse, dq_improvement, v_rmse,
     v_unchanged_rmse, v_improvement, kinetic_energy_ratio, n_atom_samples}}``) and
     ``all`` (the same without ``kinetic_energy_ratio``, which is per element only); with
+    ``energy`` and constraints, per element also ``dq_constrained_rmse`` (nm) and
+    ``v_constrained_rmse`` (nm/ps) after the constraint projection and the kinetic-energy ratio
+    ``kinetic_energy_ratio_constrained`` of the projected velocities; with
     ``energy``, ``energy_error_per_stride`` (kJ/mol: mean and sd of the potential, kinetic
     and total energy errors of the model and of the Verlet guess).
     """
@@ -390,6 +428,8 @@ def evaluate(
     result.update(_summarise(sums))
     if energies is not None:
         result["energy_error_per_stride"] = energies.summary(data.n_atoms)
+        for z, errors in energies.constrained_errors().items():
+            result["per_element"][z].update(errors)
     if rollout > 1:
         result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
                                            max(batch_size, 1))

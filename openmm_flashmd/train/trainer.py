@@ -50,6 +50,7 @@ from openmm_flashmd.train.engine import (
     run_training, setup_process,
 )
 from openmm_flashmd.train.evaluate import _summarise, stride_errors
+from openmm_flashmd.train.projection import ConstraintProjector
 from openmm_flashmd.model.pet import KB_KJ_PER_MOL_K
 
 __all__ = ["train", "StrideTask", "TrainResult", "OUTPUT_FILES", "KB"]
@@ -125,7 +126,8 @@ class _ScaledForward(torch.nn.Module):
 
 class _Losses:
     def __init__(self, weights: Dict[str, float], scales: Dict[str, float], masses: torch.Tensor,
-                 temperature: float, energy_model: Optional[Callable], numbers: Optional[torch.Tensor] = None):
+                 temperature: float, energy_model: Optional[Callable], numbers: Optional[torch.Tensor] = None,
+                 projector: Optional[ConstraintProjector] = None):
         self.w_q, self.w_p, self.w_e = (float(weights["positions"]), float(weights["velocities"]),
                                         float(weights["energy"]))
         self.w_ke = float(weights.get("kinetic_energy", 0.0))
@@ -139,6 +141,9 @@ class _Losses:
         self.sqrt_m = masses.sqrt().view(1, -1, 1)
         self.kT = KB * temperature
         self.energy_model = energy_model if self.w_e > 0 else None
+        # the weight of the error parts the integrator's constraint projection removes (1: plain MSE)
+        self.w_removed = float(weights.get("constraint_removed", 1.0))
+        self.projector = projector if self.w_removed != 1.0 else None
 
     def __call__(self, y_q, y_p, batch, rollout: Sequence[torch.Tensor] = ()) -> Dict[str, torch.Tensor]:
         """Loss parts; ``rollout``: the predicted positions and velocities after strides 2..R
@@ -147,8 +152,16 @@ class _Losses:
         stride's, so a rollout that stays on the reference costs what its first stride costs)."""
         t_q = (batch["new_positions"] - batch["positions"]) * self.sqrt_m
         t_p = batch["new_velocities"] * self.sqrt_m
-        loss_q = ((y_q - t_q) ** 2).mean() * self.inv_q2
-        loss_p = ((y_p - t_p) ** 2).mean() * self.inv_p2
+        e_q, e_p = y_q - t_q, y_p - t_p
+        if self.projector is None:
+            loss_q = (e_q ** 2).mean() * self.inv_q2
+            loss_p = (e_p ** 2).mean() * self.inv_p2
+        else:  # what the integrator's constraint projection keeps, plus w_removed x what it removes
+            reference = batch["positions"] + batch["guess"] if "guess" in batch else batch["positions"]
+            kept_q = self.projector.positions(e_q, reference, batch["new_positions"])
+            kept_p = self.projector.velocities(e_p, batch["new_positions"])
+            loss_q = (kept_q ** 2 + self.w_removed * (e_q - kept_q) ** 2).mean() * self.inv_q2
+            loss_p = (kept_p ** 2 + self.w_removed * (e_p - kept_p) ** 2).mean() * self.inv_p2
         total = self.w_q * loss_q + self.w_p * loss_p
         out = {"loss_q": loss_q, "loss_p": loss_p}
         if self.w_rollout > 0 and rollout:
@@ -261,9 +274,18 @@ class StrideTask(TrainingTask):
         self.model.to(dtype=dtype, device=self.device)
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)
-        self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers)
-        self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 1}, self.scales,
-                                    self.masses, tdata.temperature, None)
+        projector = None
+        removed = float(h["loss"]["constraint_removed"])
+        if removed != 1.0:
+            if not tdata.constraints_active:
+                raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
+            projector = ConstraintProjector(tdata.constraints, self.masses)
+        self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
+                              projector)
+        # the validation loss (best-model choice) weighs the constrained parts as the training loss does
+        self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 1,
+                                     "constraint_removed": removed}, self.scales, self.masses, tdata.temperature,
+                                    None, projector=projector)
         if float(h["loss"]["energy"]) > 0 and energy_model is None:
             raise ValueError("loss.energy > 0 needs an energy_model")
 

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt_or_dash as _fmt  # noqa: E402
 
@@ -321,21 +323,40 @@ def render_sweep(data: Dict, name: str) -> List[str]:
         settings = sweep["settings"]
         lines += [f"### Sweep at a fixed training budget: {sweep_name} (`{name}`)", "",
                   f"`benchmarks/sweep.py`: every configuration trains {settings['budget_s']:g} s of training loop "
-                  f"on this machine (steps = budget × its measured step rate, the learning-rate schedule ending "
-                  f"with the budget) on `{Path(settings['data']).name}` at a {1000 * settings['stride_ps']:g} fs "
+                  f"on this machine (steps = budget × the step rate its probe measured, the learning-rate schedule "
+                  f"ending with the budget; the overall rate, steps over the wall time validation included, shows "
+                  f"how far the machine's load moved during the run) on `{Path(settings['data']).name}` at a {1000 * settings['stride_ps']:g} fs "
                   f"stride, from `{settings['hypers']}` with {' '.join(settings['common']) or 'no other overrides'}; "
                   "held-out errors per element of the exported model, then a short NVT run (`openmm-flashmd "
                   "simulate`, Langevin 1/ps with the filter; T of its second half).", "",
-                  "| configuration | overrides | parameters | steps (steps/s) | wall (s), threads | Δq RMSE (nm) | "
+                  "| configuration | overrides | parameters | steps (probe; overall steps/s) | wall (s), threads | Δq RMSE (nm) | "
                   "v′ RMSE (nm/ps) | KE ratio | dynamics | T (K) |",
                   "|---|---|---:|---:|---|---|---|---|---|---|"]
         for label, run in sweep["configs"].items():
             own = " ".join(o for o in run["overrides"] if o not in settings["common"]) or "—"
-            lines.append(f"| {label} | {own} | {run['parameters']} | {run['steps']} ({run['steps_per_s']:.2f}) | "
+            lines.append(f"| {label} | {own} | {run['parameters']} | {run['steps']} ({run['steps_per_s']:.2f}; {run['steps'] / run['wall_s']:.2f}) | "
                          f"{run['wall_s']:.0f}, {run['threads']} | {_curve_cells(run['held_out'])} | "
                          f"{_dynamics_cells(run.get('dynamics'))} |")
-        lines += ["", _stack_line(sweep["stack"]), ""]
+        lines += ["", *_sweep_comparison(sweep["configs"]), "", _stack_line(sweep["stack"]), ""]
     return lines
+
+
+def _sweep_comparison(configs: Dict) -> List[str]:
+    """The configurations' validation losses at the last step and the last wall time every one
+    reached (linear interpolation in each curve), or nothing when a run lacks its curve."""
+    curves = {label: run.get("val_loss_curve") for label, run in configs.items()}
+    if not all(curves.values()):
+        return []
+    step = min(c[-1][0] for c in curves.values())
+    wall = min(c[-1][1] for c in curves.values())
+
+    def at(curve, column, x):
+        xs, ys = [p[column] for p in curve], [p[2] for p in curve]
+        return float(np.interp(x, xs, ys))
+
+    cells = "; ".join(f"{label} {at(c, 0, step):.4f} / {at(c, 1, wall):.4f}" for label, c in curves.items())
+    return [f"Validation loss at step {step} / at {wall:.0f} s of wall time, the furthest every configuration "
+            f"reached (its cosine schedule not yet ended for the longer runs): {cells}."]
 
 
 def render_blog_nve(data: Dict, name: str) -> List[str]:
@@ -499,6 +520,31 @@ def render_memory_watch(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(stack), ""]
 
 
+def render_onpolicy_errors(data: Dict, name: str) -> List[str]:
+    lines = [f"### Errors on the states the model visits (`{name}`)", "",
+             "`benchmarks/onpolicy_errors.py`: each start (a random frame of the training data) runs FlashMD for "
+             "the burst (NVT, Langevin 1/ps with the energy filter, no fallback MD), then reference MD records three "
+             "strides from where it ended; the model's errors against it (after the constraint projection when the "
+             "System has constraints: Δq in nm, v′ in nm/ps), its kinetic-energy ratio and its energy error per "
+             "stride (kJ/mol, mean ± sd, after the projection), next to the same on reference-MD states of the data. "
+             "A model whose errors differ on its own states is one whose held-out numbers do not predict its runs.",
+             "", "| model | states | pairs | Δq RMSE | v′ RMSE | KE ratio | energy error per stride: total "
+             "(potential, kinetic) |", "|---|---|---:|---|---|---|---|"]
+    for model, result in sorted(data["models"].items()):
+        for label, entry in (("reference MD", result["reference"]),
+                             (f"after {result['burst_ps']:g} ps of FlashMD", result["onpolicy"])):
+            elements = entry["per_element"]
+            dq = ", ".join(f"{z} {e.get('dq_constrained_rmse', e['dq_rmse']):.5f}" for z, e in elements.items())
+            v = ", ".join(f"{z} {e.get('v_constrained_rmse', e['v_rmse']):.3f}" for z, e in elements.items())
+            ke = ", ".join(f"{z} {e['kinetic_energy_ratio']:.3f}" for z, e in elements.items())
+            energy = entry["energy_error_per_stride"]
+            lines.append(f"| {model} | {label} | {entry['n_pairs']} | {dq} | {v} | {ke} | "
+                         f"{energy['total']['mean']:+.2f} ± {energy['total']['sd']:.2f} "
+                         f"({energy['potential']['mean']:+.2f}, {energy['kinetic']['mean']:+.2f}) |")
+    stack = next(iter(data["models"].values()))["stack"]
+    return lines + ["", _stack_line(stack), ""]
+
+
 RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "metatomic_speed": render_metatomic_speed,
     "bad_inputs": render_bad_inputs,
@@ -507,6 +553,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "memory_watch": render_memory_watch,
     "learning_curves": render_learning_curves,
     "sweep": render_sweep,
+    "onpolicy_errors": render_onpolicy_errors,
     "stiff_bond_learning": render_stiff_bond_learning,
     "speed": render_speed,
     "pet_forward": render_pet_forward,

@@ -16,7 +16,9 @@ with the same step count. Configurations already in the results are kept; ``--ov
 measures them again from their finished runs (remove a run's folder to train it again).
 
 Per configuration: the overrides, parameters, steps, step rate (steps/s), training wall time (s)
-and torch threads, the exported model's held-out errors per element (Δq RMSE nm, v′ RMSE nm/ps,
+and torch threads, the validation-loss curve (step, wall s, loss: the report compares the
+configurations at equal steps and at equal wall time too, since the machine's load can move a
+probe's rate), the exported model's held-out errors per element (Δq RMSE nm, v′ RMSE nm/ps,
 KE ratio; the trainer's final validation on the held-out segments) and, with ``--system``, a
 short NVT run of the model (``benchmarks/learning_curves.py``'s, second-half temperatures in K).
 Writes the entry ``NAME`` of ``benchmarks/results/sweep.json`` after each configuration
@@ -107,7 +109,8 @@ def run_config(label: str, overrides: List[str], args: argparse.Namespace) -> Di
     model = load_model(run_dir / "model.pt")
     entry = {"overrides": overrides, "parameters": int(sum(p.numel() for p in model.parameters())),
              "steps": steps, "steps_per_s": rate, "wall_s": curves[-1]["wall_s"], "threads": curves[-1]["threads"],
-             "held_out": held_out(run_dir), "run_dir": str(run_dir)}
+             "held_out": held_out(run_dir), "run_dir": str(run_dir),
+             "val_loss_curve": [[c["step"], c["wall_s"], c["val_loss"]] for c in curves]}
     if args.system and args.dynamics_ps > 0:
         entry["dynamics"] = dynamics(run_dir / "model.pt", args.system, args.dynamics_ps, args.threads)
     return entry

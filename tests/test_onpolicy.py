@@ -1,5 +1,8 @@
 """On-policy reference data: reference MD from states a stride model visits."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -36,3 +39,28 @@ def test_onpolicy_segments_can_be_shorter(dimer_data, tmp_path):
     out = onpolicy_data(model, dimer_data, tmp_path / "short.h5", 1, burst_strides=(1, 2), segment_length=0.012,
                         platform="Reference", progress=False)
     assert load_trajectories(out).frames_per_segment == 4  # 0.012 ps at 0.004 ps per frame, plus frame 0
+
+
+def test_onpolicy_errors_benchmark_compares_visited_and_reference_states(dimer_data, tmp_path):
+    """benchmarks/onpolicy_errors.py with a wrong guess model (its guess scaled by 1.05): errors on
+    both kinds of states, constrained errors, a rendered row each, and the trajectory file reused."""
+    from flashmd_data_helpers import load_benchmark
+
+    bench, report = load_benchmark("onpolicy_errors"), load_benchmark("report")
+    model = save_model(VerletGuessStrideModel(0.008, 2, guess_error=0.05), tmp_path / "wrong.pt")
+    out = tmp_path / "onpolicy_errors.json"
+    argv = [str(model), str(dimer_data), "--burst-ps", "0.024", "--segments", "2", "--work-dir", str(tmp_path / "work"),
+            "--out", str(out), "--reference-segments", "0,1"]
+    assert bench.main(argv) == 0
+    entry = json.loads(out.read_text())["models"]["wrong"]
+    assert entry["burst_strides"] == 3 and entry["onpolicy"]["n_pairs"] > 0 and entry["reference"]["n_pairs"] > 0
+    for states in ("onpolicy", "reference"):
+        for errors in entry[states]["per_element"].values():
+            assert errors["v_constrained_rmse"] > 0 and 0.5 < errors["kinetic_energy_ratio"] < 2
+    lines = report.render_onpolicy_errors(json.loads(out.read_text()), "onpolicy_errors.json")
+    assert sum(line.startswith("| wrong |") for line in lines) == 2
+    with pytest.raises(SystemExit, match="already has"):
+        bench.main(argv)
+    kept = Path(entry["onpolicy_file"])
+    stamp = kept.stat().st_mtime_ns
+    assert bench.main(argv + ["--overwrite"]) == 0 and kept.stat().st_mtime_ns == stamp  # reused, not regenerated

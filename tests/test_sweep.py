@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -79,3 +80,11 @@ def test_report_renders_the_sweep(sweep_run):
     text = "\n".join(lines)
     assert "Sweep at a fixed training budget: dimers" in text
     assert "| narrow | model.d_pet=8 |" in text and "| wide | model.d_pet=32 |" in text
+    # both runs compared at the last step and the last wall time both reached
+    data = json.loads((work / "sweep.json").read_text())
+    configs = data["sweeps"]["dimers"]["configs"]
+    step = min(run["val_loss_curve"][-1][0] for run in configs.values())
+    assert f"Validation loss at step {step} / at " in text
+    first = configs["narrow"]["val_loss_curve"]
+    at_step = float(np.interp(step, [p[0] for p in first], [p[2] for p in first]))
+    assert f"narrow {at_step:.4f} / " in text

@@ -9,8 +9,8 @@ For each of ``--segments`` starts (random frames of DATA) the model runs ``--bur
 (Langevin 1/ps with the energy filter, no fallback MD: :func:`openmm_flashmd.data.onpolicy.onpolicy_data`),
 then reference MD (the data's own System and settings) records three strides from where it ended.
 ``openmm_flashmd.train.evaluate`` then compares the model with that reference: per element the
-Δq (nm) and v′ (nm/ps) RMSE, both after the constraint projection when the System has constraints,
-the kinetic-energy ratio, and the energy error per stride (kJ/mol: potential, kinetic, total after
+Δq (nm) and v′ (nm/ps) RMSE and the kinetic-energy ratio, all after the constraint projection when
+the System has constraints, and the energy error per stride (kJ/mol: potential, kinetic, total after
 the projection); the same on the reference states of DATA (``--reference-segments``, default the
 model's validation segments when it was trained on DATA, else all). The on-policy trajectory file is
 kept in ``--work-dir`` (an interrupted run reuses it once complete).
@@ -39,7 +39,7 @@ STRIDES_AFTER = 3
 def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
     """What the table shows of an :func:`openmm_flashmd.train.evaluate` result."""
     keys = ("dq_rmse", "v_rmse", "dq_constrained_rmse", "v_constrained_rmse", "kinetic_energy_ratio",
-            "n_atom_samples")
+            "kinetic_energy_ratio_constrained", "n_atom_samples")
     return {"n_pairs": result["n_pairs"],
             "per_element": {e["symbol"]: {k: e[k] for k in keys if k in e} for e in result["per_element"].values()},
             "energy_error_per_stride": result["energy_error_per_stride"]["model"]}

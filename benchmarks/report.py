@@ -524,8 +524,8 @@ def render_onpolicy_errors(data: Dict, name: str) -> List[str]:
     lines = [f"### Errors on the states the model visits (`{name}`)", "",
              "`benchmarks/onpolicy_errors.py`: each start (a random frame of the training data) runs FlashMD for "
              "the burst (NVT, Langevin 1/ps with the energy filter, no fallback MD), then reference MD records three "
-             "strides from where it ended; the model's errors against it (after the constraint projection when the "
-             "System has constraints: Δq in nm, v′ in nm/ps), its kinetic-energy ratio and its energy error per "
+             "strides from where it ended; the model's errors against it and its kinetic-energy ratio (after the "
+             "constraint projection when the System has constraints: Δq in nm, v′ in nm/ps) and its energy error per "
              "stride (kJ/mol, mean ± sd, after the projection), next to the same on reference-MD states of the data. "
              "A model whose errors differ on its own states is one whose held-out numbers do not predict its runs.",
              "", "| model | states | pairs | Δq RMSE | v′ RMSE | KE ratio | energy error per stride: total "
@@ -536,7 +536,8 @@ def render_onpolicy_errors(data: Dict, name: str) -> List[str]:
             elements = entry["per_element"]
             dq = ", ".join(f"{z} {e.get('dq_constrained_rmse', e['dq_rmse']):.5f}" for z, e in elements.items())
             v = ", ".join(f"{z} {e.get('v_constrained_rmse', e['v_rmse']):.3f}" for z, e in elements.items())
-            ke = ", ".join(f"{z} {e['kinetic_energy_ratio']:.3f}" for z, e in elements.items())
+            ke = ", ".join(f"{z} {e.get('kinetic_energy_ratio_constrained', e['kinetic_energy_ratio']):.3f}"
+                           for z, e in elements.items())
             energy = entry["energy_error_per_stride"]
             lines.append(f"| {model} | {label} | {entry['n_pairs']} | {dq} | {v} | {ke} | "
                          f"{energy['total']['mean']:+.2f} ± {energy['total']['sd']:.2f} "

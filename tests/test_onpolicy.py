@@ -56,7 +56,7 @@ def test_onpolicy_errors_benchmark_compares_visited_and_reference_states(dimer_d
     assert entry["burst_strides"] == 3 and entry["onpolicy"]["n_pairs"] > 0 and entry["reference"]["n_pairs"] > 0
     for states in ("onpolicy", "reference"):
         for errors in entry[states]["per_element"].values():
-            assert errors["v_constrained_rmse"] > 0 and 0.5 < errors["kinetic_energy_ratio"] < 2
+            assert errors["v_constrained_rmse"] > 0 and 0.5 < errors["kinetic_energy_ratio_constrained"] < 2
     lines = report.render_onpolicy_errors(json.loads(out.read_text()), "onpolicy_errors.json")
     assert sum(line.startswith("| wrong |") for line in lines) == 2
     with pytest.raises(SystemExit, match="already has"):

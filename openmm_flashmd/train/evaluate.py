@@ -261,7 +261,8 @@ class EnergyErrors:
         self.constrained = system.getNumConstraints() > 0
         self.periodic = data.periodic
         self.masses = data.masses[:, None]
-        self.numbers = np.asarray(data.atomic_numbers)
+        numbers = np.asarray(data.atomic_numbers)
+        self.element_masks = {int(z): numbers == z for z in np.unique(numbers).tolist()}
         self.errors: Dict[str, List[List[float]]] = {"model": [], "guess": []}
         # element -> [sum |dx|^2, sum |dv|^2, atom samples, sum |v|^2 model, sum |v|^2 reference]
         self.squared: Dict[int, List[float]] = {}
@@ -300,9 +301,8 @@ class EnergyErrors:
                     dx2 = ((x - reference[2]) ** 2).sum(-1)
                     dv2 = ((u - reference[3]) ** 2).sum(-1)
                     v2_model, v2_reference = (u ** 2).sum(-1), (reference[3] ** 2).sum(-1)
-                    for z in np.unique(self.numbers).tolist():
-                        mask = self.numbers == z
-                        entry = self.squared.setdefault(int(z), [0.0, 0.0, 0, 0.0, 0.0])
+                    for z, mask in self.element_masks.items():
+                        entry = self.squared.setdefault(z, [0.0, 0.0, 0, 0.0, 0.0])
                         entry[0] += float(dx2[mask].sum())
                         entry[1] += float(dv2[mask].sum())
                         entry[2] += int(mask.sum())

@@ -143,7 +143,7 @@ class _Losses:
         self.energy_model = energy_model if self.w_e > 0 else None
         # the weight of the error parts the integrator's constraint projection removes (1: plain MSE)
         self.w_removed = float(weights.get("constraint_removed", 1.0))
-        self.projector = projector if self.w_removed != 1.0 else None
+        self.projector = projector  # None: the plain MSE (the task builds one only when w_removed != 1)
 
     def __call__(self, y_q, y_p, batch, rollout: Sequence[torch.Tensor] = ()) -> Dict[str, torch.Tensor]:
         """Loss parts; ``rollout``: the predicted positions and velocities after strides 2..R

@@ -452,7 +452,8 @@ def test_rollout_loss_applies_the_model_to_its_own_predictions(dimer_data, tmp_p
     batch = StridePairs(data, STRIDE, time_reversal=True, rollout=3, dtype=torch.float32).get_batch([0, 3, 200])
     masses = torch.as_tensor(data.masses, dtype=torch.float32)
     numbers = torch.as_tensor(data.atomic_numbers)
-    y_q, y_p, later_q, later_v = _ScaledForward(model, masses, numbers)(batch)
+    y_q, y_p, later = _ScaledForward(model, masses, numbers)(batch)
+    later_q, later_v = later["rollout_q"], later["rollout_v"]
     q, v = batch["positions"], batch["velocities"]
     for j in range(3):
         q_next, v_next = model.forward_batch(q, v, masses, numbers, batch["box"])
@@ -462,7 +463,7 @@ def test_rollout_loss_applies_the_model_to_its_own_predictions(dimer_data, tmp_p
         q, v = q_next, v_next
     scales = ckpt["scales"]
     parts = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 0.5}, scales, masses, 300.0,
-                    None)(y_q, y_p, batch, (later_q, later_v))
+                    None)(y_q, y_p, batch, later)
     sqrt_m = masses.sqrt().view(1, 1, -1, 1)
     expected = (((later_q - batch["rollout_positions"]) * sqrt_m) ** 2).mean() / scales["dq_scale"] ** 2 \
         + (((later_v - batch["rollout_velocities"]) * sqrt_m) ** 2).mean() / scales["p_scale"] ** 2
@@ -519,3 +520,52 @@ def test_ctrl_c_says_where_training_stopped_and_resume_drops_later_log_rows(dime
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     assert main(args + ["--resume"]) == 0
     assert [int(r["step"]) for r in csv.DictReader(open(out / "log.csv"))] == [5, 10, 15, 20]
+
+
+class _ScaledMap(torch.nn.Module):
+    """A stride map on mass-scaled outputs for the training wrapper: q' = q + v tau, v' = c v
+    (c = 1: free flight, exactly time-reversible)."""
+
+    def __init__(self, tau, c):
+        super().__init__()
+        self.tau, self.c = tau, c
+
+    def forward_scaled_batch(self, q, v, masses, numbers, box, *guess):
+        sqrt_m = masses.sqrt().view(1, -1, 1)
+        return v * self.tau * sqrt_m, self.c * v * sqrt_m
+
+
+def test_reversal_loss_is_zero_for_a_reversible_map_and_exact_for_a_damped_one(dimer_data):
+    """The return stride feeds the model its own prediction with negated velocities: free flight
+    comes back exactly (L_T = 0 whatever the data); a map that damps velocities by c comes back
+    short by (1 - c) v tau with velocities -c^2 v, and L_T is that error in the loss's scales."""
+    from openmm_flashmd.data.dataset import StridePairs
+    from openmm_flashmd.train.trainer import _Losses, _ScaledForward
+
+    data = load_trajectories(dimer_data)
+    batch = StridePairs(data, STRIDE, time_reversal=True, dtype=torch.float64).get_batch([0, 7, 150, 400])
+    masses = torch.as_tensor(data.masses)
+    numbers = torch.as_tensor(data.atomic_numbers)
+    scales = {"dq_scale": 0.01, "p_scale": 0.5}
+    weights = {"positions": 1, "velocities": 1, "energy": 0, "reversal": 2.0}
+    q, v, sqrt_m = batch["positions"], batch["velocities"], masses.sqrt().view(1, -1, 1)
+    for c in (1.0, 0.9):
+        y_q, y_p, later = _ScaledForward(_ScaledMap(STRIDE, c), masses, numbers, reversal=True)(batch)
+        torch.testing.assert_close(later["return_q"], q + (1 - c) * v * STRIDE)
+        torch.testing.assert_close(later["return_v"], -c * c * v)
+        parts = _Losses(weights, scales, masses, 300.0, None)(y_q, y_p, batch, later)
+        expected = ((((1 - c) * v * STRIDE * sqrt_m) ** 2).mean() / 0.01 ** 2
+                    + (((1 - c * c) * v * sqrt_m) ** 2).mean() / 0.5 ** 2)
+        assert float(parts["loss_reversal"]) == pytest.approx(float(expected), abs=1e-12)
+        assert float(parts["loss"]) == pytest.approx(float(parts["loss_q"] + parts["loss_p"] + 2.0 * expected))
+    _, _, later = _ScaledForward(_ScaledMap(STRIDE, 0.9), masses, numbers)(batch)
+    assert later == {}  # no return stride unless asked for
+
+
+def test_training_with_the_reversal_loss_logs_it_and_keeps_the_validation_loss(dimer_data, tmp_path):
+    res = train(dimer_data, tmp_path / "rev", STRIDE, overrides=_quick(**{"loss.reversal": 1.0}), device="cpu",
+                progress=False, export=False)
+    rows = list(csv.DictReader(open(tmp_path / "rev" / "log.csv")))
+    assert res.steps == 20 and all(float(r["train_loss_reversal"]) > 0 for r in rows)
+    for r in rows:  # the best model is still chosen by the one-stride loss
+        assert float(r["val_loss"]) == pytest.approx(float(r["val_loss_q"]) + float(r["val_loss_p"]), rel=1e-6)

@@ -300,11 +300,15 @@ class StridePairs(torch.utils.data.Dataset):
     rollout : strides per item, R >= 1: with R > 1 only starts with R strides left in their
         segment are used, and each item also carries the states after strides 2..R
         (reversed items: the same frames backwards, velocities negated)
+    return_guesses : with ``guesses`` (forward and reverse), each item also carries the
+        Verlet guess of its *return*: from the target state with negated velocities, the start
+        of the stride that brings a time-reversible dynamics back (``loss.reversal``)
 
     Each item/batch is a dict with ``positions``, ``velocities`` (input, nm and nm/ps),
     ``new_positions``, ``new_velocities`` (target), ``box`` (nm), ``stride`` (ps),
     ``reversed`` (bool) and ``segment`` (index into ``data``); with ``guesses`` also
-    ``guess`` (nm) and ``guess_velocities`` (nm/ps) of the start of the pair; with
+    ``guess`` (nm) and ``guess_velocities`` (nm/ps) of the start of the pair, with
+    ``return_guesses`` also ``return_guess`` and ``return_guess_velocities``; with
     ``rollout`` R > 1 also ``rollout_positions`` and ``rollout_velocities`` [B, R - 1, N, 3]
     (nm, nm/ps): the reference states after strides 2..R.
     """
@@ -322,11 +326,15 @@ class StridePairs(torch.utils.data.Dataset):
         guesses: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
         noisy: Optional[Dict[str, Any]] = None,
         rollout: int = 1,
+        return_guesses: bool = False,
     ):
         self.data = data
         self.rollout = int(rollout)
+        self.return_guesses = bool(return_guesses)
         if self.rollout < 1:
             raise DataError("rollout must be at least 1 stride per item")
+        if self.return_guesses and guesses is None:
+            raise DataError("return guesses need the Verlet guesses of the frames")
         if self.rollout > 1 and guesses is not None:
             raise DataError("a rollout needs the Verlet guess of predicted states, which the data do not have")
         self.strides = [float(s) for s in (strides if isinstance(strides, (list, tuple, np.ndarray)) else [strides])]
@@ -356,8 +364,8 @@ class StridePairs(torch.utils.data.Dataset):
         if guesses is not None:
             if len(self.strides) != 1:
                 raise DataError("Verlet guesses are for one stride; got several strides")
-            if self.time_reversal and guesses.get("reverse") is None:
-                raise DataError("time_reversal needs the Verlet guesses of the reversed velocities")
+            if (self.time_reversal or self.return_guesses) and guesses.get("reverse") is None:
+                raise DataError("time_reversal and return guesses need the Verlet guesses of the reversed velocities")
             forward = guesses["forward"]
             reverse = guesses.get("reverse") or forward
             self._guesses = [torch.from_numpy(np.asarray(a)) for a in (*forward, *reverse)]
@@ -403,6 +411,9 @@ class StridePairs(torch.utils.data.Dataset):
         if self._guesses is not None:
             g_fwd, w_fwd, g_rev, w_rev = self._guesses
             guess = [torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), torch.where(flip, w_rev[seg, a], w_fwd[seg, a])]
+        returning: List[torch.Tensor] = []  # the guess from the target with negated velocities
+        if self.return_guesses:
+            returning = [torch.where(flip, g_fwd[seg, b], g_rev[seg, b]), torch.where(flip, w_fwd[seg, b], w_rev[seg, b])]
         if self._noisy is not None and self.noisy_fraction > 0 and len(idx):
             use = (torch.rand(len(idx), generator=self.generator) < self.noisy_fraction).view(-1, 1, 1)
             q0 = torch.where(use, self._noisy[0][seg, a], q0)
@@ -411,7 +422,7 @@ class StridePairs(torch.utils.data.Dataset):
                 g_fwd, w_fwd, g_rev, w_rev = self._noisy[2:]
                 guess = [torch.where(use, torch.where(flip, g_rev[seg, a], g_fwd[seg, a]), guess[0]),
                          torch.where(use, torch.where(flip, w_rev[seg, a], w_fwd[seg, a]), guess[1])]
-        tensors = [q0, q1, v0, v1, box] + guess
+        tensors = [q0, q1, v0, v1, box] + guess + returning
         later: List[torch.Tensor] = []  # states after strides 2..R, [B, R - 1, N, 3] each
         if self.rollout > 1:
             j = np.arange(2, self.rollout + 1)[None, :]
@@ -429,6 +440,8 @@ class StridePairs(torch.utils.data.Dataset):
             extra = {"rollout_positions": later[0].to(self.dtype), "rollout_velocities": later[1].to(self.dtype)}
         if self._guesses is not None:
             extra = {"guess": tensors[5].to(self.dtype), "guess_velocities": tensors[6].to(self.dtype)}
+        if returning:
+            extra.update(return_guess=tensors[7].to(self.dtype), return_guess_velocities=tensors[8].to(self.dtype))
         stride = self._stride_values[torch.from_numpy(rows[:, 3])]
         return {
             "positions": q0.to(self.dtype),

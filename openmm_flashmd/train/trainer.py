@@ -99,29 +99,57 @@ def _guess_inputs(batch: Dict[str, torch.Tensor]):
 
 class _ScaledForward(torch.nn.Module):
     """``forward(batch)`` -> mass-scaled predictions ``(y_q, y_p)`` of the first stride (what
-    DDP wraps); for a rollout batch also the predicted positions and velocities after
-    strides 2..R ``[B, R - 1, N, 3]`` (nm, nm/ps), each stride started from the last prediction."""
+    DDP wraps) and a dict of the later strides the loss needs:
 
-    def __init__(self, model: torch.nn.Module, masses: torch.Tensor, numbers: torch.Tensor):
+    * a rollout batch: ``rollout_q``, ``rollout_v``, the predicted positions and velocities
+      after strides 2..R ``[B, R - 1, N, 3]`` (nm, nm/ps), each stride started from the last
+      prediction;
+    * with ``reversal``: ``return_q``, ``return_v`` [B, N, 3] (nm, nm/ps), the model applied
+      again to its own prediction with the velocities negated. With a ``projector`` (data
+      with constraints) the prediction is first constrained as the integrator would, to first
+      order. A Verlet-guess model's guess for that return is the batch's ``return_guess``
+      (from the reference target) corrected for the predicted velocities as free flight under
+      frozen forces would be: the forces stay the target's (the prediction's are not known
+      during training) and the constraints' rotation of the correction is not followed.
+    """
+
+    def __init__(self, model: torch.nn.Module, masses: torch.Tensor, numbers: torch.Tensor, reversal: bool = False,
+                 projector: Optional[ConstraintProjector] = None):
         super().__init__()
         self.model = model
         self.masses = masses
         self.numbers = numbers
+        self.reversal = reversal
+        self.projector = projector
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses, self.numbers,
                                                    batch["box"], *_guess_inputs(batch))
-        if "rollout_positions" not in batch:
-            return y_q, y_p
+        later: Dict[str, torch.Tensor] = {}
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
         q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
-        later_q, later_v = [], []
-        for _ in range(batch["rollout_positions"].shape[1]):
-            dq, p = self.model.forward_scaled_batch(q, v, self.masses, self.numbers, batch["box"])
-            q, v = q + dq / sqrt_m, p / sqrt_m
-            later_q.append(q)
-            later_v.append(v)
-        return y_q, y_p, torch.stack(later_q, 1), torch.stack(later_v, 1)
+        if self.reversal:
+            if self.projector is not None:  # what SHAKE/SETTLE and RATTLE keep of the errors
+                reference = batch["positions"] + batch["guess"] if "guess" in batch else batch["positions"]
+                e_q = (q - batch["new_positions"]) * sqrt_m
+                q = batch["new_positions"] + self.projector.positions(e_q, reference, batch["new_positions"]) / sqrt_m
+                e_p = (v - batch["new_velocities"]) * sqrt_m
+                v = batch["new_velocities"] + self.projector.velocities(e_p, batch["new_positions"]) / sqrt_m
+            guess = []
+            if "return_guess" in batch:  # frozen-force guess: linear in the start velocities
+                dv = v - batch["new_velocities"]
+                guess = [batch["return_guess"] - dv * batch["stride"].view(-1, 1, 1), batch["return_guess_velocities"] - dv]
+            dq, p = self.model.forward_scaled_batch(q, -v, self.masses, self.numbers, batch["box"], *guess)
+            later.update(return_q=q + dq / sqrt_m, return_v=p / sqrt_m)
+        if "rollout_positions" in batch:
+            later_q, later_v = [], []
+            for _ in range(batch["rollout_positions"].shape[1]):
+                dq, p = self.model.forward_scaled_batch(q, v, self.masses, self.numbers, batch["box"])
+                q, v = q + dq / sqrt_m, p / sqrt_m
+                later_q.append(q)
+                later_v.append(v)
+            later.update(rollout_q=torch.stack(later_q, 1), rollout_v=torch.stack(later_v, 1))
+        return y_q, y_p, later
 
 
 class _Losses:
@@ -132,6 +160,7 @@ class _Losses:
                                         float(weights["energy"]))
         self.w_ke = float(weights.get("kinetic_energy", 0.0))
         self.w_rollout = float(weights.get("rollout", 0.0))
+        self.w_reversal = float(weights.get("reversal", 0.0))
         # one mask per element: the kinetic-energy term compares each element's mean |v' sqrt(m)|^2
         self.element_masks = ([] if numbers is None or self.w_ke == 0 else
                               [numbers == z for z in torch.unique(numbers).tolist()])
@@ -145,11 +174,13 @@ class _Losses:
         self.w_removed = float(weights.get("constraint_removed", 1.0))
         self.projector = projector  # None: the plain MSE (the task builds one only when w_removed != 1)
 
-    def __call__(self, y_q, y_p, batch, rollout: Sequence[torch.Tensor] = ()) -> Dict[str, torch.Tensor]:
-        """Loss parts; ``rollout``: the predicted positions and velocities after strides 2..R
-        (:class:`_ScaledForward`), compared with the batch's ``rollout_positions`` and
-        ``rollout_velocities`` (a position error of a later stride is scaled like the first
+    def __call__(self, y_q, y_p, batch, later: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Loss parts; ``later``: the later strides of :class:`_ScaledForward`. A rollout's
+        predicted positions and velocities after strides 2..R are compared with the batch's
+        ``rollout_positions`` and ``rollout_velocities``, a return stride's with the start with
+        negated velocities (a position error of a later stride is scaled like the first
         stride's, so a rollout that stays on the reference costs what its first stride costs)."""
+        later = later or {}
         t_q = (batch["new_positions"] - batch["positions"]) * self.sqrt_m
         t_p = batch["new_velocities"] * self.sqrt_m
         e_q, e_p = y_q - t_q, y_p - t_p
@@ -164,13 +195,16 @@ class _Losses:
             loss_p = (kept_p ** 2 + self.w_removed * (e_p - kept_p) ** 2).mean() * self.inv_p2
         total = self.w_q * loss_q + self.w_p * loss_p
         out = {"loss_q": loss_q, "loss_p": loss_p}
-        if self.w_rollout > 0 and rollout:
-            sqrt_m = self.sqrt_m.unsqueeze(1)
-            later_q, later_v = rollout
-            loss_rollout = (((later_q - batch["rollout_positions"]) * sqrt_m) ** 2).mean() * self.inv_q2 \
-                + (((later_v - batch["rollout_velocities"]) * sqrt_m) ** 2).mean() * self.inv_p2
+        if self.w_rollout > 0 and "rollout_q" in later:
+            loss_rollout = self._state_loss(later["rollout_q"], later["rollout_v"], batch["rollout_positions"],
+                                            batch["rollout_velocities"], self.sqrt_m.unsqueeze(1))
             total = total + self.w_rollout * loss_rollout
             out["loss_rollout"] = loss_rollout
+        if self.w_reversal > 0 and "return_q" in later:
+            loss_reversal = self._state_loss(later["return_q"], later["return_v"], batch["positions"],
+                                             -batch["velocities"], self.sqrt_m)
+            total = total + self.w_reversal * loss_reversal
+            out["loss_reversal"] = loss_reversal
         if self.element_masks:
             terms = []
             for mask in self.element_masks:
@@ -197,12 +231,16 @@ class _Losses:
         out["loss"] = total
         return out
 
+    def _state_loss(self, q, v, ref_q, ref_v, sqrt_m) -> torch.Tensor:
+        """Scaled squared errors of predicted states against reference states (nm, nm/ps)."""
+        return (((q - ref_q) * sqrt_m) ** 2).mean() * self.inv_q2 + (((v - ref_v) * sqrt_m) ** 2).mean() * self.inv_p2
+
 
 class StrideTask(TrainingTask):
     """A PET stride model learning ``(q, v)(t) -> (q, v)(t + stride)`` from trajectory pairs."""
 
     name = "stride"
-    train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke", "loss_rollout")
+    train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke", "loss_rollout", "loss_reversal")
     val_fields = ("val_loss_q", "val_loss_p", "val_loss_rollout", "val_dq_rmse", "val_v_rmse")
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
@@ -221,6 +259,10 @@ class StrideTask(TrainingTask):
         guesses = None
         show = progress and proc.is_main
         rollout = int(h["loss"]["rollout_strides"]) if float(h["loss"]["rollout"]) > 0 else 1
+        self.reversal = float(h["loss"]["reversal"]) > 0
+        if self.reversal and phypers.verlet_guess and not hd["time_reversal"]:
+            raise ValueError("loss.reversal of a Verlet-guess model needs data.time_reversal (the guesses from "
+                             "negated velocities)")
         if rollout > 1 and phypers.verlet_guess:
             raise ValueError("loss.rollout needs a free-flight model (model.verlet_guess false): the Verlet guess of "
                              "a predicted state needs the System's forces")
@@ -237,7 +279,8 @@ class StrideTask(TrainingTask):
         self.set_datasets(
             StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
                         random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator,
-                        guesses=guesses, noisy=noisy, rollout=rollout),
+                        guesses=guesses, noisy=noisy, rollout=rollout,
+                        return_guesses=self.reversal and guesses is not None),
             # with a rollout loss, validation starts carry their rollout too, so the best model is
             # chosen by the loss it was trained on
             StridePairs(tdata, stride, val_idx, dtype=dtype, rollout=rollout,
@@ -274,12 +317,11 @@ class StrideTask(TrainingTask):
         self.model.to(dtype=dtype, device=self.device)
         self.masses = torch.as_tensor(tdata.masses, dtype=dtype, device=self.device)
         self.numbers = torch.as_tensor(tdata.atomic_numbers, device=self.device)
-        projector = None
         removed = float(h["loss"]["constraint_removed"])
-        if removed != 1.0:
-            if not tdata.constraints_active:
-                raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
-            projector = ConstraintProjector(tdata.constraints, self.masses)
+        if removed != 1.0 and not tdata.constraints_active:
+            raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
+        self.projector = ConstraintProjector(tdata.constraints, self.masses) if tdata.constraints_active else None
+        projector = self.projector if removed != 1.0 else None  # the losses' projected errors
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
                               projector)
         # the validation loss (best-model choice) weighs the constrained parts as the training loss does
@@ -290,10 +332,10 @@ class StrideTask(TrainingTask):
             raise ValueError("loss.energy > 0 needs an energy_model")
 
     def forward_module(self) -> torch.nn.Module:
-        return _ScaledForward(self.model, self.masses, self.numbers)
+        return _ScaledForward(self.model, self.masses, self.numbers, self.reversal, self.projector)
 
     def loss(self, outputs, batch):
-        return self.losses(outputs[0], outputs[1], batch, outputs[2:])
+        return self.losses(*outputs[:2], batch, outputs[2])
 
     def validate(self) -> Dict[str, Any]:
         if self.val_ds is None:
@@ -303,14 +345,14 @@ class StrideTask(TrainingTask):
         lq = lp = lr = 0.0
         n = 0
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
-        forward = self.forward_module()
+        forward = _ScaledForward(self.model, self.masses, self.numbers)  # the validation loss has no return stride
         with torch.no_grad():
             bs = int(self.h["training"]["batch_size"]) * 4
             for s in range(0, len(self.val_order), bs):
                 host = self.val_ds.get_batch(self.val_order[s:s + bs])
                 batch = self._to_dev(host)
-                y_q, y_p, *rollout = forward(batch)
-                parts = self.plain_losses(y_q, y_p, batch, rollout)
+                y_q, y_p, later = forward(batch)
+                parts = self.plain_losses(y_q, y_p, batch, later)
                 m = y_q.shape[0]
                 lq += float(parts["loss_q"]) * m
                 lp += float(parts["loss_p"]) * m

@@ -41,11 +41,23 @@ openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs-base" --s
 # The bundled model's two stages saw two generations of the data command above, which the CPU
 # platform did not reproduce bit for bit (SHA-256 884c445f... for the first, de5b86a7... for the
 # second); the held-out segments below are validation segments of both splits.
-openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs" --stride 0.008 \
+openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs-ft" --stride 0.008 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.init_from="$WORK/water-rigid-8fs-base/model.pt" --set training.learning_rate=3e-4 \
     --set training.warmup_steps=100 --set training.max_steps=6000 --set training.checkpoint_every=250 --device cpu
+# Then 1500 steps with the time-reversal loss (loss.reversal=1) from that model (28 min on one thread
+# beside another job, on a third generation of the data, SHA-256 6ea1db2f...): chosen over a control of
+# the same 1500 steps without the term by the ablation in benchmarks/results/learning_curves.json
+# (20 ps NVT: H +7.7 / O -17.3 K from reference MD, the control's +27.7 / -52.4 K) and by
+# benchmarks/results/onpolicy_errors.json (energy error per stride on its own states +1.4 +- 3.1
+# kJ/mol, the control's +9.9 +- 8.0).
+openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs" --stride 0.008 \
+    --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
+    --set model.d_node=192 --set model.d_feedforward=192 \
+    --set training.init_from="$WORK/water-rigid-8fs-ft/model.pt" --set training.learning_rate=3e-4 \
+    --set training.warmup_steps=100 --set training.max_steps=1500 --set training.checkpoint_every=250 \
+    --set loss.reversal=1.0 --device cpu
 openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.h5" \
     --segments 1,5,13,16,23,27,36,50,67,101,107,114 \
     --json benchmarks/results/held_out/water-rigid-8fs.json --overwrite
@@ -53,14 +65,15 @@ openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.
 
 # >>> water-rigid-4fs
 # data: data-water-rigid-8fs
-# water-rigid-8fs's network, data and Verlet guess at a 4 fs stride, started from its weights
+# water-rigid-8fs's network, data and Verlet guess at a 4 fs stride, started from its weights before
+# the time-reversal stage (those bundled until 2026-12-04)
 # (4184 s: steps 0-1500 on 2 threads, the rest on 1, resumed from checkpoints, the last 2250 with
 # max_steps lowered from 6000 to 4000 by --resume --set training.max_steps=4000). Chosen over the
 # 8 fs model by the ablation in benchmarks/results/learning_curves.json ("water-rigid-4fs").
 openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-4fs" --stride 0.004 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
-    --set training.init_from=openmm_flashmd/models/water-rigid-8fs.pt --set training.learning_rate=3e-4 \
+    --set training.init_from="$WORK/water-rigid-8fs-ft/model.pt" --set training.learning_rate=3e-4 \
     --set training.warmup_steps=100 --set training.max_steps=4000 --set training.checkpoint_every=250 --device cpu
 openmm-flashmd evaluate "$WORK/water-rigid-4fs/model.pt" "$WORK/water64-rigid-b.h5" \
     --segments 1,5,13,16,23,27,36,50,67,101,107,114 \

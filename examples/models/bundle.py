@@ -55,10 +55,18 @@ NOTES = {
                    "`benchmarks/results/friction-water-rigid-16fs.json` (the README's friction table) measures "
                    "both, and the validation's `water-rigid-16fs-friction100` row runs the whole protocol at that "
                    "friction.",
-    "water-rigid-8fs": GUESS + RIGID_WATER,
-    "water-rigid-4fs": GUESS + RIGID_WATER + "Started from `water-rigid-8fs`'s weights at half its stride: "
-                       "its held-out velocity errors are about 4x smaller than that model's, and its per-element "
-                       "temperature errors 4-5x smaller (the dynamics table below against the 8 fs card's).",
+    "water-rigid-8fs": GUESS + RIGID_WATER + "Its last 1500 training steps added the time-reversal loss "
+                       "(`loss.reversal`: fed its own prediction with negated velocities, the model must bring back "
+                       "the start): its held-out errors on reference states rose by about 10 %, but on the states "
+                       "of its own runs its energy error per stride fell from +9.9 to +1.4 kJ/mol against a "
+                       "control trained the same steps without the term (`benchmarks/onpolicy_errors.py`), and "
+                       "with the filter hydrogens and oxygens came from +30 / -61 K to +5 / -16 K of reference MD "
+                       "(the model bundled before, 2026-12-04; the dynamics table below). Oxygens are still too "
+                       "cold for the trust check (5 K).",
+    "water-rigid-4fs": GUESS + RIGID_WATER + "Started from `water-rigid-8fs`'s weights (those bundled until "
+                       "2026-12-04, before its time-reversal stage) at half its stride: its held-out velocity "
+                       "errors are about 4x smaller than that model's, and its per-element temperature errors 4-5x "
+                       "smaller than that model's were.",
     "alanine-dipeptide-implicit-hbonds": SMALL + "Trained on alanine dipeptide in OBC2 implicit solvent with X-H "
                                          "bonds constrained (amber14, `constraints=HBonds`) at 300 K only; refuses "
                                          "the System without constraints. It predicts from free flight: the "

@@ -49,7 +49,7 @@ openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs-ft" --str
 # Then 1500 steps with the time-reversal loss (loss.reversal=1) from that model (28 min on one thread
 # beside another job, on a third generation of the data, SHA-256 6ea1db2f...): chosen over a control of
 # the same 1500 steps without the term by the ablation in benchmarks/results/learning_curves.json
-# (20 ps NVT: H +7.7 / O -17.3 K from reference MD, the control's +27.7 / -52.4 K) and by
+# (20 ps NVT: H +7.7 / O -16.4 K from reference MD, the control's +27.7 / -51.5 K) and by
 # benchmarks/results/onpolicy_errors.json (energy error per stride on its own states +1.4 +- 3.1
 # kJ/mol, the control's +9.9 +- 8.0).
 openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs" --stride 0.008 \

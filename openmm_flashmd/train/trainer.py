@@ -97,6 +97,12 @@ def _guess_inputs(batch: Dict[str, torch.Tensor]):
     return [batch[k] for k in ("guess", "guess_velocities") if k in batch]
 
 
+def constraint_reference(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The positions (nm) the integrator's constraint solver corrects a stride's output from: the
+    start, or the end of the Verlet guess (which ends with a solve) for models that take it."""
+    return batch["positions"] + batch["guess"] if "guess" in batch else batch["positions"]
+
+
 class _ScaledForward(torch.nn.Module):
     """``forward(batch)`` -> mass-scaled predictions ``(y_q, y_p)`` of the first stride (what
     DDP wraps) and a dict of the later strides the loss needs:
@@ -128,19 +134,20 @@ class _ScaledForward(torch.nn.Module):
         later: Dict[str, torch.Tensor] = {}
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
         q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
-        if self.reversal:
+        if self.reversal:  # (the rollout below starts from the unconstrained prediction)
+            end_q, end_v = q, v
             if self.projector is not None:  # what SHAKE/SETTLE and RATTLE keep of the errors
-                reference = batch["positions"] + batch["guess"] if "guess" in batch else batch["positions"]
                 e_q = (q - batch["new_positions"]) * sqrt_m
-                q = batch["new_positions"] + self.projector.positions(e_q, reference, batch["new_positions"]) / sqrt_m
+                end_q = batch["new_positions"] + self.projector.positions(
+                    e_q, constraint_reference(batch), batch["new_positions"]) / sqrt_m
                 e_p = (v - batch["new_velocities"]) * sqrt_m
-                v = batch["new_velocities"] + self.projector.velocities(e_p, batch["new_positions"]) / sqrt_m
+                end_v = batch["new_velocities"] + self.projector.velocities(e_p, batch["new_positions"]) / sqrt_m
             guess = []
             if "return_guess" in batch:  # frozen-force guess: linear in the start velocities
-                dv = v - batch["new_velocities"]
+                dv = end_v - batch["new_velocities"]
                 guess = [batch["return_guess"] - dv * batch["stride"].view(-1, 1, 1), batch["return_guess_velocities"] - dv]
-            dq, p = self.model.forward_scaled_batch(q, -v, self.masses, self.numbers, batch["box"], *guess)
-            later.update(return_q=q + dq / sqrt_m, return_v=p / sqrt_m)
+            dq, p = self.model.forward_scaled_batch(end_q, -end_v, self.masses, self.numbers, batch["box"], *guess)
+            later.update(return_q=end_q + dq / sqrt_m, return_v=p / sqrt_m)
         if "rollout_positions" in batch:
             later_q, later_v = [], []
             for _ in range(batch["rollout_positions"].shape[1]):
@@ -188,8 +195,7 @@ class _Losses:
             loss_q = (e_q ** 2).mean() * self.inv_q2
             loss_p = (e_p ** 2).mean() * self.inv_p2
         else:  # what the integrator's constraint projection keeps, plus w_removed x what it removes
-            reference = batch["positions"] + batch["guess"] if "guess" in batch else batch["positions"]
-            kept_q = self.projector.positions(e_q, reference, batch["new_positions"])
+            kept_q = self.projector.positions(e_q, constraint_reference(batch), batch["new_positions"])
             kept_p = self.projector.velocities(e_p, batch["new_positions"])
             loss_q = (kept_q ** 2 + self.w_removed * (e_q - kept_q) ** 2).mean() * self.inv_q2
             loss_p = (kept_p ** 2 + self.w_removed * (e_p - kept_p) ** 2).mean() * self.inv_p2

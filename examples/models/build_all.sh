@@ -69,12 +69,23 @@ openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.
 # the time-reversal stage (those bundled until 2026-12-04)
 # (4184 s: steps 0-1500 on 2 threads, the rest on 1, resumed from checkpoints, the last 2250 with
 # max_steps lowered from 6000 to 4000 by --resume --set training.max_steps=4000). Chosen over the
-# 8 fs model by the ablation in benchmarks/results/learning_curves.json ("water-rigid-4fs").
-openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-4fs" --stride 0.004 \
+# 8 fs model by the ablation in benchmarks/results/learning_curves.json ("water-rigid-4fs"); this base
+# model was bundled as water-rigid-4fs until 2026-12-04.
+openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-4fs-base" --stride 0.004 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.init_from="$WORK/water-rigid-8fs-ft/model.pt" --set training.learning_rate=3e-4 \
     --set training.warmup_steps=100 --set training.max_steps=4000 --set training.checkpoint_every=250 --device cpu
+# Then 1500 steps with the time-reversal loss (loss.reversal=1) from that model (2565 s on one thread
+# beside two other jobs, on the third generation of the data, SHA-256 6ea1db2f...): chosen by the ablation in
+# benchmarks/results/learning_curves.json (20 ps NVT: H +2.3 / O -7.7 K from reference MD, the base model's
+# +6.5 / -16.9 K) and its full validation (with the filter H +5.4 / O -5.9 K, the base model's +7.3 / -11.5 K).
+openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-4fs" --stride 0.004 \
+    --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
+    --set model.d_node=192 --set model.d_feedforward=192 \
+    --set training.init_from="$WORK/water-rigid-4fs-base/model.pt" --set training.learning_rate=3e-4 \
+    --set training.warmup_steps=100 --set training.max_steps=1500 --set training.checkpoint_every=250 \
+    --set loss.reversal=1.0 --device cpu
 openmm-flashmd evaluate "$WORK/water-rigid-4fs/model.pt" "$WORK/water64-rigid-b.h5" \
     --segments 1,5,13,16,23,27,36,50,67,101,107,114 \
     --json benchmarks/results/held_out/water-rigid-4fs.json --overwrite

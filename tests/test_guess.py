@@ -127,7 +127,7 @@ def test_models_declare_known_inputs_only():
         read_metadata(Strange())
     meta = read_metadata(VerletGuessStrideModel(0.01, 2))
     assert meta["inputs"] == ["verlet_guess"] and meta["guess_substeps"] == 2
-    assert read_metadata(load_model("water-rigid-16fs"))["inputs"] == []  # bundled models without it
+    assert read_metadata(load_model("alanine-dipeptide-implicit-hbonds-8fs"))["inputs"] == []  # bundled models without it
 
 
 def _tiny_guess_pet(stride=STRIDE, substeps=2):

@@ -200,3 +200,19 @@ def test_blog_nve_protocol_quick(tmp_path):
     with pytest.raises(SystemExit, match="overwrite"):
         blog.main(args)
     assert (tmp_path / "guess-2fs.png").exists()
+
+
+def test_a_goal_met_only_by_fallback_md_is_not_met():
+    """The goals judge the stride model: an NVE run whose T holds because half its strides ran as
+    MD is reported as not met, with the share; the same run without fallback strides meets it."""
+    validate = load_benchmark("validate")
+
+    def model(share):
+        return {"system": "water-rigid", "stride_ps": 0.016, "lengths_mode": "full",
+                "nve": {"T_drift_K": 0.5, "completed_ps": 50.0, "failed_at_ps": None,
+                        "fallback": {"fallback_fraction": share}}}
+
+    rows = {row["model"]: row for row in validate.evaluate_goals({"kept": model(0.5), "model": model(0.0)})
+            if row["goal"] == "nve"}
+    assert rows["model"]["met"] is True and "fallback" not in rows["model"]["note"]
+    assert rows["kept"]["met"] is False and "met only by fallback MD (50% of strides)" in rows["kept"]["note"]

@@ -16,6 +16,20 @@ from typing import Callable, Dict, List, Optional
 #: The ``openmm-flashmd`` command line in a fresh process of this Python.
 CLI = [sys.executable, "-m", "openmm_flashmd.cli"]
 
+#: The trust check's limit on strides run as fallback MD (the package's
+#: ``openmm_flashmd.analysis.report.MAX_FALLBACK_FRACTION``, repeated so that report.py renders without
+#: importing torch; tests/test_validate.py checks that the two agree).
+MAX_FALLBACK_FRACTION = 0.01
+
+
+def met_only_by_fallback(share: Optional[float]) -> Optional[str]:
+    """The note for a goal whose run took more than :data:`MAX_FALLBACK_FRACTION` of its strides as
+    fallback MD (``share``, a fraction; None: not recorded): such a goal is the fallback's doing, not the
+    stride model's. None when the share is within the limit or unknown."""
+    if share is None or share <= MAX_FALLBACK_FRACTION:
+        return None
+    return f"met only by fallback MD ({share:.0%} of strides)"
+
 
 def single_thread_env() -> Dict[str, str]:
     """This process's environment with every thread pool (torch, MKL, OpenMM CPU) at one thread."""

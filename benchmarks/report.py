@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt_or_dash as _fmt  # noqa: E402
+from _common import MAX_FALLBACK_FRACTION, fmt_or_dash as _fmt, met_only_by_fallback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -366,7 +366,8 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
              "(\"F\") and reference velocity Verlet (1 fs). T start / end: means over the first 1 ps and the last "
              "5 ps; drift: linear fit of the total energy. Goals (issue 15): |ΔT| ≤ 10 K and |drift| ≤ 5 kJ/mol/ps. "
              "Plots: `benchmarks/results/blog-nve/`.", "",
-             "A goal met with more than 1 % of the strides run as fallback MD (the stride monitor, on by default) "
+             f"A goal met with more than {100 * MAX_FALLBACK_FRACTION:g} % of the strides run as fallback MD (the "
+             "stride monitor, on by default) "
              "is the fallback's doing, not the model's: the table says so in bold.", "",
              "| model | stride (fs) | lengths | run | T start → end (K) | drift (kJ/mol/ps) | strides as MD | goals |",
              "|---|---:|---|---|---|---:|---:|---|"]
@@ -376,8 +377,9 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
             failed = _failed(run, why=True)
             share = (run.get("fallback") or {}).get("fallback_fraction")
             goals = ("met" if result["goals_met"] else "**not met**") if label.startswith("FlashMD") else ""
-            if goals == "met" and share is not None and share > 0.01:
-                goals = f"**met only by fallback MD ({share:.0%} of strides)**"
+            fallback_note = met_only_by_fallback(share)
+            if goals == "met" and fallback_note:
+                goals = f"**{fallback_note}**"
             md = f"{share:.0%}" if share is not None else ("—" if label.startswith("FlashMD") else "")
             lines.append(f"| {model} | {result['stride_ps'] * 1000:g} | {result['lengths_mode']} | {label}{failed} | "
                          f"{run['T_start_K']:.1f} → {run['T_end_K']:.1f} | {_fmt(drift, '.3g')} | {md} | {goals} |")

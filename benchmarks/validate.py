@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import met_only_by_fallback, stack_info, write_json  # noqa: E402
 
 from openmm_flashmd.validation import compare, plots, runs  # noqa: E402
 from openmm_flashmd.validation.protocol import LENGTHS, protocol_lengths, validate  # noqa: E402
@@ -84,9 +84,6 @@ GOALS = (
        dict(key="nve", system=None, stride_fs=None, threshold=5.0,
             text="NVE without filter: T(end) within 5 K of T(start) after 50 ps")]
 )
-
-#: A goal's run with more of its strides as fallback MD than this share does not meet the goal.
-FALLBACK_SHARE_FOR_GOALS = 0.01
 
 
 def bundled_strides(system: str) -> List[int]:
@@ -319,11 +316,10 @@ def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
             if data.get("overrides"):
                 notes.append("lengths overridden: " + ", ".join(f"{k}={v:g}" for k, v in sorted(data["overrides"].items())))
             met = False if failed else (None if value is None else bool(value <= goal["threshold"]))
-            share = _get(data, *run_of_goal, "fallback", "fallback_fraction")
-            if met and share is not None and share > FALLBACK_SHARE_FOR_GOALS:
-                # the goals judge the stride model; a run kept right by its MD strides does not meet them
+            fallback_note = met_only_by_fallback(_get(data, *run_of_goal, "fallback", "fallback_fraction"))
+            if met and fallback_note:  # the goals judge the stride model, not the MD strides that kept its run
                 met = False
-                notes.append(f"met only by fallback MD ({share:.0%} of strides)")
+                notes.append(fallback_note)
             rows.append({"goal": goal["key"], "text": goal["text"], "model": name, "value": value,
                          "threshold": goal["threshold"], "met": met, "note": "; ".join(notes)})
     return rows

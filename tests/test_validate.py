@@ -216,3 +216,8 @@ def test_a_goal_met_only_by_fallback_md_is_not_met():
             if row["goal"] == "nve"}
     assert rows["model"]["met"] is True and "fallback" not in rows["model"]["note"]
     assert rows["kept"]["met"] is False and "met only by fallback MD (50% of strides)" in rows["kept"]["note"]
+    # one rule and one limit for the validation goals, the blog table and simulate's trust check
+    from openmm_flashmd.analysis.report import MAX_FALLBACK_FRACTION
+    common = load_benchmark("_common")
+    assert common.MAX_FALLBACK_FRACTION == MAX_FALLBACK_FRACTION
+    assert common.met_only_by_fallback(MAX_FALLBACK_FRACTION) is None and common.met_only_by_fallback(None) is None

@@ -51,16 +51,17 @@ GUESS = (GUESS_CORE + ", and `openmm-flashmd evaluate` finds its energy error pe
 RIGID_WATER = ("Trained on 64 rigid TIP3P waters (SETTLE) at 300 K only; refuses flexible water (its metadata "
                "records the constraints). ")
 NOTES = {
-    "water-rigid-16fs": GUESS_CORE + ". " + RIGID_WATER + "`water-rigid-8fs`'s network and weights at twice its stride, "
-                        "trained with the time-reversal loss (`loss.reversal`) from the first step: with the filter "
-                        "its hydrogens and oxygens come within 7 and 15 K of reference MD, where the free-flight "
-                        "model bundled under this name until 2026-12-04 ran 106 K cold and 214 K hot (the dynamics "
-                        "table below). On reference states each stride loses about 7 kJ/mol of kinetic energy (the "
-                        "held-out energy errors above): without the filter its runs cool (the dynamics table), with "
-                        "it the filter restores the total. Here the errors run the other way from the shorter strides': hydrogens "
-                        "cold, oxygens hot. The oxygens are still outside the per-element goal (10 K) and the trust "
-                        "check (5 K). Each stride costs about three times the old model's (the Verlet guess takes "
-                        "four force evaluations, the network is twice as wide). Do not use it for science yet.",
+    "water-rigid-16fs": GUESS_CORE + ". " + RIGID_WATER + "`water-rigid-8fs`'s network and weights at twice "
+                        "its stride, trained with the time-reversal loss (`loss.reversal`) from the first step: "
+                        "with the filter its hydrogens and oxygens come "
+                        "within 7 and 15 K of reference MD, where the free-flight model bundled under this name until "
+                        "2026-12-04 ran 106 K cold and 214 K hot (the dynamics table below). On reference states "
+                        "each stride loses about 7 kJ/mol of kinetic energy (the held-out energy errors above): "
+                        "without the filter its runs cool (the dynamics table), with it the filter restores the "
+                        "total. Here the errors run the other way from the shorter strides': hydrogens cold, oxygens "
+                        "hot. The oxygens are still outside the per-element goal (10 K) and the trust check (5 K). "
+                        "Each stride costs about three times the old model's (the Verlet guess takes four force "
+                        "evaluations, the network is twice as wide). Do not use it for science yet.",
     "water-rigid-8fs": GUESS + RIGID_WATER + "Its last 1500 training steps added the time-reversal loss "
                        "(`loss.reversal`: fed its own prediction with negated velocities, the model must bring back "
                        "the start): its held-out errors on reference states rose by about 10 %, but on the states "

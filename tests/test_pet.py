@@ -296,6 +296,49 @@ def test_fused_attention_matches_reference(system):
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-12)
 
 
+def test_attention_equals_its_formula_with_the_trained_projection():
+    """CutoffAttention (fused and explicit paths, evaluated with the width-aligned projection)
+    equals the class docstring's formula computed sequence by sequence from ``qkv(x)`` itself."""
+    from openmm_flashmd.model.pet import CutoffAttention, _sequence_layout
+
+    torch.manual_seed(3)
+    dim, heads, n_atoms = 24, 4, 9
+    attention = CutoffAttention(dim, heads).to(torch.float64)
+    centre = torch.sort(torch.randint(0, n_atoms, (40,))).values
+    n_tokens = n_atoms + centre.shape[0]
+    x = torch.randn(n_tokens, dim, dtype=torch.float64)
+    weights = torch.cat([torch.ones(n_atoms, dtype=torch.float64), torch.rand(centre.shape[0], dtype=torch.float64)])
+    slots, masks, sizes, lengths = _sequence_layout(centre, n_atoms, group_atoms=3)
+    hd, vd = attention.head_dim, attention.value_dim
+    qkv = attention.qkv(x)
+    q, k = qkv[:, :dim].reshape(-1, heads, hd), qkv[:, dim:2 * dim].reshape(-1, heads, hd)
+    v = qkv[:, 2 * dim:].reshape(-1, heads, vd)
+    expected = torch.empty(n_tokens, heads, vd, dtype=torch.float64)
+    for atom in range(n_atoms):
+        sequence = torch.cat([torch.tensor([atom]), n_atoms + torch.nonzero(centre == atom).flatten()])
+        scores = torch.einsum("ahd,bhd->hab", q[sequence], k[sequence]) * attention.scale
+        p = torch.softmax(scores, dim=-1) * weights[sequence].view(1, 1, -1)
+        p = p / p.sum(dim=-1, keepdim=True)
+        expected[sequence] = torch.einsum("hab,bhd->ahd", p, v[sequence])
+    expected = attention.out(expected.reshape(n_tokens, heads * vd))
+    for explicit in (False, True):
+        got = attention(x, weights, slots, masks, sizes, lengths, explicit)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_a_saved_model_rebuilt_under_this_code_is_the_same_model(model64, system, tmp_path):
+    from openmm_flashmd.train.export import model_from_file
+
+    model64.update_metadata(validation={"note": "kept"})
+    path = save_model(model64, tmp_path / "m.pt")
+    saved = load_model(path)
+    rebuilt = model_from_file(path)
+    assert rebuilt.metadata_json == saved.metadata_json
+    assert next(rebuilt.parameters()).dtype == torch.float64
+    for a, b in zip(saved(*system), torch.jit.script(rebuilt)(*system)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_errors(model64, system):
     pos, vel, m, z, box = system
     bad = z.clone()

@@ -1,9 +1,10 @@
-"""Copy a trained stride model into the package and write its model card.
+"""Put a trained stride model into the package and write its model card.
 
     python examples/models/bundle.py water-16fs runs/water-16fs [--overwrite]
 
 Takes ``RUN_DIR/model.pt`` (from ``openmm-flashmd train``), refuses models over 5 MB,
-copies it to ``openmm_flashmd/models/NAME.pt`` and writes ``NAME.md``: data, stride,
+saves it to ``openmm_flashmd/models/NAME.pt`` rebuilt under this version's model code (same
+weights and metadata: :func:`openmm_flashmd.train.export.model_from_file`) and writes ``NAME.md``: data, stride,
 hyper-parameters from the model's metadata, held-out errors (from
 ``benchmarks/results/held_out/NAME.json``, written by ``openmm-flashmd evaluate``, when it
 exists, else from the metadata), the dynamics validation
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -115,8 +115,9 @@ def main() -> int:
     args = parser.parse_args()
 
     import openmm_flashmd  # noqa: F401
-    from openmm_flashmd.model.protocol import load_model, read_metadata
+    from openmm_flashmd.model.protocol import load_model, read_metadata, save_model
     from openmm_flashmd.train.card import model_card
+    from openmm_flashmd.train.export import model_from_file
 
     source = Path(args.run_dir) / "model.pt"
     target = MODELS / f"{args.name}.pt"
@@ -130,7 +131,7 @@ def main() -> int:
     if target.exists() and not args.overwrite:
         raise SystemExit(f"{target} exists; pass --overwrite to replace it")
     MODELS.mkdir(exist_ok=True)
-    shutil.copyfile(source, target)
+    save_model(model_from_file(source), target, overwrite=True)
 
     validated = json.loads(VALIDATION.read_text())["models"] if VALIDATION.exists() else {}
     dynamics = None

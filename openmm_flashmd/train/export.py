@@ -1,5 +1,5 @@
 """Export trained PET models (stride models and energy models / MLIPs) as TorchScript
-files with full metadata, and rebuild them from trainer checkpoints."""
+files with full metadata, and rebuild them from trainer checkpoints or from exported files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from openmm_flashmd.model.protocol import make_metadata_json, read_metadata, save_model
 
-__all__ = ["export_model", "export_energy_model", "model_from_checkpoint", "export_checkpoint"]
+__all__ = ["export_model", "export_energy_model", "model_from_checkpoint", "export_checkpoint", "model_from_file"]
 
 
 def export_model(
@@ -116,3 +116,23 @@ def export_checkpoint(
     if ckpt.get("task", "stride") == "mlip":
         return export_energy_model(model, path, validation=ckpt.get("validation"), overwrite=overwrite)
     return export_model(model, path, validation=ckpt.get("validation"), overwrite=overwrite)
+
+
+def model_from_file(path: Union[str, os.PathLike]) -> torch.nn.Module:
+    """The PET stride model saved in ``path`` (or a bundled model's name) rebuilt under this
+    version's model code: same architecture, weights, dtype and metadata string.
+
+    A TorchScript file keeps the code it was exported with; rebuilding (then :func:`save_model`)
+    gives an older model the model code's later changes, e.g. the speed-ups of the PET forward,
+    whose results agree with the old code's to float32 round-off."""
+    from openmm_flashmd.model.pet import PETStrideModel
+    from openmm_flashmd.model.protocol import load_model
+
+    source = load_model(path)
+    metadata = read_metadata(source)
+    model = PETStrideModel.from_metadata(metadata)
+    state = source.state_dict()
+    model.to(next(iter(state.values())).dtype)
+    model.load_state_dict(state)
+    model.metadata_json = source.metadata_json
+    return model.eval()

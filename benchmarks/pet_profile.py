@@ -84,7 +84,7 @@ def _label_modules(model: torch.nn.Module) -> List[torch.utils.hooks.RemovableHa
             if type(module) is cls:
                 wrap(module, label)
         if isinstance(module, pet.CutoffAttention):
-            wrap(module.qkv, "attention.qkv")
+            module._qkv = _labelled(module._qkv, "attention.qkv")  # the aligned projection (eager: per instance)
             wrap(module.out, "attention.out")
         if isinstance(module, pet.GNNLayer):
             wrap(module.centre_embed, "centre_embed")

@@ -302,9 +302,9 @@ def test_attention_equals_its_formula_with_the_trained_projection():
     from openmm_flashmd.model.pet import CutoffAttention, _sequence_layout
 
     torch.manual_seed(3)
-    dim, heads, n_atoms = 24, 4, 9
+    dim, heads, n_atoms = 16, 4, 6
     attention = CutoffAttention(dim, heads).to(torch.float64)
-    centre = torch.sort(torch.randint(0, n_atoms, (40,))).values
+    centre = torch.sort(torch.randint(0, n_atoms, (20,))).values
     n_tokens = n_atoms + centre.shape[0]
     x = torch.randn(n_tokens, dim, dtype=torch.float64)
     weights = torch.cat([torch.ones(n_atoms, dtype=torch.float64), torch.rand(centre.shape[0], dtype=torch.float64)])
@@ -324,6 +324,10 @@ def test_attention_equals_its_formula_with_the_trained_projection():
     for explicit in (False, True):
         got = attention(x, weights, slots, masks, sizes, lengths, explicit)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+        with torch.enable_grad():  # and its gradients (the weights enter twice: values and their last channel)
+            assert torch.autograd.gradcheck(
+                lambda tokens, w: attention(tokens, w, slots, masks, sizes, lengths, explicit),
+                (x.clone().requires_grad_(), weights.clone().requires_grad_()))
 
 
 def test_a_saved_model_rebuilt_under_this_code_is_the_same_model(model64, system, tmp_path):

@@ -225,10 +225,9 @@ class CutoffAttention(nn.Module):
 
     The projection ``qkv`` holds ``2 d + heads (head_dim - 1)`` output rows (the trained
     parameters); it is evaluated with one zero row appended to each head's value block, so
-    the product has ``3 d`` columns, a width the CPU matrix multiply handles 1.6-1.7x faster
-    than the odd ``2 d + heads (head_dim - 1)`` (``benchmarks/pet_profile.py``), and each
-    head's last value channel, zero there, becomes ``w`` by adding a one-hot channel before
-    the multiplication by ``w``.
+    the product has ``3 d`` columns, a width the CPU matrix multiply handles about twice as
+    fast as the odd ``2 d + heads (head_dim - 1)`` (``benchmarks/pet_profile.py``); after the
+    multiplication by ``w`` each head's last value channel, zero until then, is set to ``w``.
     """
 
     def __init__(self, dim: int, num_heads: int):
@@ -253,6 +252,12 @@ class CutoffAttention(nn.Module):
         return (torch.cat([weight[: 2 * dim], value_weight.reshape(heads * self.head_dim, dim)]),
                 torch.cat([bias[: 2 * dim], value_bias.reshape(heads * self.head_dim)]))
 
+    def _qkv(self, x: Tensor) -> Tensor:
+        """Queries, keys and values ``[M, 3 d]`` of tokens ``x`` ``[M, d]``, each head's values
+        followed by a zero channel (the aligned projection of :meth:`_aligned_qkv`)."""
+        weight, bias = self._aligned_qkv()
+        return nn.functional.linear(x, weight, bias)
+
     def forward(
         self,
         x: Tensor,
@@ -274,14 +279,12 @@ class CutoffAttention(nn.Module):
         n_real = x.shape[0]
         heads = self.num_heads
         hd = self.head_dim
-        weight, bias = self._aligned_qkv()
-        qkv = nn.functional.linear(x, weight, bias)
+        qkv = self._qkv(x)
         q = qkv[:, : self.dim].reshape(n_real, heads, hd)
         k = qkv[:, self.dim : 2 * self.dim].reshape(n_real, heads, hd)
         w = weights.view(n_real, 1, 1)
-        weight_channel = torch.zeros(hd, dtype=x.dtype, device=x.device)  # no buffer: state dicts stay as trained
-        weight_channel[-1] = 1.0
-        v = (qkv[:, 2 * self.dim :].reshape(n_real, heads, hd) + weight_channel) * w  # [w v, w] per head
+        v = qkv[:, 2 * self.dim :].reshape(n_real, heads, hd) * w
+        v[:, :, hd - 1] = weights.view(n_real, 1)  # [w v, w] per head
         total = 0
         for g in range(len(sizes)):
             total += sizes[g] * lengths[g]

@@ -37,6 +37,7 @@ Times in milliseconds.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
     pet._sequence_layout = _labelled(pet._sequence_layout, "sequence_layout")
 
     rows = []
+    load_before = os.getloadavg()
     t_start = time.perf_counter()
     for size in args.sizes:
         if args.model:
@@ -249,7 +251,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "results": rows,
         "malloc_tuned": malloc_tuned,
-        "stack": stack_info(),
+        "stack": dict(stack_info(), load_average_before=load_before, load_average_after=os.getloadavg()),
         "total_wall_s": time.perf_counter() - t_start,
         "command": "python benchmarks/pet_profile.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

@@ -504,6 +504,36 @@ def render_pet_forward_ab(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(data["stack"]), ""]
 
 
+PROFILE_PARTS = [("neighbor_list", "neighbour list"), ("attention.qkv", "qkv projection"),
+                 ("attention.core", "attention core"), ("attention.out", "attention out"),
+                 ("feedforward", "feed-forward"), ("norms", "norms"), ("gnn_other", "edge embedding, messages"),
+                 ("backbone_other", "geometry features"), ("heads_and_rest", "heads, checks")]
+
+
+def render_pet_profile(data: Dict, name: str) -> List[str]:
+    model = data["model"]
+    what = (f"the bundled `{model['name']}`" if model.get("name") else "the default hypers (random weights)")
+    lines = [f"### Where the PET forward's time goes: {what} (`{name}`)", "",
+             f"{data['description']}; {model['parameters']} parameters, cutoff {model['hypers']['cutoff']} nm. "
+             f"Each part's CPU time is its minimum over {data['repeats']} profiled calls "
+             "(`benchmarks/pet_profile.py`); shares of their sum. \"attention core\": padding, the fused "
+             "`scaled_dot_product_attention` kernel, gathering and dividing. The last two columns time the qkv "
+             "projection alone at the trained width and at the aligned width the model now evaluates it at.", "",
+             "| atoms | tokens | forward (ms) | " + " | ".join(label for _, label in PROFILE_PARTS)
+             + " | top operators (self ms) | qkv projection trained → aligned width (ms) |",
+             "|---:|---:|---:|" + "---:|" * len(PROFILE_PARTS) + "---|---|"]
+    for row in data["results"]:
+        share = row["parts_fraction"]
+        ops = ", ".join(f"{op['op'].replace('aten::', '').replace('_scaled_dot_product_flash_attention_for_cpu', 'sdpa')}"
+                        f" {op['self_ms']:.0f}" for op in row["top_operators_self_ms"][:3])
+        projection = row["qkv_projection_ms"]
+        lines.append(f"| {row['n_atoms']} | {row['n_tokens']} | {row['unprofiled_ms']:.1f} | "
+                     + " | ".join(f"{100 * share[key]:.0f} %" for key, _ in PROFILE_PARTS)
+                     + f" | {ops} | {projection['trained_width']:.1f} ({projection['widths'][0]}) → "
+                     f"{projection['aligned_width']:.1f} ({projection['widths'][1]}) |")
+    return lines + ["", _stack_line(data["stack"]), ""]
+
+
 def render_memory_watch(data: Dict, name: str) -> List[str]:
     lines = [f"### Resident memory of long runs (`{name}`)", "",
              "`benchmarks/memory_watch.py`: identical FlashMD runs started together (\"O F E O\", 300 K, stride "
@@ -563,6 +593,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "integrator_overhead": render_integrator_overhead,
     "step_profile": render_step_profile,
     "pet_forward_ab": render_pet_forward_ab,
+    "pet_profile": render_pet_profile,
     "malloc_tuning": render_malloc_tuning,
     "fallback_thresholds": render_fallback_thresholds,
     "validation": render_validation,

@@ -123,6 +123,29 @@ def test_projected_loss_ignores_exactly_what_the_constraints_remove(water_states
         ConstraintProjector(np.zeros((0, 3)), m)
 
 
+def test_kinetic_energy_term_counts_the_velocities_rattle_keeps(water_states):
+    """With constraints, each element's kinetic energy is compared after the velocity projection:
+    an error that RATTLE removes entirely costs nothing (without the projection it adds kinetic
+    energy); damping the hydrogens still costs."""
+    system, masses, start, end, end_v = water_states
+    m = torch.tensor(masses)
+    numbers = torch.tensor([1 if mass < 2 else 8 for mass in masses])
+    projector = ConstraintProjector(_constraints(system), m)
+    scales = {"dq_scale": 1.0, "p_scale": 1.0}
+    weights = {"positions": 1, "velocities": 1, "energy": 0, "kinetic_energy": 1.0}
+    kept, raw = (_Losses(weights, scales, m, 300.0, None, numbers, kinetic_projector=p) for p in (projector, None))
+    batch = {"positions": torch.tensor(start)[None], "new_positions": torch.tensor(end)[None],
+             "velocities": torch.zeros(1, *end.shape, dtype=torch.float64), "new_velocities": torch.tensor(end_v)[None]}
+    sqrt_m = m.sqrt().view(1, -1, 1)
+    t_q, t_p = (batch["new_positions"] - batch["positions"]) * sqrt_m, batch["new_velocities"] * sqrt_m
+    along = torch.randn_like(t_p)
+    along = along - projector.velocities(along, batch["new_positions"])  # only what RATTLE removes
+    assert float(kept(t_q, t_p + along, batch)["loss_ke"]) < 1e-20 < float(raw(t_q, t_p + along, batch)["loss_ke"])
+    damped = t_p.clone()
+    damped[:, numbers == 1] *= 0.9  # not along the bonds alone: RATTLE keeps part of the damping
+    assert float(kept(t_q, damped, batch)["loss_ke"]) > 1e-3
+
+
 def test_training_with_the_projection_and_constrained_held_out_errors(tmp_path, dimer_free_data):
     with pytest.raises(ValueError, match="needs data with constraints"):
         train(dimer_free_data, tmp_path / "free", 0.032, overrides={**TINY_MODEL, "loss.constraint_removed": 0.5},

@@ -162,7 +162,8 @@ class _ScaledForward(torch.nn.Module):
 class _Losses:
     def __init__(self, weights: Dict[str, float], scales: Dict[str, float], masses: torch.Tensor,
                  temperature: float, energy_model: Optional[Callable], numbers: Optional[torch.Tensor] = None,
-                 projector: Optional[ConstraintProjector] = None):
+                 projector: Optional[ConstraintProjector] = None,
+                 kinetic_projector: Optional[ConstraintProjector] = None):
         self.w_q, self.w_p, self.w_e = (float(weights["positions"]), float(weights["velocities"]),
                                         float(weights["energy"]))
         self.w_ke = float(weights.get("kinetic_energy", 0.0))
@@ -180,6 +181,8 @@ class _Losses:
         # the weight of the error parts the integrator's constraint projection removes (1: plain MSE)
         self.w_removed = float(weights.get("constraint_removed", 1.0))
         self.projector = projector  # None: the plain MSE (the task builds one only when w_removed != 1)
+        # data with constraints: the kinetic-energy term compares the velocities RATTLE keeps
+        self.kinetic_projector = kinetic_projector
 
     def __call__(self, y_q, y_p, batch, later: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Loss parts; ``later``: the later strides of :class:`_ScaledForward`. A rollout's
@@ -212,9 +215,11 @@ class _Losses:
             total = total + self.w_reversal * loss_reversal
             out["loss_reversal"] = loss_reversal
         if self.element_masks:
+            kept = y_p if self.kinetic_projector is None else \
+                t_p + self.kinetic_projector.velocities(e_p, batch["new_positions"])
             terms = []
             for mask in self.element_masks:
-                predicted = (y_p[:, mask] ** 2).sum(-1).mean()
+                predicted = (kept[:, mask] ** 2).sum(-1).mean()
                 target = (t_p[:, mask] ** 2).sum(-1).mean()
                 terms.append(((predicted - target) / target) ** 2)
             loss_ke = torch.stack(terms).mean()
@@ -329,7 +334,7 @@ class StrideTask(TrainingTask):
         self.projector = ConstraintProjector(tdata.constraints, self.masses) if tdata.constraints_active else None
         projector = self.projector if removed != 1.0 else None  # the losses' projected errors
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
-                              projector)
+                              projector, kinetic_projector=self.projector)
         # the validation loss (best-model choice) weighs the constrained parts as the training loss does
         self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 1,
                                      "constraint_removed": removed}, self.scales, self.masses, tdata.temperature,

@@ -47,13 +47,14 @@ from openmm_flashmd.validation.target import COLLISION_RATE, SEED, Target, Valid
 #:  nve_start_ps / nve_end_ps: windows for the NVE start and end temperatures;
 #:  sample_ps: sampling interval; ref_cost_ps: reference MD timed when the reference is cached.
 #: ``liquid``: periodic boxes without a protein backbone; ``peptide``: Systems with one (longer
-#: NVT for the slow φ/ψ statistics; periodic ones add the liquid's NpT lengths).
+#: NVT for the slow φ/ψ statistics: 1 ns of FlashMD against 2 ns of reference MD, whose two 1 ns
+#: halves give the Ramachandran comparison's own resolution; periodic ones add the liquid's NpT lengths).
 LENGTHS: Dict[str, Dict[str, Dict[str, float]]] = {
     "full": {
         "liquid": dict(equil_ps=2.0, settle_ps=2.0, nvt_ps=50.0, ref_nvt_ps=100.0, npt_settle_ps=10.0, npt_ps=50.0,
                        ref_npt_ps=100.0, nve_ps=50.0, nve_start_ps=1.0, nve_end_ps=5.0, stability_ps=1000.0,
                        sample_ps=0.1, blocks=10, ref_cost_ps=2.0),
-        "peptide": dict(equil_ps=2.0, settle_ps=2.0, nvt_ps=250.0, ref_nvt_ps=500.0, nve_ps=50.0, nve_start_ps=1.0,
+        "peptide": dict(equil_ps=2.0, settle_ps=2.0, nvt_ps=1000.0, ref_nvt_ps=2000.0, nve_ps=50.0, nve_start_ps=1.0,
                         nve_end_ps=5.0, stability_ps=1000.0, sample_ps=0.1, blocks=10, ref_cost_ps=5.0),
     },
     "quick": {

@@ -92,6 +92,8 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
             series["stability_time"] = np.asarray(more.time, dtype=np.float32)
             series["stability_T_all"] = np.asarray(more.velocities_T, dtype=np.float32)
             stab["fallback"] = fallback_record(integrator)
+        elif failed is None:  # the measured run already reached the stability length
+            stab["fallback"] = out["fallback"]
         stab.update(stable=failed is None, failed_at_ps=failed, error=error,
                     T_min_K=float(np.min(t_series)) if t_series else math.nan,
                     T_max_K=float(np.max(t_series)) if t_series else math.nan, max_speed_nm_per_ps=speed)

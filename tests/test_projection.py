@@ -133,7 +133,7 @@ def test_kinetic_energy_term_counts_the_velocities_rattle_keeps(water_states):
     projector = ConstraintProjector(_constraints(system), m)
     scales = {"dq_scale": 1.0, "p_scale": 1.0}
     weights = {"positions": 1, "velocities": 1, "energy": 0, "kinetic_energy": 1.0}
-    kept, raw = (_Losses(weights, scales, m, 300.0, None, numbers, kinetic_projector=p) for p in (projector, None))
+    kept, raw = (_Losses(weights, scales, m, 300.0, None, numbers, projector=p) for p in (projector, None))
     batch = {"positions": torch.tensor(start)[None], "new_positions": torch.tensor(end)[None],
              "velocities": torch.zeros(1, *end.shape, dtype=torch.float64), "new_velocities": torch.tensor(end_v)[None]}
     sqrt_m = m.sqrt().view(1, -1, 1)

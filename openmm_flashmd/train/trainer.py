@@ -162,8 +162,7 @@ class _ScaledForward(torch.nn.Module):
 class _Losses:
     def __init__(self, weights: Dict[str, float], scales: Dict[str, float], masses: torch.Tensor,
                  temperature: float, energy_model: Optional[Callable], numbers: Optional[torch.Tensor] = None,
-                 projector: Optional[ConstraintProjector] = None,
-                 kinetic_projector: Optional[ConstraintProjector] = None):
+                 projector: Optional[ConstraintProjector] = None):
         self.w_q, self.w_p, self.w_e = (float(weights["positions"]), float(weights["velocities"]),
                                         float(weights["energy"]))
         self.w_ke = float(weights.get("kinetic_energy", 0.0))
@@ -180,9 +179,10 @@ class _Losses:
         self.energy_model = energy_model if self.w_e > 0 else None
         # the weight of the error parts the integrator's constraint projection removes (1: plain MSE)
         self.w_removed = float(weights.get("constraint_removed", 1.0))
-        self.projector = projector  # None: the plain MSE (the task builds one only when w_removed != 1)
-        # data with constraints: the kinetic-energy term compares the velocities RATTLE keeps
-        self.kinetic_projector = kinetic_projector
+        # the data's constraint projection (None: no constraints). It splits the errors of L_q and L_p
+        # when w_removed != 1, and the kinetic-energy term compares the velocities RATTLE keeps
+        self.projector = projector
+        self.split_errors = projector is not None and self.w_removed != 1.0
 
     def __call__(self, y_q, y_p, batch, later: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Loss parts; ``later``: the later strides of :class:`_ScaledForward`. A rollout's
@@ -194,12 +194,14 @@ class _Losses:
         t_q = (batch["new_positions"] - batch["positions"]) * self.sqrt_m
         t_p = batch["new_velocities"] * self.sqrt_m
         e_q, e_p = y_q - t_q, y_p - t_p
-        if self.projector is None:
+        kept_p = None  # the velocity error RATTLE keeps, when something needs it
+        if self.projector is not None and (self.split_errors or self.element_masks):
+            kept_p = self.projector.velocities(e_p, batch["new_positions"])
+        if not self.split_errors:
             loss_q = (e_q ** 2).mean() * self.inv_q2
             loss_p = (e_p ** 2).mean() * self.inv_p2
         else:  # what the integrator's constraint projection keeps, plus w_removed x what it removes
             kept_q = self.projector.positions(e_q, constraint_reference(batch), batch["new_positions"])
-            kept_p = self.projector.velocities(e_p, batch["new_positions"])
             loss_q = (kept_q ** 2 + self.w_removed * (e_q - kept_q) ** 2).mean() * self.inv_q2
             loss_p = (kept_p ** 2 + self.w_removed * (e_p - kept_p) ** 2).mean() * self.inv_p2
         total = self.w_q * loss_q + self.w_p * loss_p
@@ -215,8 +217,7 @@ class _Losses:
             total = total + self.w_reversal * loss_reversal
             out["loss_reversal"] = loss_reversal
         if self.element_masks:
-            kept = y_p if self.kinetic_projector is None else \
-                t_p + self.kinetic_projector.velocities(e_p, batch["new_positions"])
+            kept = y_p if kept_p is None else t_p + kept_p
             terms = []
             for mask in self.element_masks:
                 predicted = (kept[:, mask] ** 2).sum(-1).mean()
@@ -332,13 +333,12 @@ class StrideTask(TrainingTask):
         if removed != 1.0 and not tdata.constraints_active:
             raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
         self.projector = ConstraintProjector(tdata.constraints, self.masses) if tdata.constraints_active else None
-        projector = self.projector if removed != 1.0 else None  # the losses' projected errors
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
-                              projector, kinetic_projector=self.projector)
+                              self.projector)
         # the validation loss (best-model choice) weighs the constrained parts as the training loss does
         self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 1,
                                      "constraint_removed": removed}, self.scales, self.masses, tdata.temperature,
-                                    None, projector=projector)
+                                    None, projector=self.projector)
         if float(h["loss"]["energy"]) > 0 and energy_model is None:
             raise ValueError("loss.energy > 0 needs an energy_model")
 

@@ -26,13 +26,24 @@ energy forward (what a FlashMD step computes; the energy before the stride is th
 after the previous stride) against the MLIP forward + backward (energy and forces: what
 an MLIP-MD step computes), and converts both to time per simulated ps.
 
-A timed block is one ``integrator.step(k)`` call after the state was re-set, and each such
-call pays once for what a run pays once per reporter interval: MLIP-MD evaluates the forces
-of the re-set positions, ``FlashMDIntegrator.step`` the potential energy before its first
-stride (it cannot know whether the Context changed since its last call). Blocks of at least
-``--min-steps`` steps (default 4; the bare PyTorch calls have no such start and keep blocks of
-about ``--target-block-s``) keep that share small at every size, as a reporter interval does in
-a run; ``benchmarks/step_profile.py`` measures the per-call cost itself.
+Each ``integrator.step(k)`` call pays once for what a run pays once per reporter interval:
+MLIP-MD evaluates the forces of the re-set positions, ``FlashMDIntegrator.step`` the potential
+energy before its first stride (it cannot know whether the Context changed since its last
+call). So every repeat of an OpenMM method times two calls after re-setting the state,
+``step(k)`` and ``step(3 k)`` (``k`` sized to about ``--target-block-s``, at least
+``--min-steps``), and reports the step inside a run, ``step_s`` = (t(3k) - t(k)) / 2k, and the
+start of a call, ``call_s`` = t(k) - k step_s. The bare PyTorch calls have no such start: their
+``step_s`` is a block of about ``--target-block-s`` divided by its steps.
+
+The bare calls run the networks as openmm-torch does: frozen TorchScript
+(``torch.jit.freeze``), the MLIP's forces from ``energy.backward()`` on positions that require
+grad, the stride model and the filter's energy under ``torch.no_grad`` (each use on its own
+frozen copy, as each ``TorchForce`` holds its own). In OpenMM mode each size runs in two fresh
+processes, first the bare calls, then the OpenMM contexts, so neither holds the other's memory
+(at 3000 atoms each needs about 8 GB) and the peak memory is that of one method family; every
+process tunes glibc's malloc as a ``TorchForce`` does (``openmm_flashmd.performance``). The
+speed-up (OpenMM methods, interleaved) and the limit L (bare calls, interleaved) are each
+measured within one process.
 
 Usage::
 
@@ -174,21 +185,40 @@ class Method:
     ``sim_ps_per_step`` simulated ps each."""
 
     def __init__(self, name: str, sim_ps_per_step: float, run: Callable[[int], None],
-                 reset: Callable[[], None] = lambda: None, sync: Callable[[], None] = lambda: None):
+                 reset: Callable[[], None] = lambda: None, sync: Callable[[], None] = lambda: None,
+                 per_call: bool = False):
         self.name, self.sim_ps_per_step = name, sim_ps_per_step
         self._run, self.reset, self.sync = run, reset, sync
+        self.per_call = per_call  # each run(k) pays a start: time step(k) and step(3k) (module docstring)
         self.steps = 1
         self.min_steps = 1  # fewest steps in a timed block
         self.samples: List[float] = []
+        self.call_samples: List[float] = []
         self.warmup_s: List[float] = []
         self.memory: Dict[str, float] = {}
 
-    def block(self) -> float:
+    def block(self, steps: Optional[int] = None) -> float:
+        """Seconds per step of one ``run(steps)`` call (default ``self.steps``)."""
+        steps = steps or self.steps
         self.sync()
         start = time.perf_counter()
-        self._run(self.steps)
+        self._run(steps)
         self.sync()
-        return (time.perf_counter() - start) / self.steps
+        return (time.perf_counter() - start) / steps
+
+    def timed_repeat(self) -> None:
+        """One timed repeat from the re-set state: ``step_s`` into ``samples`` and, for a
+        per-call method, the start of a call into ``call_samples``."""
+        self.reset()
+        short = self.block()
+        if not self.per_call:
+            self.samples.append(short)
+            return
+        self.reset()
+        long = self.block(3 * self.steps)
+        step = (3 * long - short) / 2.0  # (t(3k) - t(k)) / 2k, from the per-step block times
+        self.samples.append(step)
+        self.call_samples.append(self.steps * (short - step))
 
 
 def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s: float, max_steps: int,
@@ -212,16 +242,16 @@ def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s
         m.steps = int(min(max_steps, max(m.min_steps, math.ceil(target_block_s / max(min(times), 1e-9)))))
     for _ in range(repeats):
         for m in methods:
-            m.reset()
             reset_peak_memory(device)
-            m.samples.append(m.block())
+            m.timed_repeat()
             for key, value in peak_memory(device).items():
                 m.memory[key] = max(m.memory.get(key, 0.0), value)
 
 
 def method_record(m: Method) -> Dict[str, Any]:
     step = summarize(m.samples)
-    return {"step_s": step, "steps_per_block": m.steps, "warmup_step_s": m.warmup_s,
+    calls = {"call_s": summarize(m.call_samples)} if m.call_samples else {}
+    return {"step_s": step, **calls, "steps_per_block": m.steps, "warmup_step_s": m.warmup_s,
             "sim_ps_per_step": m.sim_ps_per_step,
             "wall_s_per_simulated_ps": step["median"] / m.sim_ps_per_step, **m.memory}
 
@@ -232,7 +262,11 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
                  numbers: np.ndarray, box: np.ndarray, dtype: torch.dtype, device: torch.device,
                  prefix: str = "") -> List[Method]:
     """The PyTorch calls of one MLIP-MD step (energy + forces) and one FlashMD step
-    (stride forward + MLIP energy), timed without OpenMM."""
+    (stride forward + MLIP energy), timed without OpenMM, on frozen copies of the networks
+    as openmm-torch runs them (module docstring)."""
+    md_energy = torch.jit.freeze(energy.eval())
+    filter_energy = torch.jit.freeze(energy.eval())
+    stride_models = {stride: torch.jit.freeze(model.eval()) for stride, model in stride_models.items()}
     gen = torch.Generator().manual_seed(0)
     pos = torch.as_tensor(positions, dtype=dtype).to(device)
     z = torch.as_tensor(numbers, dtype=torch.long).to(device)
@@ -245,7 +279,8 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
 
     def mlip_md(k: int) -> None:
         for _ in range(k):
-            energy.energy_and_forces_batch(pos.unsqueeze(0), z, cell.unsqueeze(0), False)
+            x = pos.detach().requires_grad_(True)
+            md_energy(x, z, cell).backward()
 
     out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync)]
     for stride, model in stride_models.items():
@@ -253,7 +288,7 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
             with torch.no_grad():
                 for _ in range(k):
                     new_pos, _ = model(pos, vel, m, z, cell)
-                    energy(new_pos, z, cell)
+                    filter_energy(new_pos, z, cell)
         out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync))
     return out
 
@@ -287,7 +322,7 @@ def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
             context.setPositions(start.getPositions())
             context.setVelocities(start.getVelocities())
 
-        method = Method(name, sim_ps, integrator.step, reset)
+        method = Method(name, sim_ps, integrator.step, reset, per_call=True)
         method.context = context  # keep it alive
         return method
 
@@ -309,6 +344,45 @@ def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
     box_nm = np.array([[v.value_in_unit(unit.nanometer) for v in row] for row in box])
     numbers = np.array([a.element.atomic_number for a in water.topology.atoms()])
     return methods, (pos_nm, numbers, box_nm, sorted(mlip_groups))
+
+
+# ------------------------------------------------------------------------- one size
+
+def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict[str, Any]:
+    """Time one method family at one size: ``"bare"`` (the PyTorch calls, named ``bare_*`` in
+    OpenMM mode) or ``"openmm"`` (the contexts). ``options``: the parsed command line as a dict.
+    Returns the method records, the size's atoms and box edge (nm), and the resident memory
+    (MiB) before timing."""
+    from openmm_flashmd.performance import tune_malloc
+
+    tune_malloc()  # as every TorchForce process does (module docstring)
+    if options["threads"] is not None:
+        torch.set_num_threads(options["threads"])
+    device = torch.device(options["device"])
+    dtype = getattr(torch, options["dtype"])
+    stride_models, energy, _ = make_models(sorted(options["strides"]), dtype, device, options["seed"])
+    groups = None
+    if family == "bare":
+        positions, numbers, box = water_lattice(n_molecules, seed=options["seed"])
+        methods = bare_methods(stride_models, energy, positions, numbers, box, dtype, device,
+                               "" if options["direct"] else "bare_")
+    else:
+        methods, (positions, numbers, box, groups) = openmm_methods(
+            n_molecules, stride_models, energy, options["platform"], options["seed"])
+        for method in methods:
+            method.min_steps = options["min_steps"]
+    baseline_rss = current_rss_mib()
+    measure(methods, options["repeats"], options["warmup"], options["target_block_s"], options["max_steps"], device)
+    return {"family": family, "methods": {m.name: method_record(m) for m in methods}, "n_atoms": int(len(numbers)),
+            "box_edge_nm": float(box[0, 0]), "rss_before_mib": baseline_rss, "energy_force_groups": groups}
+
+
+def run_in_process(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict[str, Any]:
+    """:func:`measure_part` in a fresh (spawned) process, so its memory is its own."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure_part, (family, n_molecules, options))
 
 
 # ------------------------------------------------------------------------------ main
@@ -344,6 +418,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         device = torch.device("cpu")
         if args.device not in (None, "cpu"):
             parser.error("--device applies to --direct; OpenMM mode picks the device through --platform")
+    args.device = str(device)
     output = args.output or Path(__file__).resolve().parent / "results" / (
         f"speed_direct_{device.type}.json" if args.direct else f"speed_{args.platform.lower()}.json")
     if output.exists() and not args.overwrite:
@@ -353,28 +428,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     strides = sorted(args.strides)
-    stride_models, energy, model_info = make_models(strides, dtype, device, args.seed)
+    model_info = make_models(strides, dtype, device, args.seed)[2]
 
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     rows = []
+    groups = None
     for n_molecules in args.sizes:
         if args.direct:
-            positions, numbers, box = water_lattice(n_molecules, seed=args.seed)
-            methods = bare_methods(stride_models, energy, positions, numbers, box, dtype, device)
-            groups = None
-        else:
-            methods, (positions, numbers, box, groups) = openmm_methods(
-                n_molecules, stride_models, energy, args.platform, args.seed)
-            for method in methods:  # integrator.step calls: each pays its own start (see the docstring)
-                method.min_steps = args.min_steps
-            if not args.no_bare:
-                methods += bare_methods(stride_models, energy, positions, numbers, box, dtype, device, "bare_")
-        baseline_rss = current_rss_mib()
-        measure(methods, args.repeats, args.warmup, args.target_block_s, args.max_steps, device)
-        records = {m.name: method_record(m) for m in methods}
-        row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": int(len(numbers)),
-                               "box_edge_nm": float(box[0, 0]), "rss_before_mib": baseline_rss, "methods": records}
+            part = measure_part("bare", n_molecules, vars(args))
+        else:  # each family in a fresh process (module docstring)
+            parts = ([] if args.no_bare else [run_in_process("bare", n_molecules, vars(args))]) + [
+                run_in_process("openmm", n_molecules, vars(args))]
+            part = {"methods": {k: v for p in parts for k, v in p["methods"].items()},
+                    "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],
+                    "rss_before_mib": {p["family"]: p["rss_before_mib"] for p in parts}}
+            groups = parts[-1]["energy_force_groups"]
+        records = part["methods"]
+        row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": part["n_atoms"],
+                               "box_edge_nm": part["box_edge_nm"], "rss_before_mib": part["rss_before_mib"],
+                               "methods": records}
         md = records["mlip_md"]["wall_s_per_simulated_ps"]
         row["speedup"] = {f"{s:g}": md / records[f"flashmd_{s:g}"]["wall_s_per_simulated_ps"] for s in strides}
         if not args.direct and not args.no_bare:
@@ -427,8 +500,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "sizes_molecules": list(args.sizes),
         "results": rows,
         "scaling_exponents": exponents,
-        "memory_note": "peak RSS (VmHWM) of the whole process during each method's timed blocks (reset before each "
-                       "block); includes the memory all contexts of the run hold (rss_before_mib)",
+        "memory_note": "peak RSS (VmHWM) during each method's timed blocks (reset before each block) of the process "
+                       "that timed it: in OpenMM mode one fresh process per size for the bare calls and one for the "
+                       "OpenMM contexts (rss_before_mib: that process before timing, all its methods set up)",
         "stack": stack,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

@@ -133,6 +133,14 @@ def render_speed(data: Dict, name: str) -> List[str]:
         lines += ["", "Limit L: the bare PyTorch calls' speed-up, MLIP forward + backward per 0.5 fs against stride "
                       "forward + energy-only MLIP forward per stride (issue 14: the measured speed-up should reach "
                       "0.9 L)."]
+    calls = [r for r in data["results"] if any("call_s" in v for v in r["methods"].values())]
+    if calls:
+        lines += ["", "Steps are timed inside a run (`step(3k)` minus `step(k)`); each `step()` call also pays a start "
+                      "(MLIP-MD: the forces of the new state; FlashMD: the filter's energy before the first stride), "
+                      "in s per call: " + "; ".join(
+                          f"{r['n_atoms']} atoms: " + ", ".join(f"{k.replace('_', ' ')} {v['call_s']['median']:.3g}"
+                                                               for k, v in r["methods"].items() if "call_s" in v)
+                          for r in calls) + "."]
     overhead = [r.get("integrator_overhead") for r in data["results"] if r.get("integrator_overhead")]
     if overhead:
         lines += ["", "Integrator overhead (OpenMM step / bare PyTorch calls), per size: " + "; ".join(

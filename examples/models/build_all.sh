@@ -54,18 +54,22 @@ openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.
 # >>> water-rigid-16fs
 # data: data-water-rigid-8fs
 # water-rigid-8fs's network, data and Verlet guess at a 16 fs stride, started from its bundled weights, with
-# the time-reversal loss from the first step (2000 steps, 2712 s on one thread beside another job, on the
-# third generation of the data, SHA-256 6ea1db2f...). It replaced the free-flight model bundled until
-# 2026-12-04 (60 segments of 1 ps, 3500 steps of examples/models/water.yaml from scratch) after a full
-# validation with the 1 ns stability run: with the filter hydrogens -7 / oxygens +15 K of reference MD
-# against -106 / +214 K, O-O RDF 2.2 % against 3.5 %, NpT density -1.9 % against +6.3 %
-# (benchmarks/results/learning_curves.json; the old model's validation is in the git history).
+# the time-reversal loss and the per-element kinetic-energy term on the velocities RATTLE keeps
+# (loss.kinetic_energy=300) from the first step: 2000 steps, 2770 s on one thread beside other jobs (split over
+# two sessions by --resume), on the third generation of the data (SHA-256 6ea1db2f...). It replaced on
+# 2026-12-05 the model of the same recipe without the kinetic-energy term (bundled from 2026-12-04) after two
+# full validations and a third NVT run with the 1 ns stability run (stable, no strides rejected): with the
+# filter hydrogens -4 / -3 / -4 K and oxygens +8 / +11 / +13 K of reference MD against -7 / +15 K, overall
+# 0.0 / +2.2 / +2.7 K against -0.1 K, O-O RDF 2.0 / 1.8 / 2.1 % against 2.2 %, NpT density -1.1 % against
+# -1.9 %, -13 / -19 K without the filter against -65 K, NVE 2-3 % of strides as MD against 50 %
+# (benchmarks/results/candidates/water-16fs-guess-reversal-ke300p*.json, learning_curves.json; the model
+# without the term: the same command without loss.kinetic_energy, its validation in the git history).
 openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-16fs" --stride 0.016 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.init_from="$WORK/water-rigid-8fs/model.pt" --set training.learning_rate=3e-4 \
     --set training.warmup_steps=100 --set training.max_steps=2000 --set training.checkpoint_every=250 \
-    --set loss.reversal=1.0 --device cpu
+    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --device cpu
 openmm-flashmd evaluate "$WORK/water-rigid-16fs/model.pt" "$WORK/water64-rigid-b.h5" \
     --segments 1,5,13,16,23,27,36,50,67,101,107,114 \
     --json benchmarks/results/held_out/water-rigid-16fs.json --overwrite

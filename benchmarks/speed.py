@@ -352,7 +352,7 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
     """Time one method family at one size: ``"bare"`` (the PyTorch calls, named ``bare_*`` in
     OpenMM mode) or ``"openmm"`` (the contexts). ``options``: the parsed command line as a dict.
     Returns the method records, the size's atoms and box edge (nm), and the resident memory
-    (MiB) before timing."""
+    (MiB) before timing, and the networks' description (:func:`make_models`)."""
     from openmm_flashmd.performance import tune_malloc
 
     tune_malloc()  # as every TorchForce process does (module docstring)
@@ -360,7 +360,7 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
         torch.set_num_threads(options["threads"])
     device = torch.device(options["device"])
     dtype = getattr(torch, options["dtype"])
-    stride_models, energy, _ = make_models(sorted(options["strides"]), dtype, device, options["seed"])
+    stride_models, energy, model_info = make_models(sorted(options["strides"]), dtype, device, options["seed"])
     groups = None
     if family == "bare":
         positions, numbers, box = water_lattice(n_molecules, seed=options["seed"])
@@ -373,7 +373,8 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
             method.min_steps = options["min_steps"]
     baseline_rss = current_rss_mib()
     measure(methods, options["repeats"], options["warmup"], options["target_block_s"], options["max_steps"], device)
-    return {"family": family, "methods": {m.name: method_record(m) for m in methods}, "n_atoms": int(len(numbers)),
+    return {"family": family, "models": model_info, "methods": {m.name: method_record(m) for m in methods},
+            "n_atoms": int(len(numbers)),
             "box_edge_nm": float(box[0, 0]), "rss_before_mib": baseline_rss, "energy_force_groups": groups}
 
 
@@ -426,9 +427,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
     strides = sorted(args.strides)
-    model_info = make_models(strides, dtype, device, args.seed)[2]
 
     load_before = os.getloadavg()
     t_start = time.perf_counter()
@@ -440,10 +439,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:  # each family in a fresh process (module docstring)
             parts = ([] if args.no_bare else [run_in_process("bare", n_molecules, vars(args))]) + [
                 run_in_process("openmm", n_molecules, vars(args))]
-            part = {"methods": {k: v for p in parts for k, v in p["methods"].items()},
+            part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
                     "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],
                     "rss_before_mib": {p["family"]: p["rss_before_mib"] for p in parts}}
             groups = parts[-1]["energy_force_groups"]
+        model_info = part["models"]
         records = part["methods"]
         row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": part["n_atoms"],
                                "box_edge_nm": part["box_edge_nm"], "rss_before_mib": part["rss_before_mib"],

@@ -33,7 +33,10 @@ call). So every repeat of an OpenMM method times two calls after re-setting the 
 ``step(k)`` and ``step(3 k)`` (``k`` sized to about ``--target-block-s``, at least
 ``--min-steps``), and reports the step inside a run, ``step_s`` = (t(3k) - t(k)) / 2k, and the
 start of a call, ``call_s`` = t(k) - k step_s. The bare PyTorch calls have no such start: their
-``step_s`` is a block of about ``--target-block-s`` divided by its steps.
+``step_s`` is a block of about ``--target-block-s`` divided by its steps, timed right after one
+untimed call of the same method, as each call in a run follows the one before (interleaved with
+the other methods, the 3000-atom MLIP forward + backward otherwise paid twice its in-run time:
+its gigabytes of autograd buffers came back from the operating system first).
 
 The bare calls run the networks as openmm-torch does: frozen TorchScript
 (``torch.jit.freeze``), the MLIP's forces from ``energy.backward()`` on positions that require
@@ -186,10 +189,11 @@ class Method:
 
     def __init__(self, name: str, sim_ps_per_step: float, run: Callable[[int], None],
                  reset: Callable[[], None] = lambda: None, sync: Callable[[], None] = lambda: None,
-                 per_call: bool = False):
+                 per_call: bool = False, primed: bool = False):
         self.name, self.sim_ps_per_step = name, sim_ps_per_step
         self._run, self.reset, self.sync = run, reset, sync
         self.per_call = per_call  # each run(k) pays a start: time step(k) and step(3k) (module docstring)
+        self.primed = primed  # one untimed run(1) before each timed block (module docstring)
         self.steps = 1
         self.min_steps = 1  # fewest steps in a timed block
         self.samples: List[float] = []
@@ -210,6 +214,8 @@ class Method:
         """One timed repeat from the re-set state: ``step_s`` into ``samples`` and, for a
         per-call method, the start of a call into ``call_samples``."""
         self.reset()
+        if self.primed:
+            self.block(1)
         short = self.block()
         if not self.per_call:
             self.samples.append(short)
@@ -251,7 +257,7 @@ def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s
 def method_record(m: Method) -> Dict[str, Any]:
     step = summarize(m.samples)
     calls = {"call_s": summarize(m.call_samples)} if m.call_samples else {}
-    return {"step_s": step, **calls, "steps_per_block": m.steps, "warmup_step_s": m.warmup_s,
+    return {"step_s": step, **calls, "steps_per_block": m.steps, "primed": m.primed, "warmup_step_s": m.warmup_s,
             "sim_ps_per_step": m.sim_ps_per_step,
             "wall_s_per_simulated_ps": step["median"] / m.sim_ps_per_step, **m.memory}
 
@@ -282,14 +288,14 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
             x = pos.detach().requires_grad_(True)
             md_energy(x, z, cell).backward()
 
-    out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync)]
+    out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync, primed=True)]
     for stride, model in stride_models.items():
         def flashmd(k: int, model=model) -> None:
             with torch.no_grad():
                 for _ in range(k):
                     new_pos, _ = model(pos, vel, m, z, cell)
                     filter_energy(new_pos, z, cell)
-        out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync))
+        out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync, primed=True))
     return out
 
 

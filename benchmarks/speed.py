@@ -35,8 +35,8 @@ call). So every repeat of an OpenMM method times two calls after re-setting the 
 start of a call, ``call_s`` = t(k) - k step_s. The bare PyTorch calls have no such start: their
 ``step_s`` is a block of about ``--target-block-s`` divided by its steps, timed right after one
 untimed call of the same method, as each call in a run follows the one before (interleaved with
-the other methods, the 3000-atom MLIP forward + backward otherwise paid twice its in-run time:
-its gigabytes of autograd buffers came back from the operating system first).
+the other methods, the 3000-atom MLIP forward + backward otherwise paid about twice its in-run
+time, likely for faulting its gigabytes of autograd buffers in again).
 
 The bare calls run the networks as openmm-torch does: frozen TorchScript
 (``torch.jit.freeze``), the MLIP's forces from ``energy.backward()`` on positions that require
@@ -189,11 +189,10 @@ class Method:
 
     def __init__(self, name: str, sim_ps_per_step: float, run: Callable[[int], None],
                  reset: Callable[[], None] = lambda: None, sync: Callable[[], None] = lambda: None,
-                 per_call: bool = False, primed: bool = False):
+                 per_call: bool = False):
         self.name, self.sim_ps_per_step = name, sim_ps_per_step
         self._run, self.reset, self.sync = run, reset, sync
         self.per_call = per_call  # each run(k) pays a start: time step(k) and step(3k) (module docstring)
-        self.primed = primed  # one untimed run(1) before each timed block (module docstring)
         self.steps = 1
         self.min_steps = 1  # fewest steps in a timed block
         self.samples: List[float] = []
@@ -214,12 +213,11 @@ class Method:
         """One timed repeat from the re-set state: ``step_s`` into ``samples`` and, for a
         per-call method, the start of a call into ``call_samples``."""
         self.reset()
-        if self.primed:
-            self.block(1)
-        short = self.block()
         if not self.per_call:
-            self.samples.append(short)
+            self.block(1)  # untimed: a call without a start of its own follows the one before (docstring)
+            self.samples.append(self.block())
             return
+        short = self.block()
         self.reset()
         long = self.block(3 * self.steps)
         step = (3 * long - short) / 2.0  # (t(3k) - t(k)) / 2k, from the per-step block times
@@ -257,7 +255,7 @@ def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s
 def method_record(m: Method) -> Dict[str, Any]:
     step = summarize(m.samples)
     calls = {"call_s": summarize(m.call_samples)} if m.call_samples else {}
-    return {"step_s": step, **calls, "steps_per_block": m.steps, "primed": m.primed, "warmup_step_s": m.warmup_s,
+    return {"step_s": step, **calls, "steps_per_block": m.steps, "primed": not m.per_call, "warmup_step_s": m.warmup_s,
             "sim_ps_per_step": m.sim_ps_per_step,
             "wall_s_per_simulated_ps": step["median"] / m.sim_ps_per_step, **m.memory}
 
@@ -288,14 +286,14 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
             x = pos.detach().requires_grad_(True)
             md_energy(x, z, cell).backward()
 
-    out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync, primed=True)]
+    out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync)]
     for stride, model in stride_models.items():
         def flashmd(k: int, model=model) -> None:
             with torch.no_grad():
                 for _ in range(k):
                     new_pos, _ = model(pos, vel, m, z, cell)
                     filter_energy(new_pos, z, cell)
-        out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync, primed=True))
+        out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync))
     return out
 
 

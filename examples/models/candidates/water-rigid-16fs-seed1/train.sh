@@ -5,7 +5,7 @@
 # data of build_all.sh's data-water-rigid-8fs block as generated then (SHA-256 6ea1db2f...; the CPU
 # platform does not regenerate it bit for bit, and --resume refuses other data). Next to this script:
 # the run's resolved hypers.yaml (the only input besides the data), split.json, log.csv and curves.json
-# as they were when the session that started it ended (last checkpoint: step 1000 or later).
+# as they were at step 1500, its last checkpoint when the session that started it ended.
 #
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-seed1/train.sh           # start
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-seed1/train.sh --resume  # continue

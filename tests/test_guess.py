@@ -1,5 +1,6 @@
 """The frozen-force Verlet guess: on the platform, in the data, in PET stride models."""
 
+import csv
 import json
 
 import numpy as np
@@ -295,6 +296,57 @@ def test_energy_errors_use_the_kinetic_energy_of_the_velocities(constrained_dime
     kinetic = 0.5 * (data.masses[:, None] * batch["new_velocities"].numpy() ** 2).sum(axis=(1, 2))
     np.testing.assert_allclose(doubled[:, 1], 3 * kinetic, rtol=1e-6)
     np.testing.assert_allclose(doubled[:, 0], 0.0, atol=1e-6)
+
+
+def test_rollout_of_a_guess_model_constrains_and_guesses_each_predicted_state(constrained_dimer_data, tmp_path):
+    """A rollout's later strides of a Verlet-guess model start where the integrator would: the
+    prediction constrained exactly, with the Verlet guess of that constrained state (recomputed
+    here with the stand-alone guess program, on rotated items)."""
+    from openmm_flashmd.data.guess import data_system
+    from openmm_flashmd.train.export import model_from_checkpoint
+    from openmm_flashmd.train.openmm_system import OpenMMStateGuess
+    from openmm_flashmd.train.trainer import _ScaledForward
+
+    overrides = dict(TINY_GUESS_TRAINING, **{"loss.rollout": 0.5, "loss.rollout_strides": 3,
+                                             "data.time_reversal": True})
+    train(constrained_dimer_data, tmp_path / "run", STRIDE, overrides=overrides, device="cpu", progress=False,
+          export=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert float(rows[-1]["train_loss_rollout"]) > 0 and float(rows[-1]["val_loss_rollout"]) > 0
+    model = model_from_checkpoint(tmp_path / "run" / "checkpoint.pt").requires_grad_(False).double()
+    data = load_trajectories(constrained_dimer_data)
+    system = data_system(data)
+    batch = StridePairs(data, STRIDE, time_reversal=True, random_rotations=True, rollout=3,
+                        guesses=pair_guesses(data, STRIDE, 2, time_reversal=True, progress=False),
+                        generator=torch.Generator().manual_seed(2)).get_batch([0, 5, 40])
+    masses = torch.as_tensor(data.masses)
+    numbers = torch.as_tensor(data.atomic_numbers)
+    guesser = OpenMMStateGuess(system, STRIDE, 2)
+    _, _, later = _ScaledForward(model, masses, numbers, guesser=guesser)(batch)
+    q, v = model.forward_batch(batch["positions"], batch["velocities"], masses, numbers, batch["box"],
+                               batch["guess"], batch["guess_velocities"])
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    for j in range(2):
+        constrained, guesses = [], []
+        for b in range(3):
+            context.setPositions(q[b].numpy())
+            context.setVelocities(v[b].numpy())
+            context.applyConstraints(1e-5)
+            context.applyVelocityConstraints(1e-5)
+            x_c, v_c = positions_velocities(context)
+            constrained.append((x_c, v_c))
+            guesses.append(_guess_of(system, x_c, v_c, STRIDE, 2))
+        x_c, v_c, g, w = (torch.as_tensor(np.stack([pair[i] for pair in rows]))
+                          for rows in (constrained, guesses) for i in (0, 1))
+        bonds = torch.linalg.norm(x_c[:, 0::2] - x_c[:, 1::2], dim=-1)
+        torch.testing.assert_close(bonds, torch.full_like(bonds, 0.15), atol=1e-5, rtol=0)
+        q, v = model.forward_batch(x_c, v_c, masses, numbers, batch["box"], g, w)
+        torch.testing.assert_close(later["rollout_q"][:, j], q, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(later["rollout_v"][:, j], v, atol=1e-7, rtol=1e-7)
+    # held-out rollouts of such a model run the same way
+    report = evaluate(model.float(), constrained_dimer_data, max_pairs=8, batch_size=4, energy=False, rollout=3)
+    errors = [r["q_rmse"] for r in report["rollout"]["per_stride"]]
+    assert len(errors) == 3 and all(np.isfinite(errors)) and min(errors) > 0
 
 
 def test_init_from_a_model_of_another_stride_takes_the_scales_of_its_own_data(constrained_dimer_data, tmp_path):

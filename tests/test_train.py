@@ -250,9 +250,6 @@ def test_training_errors(dimer_data, tmp_path):
         train(dimer_data, tmp_path / "r1", 0.010, overrides=_quick(), device="cpu", progress=False)
     with pytest.raises(FileNotFoundError):
         train(tmp_path / "none.h5", tmp_path / "r2", STRIDE, overrides=_quick(), progress=False)
-    with pytest.raises(ValueError, match="energy_model"):
-        train(dimer_data, tmp_path / "r3", STRIDE, overrides=_quick(**{"loss.energy": 1.0}), device="cpu",
-              progress=False)
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         (tmp_path / "r4").mkdir()
         (tmp_path / "r4" / "something").write_text("x")
@@ -345,6 +342,60 @@ def test_energy_conservation_term(dimer_data, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "energy" / "log.csv")))
     assert all(np.isfinite(float(r["train_loss_e"])) and float(r["train_loss_e"]) >= 0 for r in rows)
     assert res.steps == 20
+
+
+def test_energy_term_defaults_to_the_data_system(dimer_data, tmp_path):
+    """Without an energy_model the term uses the data's own System through OpenMM: the same
+    logged loss as the torch twin of that potential, up to float32 round-off."""
+    quick = _quick(**{"loss.energy": 0.1, "training.max_steps": 4, "training.validate_every": 2})
+    train(dimer_data, tmp_path / "torch", STRIDE, overrides=quick, energy_model=HarmonicDimerEnergy(), device="cpu",
+          progress=False, export=False)
+    train(dimer_data, tmp_path / "openmm", STRIDE, overrides=quick, device="cpu", progress=False, export=False)
+    rows = [list(csv.DictReader(open(tmp_path / name / "log.csv"))) for name in ("torch", "openmm")]
+    assert len(rows[0]) == len(rows[1]) == 2
+    for a, b in zip(*rows):
+        assert float(a["train_loss_e"]) > 0
+        assert float(b["train_loss_e"]) == pytest.approx(float(a["train_loss_e"]), rel=1e-3)
+
+
+def test_openmm_potential_matches_torch_energy_and_gradient(dimer_data):
+    from openmm_flashmd.data.guess import data_system
+    from openmm_flashmd.train.openmm_system import OpenMMPotential
+
+    data = load_trajectories(dimer_data)
+    potential = OpenMMPotential(data_system(data))
+    x = torch.as_tensor(data.positions[0, 3], dtype=torch.float64) + 0.01 * torch.randn(8, 3, dtype=torch.float64)
+    x_torch = x.clone().requires_grad_(True)
+    x_openmm = x.clone().requires_grad_(True)
+    e_torch = HarmonicDimerEnergy()(x_torch, torch.zeros(3, 3))
+    e_openmm = potential(x_openmm, torch.zeros(3, 3, dtype=torch.float64))
+    (3.0 * e_torch).backward()
+    (3.0 * e_openmm).backward()
+    assert e_openmm.dtype == torch.float64 and e_openmm.shape == ()
+    assert float(e_openmm.detach()) == pytest.approx(float(e_torch.detach()), rel=1e-9)
+    np.testing.assert_allclose(x_openmm.grad.numpy(), x_torch.grad.numpy(), rtol=1e-7, atol=1e-7)
+    with pytest.raises(ValueError, match="8 particles"):
+        potential(x[:4], torch.zeros(3, 3))
+
+
+def test_openmm_potential_of_a_rotated_periodic_box():
+    """A rotated (or reflected) box, as training's random rotations make it: the same energy, and
+    the forces rotated with it."""
+    from openmm_flashmd.data.dataset import random_orthogonal
+    from openmm_flashmd.systems import rigid_water_box
+    from openmm_flashmd.train.openmm_system import OpenMMPotential
+
+    built = rigid_water_box(n_molecules=32)
+    potential = OpenMMPotential(built.system)
+    x = torch.as_tensor(built.positions.value_in_unit(unit.nanometer), dtype=torch.float64)
+    box = torch.as_tensor(np.array([v.value_in_unit(unit.nanometer) for v in built.system.getDefaultPeriodicBoxVectors()]))
+    energy, forces = potential.evaluate(x, box)
+    for rotation in random_orthogonal(2, torch.Generator().manual_seed(3)):  # one proper, one improper
+        x_rot = (x @ rotation.T).requires_grad_(True)
+        e_rot = potential(x_rot, box @ rotation.T)
+        e_rot.backward()
+        assert float(e_rot.detach()) == pytest.approx(float(energy), rel=1e-6)
+        np.testing.assert_allclose(-x_rot.grad.numpy(), (forces @ rotation.T).numpy(), atol=1e-3 * float(forces.abs().max()))
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -469,9 +520,6 @@ def test_rollout_loss_applies_the_model_to_its_own_predictions(dimer_data, tmp_p
         + (((later_v - batch["rollout_velocities"]) * sqrt_m) ** 2).mean() / scales["p_scale"] ** 2
     assert float(parts["loss_rollout"]) == pytest.approx(float(expected), rel=1e-5)
     assert float(parts["loss"]) == pytest.approx(float(parts["loss_q"] + parts["loss_p"] + 0.5 * expected), rel=1e-5)
-    with pytest.raises(ValueError, match="free-flight"):
-        train(dimer_data, tmp_path / "guess", STRIDE, overrides=_quick(**{"loss.rollout": 1.0,
-              "model.verlet_guess": True}), device="cpu", progress=False, export=False)
     with pytest.raises(ValueError, match="rollout_strides"):
         load_hypers(overrides={"loss.rollout_strides": 1})
 

@@ -299,7 +299,8 @@ class StridePairs(torch.utils.data.Dataset):
         the unperturbed future)
     rollout : strides per item, R >= 1: with R > 1 only starts with R strides left in their
         segment are used, and each item also carries the states after strides 2..R
-        (reversed items: the same frames backwards, velocities negated)
+        (reversed items: the same frames backwards, velocities negated); the Verlet guesses of
+        later strides are the trainer's to compute (at the predicted states)
     return_guesses : with ``guesses`` (forward and reverse), each item also carries the
         Verlet guess of its *return*: from the target state with negated velocities, the start
         of the stride that brings a time-reversible dynamics back (``loss.reversal``)
@@ -335,8 +336,6 @@ class StridePairs(torch.utils.data.Dataset):
             raise DataError("rollout must be at least 1 stride per item")
         if self.return_guesses and guesses is None:
             raise DataError("return guesses need the Verlet guesses of the frames")
-        if self.rollout > 1 and guesses is not None:
-            raise DataError("a rollout needs the Verlet guess of predicted states, which the data do not have")
         self.strides = [float(s) for s in (strides if isinstance(strides, (list, tuple, np.ndarray)) else [strides])]
         if not self.strides:
             raise DataError("no stride given")
@@ -435,11 +434,11 @@ class StridePairs(torch.utils.data.Dataset):
             tensors = [torch.bmm(x, rt) for x in tensors]
             later = [torch.einsum("brni,bij->brnj", x, rt) for x in later]
         q0, q1, v0, v1, box = tensors[:5]
-        extra = {}  # the Verlet guess or the rollout states (never both: __init__ refuses it)
+        extra = {}  # the Verlet guess of the start and the rollout states
         if later:
             extra = {"rollout_positions": later[0].to(self.dtype), "rollout_velocities": later[1].to(self.dtype)}
         if self._guesses is not None:
-            extra = {"guess": tensors[5].to(self.dtype), "guess_velocities": tensors[6].to(self.dtype)}
+            extra.update(guess=tensors[5].to(self.dtype), guess_velocities=tensors[6].to(self.dtype))
         if returning:
             extra.update(return_guess=tensors[7].to(self.dtype), return_guess_velocities=tensors[8].to(self.dtype))
         stride = self._stride_values[torch.from_numpy(rows[:, 3])]

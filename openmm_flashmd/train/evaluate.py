@@ -16,9 +16,12 @@ stride, which the energy filter and thermostat then have to put back (often into
 wrong atoms: that is how per-element temperatures drift apart).
 
 With ``rollout = R > 1`` it also applies the model R times in a row to its own output
-(no constraint projection in between) and reports the position and velocity errors after
-each stride against the reference states ``j`` strides on, next to free flight over the same
-time: how fast one-stride errors compound (what ``loss.rollout`` trains against).
+and reports the position and velocity errors after each stride against the reference states
+``j`` strides on, next to free flight over the same time: how fast one-stride errors compound
+(what ``loss.rollout`` trains against). A free-flight model takes its output as it is; a
+Verlet-guess model's next stride starts as in the integrator, from the output constrained
+and its Verlet guess, both computed with OpenMM on the data's System
+(:class:`~openmm_flashmd.train.openmm_system.OpenMMStateGuess`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from openmm_flashmd.data.dataset import (
     load_trajectories,
     subsample,
 )
-from openmm_flashmd.data.guess import verlet_guesses
+from openmm_flashmd.data.guess import data_system, verlet_guesses
 from openmm_flashmd.integrator.guess import model_uses_guess
 
 __all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "format_rollout",
@@ -185,10 +188,12 @@ def format_table(result: Dict[str, Any]) -> str:
 
 
 def rollout_errors(scripted: Any, data: TrajectoryData, stride: float, loaded: Sequence[int], strides: int,
-                   max_starts: Optional[int], seed: int, device: str, batch_size: int) -> Dict[str, Any]:
+                   max_starts: Optional[int], seed: int, device: str, batch_size: int,
+                   guesser: Optional[Any] = None) -> Dict[str, Any]:
     """Errors of ``strides`` consecutive model strides from held-out starts (see the module
     docstring): ``{"strides", "n_starts", "per_stride": [{"time_ps", "q_rmse", "v_rmse",
-    "q_free_flight_rmse", "per_element": {symbol: {"q_rmse", "v_rmse"}}}, ...]}`` (nm, nm/ps)."""
+    "q_free_flight_rmse", "per_element": {symbol: {"q_rmse", "v_rmse"}}}, ...]}`` (nm, nm/ps).
+    A Verlet-guess model needs its ``guesser`` (an ``OpenMMStateGuess`` of the data's System)."""
     starts = StridePairs(data, stride, segments=loaded, rollout=strides)
     order = subsample(len(starts), max_starts, seed)
     if len(order) == 0:
@@ -204,7 +209,11 @@ def rollout_errors(scripted: Any, data: TrajectoryData, stride: float, loaded: S
             truth_v = torch.cat([batch["new_velocities"][:, None], batch["rollout_velocities"]], 1).double()
             q, v = batch["positions"].to(device), batch["velocities"].to(device)
             for j in range(strides):
-                q, v = scripted.forward_batch(q, v, masses, numbers, batch["box"].to(device))
+                guess = []
+                if guesser is not None:  # constrained (a no-op at the data's start) and its guess
+                    dq, dv, g, w = guesser(q, v, batch["box"])
+                    q, v, guess = q + dq.to(q), v + dv.to(v), [g.to(q), w.to(v)]
+                q, v = scripted.forward_batch(q, v, masses, numbers, batch["box"].to(device), *guess)
                 free = batch["positions"].double() + batch["velocities"].double() * stride * (j + 1)
                 for row, (x, ref) in enumerate(((q, truth_q[:, j]), (v, truth_v[:, j]), (free, truth_q[:, j]))):
                     sq[j, row] += ((x.double().cpu() - ref) ** 2).sum(-1).sum(0).numpy()
@@ -388,9 +397,8 @@ def evaluate(
 
     loaded, segments_used = evaluation_segments(data, segments, meta.get("provenance") or {})
     uses_guess = model_uses_guess(meta)
-    if rollout > 1 and (uses_guess or not hasattr(scripted, "forward_batch")):  # before any work
-        raise ValueError("a rollout evaluation needs a batched free-flight model (the Verlet guess of a "
-                         "predicted state needs the System's forces)")
+    if rollout > 1 and not hasattr(scripted, "forward_batch"):  # before any work
+        raise ValueError("a rollout evaluation needs a batched model (one with forward_batch)")
     guesses = None
     if uses_guess:
         guesses = {"forward": verlet_guesses(data, stride, int(meta["guess_substeps"]), segments=loaded)}
@@ -431,8 +439,13 @@ def evaluate(
         for z, errors in energies.constrained_errors().items():
             result["per_element"][z].update(errors)
     if rollout > 1:
+        guesser = None
+        if uses_guess:
+            from openmm_flashmd.train.openmm_system import OpenMMStateGuess
+
+            guesser = OpenMMStateGuess(data_system(data), stride, int(meta["guess_substeps"]))
         result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
-                                           max(batch_size, 1))
+                                           max(batch_size, 1), guesser)
     if output_json is not None:
         Path(output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(output_json).write_text(json.dumps(result, indent=2))

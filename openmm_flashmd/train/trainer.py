@@ -18,9 +18,11 @@ file                   content
 
 Loss (see ``default_hypers.yaml``): weighted, normalised MSE of the mass-scaled
 targets ``y_q = dq sqrt(m)`` and ``y_p = v' sqrt(m)``, plus an optional energy-
-conservation term ``((H(q', v') - H(q, v)) / (N kB T))^2`` when an ``energy_model``
-(``energy_model(positions [N, 3] nm, box [3, 3] nm) -> potential energy, kJ/mol``;
-differentiable with respect to positions) is given, an optional per-element kinetic-energy
+conservation term ``((H(q', v') - H(q, v)) / (N kB T))^2`` (``loss.energy``; the predicted
+state after the first-order constraint projection; the potential is the data's own System
+through OpenMM, :class:`~openmm_flashmd.train.openmm_system.OpenMMPotential`, or an
+``energy_model(positions [N, 3] nm, box [3, 3] nm) -> potential energy, kJ/mol``
+differentiable with respect to positions), an optional per-element kinetic-energy
 term, and an optional multi-stride rollout term (the model applied to its own predictions,
 compared with the reference states further on; gradients flow through the whole rollout).
 
@@ -44,12 +46,13 @@ import numpy as np
 import torch
 
 from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, stride_frames
-from openmm_flashmd.data.guess import noisy_frames, pair_guesses
+from openmm_flashmd.data.guess import data_system, noisy_frames, pair_guesses
 from openmm_flashmd.train.engine import (
     ENGINE_FILES, ProcessInfo, TrainingTask, TrainResult, check_output_dir, load_training_data, resume_hypers,
     run_training, setup_process,
 )
 from openmm_flashmd.train.evaluate import _summarise, stride_errors
+from openmm_flashmd.train.openmm_system import OpenMMPotential, OpenMMStateGuess
 from openmm_flashmd.train.projection import ConstraintProjector
 from openmm_flashmd.model.pet import KB_KJ_PER_MOL_K
 
@@ -103,13 +106,29 @@ def constraint_reference(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     return batch["positions"] + batch["guess"] if "guess" in batch else batch["positions"]
 
 
+def constrained_prediction(projector: Optional[ConstraintProjector], q: torch.Tensor, v: torch.Tensor,
+                           batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Predicted positions (nm) and velocities (nm/ps) ``[B, N, 3]`` as the integrator's SHAKE/SETTLE
+    and RATTLE leave them, to first order around the batch's reference end state (unchanged
+    without a ``projector``, i.e. for data without constraints)."""
+    if projector is None:
+        return q, v
+    sqrt_m = projector.sqrt_m.view(1, -1, 1)
+    e_q = (q - batch["new_positions"]) * sqrt_m
+    end_q = batch["new_positions"] + projector.positions(e_q, constraint_reference(batch), batch["new_positions"]) / sqrt_m
+    e_p = (v - batch["new_velocities"]) * sqrt_m
+    return end_q, batch["new_velocities"] + projector.velocities(e_p, batch["new_positions"]) / sqrt_m
+
+
 class _ScaledForward(torch.nn.Module):
     """``forward(batch)`` -> mass-scaled predictions ``(y_q, y_p)`` of the first stride (what
     DDP wraps) and a dict of the later strides the loss needs:
 
     * a rollout batch: ``rollout_q``, ``rollout_v``, the predicted positions and velocities
       after strides 2..R ``[B, R - 1, N, 3]`` (nm, nm/ps), each stride started from the last
-      prediction;
+      prediction; a Verlet-guess model's ``guesser`` first constrains that prediction and
+      computes its guess on the data's System, as the integrator would (gradients pass the
+      constraint solve unchanged and do not flow through the guess);
     * with ``reversal``: ``return_q``, ``return_v`` [B, N, 3] (nm, nm/ps), the model applied
       again to its own prediction with the velocities negated. With a ``projector`` (data
       with constraints) the prediction is first constrained as the integrator would, to first
@@ -120,13 +139,14 @@ class _ScaledForward(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, masses: torch.Tensor, numbers: torch.Tensor, reversal: bool = False,
-                 projector: Optional[ConstraintProjector] = None):
+                 projector: Optional[ConstraintProjector] = None, guesser: Optional[OpenMMStateGuess] = None):
         super().__init__()
         self.model = model
         self.masses = masses
         self.numbers = numbers
         self.reversal = reversal
         self.projector = projector
+        self.guesser = guesser
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses, self.numbers,
@@ -135,13 +155,7 @@ class _ScaledForward(torch.nn.Module):
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
         q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
         if self.reversal:  # (the rollout below starts from the unconstrained prediction)
-            end_q, end_v = q, v
-            if self.projector is not None:  # what SHAKE/SETTLE and RATTLE keep of the errors
-                e_q = (q - batch["new_positions"]) * sqrt_m
-                end_q = batch["new_positions"] + self.projector.positions(
-                    e_q, constraint_reference(batch), batch["new_positions"]) / sqrt_m
-                e_p = (v - batch["new_velocities"]) * sqrt_m
-                end_v = batch["new_velocities"] + self.projector.velocities(e_p, batch["new_positions"]) / sqrt_m
+            end_q, end_v = constrained_prediction(self.projector, q, v, batch)
             guess = []
             if "return_guess" in batch:  # frozen-force guess: linear in the start velocities
                 dv = end_v - batch["new_velocities"]
@@ -151,7 +165,11 @@ class _ScaledForward(torch.nn.Module):
         if "rollout_positions" in batch:
             later_q, later_v = [], []
             for _ in range(batch["rollout_positions"].shape[1]):
-                dq, p = self.model.forward_scaled_batch(q, v, self.masses, self.numbers, batch["box"])
+                guess = []
+                if self.guesser is not None:  # the integrator's constraint solve (a constant shift), then the guess
+                    dq_c, dv_c, g, w = self.guesser(q, v, batch["box"])
+                    q, v, guess = q + dq_c, v + dv_c, [g, w]
+                dq, p = self.model.forward_scaled_batch(q, v, self.masses, self.numbers, batch["box"], *guess)
                 q, v = q + dq / sqrt_m, p / sqrt_m
                 later_q.append(q)
                 later_v.append(v)
@@ -228,8 +246,8 @@ class _Losses:
             out["loss_ke"] = loss_ke
         if self.energy_model is not None:
             n = self.masses.shape[0]
-            new_q = batch["positions"] + y_q / self.sqrt_m
-            new_v = y_p / self.sqrt_m
+            new_q, new_v = constrained_prediction(self.projector, batch["positions"] + y_q / self.sqrt_m,
+                                                  y_p / self.sqrt_m, batch)
             terms = []
             for b in range(y_q.shape[0]):
                 with torch.no_grad():
@@ -275,9 +293,9 @@ class StrideTask(TrainingTask):
         if self.reversal and phypers.verlet_guess and not hd["time_reversal"]:
             raise ValueError("loss.reversal of a Verlet-guess model needs data.time_reversal (the guesses from "
                              "negated velocities)")
-        if rollout > 1 and phypers.verlet_guess:
-            raise ValueError("loss.rollout needs a free-flight model (model.verlet_guess false): the Verlet guess of "
-                             "a predicted state needs the System's forces")
+        # a Verlet-guess model's later rollout strides start from predicted states: OpenMM on the data's System
+        self.guesser = (OpenMMStateGuess(data_system(tdata), stride, phypers.guess_substeps)
+                        if rollout > 1 and phypers.verlet_guess else None)
         if phypers.verlet_guess:  # computed with OpenMM on the data's System (deterministic on CPU)
             guesses = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
                                    segments=np.concatenate([train_idx, val_idx]), progress=show)
@@ -333,17 +351,17 @@ class StrideTask(TrainingTask):
         if removed != 1.0 and not tdata.constraints_active:
             raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
         self.projector = ConstraintProjector(tdata.constraints, self.masses) if tdata.constraints_active else None
+        if float(h["loss"]["energy"]) > 0 and energy_model is None:  # the data's own System, through OpenMM
+            energy_model = OpenMMPotential(data_system(tdata))
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
                               self.projector)
         # the validation loss (best-model choice) weighs the constrained parts as the training loss does
         self.plain_losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "rollout": 1,
                                      "constraint_removed": removed}, self.scales, self.masses, tdata.temperature,
                                     None, projector=self.projector)
-        if float(h["loss"]["energy"]) > 0 and energy_model is None:
-            raise ValueError("loss.energy > 0 needs an energy_model")
 
     def forward_module(self) -> torch.nn.Module:
-        return _ScaledForward(self.model, self.masses, self.numbers, self.reversal, self.projector)
+        return _ScaledForward(self.model, self.masses, self.numbers, self.reversal, self.projector, self.guesser)
 
     def loss(self, outputs, batch):
         return self.losses(*outputs[:2], batch, outputs[2])
@@ -356,7 +374,8 @@ class StrideTask(TrainingTask):
         lq = lp = lr = 0.0
         n = 0
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
-        forward = _ScaledForward(self.model, self.masses, self.numbers)  # the validation loss has no return stride
+        # the validation loss has no return stride
+        forward = _ScaledForward(self.model, self.masses, self.numbers, guesser=self.guesser)
         with torch.no_grad():
             bs = int(self.h["training"]["batch_size"]) * 4
             for s in range(0, len(self.val_order), bs):
@@ -421,9 +440,9 @@ def train(
         the model, loss and data sections must not change, the training section may)
     overwrite : replace the outputs of an earlier run in ``output_dir``
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
-    energy_model : optional differentiable potential for the energy-conservation term
-        (``loss.energy`` > 0), called as ``energy_model(positions [N,3] nm, box [3,3] nm)``
-        and returning kJ/mol
+    energy_model : the potential of the energy-conservation term (``loss.energy`` > 0), called as
+        ``energy_model(positions [N,3] nm, box [3,3] nm)``, returning kJ/mol, differentiable
+        with respect to the positions (default: the data's own System through OpenMM)
     progress : tqdm progress bar
     export : write ``model.pt`` and ``validation.json`` at the end
     stop_after : stop at this step with a checkpoint and no export (``resume`` continues)

@@ -1,11 +1,11 @@
 #!/bin/bash
-# A candidate in training (issue 15): the exact recipe of the bundled water-rigid-16fs (2000 steps from
+# A candidate (issue 15): the exact recipe of the bundled water-rigid-16fs (2000 steps from
 # water-rigid-8fs, lr 3e-4, time-reversal loss, projected per-element kinetic-energy term 300) with
 # training.seed=1, to measure the recipe's own spread in the validation runs. Started 2026-12-05 on the
 # data of build_all.sh's data-water-rigid-8fs block as generated then (SHA-256 6ea1db2f...; the CPU
 # platform does not regenerate it bit for bit, and --resume refuses other data). Next to this script:
 # the run's resolved hypers.yaml (the only input besides the data), split.json, log.csv and curves.json
-# as they were at step 1500, its last checkpoint when the session that started it ended.
+# of the finished run (2000 steps: 1500 in the session that started it, the rest resumed on 2026-12-05).
 #
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-seed1/train.sh           # start
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-seed1/train.sh --resume  # continue

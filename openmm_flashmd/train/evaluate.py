@@ -43,6 +43,7 @@ from openmm_flashmd.data.dataset import (
 )
 from openmm_flashmd.data.guess import data_system, verlet_guesses
 from openmm_flashmd.integrator.guess import model_uses_guess
+from openmm_flashmd.train.openmm_system import OpenMMStateGuess
 
 __all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "format_rollout",
            "rollout_errors", "stride_errors"]
@@ -189,7 +190,7 @@ def format_table(result: Dict[str, Any]) -> str:
 
 def rollout_errors(scripted: Any, data: TrajectoryData, stride: float, loaded: Sequence[int], strides: int,
                    max_starts: Optional[int], seed: int, device: str, batch_size: int,
-                   guesser: Optional[Any] = None) -> Dict[str, Any]:
+                   guesser: Optional[OpenMMStateGuess] = None) -> Dict[str, Any]:
     """Errors of ``strides`` consecutive model strides from held-out starts (see the module
     docstring): ``{"strides", "n_starts", "per_stride": [{"time_ps", "q_rmse", "v_rmse",
     "q_free_flight_rmse", "per_element": {symbol: {"q_rmse", "v_rmse"}}}, ...]}`` (nm, nm/ps).
@@ -211,8 +212,7 @@ def rollout_errors(scripted: Any, data: TrajectoryData, stride: float, loaded: S
             for j in range(strides):
                 guess = []
                 if guesser is not None:  # constrained (a no-op at the data's start) and its guess
-                    dq, dv, g, w = guesser(q, v, batch["box"])
-                    q, v, guess = q + dq.to(q), v + dv.to(v), [g.to(q), w.to(v)]
+                    q, v, *guess = guesser(q, v, batch["box"])
                 q, v = scripted.forward_batch(q, v, masses, numbers, batch["box"].to(device), *guess)
                 free = batch["positions"].double() + batch["velocities"].double() * stride * (j + 1)
                 for row, (x, ref) in enumerate(((q, truth_q[:, j]), (v, truth_v[:, j]), (free, truth_q[:, j]))):
@@ -439,11 +439,7 @@ def evaluate(
         for z, errors in energies.constrained_errors().items():
             result["per_element"][z].update(errors)
     if rollout > 1:
-        guesser = None
-        if uses_guess:
-            from openmm_flashmd.train.openmm_system import OpenMMStateGuess
-
-            guesser = OpenMMStateGuess(data_system(data), stride, int(meta["guess_substeps"]))
+        guesser = OpenMMStateGuess(data_system(data), stride, int(meta["guess_substeps"])) if uses_guess else None
         result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
                                            max(batch_size, 1), guesser)
     if output_json is not None:

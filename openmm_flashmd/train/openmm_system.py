@@ -29,6 +29,7 @@ import openmm
 import torch
 from openmm import unit
 
+from openmm_flashmd.integrator.guess import GUESS_VARIABLE, GUESS_VELOCITY_VARIABLE, verlet_guess_integrator
 from openmm_flashmd.systems.loading import make_platform
 
 __all__ = ["OpenMMPotential", "OpenMMStateGuess", "reduced_box"]
@@ -70,9 +71,10 @@ class _SystemContext:
         self.periodic = system.usesPeriodicBoundaryConditions()
         self.n_atoms = system.getNumParticles()
 
-    def _enter(self, positions: torch.Tensor, box: torch.Tensor) -> np.ndarray:
-        """Set ``positions`` (nm, ``[N, 3]``) in ``box`` (nm) on the Context; returns the rotation
-        ``Q`` from the caller's frame to the reduced box's (identity without periodicity)."""
+    def _enter(self, positions: torch.Tensor, box: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+        """Set ``positions`` (nm, ``[N, 3]``) in ``box`` (nm) on the Context; returns them as set
+        (nm, in the reduced box's frame) and the rotation ``Q`` from the caller's frame to that
+        frame (identity without periodicity)."""
         if positions.shape != (self.n_atoms, 3):
             raise ValueError(f"positions of shape {tuple(positions.shape)}, the System has {self.n_atoms} particles")
         x = positions.detach().double().cpu().numpy()
@@ -82,7 +84,7 @@ class _SystemContext:
             self.context.setPeriodicBoxVectors(*reduced)
             x = x @ rotation.T
         self.context.setPositions(x)
-        return rotation
+        return x, rotation
 
 
 class OpenMMPotential(_SystemContext):
@@ -104,7 +106,7 @@ class OpenMMPotential(_SystemContext):
         in ``box`` (nm; ignored for a non-periodic System), as tensors like ``positions``."""
         from openmm_flashmd.train.evaluate import energy_state
 
-        rotation = self._enter(positions, box)
+        _, rotation = self._enter(positions, box)
         state = energy_state(self.context, getForces=True)
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) @ rotation
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
@@ -121,37 +123,35 @@ class OpenMMStateGuess(_SystemContext):
     guess over ``stride`` (ps) in ``substeps`` substeps of the constrained state.
 
     ``guesser(positions, velocities, box)`` with ``[B, N, 3]`` nm, nm/ps and ``[B, 3, 3]`` nm
-    returns ``(dq, dv, g, w)``, each ``[B, N, 3]`` like ``positions`` and without gradient: the
-    constraint solve's corrections (nm, nm/ps) and the guess's displacement (nm) and velocities
-    (nm/ps) from the corrected state. Without constraints ``dq`` and ``dv`` are zero.
+    returns the inputs of the next stride, ``(positions, velocities, g, w)``, each ``[B, N, 3]``
+    like ``positions``: the state after the constraint solve (its corrections added as
+    constants, so gradients pass the solve unchanged; without constraints the state as given)
+    and the guess's displacement (nm) and velocities (nm/ps) from it (without gradient).
     """
 
     def __init__(self, system: openmm.System, stride: float, substeps: int, platform: str = "CPU",
                  threads: int = 0):
-        from openmm_flashmd.integrator.guess import verlet_guess_integrator
-
         self.constrained = system.getNumConstraints() > 0
         super().__init__(system, verlet_guess_integrator(stride, substeps, self.constrained), platform, threads)
 
     def __call__(self, positions: torch.Tensor, velocities: torch.Tensor, box: torch.Tensor):
-        from openmm_flashmd.integrator.guess import GUESS_VARIABLE, GUESS_VELOCITY_VARIABLE
-
         out = [np.zeros((positions.shape[0], self.n_atoms, 3)) for _ in range(4)]
         tolerance = self.integrator.getConstraintTolerance()
         for b in range(positions.shape[0]):
-            rotation = self._enter(positions[b], box[b])
-            x = self.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            x, rotation = self._enter(positions[b], box[b])
             v = velocities[b].detach().double().cpu().numpy() @ rotation.T
             self.context.setVelocities(v)
+            x_c, v_c = x, v
             if self.constrained:
                 self.context.applyConstraints(tolerance)
                 self.context.applyVelocityConstraints(tolerance)
-            state = self.context.getState(getPositions=True, getVelocities=True)
-            x_c = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            v_c = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+                state = self.context.getState(getPositions=True, getVelocities=True)
+                x_c = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                v_c = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
             self.integrator.step(1)
-            guess = np.asarray(self.integrator.getPerDofVariableByName(GUESS_VARIABLE))
-            guess_v = np.asarray(self.integrator.getPerDofVariableByName(GUESS_VELOCITY_VARIABLE))
+            guess = self.integrator.getPerDofVariableByName(GUESS_VARIABLE)
+            guess_v = self.integrator.getPerDofVariableByName(GUESS_VELOCITY_VARIABLE)
             for array, value in zip(out, (x_c - x, v_c - v, guess, guess_v)):
                 array[b] = np.asarray(value) @ rotation
-        return tuple(torch.as_tensor(a, dtype=positions.dtype, device=positions.device) for a in out)
+        dq, dv, g, w = (torch.as_tensor(a, dtype=positions.dtype, device=positions.device) for a in out)
+        return positions + dq, velocities + dv, g, w

@@ -42,7 +42,6 @@ class ConstraintProjector:
             raise ValueError("the data have no constraints to project on")
         self.i, self.j = pairs[:, 0], pairs[:, 1]
         self.inv_sqrt_m = masses.rsqrt()
-        self.sqrt_m = masses.sqrt()
         self.n_atoms = int(masses.shape[0])
 
     def _gradients(self, x: torch.Tensor) -> torch.Tensor:

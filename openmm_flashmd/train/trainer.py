@@ -107,13 +107,12 @@ def constraint_reference(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def constrained_prediction(projector: Optional[ConstraintProjector], q: torch.Tensor, v: torch.Tensor,
-                           batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+                           batch: Dict[str, torch.Tensor], sqrt_m: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Predicted positions (nm) and velocities (nm/ps) ``[B, N, 3]`` as the integrator's SHAKE/SETTLE
     and RATTLE leave them, to first order around the batch's reference end state (unchanged
-    without a ``projector``, i.e. for data without constraints)."""
+    without a ``projector``, i.e. for data without constraints); ``sqrt_m`` ``[1, N, 1]``, sqrt(Da)."""
     if projector is None:
         return q, v
-    sqrt_m = projector.sqrt_m.view(1, -1, 1)
     e_q = (q - batch["new_positions"]) * sqrt_m
     end_q = batch["new_positions"] + projector.positions(e_q, constraint_reference(batch), batch["new_positions"]) / sqrt_m
     e_p = (v - batch["new_velocities"]) * sqrt_m
@@ -155,7 +154,7 @@ class _ScaledForward(torch.nn.Module):
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
         q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
         if self.reversal:  # (the rollout below starts from the unconstrained prediction)
-            end_q, end_v = constrained_prediction(self.projector, q, v, batch)
+            end_q, end_v = constrained_prediction(self.projector, q, v, batch, sqrt_m)
             guess = []
             if "return_guess" in batch:  # frozen-force guess: linear in the start velocities
                 dv = end_v - batch["new_velocities"]
@@ -166,9 +165,8 @@ class _ScaledForward(torch.nn.Module):
             later_q, later_v = [], []
             for _ in range(batch["rollout_positions"].shape[1]):
                 guess = []
-                if self.guesser is not None:  # the integrator's constraint solve (a constant shift), then the guess
-                    dq_c, dv_c, g, w = self.guesser(q, v, batch["box"])
-                    q, v, guess = q + dq_c, v + dv_c, [g, w]
+                if self.guesser is not None:  # the integrator's constraint solve, then the guess
+                    q, v, *guess = self.guesser(q, v, batch["box"])
                 dq, p = self.model.forward_scaled_batch(q, v, self.masses, self.numbers, batch["box"], *guess)
                 q, v = q + dq / sqrt_m, p / sqrt_m
                 later_q.append(q)
@@ -247,7 +245,7 @@ class _Losses:
         if self.energy_model is not None:
             n = self.masses.shape[0]
             new_q, new_v = constrained_prediction(self.projector, batch["positions"] + y_q / self.sqrt_m,
-                                                  y_p / self.sqrt_m, batch)
+                                                  y_p / self.sqrt_m, batch, self.sqrt_m)
             terms = []
             for b in range(y_q.shape[0]):
                 with torch.no_grad():

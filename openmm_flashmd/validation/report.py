@@ -83,6 +83,12 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
         rows.append([f"stability, NVT with filter, {stability['length_ps']:g} ps",
                      ("stable" if stability["stable"] else f"failed at {stability['failed_at_ps']:.2f} ps")
                      + _fallback(stability)])
+        temps = stability.get("temperature_K")
+        if temps:
+            rows.append([f"the stability run after {stability['temperature_from_ps']:g} ps: T (K), deviation from "
+                         "reference MD", f"all {_pm(temps.get('all'), spec='.1f')}; " + ", ".join(
+                             f"{k} {_pm(v, spec='.1f')} ({fmt(v.get('dev_reference'), '+.1f')})"
+                             for k, v in temps.items() if k != "all")])
     cost = record.get("cost")
     if cost:
         rows.append(["wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",

@@ -92,6 +92,10 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
             series["stability_time"] = np.asarray(more.time, dtype=np.float32)
             series["stability_T_all"] = np.asarray(more.velocities_T, dtype=np.float32)
             stab["fallback"] = fallback_record(integrator)
+            if len(more.time):  # the long run's temperatures: the precise estimate of the NVT goals
+                stab["temperature_K"] = compare.temperature_summary(
+                    more.temperatures(), blocks, target.temperature, reference.get("nvt", {}).get("temperature_K"))
+                stab["temperature_from_ps"] = t_now
         elif failed is None:  # the measured run already reached the stability length
             stab["fallback"] = out["fallback"]
         stab.update(stable=failed is None, failed_at_ps=failed, error=error,

@@ -395,6 +395,23 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(stack), ""]
 
 
+def render_trust_check_power(data: Dict, name: str) -> List[str]:
+    expected = ", ".join(f"{k} {v:.0f} K" for k, v in data["expected_K"].items())
+    lines = [f"### How often reference MD passes `simulate`'s temperature check (`{name}`)", "",
+             f"`benchmarks/trust_check_power.py`: reference MD ({data['timestep_ps'] * 1000:g} fs, Langevin "
+             f"{data['friction_per_ps']:g}/ps) of `{data['system']}` under `simulate`'s start protocol (200 "
+             "iterations of minimisation, velocities drawn with the seed), one run per seed, judged by the "
+             f"report's own check: the second half's mean temperatures within {data['threshold_K']:g} K of "
+             f"{expected}. A check that exact dynamics fails is a check a model cannot pass by being right.", "",
+             "| run (ps) | judged window (ps) | runs | passed | SD of the deviations (K): " +
+             " / ".join(data["expected_K"]) + " |", "|---:|---:|---:|---:|---|"]
+    for length in data["lengths"]:
+        sds = " / ".join(f"{length['deviation_sd_K'][k]:.1f}" for k in data["expected_K"])
+        lines.append(f"| {length['time_ps']:g} | {length['judged_window_ps']:g} | {len(length['runs'])} | "
+                     f"{length['pass_fraction']:.0%} | {sds} |")
+    return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s).", ""]
+
+
 def render_fault_injection(data: Dict, name: str) -> List[str]:
     summary = data["summary"]
     lines = [f"### Fault injection: killed runs resume to the same outputs (`{name}`)", "",
@@ -606,6 +623,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "fallback_thresholds": render_fallback_thresholds,
     "validation": render_validation,
     "friction_scan": render_friction_scan,
+    "trust-check-power": render_trust_check_power,
 }
 
 

@@ -75,18 +75,18 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result")
     args = parser.parse_args(argv)
 
-    from openmm_flashmd.analysis.report import MAX_TEMPERATURE_DEVIATION, temperature_check
+    from openmm_flashmd.analysis.report import MAX_TEMPERATURE_DEVIATION, expected_temperatures, temperature_check
     from openmm_flashmd.systems import get_system
     from openmm_flashmd.systems.references import reference_temperatures
 
     if args.out.exists() and not args.overwrite:
         raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
-    built = get_system(args.system)
-    ref = reference_temperatures(args.system)
-    if ref is None:
+    if reference_temperatures(args.system) is None:
         raise SystemExit(f"{args.system} has no bundled reference temperatures")
-    scale = built.temperature / ref["measured_temperature_K"]
-    expected = {"all": built.temperature, **{e: t * scale for e, t in ref["temperature_by_element_K"].items()}}
+    built = get_system(args.system)
+    elements = sorted({atom.element.symbol for atom in built.topology.atoms()})
+    expected = expected_temperatures(built.temperature, ["all"] + elements,  # what simulate's report expects
+                                     {"system": args.system, "constraints": built.system.getNumConstraints()})
     start, lengths = time.perf_counter(), []
     for duration in args.time:
         runs = []

@@ -123,18 +123,18 @@ def test_energy_drift_check_thresholds():
 
 
 def test_constrained_runs_are_judged_per_element_against_bundled_reference_md():
-    from openmm_flashmd.analysis.report import _expected_temperatures
+    from openmm_flashmd.analysis.report import expected_temperatures
     from openmm_flashmd.systems.references import REFERENCE_RECORDS, reference_temperatures
 
     assert all(path.exists() for path in REFERENCE_RECORDS.values())
     ref = reference_temperatures("alanine-dipeptide-implicit-hbonds")
-    expected = _expected_temperatures(300.0, ["all", "C", "H", "N", "O"],
+    expected = expected_temperatures(300.0, ["all", "C", "H", "N", "O"],
                                       {"system": "alanine-dipeptide-implicit-hbonds", "constraints": 12})
     scale = 300.0 / ref["measured_temperature_K"]
     assert expected["H"] == pytest.approx(ref["temperature_by_element_K"]["H"] * scale) and expected["H"] < 250
     assert set(expected) == {"all", "C", "H", "N", "O"}
     # a constrained System the package has no reference for: only the overall temperature is judged
-    assert _expected_temperatures(300.0, ["all", "H"], {"system": "custom", "constraints": 3}) == {"all": 300.0}
+    assert expected_temperatures(300.0, ["all", "H"], {"system": "custom", "constraints": 3}) == {"all": 300.0}
     assert reference_temperatures("custom") is None
 
 

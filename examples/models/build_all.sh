@@ -76,8 +76,8 @@ openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-16fs-ke" --st
 # beside other jobs, same data). It replaced the model above on 2026-12-05 after four full validations, one
 # with the 1 ns stability run (stable, no strides rejected): held-out one-stride H / O position errors 5 / 11 %
 # and the four-stride position error 9 % lower; with the filter hydrogens +1 / +6 / +4 / +6 K and oxygens
-# -9 / -8 / -2 / -0 K of reference MD against -4 / -3 / -4 and +8 / +11 / +13 K, overall over the
-# 950 ps stability run +2.4 +- 0.6 K against -0.1 +- 0.7 K, without the filter +13 / +8 / +3 / +7 K against
+# -9 / -8 / -2 / -0 K of reference MD against -4 / -3 / -4 and +8 / +11 / +13 K, overall -3.6 / +1.6 / +2.5 /
+# +6.3 K against 0.0 / +2.2 / +2.7 K (block SEs about 3 K), without the filter +12 / +7 / +3 / +7 K against
 # -13 / -19 K; the blog's NVE run +11.5 / +18.2 K against +13.9 / +16.8 K (its own spread)
 # (benchmarks/results/candidates/water-16fs-rollout3*.json, examples/models/candidates/water-rigid-16fs-rollout3/).
 openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-16fs" --stride 0.016 \

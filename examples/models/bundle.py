@@ -58,7 +58,7 @@ NOTES = {
                         "each predicted state and computes its Verlet guess on the data's System, as the "
                         "integrator does). With the filter its hydrogens and oxygens come within 7 and 10 K of "
                         "reference MD in each of four validations (the model bundled before, 2026-12-05: oxygens "
-                        "+8 to +13 K), overall +2.4 K over 1 ns (that model -0.1 K); without the filter its runs "
+                        "+8 to +13 K); overall its 50 ps windows scatter over -4 to +6 K; without the filter its runs "
                         "warm by 3-13 K (that model cooled by 13-19 K). The blog's 258-water NVE run warms by "
                         "12-18 K in two runs, with a quarter of its strides rejected by the stride monitor and "
                         "run as MD. The "

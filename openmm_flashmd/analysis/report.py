@@ -97,11 +97,11 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
     advice: List[str] = []
     means = {n: float(np.mean(v[half:])) for n, v in series.items()}
     if target is not None and len(time) >= 2:
-        ok, text, advice = temperature_check(means, _expected_temperatures(target, list(series), settings))
+        ok, text, advice = temperature_check(means, expected_temperatures(target, list(series), settings))
         checks.append((ok, text))
     elif settings.get("ensemble") == "nve" and len(time) >= 2 and len(series) > 2:
         # no target: each element against what it should read at the run's own overall temperature
-        expected = _expected_temperatures(means["all"], list(series), settings)
+        expected = expected_temperatures(means["all"], list(series), settings)
         expected.pop("all")
         if expected:
             ok, text, _ = temperature_check(means, expected)  # its advice is about thermostats
@@ -225,7 +225,7 @@ def failed_checks(report: Path) -> List[str]:
     return [line[len(_FAILED):] for line in Path(report).read_text().splitlines() if line.startswith(_FAILED)]
 
 
-def _expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
+def expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
     """What each temperature column should read at equilibrium (K): ``target`` overall; per
     element ``target`` too without constraints (equipartition), or with constraints reference
     MD's per-element values scaled to ``target``: the bundled record of a built-in system

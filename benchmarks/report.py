@@ -397,18 +397,39 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
 
 def render_trust_check_power(data: Dict, name: str) -> List[str]:
     expected = ", ".join(f"{k} {v:.0f} K" for k, v in data["expected_K"].items())
-    lines = [f"### How often reference MD passes `simulate`'s temperature check (`{name}`)", "",
-             f"`benchmarks/trust_check_power.py`: reference MD ({data['timestep_ps'] * 1000:g} fs, Langevin "
-             f"{data['friction_per_ps']:g}/ps) of `{data['system']}` under `simulate`'s start protocol (200 "
-             "iterations of minimisation, velocities drawn with the seed), one run per seed, judged by the "
-             f"report's own check: the second half's mean temperatures within {data['threshold_K']:g} K of "
-             f"{expected}. A check that exact dynamics fails is a check a model cannot pass by being right.", "",
-             "| run (ps) | judged window (ps) | runs | passed | SD of the deviations (K): " +
-             " / ".join(data["expected_K"]) + " |", "|---:|---:|---:|---:|---|"]
+    columns = " / ".join(data["expected_K"])
+    if data.get("model"):
+        title, runs = f"How often `{data['model']}` passes `simulate`'s temperature check", (
+            f"`openmm-flashmd simulate --model {data['model']}` runs of `{data['system']}` (its defaults: NVT with "
+            f"the filter, Langevin 1/ps; one run per seed)")
+    else:
+        title, runs = "How often reference MD passes `simulate`'s temperature check", (
+            f"reference MD ({data['timestep_ps'] * 1000:g} fs, Langevin {data['friction_per_ps']:g}/ps) of "
+            f"`{data['system']}` under `simulate`'s start protocol (200 iterations of minimisation, velocities "
+            "drawn with the seed), one run per seed")
+    lines = [f"### {title} (`{name}`)", "",
+             f"`benchmarks/trust_check_power.py`: {runs}, judged by the report's own check: the second half's mean "
+             f"temperatures within {data['threshold_K']:g} K of {expected}, not judged where the window's standard "
+             f"error (from its autocorrelation time) exceeds {data['threshold_K'] / data['confidence_standard_errors']:g}"
+             " K. A check that exact dynamics fails is a check a model cannot pass by being right; the spread of the "
+             "deviations across runs is what the runs' own standard errors should estimate.", "",
+             f"| run (ps) | judged window (ps) | runs | within {data['threshold_K']:g} K | passed | failed | "
+             f"not judged | SD of the deviations (K): {columns} | mean deviation (K): {columns} | "
+             f"mean standard error (K): {columns} |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for length in data["lengths"]:
-        sds = " / ".join(f"{length['deviation_sd_K'][k]:.1f}" for k in data["expected_K"])
+        sds = " / ".join("-" if length["deviation_sd_K"][k] is None else f"{length['deviation_sd_K'][k]:.1f}"
+                         for k in data["expected_K"])
+        means = " / ".join(f"{length['deviation_mean_K'][k]:+.1f}" for k in data["expected_K"])
+        errors = " / ".join(f"{length['mean_standard_error_K'][k]:.1f}" for k in data["expected_K"])
         lines.append(f"| {length['time_ps']:g} | {length['judged_window_ps']:g} | {len(length['runs'])} | "
-                     f"{length['pass_fraction']:.0%} | {sds} |")
+                     f"{length['within_threshold_fraction']:.0%} | {length['passed_fraction']:.0%} | "
+                     f"{length['failed_fraction']:.0%} | {length['not_judged_fraction']:.0%} | {sds} | {means} | "
+                     f"{errors} |")
+    if data.get("model"):
+        lines += ["", "Runs that failed another trust check: " + ", ".join(
+            f"{sum(bool(r['other_failed_checks']) for r in length['runs'])} of {len(length['runs'])} at "
+            f"{length['time_ps']:g} ps" for length in data["lengths"]) + "."]
     return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s).", ""]
 
 

@@ -1,23 +1,30 @@
-"""How often reference MD itself passes `simulate`'s temperature trust check.
+"""How often reference MD itself, or a stride model, passes `simulate`'s temperature trust check.
 
     python benchmarks/trust_check_power.py [--system water-rigid] [--time 10 40 ...] [--seeds 20] [--threads 1]
-                                           [--overwrite]
+                                           [--model NAME] [--overwrite]
 
 Runs reference MD (LangevinMiddleIntegrator, friction 1/ps, the built-in system's reference
 timestep, CPU platform) under the start protocol of ``openmm-flashmd simulate`` (200
 iterations of energy minimisation, velocities drawn at the temperature with the seed) for
 ``--time`` ps, once per seed; samples every 0.16 ps (simulate's report interval) and applies
 the report's temperature check (:func:`openmm_flashmd.analysis.report.temperature_check`:
-overall and per-element means of the second half within 5 K of what reference MD reads)
-to each run. A check that a run of exact dynamics fails most of the time cannot tell a good
-stride model from a bad one at that length. Writes ``benchmarks/results/trust_check_power.json``:
-per-run deviations (K), the pass fraction and the spread of the deviations per element.
-Units: ps, K.
+overall and per-element means of the second half within 5 K of what reference MD reads,
+not judged where the window's statistical error is too large to resolve 5 K) to each run.
+A check that a run of exact dynamics fails most of the time cannot tell a good stride model
+from a bad one at that length. Writes ``benchmarks/results/trust_check_power.json``: per-run
+deviations and standard errors (K) and verdicts; per length the fractions passed, failed and
+not judged, the spread of the deviations across runs per element and the mean of the runs'
+own standard errors (which should match that spread if the report's error estimate is
+right). With ``--model`` the runs are ``openmm-flashmd simulate`` runs of that bundled model or
+model file instead (:func:`openmm_flashmd.simulate.simulate`, its defaults, the seed), judged the
+same way from their logs, and the result goes to ``trust_check_power-<model>.json``, with each
+run's other failed trust checks. Units: ps, K.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,13 +36,16 @@ from _common import stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "trust_check_power.json"
 REPORT_INTERVAL_PS = 0.16  # simulate's default
+VERDICTS = {True: "passed", False: "failed", None: "not_judged"}  # temperature_check's verdicts
 
 
 def run_once(built, seed: int, duration_ps: float, timestep_ps: float, threads: int):
-    """Per-column mean temperatures (K) of the second half of one reference run."""
+    """Per-column mean temperatures and their standard errors (K) over the second half of one
+    reference run, as the report computes them."""
     import openmm
     from openmm import unit
 
+    from openmm_flashmd.analysis.statistics import standard_error
     from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
 
     system = built.system
@@ -58,9 +68,31 @@ def run_once(built, seed: int, duration_ps: float, timestep_ps: float, threads: 
             unit.nanometer / unit.picosecond))
     second = np.asarray(frames[n_samples // 2:])
     dof = 3 * len(masses) - system.getNumConstraints()
-    means = {"all": float(np.mean(kinetic_temperature(second, masses, dof)))}
-    means.update({e: float(np.mean(v)) for e, v in temperature_by_element(second, masses, elements).items()})
-    return means
+    series = {"all": kinetic_temperature(second, masses, dof)}
+    series.update(temperature_by_element(second, masses, elements))
+    return ({k: float(np.mean(v)) for k, v in series.items()}, {k: standard_error(v) for k, v in series.items()})
+
+
+def run_model_once(system: str, model: str, seed: int, duration_ps: float, threads: int):
+    """Per-column mean temperatures and standard errors (K) over the second half of one
+    ``simulate`` run of ``model``, and the report's other failed trust checks."""
+    import tempfile
+
+    from openmm_flashmd.analysis.report import failed_checks, read_log
+    from openmm_flashmd.analysis.statistics import standard_error
+    from openmm_flashmd.simulate import simulate
+
+    os.environ["OPENMM_CPU_THREADS"] = str(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = simulate(Path(tmp) / "run", system=system, model=model, duration=duration_ps, seed=seed,
+                       platform="CPU", progress=False)
+        columns = read_log(run.log)
+        others = [c for c in failed_checks(run.report) if not c.startswith("temperature within")]
+    half = len(columns["time_ps"]) // 2
+    series = {("all" if k == "temperature_K" else k[len("temperature_"):-len("_K")]): v[half:]
+              for k, v in columns.items() if k.startswith("temperature_")}
+    return ({k: float(np.mean(v)) for k, v in series.items()}, {k: standard_error(v) for k, v in series.items()},
+            others)
 
 
 def main(argv=None) -> int:
@@ -71,14 +103,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="number of runs (seeds 0..N-1)")
     parser.add_argument("--timestep", type=float, default=0.002, help="reference MD timestep, ps")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--model", help="judge `simulate` runs of this bundled model or model file instead")
+    parser.add_argument("--out", type=Path, help="JSON to write (default: benchmarks/results/"
+                                                 "trust_check_power.json, or trust_check_power-<model>.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result")
     args = parser.parse_args(argv)
 
-    from openmm_flashmd.analysis.report import MAX_TEMPERATURE_DEVIATION, expected_temperatures, temperature_check
+    from openmm_flashmd.analysis.report import (MAX_TEMPERATURE_DEVIATION, TEMPERATURE_CONFIDENCE,
+                                                expected_temperatures, temperature_check)
     from openmm_flashmd.systems import get_system
     from openmm_flashmd.systems.references import reference_temperatures
 
+    args.out = args.out or (OUT if args.model is None
+                            else OUT.with_name(f"{OUT.stem}-{Path(args.model).stem}.json"))
     if args.out.exists() and not args.overwrite:
         raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
     if reference_temperatures(args.system) is None:
@@ -91,21 +128,39 @@ def main(argv=None) -> int:
     for duration in args.time:
         runs = []
         for seed in range(args.seeds):
-            means = run_once(built, seed, duration, args.timestep, args.threads)
-            passed, text, _ = temperature_check(means, expected)
-            runs.append({"seed": seed, "passed": passed,
-                         "deviation_K": {k: means[k] - expected[k] for k in expected if k in means}})
-            print(f"{duration:g} ps, seed {seed}: {'pass' if passed else 'FAIL'} {text}", flush=True)
+            if args.model is None:
+                (means, errors), others = run_once(built, seed, duration, args.timestep, args.threads), None
+            else:
+                means, errors, others = run_model_once(args.system, args.model, seed, duration, args.threads)
+            verdict, text, _ = temperature_check(means, expected, errors, duration / 2)
+            runs.append({"seed": seed, "verdict": VERDICTS[verdict],
+                         **({} if others is None else {"other_failed_checks": others}),
+                         "within_threshold": all(abs(means[k] - expected[k]) <= MAX_TEMPERATURE_DEVIATION
+                                                 for k in expected),
+                         "deviation_K": {k: means[k] - expected[k] for k in expected},
+                         "standard_error_K": {k: errors[k] for k in expected}})
+            print(f"{duration:g} ps, seed {seed}: {VERDICTS[verdict]}: {text}", flush=True)
         deviations = {k: [r["deviation_K"][k] for r in runs] for k in expected}
         lengths.append({"time_ps": duration, "judged_window_ps": duration / 2,
-                        "pass_fraction": float(np.mean([r["passed"] for r in runs])),
-                        "deviation_sd_K": {k: float(np.std(v, ddof=1)) for k, v in deviations.items()},
+                        "within_threshold_fraction": float(np.mean([r["within_threshold"] for r in runs])),
+                        **{f"{v}_fraction": float(np.mean([r["verdict"] == v for r in runs]))
+                           for v in VERDICTS.values()},
+                        "deviation_sd_K": {k: float(np.std(v, ddof=1)) if len(v) > 1 else None
+                                           for k, v in deviations.items()},
+                        "mean_standard_error_K": {k: float(np.mean([r["standard_error_K"][k] for r in runs]))
+                                                  for k in expected},
                         "deviation_mean_K": {k: float(np.mean(v)) for k, v in deviations.items()}, "runs": runs})
-        print(f"reference MD passed the check in {lengths[-1]['pass_fraction']:.0%} of {args.seeds} runs of "
-              f"{duration:g} ps; SD of the deviations: "
-              + ", ".join(f"{k} {v:.1f} K" for k, v in lengths[-1]["deviation_sd_K"].items()), flush=True)
-    result = {"benchmark": "trust-check-power", "system": args.system, "timestep_ps": args.timestep,
-              "friction_per_ps": 1.0, "threshold_K": MAX_TEMPERATURE_DEVIATION, "expected_K": expected,
+        row = lengths[-1]
+        print(f"{duration:g} ps, {args.seeds} runs of {args.model or 'reference MD'}: within {MAX_TEMPERATURE_DEVIATION:g} K "
+              f"{row['within_threshold_fraction']:.0%}; verdicts passed {row['passed_fraction']:.0%}, failed "
+              f"{row['failed_fraction']:.0%}, not judged {row['not_judged_fraction']:.0%}; SD of the deviations "
+              + ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -" for k, v in row["deviation_sd_K"].items())
+              + " K; mean standard error "
+              + ", ".join(f"{k} {v:.1f}" for k, v in row["mean_standard_error_K"].items()) + " K", flush=True)
+    result = {"benchmark": "trust-check-power", "system": args.system, "model": args.model,
+              "timestep_ps": None if args.model else args.timestep,
+              "friction_per_ps": 1.0, "threshold_K": MAX_TEMPERATURE_DEVIATION,
+              "confidence_standard_errors": TEMPERATURE_CONFIDENCE, "expected_K": expected,
               "seeds": args.seeds, "lengths": lengths, "wall_s": time.perf_counter() - start,
               "threads": args.threads, "stack": stack_info()}
     write_json(args.out, result, overwrite=True)

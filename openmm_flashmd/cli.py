@@ -233,7 +233,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from openmm_flashmd.analysis.report import failed_checks
+    from openmm_flashmd.analysis.report import failed_checks, unjudged_checks
     from openmm_flashmd.simulate import simulate
 
     run = simulate(args.output_dir, system=args.system, structure=args.structure, model=args.model,
@@ -246,6 +246,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     if failed:
         print(f"warning: {len(failed)} trust check(s) failed, do not use this run as dynamics of the system: "
               + "; ".join(failed), file=sys.stderr)
+    unjudged = unjudged_checks(run.report)
+    if unjudged:
+        print(f"warning: {len(unjudged)} trust check(s) not judged, the run is too short: " + "; ".join(unjudged),
+              file=sys.stderr)
     return 0
 
 

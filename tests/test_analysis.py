@@ -163,3 +163,35 @@ def test_temperature_check_explains_elements_drifting_apart():
     assert not ok and "worst: O +200.0 K" in text and "--collision-rate" in advice[0]
     ok, _, advice = temperature_check({"all": 400.0, "H": 400.0, "O": 400.0}, expected)
     assert not ok and advice == []  # a run that is simply too hot gets no equipartition advice
+
+
+def test_temperature_check_does_not_pass_a_window_too_noisy_to_resolve_its_threshold():
+    from openmm_flashmd.analysis.report import MAX_TEMPERATURE_DEVIATION, TEMPERATURE_CONFIDENCE, temperature_check
+
+    expected = {"all": 300.0, "H": 300.0, "O": 300.0}
+    means = {"all": 301.0, "H": 298.0, "O": 303.5}
+    resolvable = MAX_TEMPERATURE_DEVIATION / TEMPERATURE_CONFIDENCE
+    ok, text, _ = temperature_check(means, expected, {"all": 1.0, "H": 1.5, "O": resolvable}, 50.0)
+    assert ok is True and "±2.5 K" in text
+    ok, text, _ = temperature_check(means, expected, {"all": 1.0, "H": 1.5, "O": 2 * resolvable}, 5.0)
+    # the second half of a 10 ps run would need (2 x error)^2 = 4 x the window: a 40 ps run
+    assert ok is None and text.startswith("not judged") and "a run of about 40 ps" in text
+    ok, text, _ = temperature_check({"all": 301.0, "H": 290.0, "O": 303.5}, expected, {"all": 9.0}, 5.0)
+    assert ok is False and "±9.0 K" in text  # a deviation beyond the threshold fails, however noisy
+
+
+def test_statistical_inefficiency_of_autoregressive_series():
+    from scipy.signal import lfilter
+
+    from openmm_flashmd.analysis.statistics import standard_error, statistical_inefficiency
+
+    rng = np.random.default_rng(0)
+    phi, n, realisations = 0.8, 2000, 200  # AR(1): g = (1 + phi) / (1 - phi) = 9
+    series = lfilter([1.0], [1.0, -phi], rng.normal(size=(realisations, n + 500)), axis=1)[:, 500:]
+    estimates = [statistical_inefficiency(s) for s in series]
+    assert np.mean(estimates) == pytest.approx(9.0, rel=0.1)
+    # the standard errors estimate the spread of the means across realisations
+    assert np.mean([standard_error(s) for s in series]) == pytest.approx(np.std(series.mean(axis=1)), rel=0.15)
+    assert statistical_inefficiency(rng.normal(size=5000)) == pytest.approx(1.0, abs=0.1)
+    assert statistical_inefficiency(np.full(10, 3.0)) == 1.0 and standard_error(np.full(10, 3.0)) == 0.0
+    assert math.isnan(standard_error([1.0, 2.0, 3.0]))

@@ -12,7 +12,7 @@ from openmm import unit
 
 import openmm_flashmd  # noqa: F401
 from openmm_flashmd import FlashMDIntegrator, load_model, read_metadata
-from openmm_flashmd.analysis.report import failed_checks, read_log
+from openmm_flashmd.analysis.report import failed_checks, read_log, unjudged_checks
 from openmm_flashmd.analysis.thermo import KB, degrees_of_freedom
 from openmm_flashmd.cli import main
 from openmm_flashmd.model.bundled import bundled_models, split_model_name
@@ -114,7 +114,9 @@ def test_default_simulate_job_writes_trajectory_log_and_report(tmp_path, capsys)
     report = (out / "report.md").read_text()
     assert "water-rigid-16fs" in report and "✅ run finished" in report and "Integrated absolute difference from the bundled reference" in report
     assert len(read_log(out / "log.csv")["time_ps"]) == 10
-    # failed trust checks, and only those, are also said on the terminal
-    assert bool(failed_checks(out / "report.md")) == ("trust check(s) failed" in capsys.readouterr().err)
+    # failed and unjudged trust checks, and only those, are also said on the terminal
+    err = capsys.readouterr().err
+    assert bool(failed_checks(out / "report.md")) == ("trust check(s) failed" in err)
+    assert bool(unjudged_checks(out / "report.md")) == ("trust check(s) not judged" in err)
     # the same output directory is refused without --overwrite or --resume
     assert main(["simulate", str(out), "--time", "0.64", "--quiet"]) == 1

@@ -151,3 +151,36 @@ def test_every_ensemble_has_a_check_beyond_run_finished(tmp_path, free_model, en
     log = read_log(out / "log.csv")
     assert "density_g_cm3" in log and 0.5 < log["density_g_cm3"][0] < 1.5
     assert check in (out / "report.md").read_text()
+
+
+def test_report_does_not_pass_a_temperature_its_run_is_too_short_to_resolve(tmp_path, free_model):
+    from scipy.signal import lfilter
+
+    from openmm_flashmd.analysis.report import failed_checks, unjudged_checks, write_report
+
+    out = tmp_path / "run"
+    run = simulate(out, system="argon", model=free_model, duration=0.04, report_interval=0.01, progress=False,
+                   system_options={"n_atoms": 27})
+    header, first = run.log.read_text().splitlines()[:2]
+    names, template = header.split(","), first.split(",")
+    rng, target = np.random.default_rng(0), json.loads((out / "settings.json").read_text())["temperature_K"]
+
+    def report_for(temperatures):
+        rows = []
+        for i, t in enumerate(temperatures):
+            row = dict(zip(names, template), step=str(5 * (i + 1)), time_ps=f"{0.01 * (i + 1):.2f}")
+            row.update(temperature_K=f"{t:.3f}", temperature_Ar_K=f"{t:.3f}")
+            rows.append(",".join(row[n] for n in names))
+        log = tmp_path / "log.csv"
+        log.write_text("\n".join([header] + rows) + "\n")
+        report = write_report(out, log, run.trajectory, out / "topology.pdb", tmp_path / "report.md")
+        return report.read_text(), failed_checks(report), unjudged_checks(report)
+
+    text, failed, unjudged = report_for(target + rng.normal(scale=1.0, size=400))  # 200 samples of ±1 K
+    assert "- ✅ temperature within 5 K" in text and not failed and not unjudged
+    slow = lfilter([1.0], [1.0, -0.98], rng.normal(scale=6.0, size=400))  # ±30 K, slowly correlated
+    text, failed, unjudged = report_for(slow - np.mean(slow[200:]) + target)  # mean on target
+    assert not failed and len(unjudged) == 1 and unjudged[0].startswith("not judged, run too short")
+    assert "- ⚠️ not judged" in text and "could not be judged" in text and "Do not use" not in text
+    text, failed, unjudged = report_for(target + 20 + rng.normal(scale=1.0, size=400))
+    assert len(failed) == 1 and "worst: all +20" in failed[0] and not unjudged and "Do not use" in text

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from openmm_flashmd.analysis.statistics import block_average
+from openmm_flashmd.analysis.statistics import standard_error
 
 #: The plots :func:`write_report` writes next to the report.
 TEMPERATURE_PLOT, ENERGY_PLOT, RDF_PLOT = "temperature.png", "energy.png", "rdf_OO.png"
@@ -24,9 +24,9 @@ def read_log(path: Path) -> Dict[str, np.ndarray]:
     return {name: np.atleast_1d(table[name]) for name in table.dtype.names}
 
 
-def _mean_and_error(values: np.ndarray, blocks: int = 4) -> str:
-    """``mean ± standard error`` from block averages (error omitted when too short)."""
-    mean, error = block_average(values, blocks)
+def _mean_and_error(values: np.ndarray) -> str:
+    """``mean ± standard error`` (:func:`standard_error`; omitted when too short)."""
+    mean, error = float(np.mean(values)), standard_error(values)
     if np.isnan(error):
         return f"{mean:.1f}"
     return f"{mean:.1f} ± {error:.1f}"
@@ -53,13 +53,17 @@ def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str,
 MAX_CLAMPED_FRACTION = 0.01     # energy filter clamps, fraction of filtered strides
 MAX_FALLBACK_FRACTION = 0.01    # strides rejected by the monitor and integrated with MD instead
 MAX_TEMPERATURE_DEVIATION = 5.0  # K, thermostatted runs, second half, overall and per element
+#: A temperature check is judged only where the window's statistical error resolves the
+#: threshold: this many standard errors of the mean within MAX_TEMPERATURE_DEVIATION.
+TEMPERATURE_CONFIDENCE = 2.0
 MAX_RDF_DIFFERENCE = 0.10        # integrated |g - g_ref| / integral g_ref, pure water
 MAX_DENSITY_DEVIATION = 0.02     # NpT, second half, relative to the bundled reference density
 #: NVE runs: |total-energy drift| per atom, kJ/mol/ps (the blog protocol's goal of issue 15,
 #: 5 kJ/mol/ps for 774 atoms, is 0.0065; reference MD on that protocol drifts about 2e-6,
 #: benchmarks/results/blog_nve.json)
 MAX_NVE_DRIFT_PER_ATOM = 0.005
-_PASSED, _FAILED = "- ✅ ", "- ❌ "  # how a trust check's line starts in the report
+#: How a trust check's line starts in the report: passed, failed, not judged (run too short).
+_MARKS = {True: "- ✅ ", False: "- ❌ ", None: "- ⚠️ "}
 
 
 def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, report: Path,
@@ -72,12 +76,13 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
     temperature overall and per element, an NVE run conserves its total energy and shares
     its kinetic energy among the elements as it should, an NpT run holds the reference
     density (where the package has one for the system), and a water box has the O–O
-    structure of the bundled reference RDF.
+    structure of the bundled reference RDF. A temperature check whose window is too short
+    for its statistical error to resolve the threshold is marked not judged (⚠️), never passed.
     """
     output_dir = Path(output_dir)
     settings_path = output_dir / "settings.json"
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-    checks: List[Tuple[bool, str]] = [(failure is None, f"run finished ({failure})" if failure else "run finished")]
+    checks: List[Tuple[Optional[bool], str]] = [(failure is None, f"run finished ({failure})" if failure else "run finished")]
     rows = len(Path(log).read_text().strip().splitlines()) - 1 if Path(log).exists() else 0
     if rows < 1:
         return _write(report, settings, checks, ["No log rows were written before the run stopped.", ""])
@@ -89,22 +94,25 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
     series.update({k[len("temperature_"):-len("_K")]: v for k, v in columns.items()
                    if k.startswith("temperature_") and k != "temperature_K"})
     half = len(time) // 2
-    body += ["## Temperature", "", "Second half of the run (mean ± standard error of 4 blocks):", "",
+    body += ["## Temperature", "", "Second half of the run (mean ± standard error from the autocorrelation time):", "",
              "| atoms | T (K) |", "|---|---|"]
     for name, values in series.items():
         body.append(f"| {name} | {_mean_and_error(values[half:])} |")
     target = settings.get("temperature_K") if settings.get("ensemble") in ("nvt", "npt") else None
     advice: List[str] = []
     means = {n: float(np.mean(v[half:])) for n, v in series.items()}
+    errors = {n: standard_error(v[half:]) for n, v in series.items()}
+    window_ps = float(time[-1] - time[half]) if len(time) >= 2 else 0.0
     if target is not None and len(time) >= 2:
-        ok, text, advice = temperature_check(means, expected_temperatures(target, list(series), settings))
+        ok, text, advice = temperature_check(means, expected_temperatures(target, list(series), settings),
+                                             errors, window_ps)
         checks.append((ok, text))
     elif settings.get("ensemble") == "nve" and len(time) >= 2 and len(series) > 2:
         # no target: each element against what it should read at the run's own overall temperature
         expected = expected_temperatures(means["all"], list(series), settings)
         expected.pop("all")
         if expected:
-            ok, text, _ = temperature_check(means, expected)  # its advice is about thermostats
+            ok, text, _ = temperature_check(means, expected, errors, window_ps)  # advice: thermostats
             checks.append((ok, "per element (NVE, at the run's own temperature): " + text))
     _plot(output_dir / TEMPERATURE_PLOT, time, series, "time (ps)", "T (K)")
     body += ["", f"![temperature]({TEMPERATURE_PLOT})", ""] + advice
@@ -200,18 +208,39 @@ def energy_drift_check(time: np.ndarray, total: np.ndarray, n_atoms: int) -> Tup
             f"({per_atom:+.4f} kJ/mol/ps per atom, {drift:+.1f} kJ/mol/ps for {n_atoms} atoms)")
 
 
-def temperature_check(means: Dict[str, float], expected: Dict[str, float]) -> Tuple[bool, str, List[str]]:
+def temperature_check(means: Dict[str, float], expected: Dict[str, float],
+                      errors: Optional[Dict[str, float]] = None, window_ps: Optional[float] = None
+                      ) -> Tuple[Optional[bool], str, List[str]]:
     """The thermostat's trust check from mean temperatures (K) per column (``all`` and
-    elements) against what each should read (``expected``, K): passes when every column is
-    within ``MAX_TEMPERATURE_DEVIATION``. Returns (passed, check text, advice lines); the
-    advice explains an overall temperature that holds while the elements drift apart."""
+    elements) against what each should read (``expected``, K).
+
+    Fails when any column is off by more than ``MAX_TEMPERATURE_DEVIATION``. Otherwise it
+    passes, unless ``errors`` (standard errors of the means, K) say the window cannot resolve
+    the threshold (``TEMPERATURE_CONFIDENCE`` errors larger than it): then the verdict is
+    None, not judged, and the text gives the run length that would resolve it (from the
+    judged window's length ``window_ps``, ps, the second half of the run). Returns
+    (verdict, check text, advice lines); the advice explains an overall temperature that
+    holds while the elements drift apart."""
     deviations = {n: means[n] - t for n, t in expected.items() if n in means}
     worst_name, worst = max(deviations.items(), key=lambda item: abs(item[1]))
-    ok = abs(worst) <= MAX_TEMPERATURE_DEVIATION
+    errors = {n: e for n, e in (errors or {}).items() if n in deviations and np.isfinite(e)}
+    largest_error = max(errors.values(), default=0.0)
+    resolvable = MAX_TEMPERATURE_DEVIATION / TEMPERATURE_CONFIDENCE  # K, largest error that resolves it
+    ok: Optional[bool] = abs(worst) <= MAX_TEMPERATURE_DEVIATION
     text = (f"temperature within {MAX_TEMPERATURE_DEVIATION:g} K of " + ", ".join(
-        f"{n} {t:.0f} K" for n, t in expected.items()) + f" (worst: {worst_name} {worst:+.1f} K)")
+        f"{n} {t:.0f} K" for n, t in expected.items()) + f" (worst: {worst_name} {worst:+.1f} K")
+    if errors:
+        text += f"; statistical error of the window up to ±{largest_error:.1f} K"
+    text += ")"
+    if ok and largest_error > resolvable:
+        ok = None
+        text = "not judged, run too short: " + text
+        if window_ps:
+            needed = 2.0 * window_ps * (largest_error / resolvable) ** 2
+            text += (f"; resolving {MAX_TEMPERATURE_DEVIATION:g} K needs errors within ±{resolvable:g} K, "
+                     f"a run of about {needed:.0f} ps")
     advice: List[str] = []
-    if not ok and abs(deviations.get("all", 0.0)) <= MAX_TEMPERATURE_DEVIATION:
+    if ok is False and abs(deviations.get("all", 0.0)) <= MAX_TEMPERATURE_DEVIATION:
         advice = ["The overall temperature holds but the elements drift apart: the stride model removes more "
                   "kinetic energy from some elements than from others at every stride (the KE ratio in its "
                   "card), and the energy filter restores the total with one common factor. A stronger Langevin "
@@ -222,7 +251,18 @@ def temperature_check(means: Dict[str, float], expected: Dict[str, float]) -> Tu
 
 def failed_checks(report: Path) -> List[str]:
     """The trust checks of a report written by :func:`write_report` that failed (their texts)."""
-    return [line[len(_FAILED):] for line in Path(report).read_text().splitlines() if line.startswith(_FAILED)]
+    return _checks_marked(report, False)
+
+
+def unjudged_checks(report: Path) -> List[str]:
+    """The trust checks of a report written by :func:`write_report` that the run was too short
+    to judge (their texts): neither passed nor failed."""
+    return _checks_marked(report, None)
+
+
+def _checks_marked(report: Path, verdict: Optional[bool]) -> List[str]:
+    mark = _MARKS[verdict]
+    return [line[len(mark):] for line in Path(report).read_text().splitlines() if line.startswith(mark)]
 
 
 def expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
@@ -257,7 +297,7 @@ def _validation_temperatures(settings: Dict) -> Optional[Dict[str, object]]:
             "temperature_by_element_K": {k: v["mean"] for k, v in temps.items() if k != "all"}}
 
 
-def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: List[str]) -> Path:
+def _write(report: Path, settings: Dict, checks: List[Tuple[Optional[bool], str]], body: List[str]) -> Path:
     """Settings table, trust checks, then the body; returns the report path."""
     lines: List[str] = ["# FlashMD run", ""]
     if settings:
@@ -265,10 +305,13 @@ def _write(report: Path, settings: Dict, checks: List[Tuple[bool, str]], body: L
         lines += [f"| {k} | {v} |" for k, v in settings.items()]
         lines.append("")
     lines += ["## Can you trust this run?", ""]
-    lines += [f"{_PASSED if ok else _FAILED}{text}" for ok, text in checks]
-    if not all(ok for ok, _ in checks):
+    lines += [f"{_MARKS[ok]}{text}" for ok, text in checks]
+    if any(ok is False for ok, _ in checks):
         lines += ["", "**At least one check failed: the stride model is outside its range of validity here "
                       "(see its model card). Do not use these results as dynamics of the system.**"]
+    elif any(ok is None for ok, _ in checks):
+        lines += ["", "**At least one check could not be judged: the run is too short for its statistical "
+                      "error to resolve the threshold. Run longer before trusting these results.**"]
     lines.append("")
     report = Path(report)
     report.write_text("\n".join(lines + body) + "\n")

@@ -430,7 +430,8 @@ def render_trust_check_power(data: Dict, name: str) -> List[str]:
         lines += ["", "Runs that failed another trust check: " + ", ".join(
             f"{sum(bool(r['other_failed_checks']) for r in length['runs'])} of {len(length['runs'])} at "
             f"{length['time_ps']:g} ps" for length in data["lengths"]) + "."]
-    return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s).", ""]
+    note = f" ({data['threads_note']})" if data.get("threads_note") else ""
+    return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s){note}.", ""]
 
 
 def render_fault_injection(data: Dict, name: str) -> List[str]:

@@ -29,7 +29,7 @@ def test_block_average_mean_and_error():
     assert error == pytest.approx(2.0 / math.sqrt(40_000), rel=0.5)
 
 
-def test_report_uses_block_average():
+def test_report_mean_and_standard_error():
     from openmm_flashmd.analysis.report import _mean_and_error
 
     assert _mean_and_error(np.array([1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 7.0, 7.0])) == "4.0 ± 1.3"

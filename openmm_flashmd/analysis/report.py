@@ -24,12 +24,31 @@ def read_log(path: Path) -> Dict[str, np.ndarray]:
     return {name: np.atleast_1d(table[name]) for name in table.dtype.names}
 
 
-def _mean_and_error(values: np.ndarray) -> str:
-    """``mean ± standard error`` (:func:`standard_error`; omitted when too short)."""
-    mean, error = float(np.mean(values)), standard_error(values)
+def temperature_series(columns: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The temperature columns (K) of a :func:`read_log` table by name: ``all``, then each element."""
+    series = {"all": columns["temperature_K"]}
+    series.update({k[len("temperature_"):-len("_K")]: v for k, v in columns.items()
+                   if k.startswith("temperature_") and k != "temperature_K"})
+    return series
+
+
+def second_half_statistics(series: Dict[str, np.ndarray]) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Means and standard errors (:func:`standard_error`) of the second half of each series, in
+    its units: what the report's temperature table and check use."""
+    halves = {name: values[len(values) // 2:] for name, values in series.items()}
+    return ({n: float(np.mean(v)) for n, v in halves.items()}, {n: standard_error(v) for n, v in halves.items()})
+
+
+def _format_mean(mean: float, error: float) -> str:
+    """``mean ± standard error`` (the error omitted when NaN: too few samples)."""
     if np.isnan(error):
         return f"{mean:.1f}"
     return f"{mean:.1f} ± {error:.1f}"
+
+
+def _mean_and_error(values: np.ndarray) -> str:
+    """``mean ± standard error`` of a series (:func:`standard_error`)."""
+    return _format_mean(float(np.mean(values)), standard_error(values))
 
 
 def _plot(path: Path, x: np.ndarray, series: Dict[str, np.ndarray], xlabel: str, ylabel: str) -> None:
@@ -90,18 +109,15 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
     time = columns["time_ps"]
     body: List[str] = []
 
-    series = {"all": columns["temperature_K"]}
-    series.update({k[len("temperature_"):-len("_K")]: v for k, v in columns.items()
-                   if k.startswith("temperature_") and k != "temperature_K"})
+    series = temperature_series(columns)
     half = len(time) // 2
+    means, errors = second_half_statistics(series)
     body += ["## Temperature", "", "Second half of the run (mean ± standard error from the autocorrelation time):", "",
              "| atoms | T (K) |", "|---|---|"]
-    for name, values in series.items():
-        body.append(f"| {name} | {_mean_and_error(values[half:])} |")
+    for name in series:
+        body.append(f"| {name} | {_format_mean(means[name], errors[name])} |")
     target = settings.get("temperature_K") if settings.get("ensemble") in ("nvt", "npt") else None
     advice: List[str] = []
-    means = {n: float(np.mean(v[half:])) for n, v in series.items()}
-    errors = {n: standard_error(v[half:]) for n, v in series.items()}
     window_ps = float(time[-1] - time[half]) if len(time) >= 2 else 0.0
     if target is not None and len(time) >= 2:
         ok, text, advice = temperature_check(means, expected_temperatures(target, list(series), settings),

@@ -20,6 +20,10 @@ CLI = [sys.executable, "-m", "openmm_flashmd.cli"]
 #: ``openmm_flashmd.analysis.report.MAX_FALLBACK_FRACTION``, repeated so that report.py renders without
 #: importing torch; tests/test_validate.py checks that the two agree).
 MAX_FALLBACK_FRACTION = 0.01
+#: Standard errors by which a value must be within a goal's threshold to meet it (the package's
+#: ``openmm_flashmd.analysis.report.TEMPERATURE_CONFIDENCE``, repeated for the same reason and checked
+#: the same way).
+GOAL_CONFIDENCE = 2.0
 
 
 def met_only_by_fallback(share: Optional[float]) -> Optional[str]:
@@ -29,6 +33,18 @@ def met_only_by_fallback(share: Optional[float]) -> Optional[str]:
     if share is None or share <= MAX_FALLBACK_FRACTION:
         return None
     return f"met only by fallback MD ({share:.0%} of strides)"
+
+
+def goal_cells(row: Dict[str, object]) -> List[str]:
+    """Markdown cells (value ± error, must reach, aim) of a goal row of ``benchmarks/validate.py``'s
+    ``evaluate_goals``: each threshold with its status (met, **not met**, not resolved, not measured)."""
+    error = row.get("error")
+    value = fmt_or_dash(row.get("value"), str(row.get("spec", ".3g"))) + (f" ± {error:.2g}" if isinstance(error, (int, float))
+                                                    and math.isfinite(error) else "")
+    bold = {"not met": "**not met**"}
+    must = f"{row['must']:g}: {bold.get(row['status'], row['status'])}"
+    aim = "—" if row.get("aim") is None else f"{row['aim']:g}: {bold.get(row['aim_status'], row['aim_status'] or '—')}"
+    return [value, must, aim]
 
 
 def single_thread_env() -> Dict[str, str]:

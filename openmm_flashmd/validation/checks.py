@@ -1,6 +1,7 @@
 """One-line verdicts of a validation, in the trust vocabulary of ``openmm-flashmd simulate``'s
-report (same thresholds, :mod:`openmm_flashmd.analysis.report`): each check passes, fails, or
-is information only (``None``)."""
+report (same thresholds, :mod:`openmm_flashmd.analysis.report`): each check passes, fails, is
+not judged (a temperature within its threshold that the run is too short to resolve, as in the
+report), or is information only."""
 
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ import math
 from typing import Any, Dict, List, Optional
 
 from openmm_flashmd.analysis.report import (MAX_CLAMPED_FRACTION, MAX_DENSITY_DEVIATION, MAX_FALLBACK_FRACTION,
-                                            MAX_NVE_DRIFT_PER_ATOM, MAX_RDF_DIFFERENCE, MAX_TEMPERATURE_DEVIATION)
+                                            MAX_NVE_DRIFT_PER_ATOM, MAX_RDF_DIFFERENCE, MAX_TEMPERATURE_DEVIATION,
+                                            TEMPERATURE_CONFIDENCE)
 
 #: Ramachandran Jensen-Shannon divergence (nats, 36 x 36 bins) against reference MD.
 MAX_RAMACHANDRAN_JS = 0.05
 #: Relative difference of the water-oxygen self-diffusion coefficient from reference MD.
 MAX_DIFFUSION_DEVIATION = 0.20
 
-MARKS = {True: "✅", False: "❌", None: "ℹ️"}
+#: A check's status (:func:`status`) and its mark in reports.
+MARKS = {"passed": "✅", "failed": "❌", "not judged": "⚠️", "information": "ℹ️"}
+
+
+def status(check: Dict[str, Any]) -> str:
+    """``passed``, ``failed``, ``not judged`` (``passed`` None, ``judged`` False) or ``information``."""
+    if check["passed"] is not None:
+        return "passed" if check["passed"] else "failed"
+    return "information" if check.get("judged", True) else "not judged"
 
 
 def nested_get(data: Any, *keys: str) -> Any:
@@ -31,21 +41,43 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _temperature_check(run: Dict[str, Any], label: str, target: float) -> List[Dict[str, Any]]:
+def _temperature_check(run: Dict[str, Any], label: str, target: float, name: str = "temperature"
+                       ) -> List[Dict[str, Any]]:
+    """The overall temperature against ``target`` (K) and each element's against reference MD,
+    from a run's ``temperature_K`` summary (means, block standard errors, deviations)."""
     temps = run.get("temperature_K") or {}
     out = []
-    overall = nested_get(temps, "all", "dev_target")
-    if _finite(overall):
-        out.append(_check("temperature", abs(overall) <= MAX_TEMPERATURE_DEVIATION,
-                          f"{label}: overall temperature within {MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K "
-                          f"({overall:+.1f} K)"))
-    devs = {k: v["dev_reference"] for k, v in temps.items() if k != "all" and _finite(v.get("dev_reference"))}
+    overall = temps.get("all") or {}
+    if _finite(overall.get("dev_target")):
+        out.append(_judged_check(name, overall["dev_target"], overall.get("sem"),
+                                 f"{label}: overall temperature within {MAX_TEMPERATURE_DEVIATION:g} K of "
+                                 f"{target:g} K ({_deviation(overall['dev_target'], overall.get('sem'))})"))
+    devs = {k: (v["dev_reference"], v.get("dev_reference_sem")) for k, v in temps.items()
+            if k != "all" and _finite(v.get("dev_reference"))}
     if devs:
-        worst = max(devs, key=lambda k: abs(devs[k]))
-        out.append(_check("temperature_by_element", abs(devs[worst]) <= MAX_TEMPERATURE_DEVIATION,
-                          f"{label}: every element's temperature within {MAX_TEMPERATURE_DEVIATION:g} K of reference "
-                          f"MD (" + ", ".join(f"{k} {v:+.1f} K" for k, v in devs.items()) + ")"))
+        worst = max(devs, key=lambda k: abs(devs[k][0]))
+        errors = [e for _, e in devs.values() if _finite(e)]
+        out.append(_judged_check(f"{name}_by_element", devs[worst][0], max(errors, default=None),
+                                 f"{label}: every element's temperature within {MAX_TEMPERATURE_DEVIATION:g} K of "
+                                 "reference MD (" + ", ".join(f"{k} {_deviation(*v)}" for k, v in devs.items()) + ")"))
     return out
+
+
+def _deviation(value: float, error: Optional[float]) -> str:
+    return f"{value:+.1f} ± {error:.1f} K" if _finite(error) else f"{value:+.1f} K"
+
+
+def _judged_check(name: str, deviation: float, error: Optional[float], text: str) -> Dict[str, Any]:
+    """A temperature check: fails beyond ``MAX_TEMPERATURE_DEVIATION``; within it, passes only
+    where the standard error (K) resolves the threshold (``TEMPERATURE_CONFIDENCE`` errors within
+    it), otherwise is not judged, as :func:`openmm_flashmd.analysis.report.temperature_check`."""
+    passed = abs(deviation) <= MAX_TEMPERATURE_DEVIATION
+    resolvable = MAX_TEMPERATURE_DEVIATION / TEMPERATURE_CONFIDENCE
+    if passed and _finite(error) and error > resolvable:
+        return {"check": name, "passed": None, "judged": False,
+                "text": f"not judged, run too short: {text}; resolving {MAX_TEMPERATURE_DEVIATION:g} K needs "
+                        f"errors within ±{resolvable:g} K"}
+    return _check(name, passed, text)
 
 
 def _check(name: str, passed: Optional[bool], text: str) -> Dict[str, Any]:
@@ -60,7 +92,8 @@ def _failure(run: Optional[Dict[str, Any]]) -> str:
 
 def verdicts(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The checks of a validation result (:func:`openmm_flashmd.validation.validate`'s JSON):
-    ``[{"check", "passed" (True / False / None: information), "text"}]``."""
+    ``[{"check", "passed" (True / False / None: not judged or information), "text"}]``; a check
+    that is not judged also has ``"judged": False`` (:func:`status`)."""
     checks: List[Dict[str, Any]] = []
     target = float(result.get("temperature_K", 300.0))
     filt = nested_get(result, "nvt", "filter") or {}
@@ -73,6 +106,9 @@ def verdicts(result: Dict[str, Any]) -> List[Dict[str, Any]]:
                              f"stability: NVT with filter for {stab.get('length_ps', 0):g} ps "
                              + ("without failure" if stab.get("stable") else f"({_failure(stab) or 'failed'})")))
     checks += _temperature_check(filt, "NVT with filter", target)
+    if stab.get("temperature_K"):
+        checks += _temperature_check(stab, f"stability run, NVT with filter from {stab.get('temperature_from_ps', 0):g} "
+                                           f"to {stab.get('length_ps', 0):g} ps", target, name="stability_temperature")
     no_filter = nested_get(result, "nvt", "no_filter") or {}
     if _failure(no_filter):
         checks.append(_check("stable_without_filter", False, f"NVT without filter {_failure(no_filter)}"))
@@ -131,4 +167,4 @@ def verdicts(result: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def verdict_lines(checks: List[Dict[str, Any]]) -> List[str]:
     """Markdown list lines, one per check."""
-    return [f"- {MARKS[c['passed']]} {c['text']}" for c in checks]
+    return [f"- {MARKS[status(c)]} {c['text']}" for c in checks]

@@ -23,6 +23,7 @@ def validate_command(args: argparse.Namespace) -> List[str]:
     from openmm_flashmd.data.schema import package_versions
     from openmm_flashmd.run_files import OutputLock
     from openmm_flashmd.validation import Target, default_cache_dir, validate, verdicts, write_report
+    from openmm_flashmd.validation.checks import status
 
     out = Path(args.out)
     if (out / "work").exists() or (out / RESULT).exists():
@@ -59,6 +60,7 @@ def validate_command(args: argparse.Namespace) -> List[str]:
         report = write_report(result, out / REPORT)
     checks = verdicts(result)
     for check in checks:
-        print({True: "PASS", False: "FAIL", None: "INFO"}[check["passed"]] + "  " + check["text"])
+        print({"passed": "PASS", "failed": "FAIL", "not judged": "N/J ", "information": "INFO"}[status(check)]
+              + "  " + check["text"])
     print(f"wrote {path} and {report}")
     return [c["text"] for c in checks if c["passed"] is False]

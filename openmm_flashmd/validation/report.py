@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from openmm_flashmd.validation.checks import verdict_lines, verdicts
+from openmm_flashmd.validation.checks import status, verdict_lines, verdicts
 
 
 def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
@@ -115,9 +115,14 @@ def write_report(result: Dict[str, Any], path: Path) -> Path:
              "## Can you trust this model on this System?", ""]
     lines += verdict_lines(checks)
     lines.append("")
+    judged = sum(c["passed"] is not None for c in checks)
     if failed:
-        lines += [f"**{len(failed)} of {sum(c['passed'] is not None for c in checks)} checks failed: do not use this "
+        lines += [f"**{len(failed)} of {judged} checks failed: do not use this "
                   "model's dynamics of this System as if they were reference MD's.**", ""]
+    unjudged = [c for c in checks if status(c) == "not judged"]
+    if unjudged:
+        lines += [f"**{len(unjudged)} check(s) not judged: the runs are too short to resolve their thresholds "
+                  "(the ⚠️ lines say what each would need).**", ""]
     if result["lengths_mode"] != "full":
         lines += [f"These are {result['lengths_mode']} lengths: the numbers show that the protocol runs, not what the "
                   "model is worth. Run `--lengths full` for a verdict.", ""]

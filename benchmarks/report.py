@@ -242,8 +242,8 @@ def render_validation(data: Dict, name: str) -> List[str]:
     lines += ["", "Goals (issue 15's, judged on these JSON files): the must-reach and aim thresholds, each met, "
               f"**not met** (the value is beyond it), or not resolved (within it, but not by {GOAL_CONFIDENCE:g} "
               "standard errors: the runs are too short to tell); temperatures from the 1 ns stability run "
-              "where it recorded them. The blog protocol's goals are judged in its own table, the default "
-              "`simulate` report's in the trust-check tables.", "",
+              "where it recorded them; the blog protocol's rows from `blog_nve.json`, the default `simulate` "
+              "report's from `trust_check_power-water-rigid-16fs.json`.", "",
               "| goal | model | value | must reach | aim | details |", "|---|---|---:|---|---|---|"]
     for goal in data.get("goals", []):
         lines.append(" | ".join([f"| {goal['text']}", goal.get("model") or "—", *goal_cells(goal), goal.get("note") or ""])

@@ -386,6 +386,79 @@ def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
     return rows
 
 
+def blog_goals(blog: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Issue 15's goals of the blog's NVE protocol (``benchmarks/blog_nve.py``'s JSON ``blog``), one
+    row per model and goal, in :func:`evaluate_goals`' format: |T(end) - T(start)| (K; must 10,
+    aim 2) and |total-energy drift| (kJ/mol/ps; must 5) of FlashMD without filter; a goal met with
+    more than the trust check's share of strides as fallback MD is not met."""
+    goals = (("blog_T", "T_drift_K", 10.0, 2.0, "blog protocol, 258 rigid waters, NVE without filter, 50 ps: "
+                                                  "T(end) − T(start) (K)"),
+             ("blog_drift", "energy_drift_kjmol_per_ps", 5.0, None, "blog protocol: total-energy drift (kJ/mol/ps)"))
+    rows = []
+    for name, data in sorted((blog.get("models") or {}).items()):
+        if data.get("lengths_mode") != "full":
+            continue
+        runs = data.get("runs") or {}
+        flashmd = next((r for label, r in runs.items() if label.startswith("FlashMD")), {})
+        reference = next((r for label, r in runs.items() if label.startswith("reference")), {})
+        for key, field, must, aim, text in goals:
+            value = flashmd.get(field)
+            notes = [f"{value:+.3g}; reference MD {reference.get(field, math.nan):+.3g}"] if value is not None else []
+            failed = flashmd.get("failed_at_ps") is not None
+            if failed:
+                notes.append(f"run failed at {flashmd['failed_at_ps']:.4g} ps")
+            values = None if value is None else [(abs(value), None)]
+            status = "not measured" if values is None else ("not met" if failed else goal_status(values, must))
+            aim_status = None if values is None or aim is None else (
+                "not met" if failed else goal_status(values, aim))
+            share = (flashmd.get("fallback") or {}).get("fallback_fraction")
+            if met_only_by_fallback(share):  # the goals judge the stride model, not the MD strides that kept its run
+                notes.append(met_only_by_fallback(share) if status == "met" else f"{share:.0%} of strides as MD")
+                status = "not met" if status == "met" else status
+                aim_status = "not met" if aim_status == "met" else aim_status
+            rows.append({"goal": key, "text": text, "must": must, "aim": aim, "spec": ".3g", "model": name,
+                         "value": None if value is None else abs(value), "error": None, "status": status,
+                         "aim_status": aim_status, "met": {"met": True, "not met": False}.get(status),
+                         "note": "; ".join(notes)})
+    return rows
+
+
+def default_report_goal(power: Dict[str, Any], duration_ps: float) -> List[Dict[str, Any]]:
+    """Issue 15's goal "the default ``openmm-flashmd simulate`` report: all trust checks pass", from
+    ``benchmarks/trust_check_power.py --model``'s JSON ``power``: the share of its runs of the
+    default length ``duration_ps`` whose report passed every check (must: all of them)."""
+    runs = next((row.get("runs") or [] for row in power.get("lengths", [])
+                 if abs(row.get("time_ps", -1.0) - duration_ps) < 1e-9), [])
+    if not runs:
+        return []
+    passed = [r.get("verdict") == "passed" and not r.get("other_failed_checks") for r in runs]
+    verdicts = [r.get("verdict") for r in runs]
+    note = (f"{sum(passed)} of {len(runs)} runs of {duration_ps:g} ps passed every check (temperature: "
+            + ", ".join(f"{verdicts.count(v)} {v.replace('_', ' ')}" for v in ("passed", "failed", "not_judged")
+                        if v in verdicts) + ")")
+    share = sum(passed) / len(runs)
+    status = goal_status([(share, None)], 1.0, at_least=True)
+    return [{"goal": "default_report", "text": f"the default `openmm-flashmd simulate` report ({power.get('model')}, "
+                                               f"{duration_ps:g} ps): share of runs passing every trust check",
+             "must": 1.0, "aim": None, "spec": ".2f", "model": power.get("model"), "value": share, "error": None,
+             "status": status, "aim_status": None, "met": status == "met", "note": note}]
+
+
+def other_goals(results: Path) -> List[Dict[str, Any]]:
+    """The goal rows of issue 15 that other benchmarks measure, from their JSON in ``results``
+    (``blog_nve.json``; ``trust_check_power-<default model>.json`` at ``simulate``'s default
+    length), where present."""
+    from openmm_flashmd.simulate import DEFAULT_MODELS, DEFAULT_SYSTEM, DEFAULTS
+
+    rows: List[Dict[str, Any]] = []
+    if (results / "blog_nve.json").exists():
+        rows += blog_goals(json.loads((results / "blog_nve.json").read_text()))
+    power = results / f"trust_check_power-{DEFAULT_MODELS[DEFAULT_SYSTEM]}.json"
+    if power.exists():
+        rows += default_report_goal(json.loads(power.read_text()), float(DEFAULTS["duration"]))
+    return rows
+
+
 def summary_markdown(merged: Dict[str, Any]) -> str:
     lines = ["# FlashMD validation against reference MD", "",
              "Generated by `python benchmarks/validate.py summarize`; every number comes from the JSON files "
@@ -475,7 +548,8 @@ def summarize(out: Path) -> Path:
     merged = {"benchmark": "validation",
               "description": "FlashMD stride models against reference MD with the same classical potential "
                              "(benchmarks/validate.py)",
-              "goals": evaluate_goals(models), "models": models, "references": references,
+              "goals": evaluate_goals(models) + other_goals(Path(out).resolve().parent),
+              "models": models, "references": references,
               "stack": stacks[0] if stacks else stack_info(),
               "stacks_differ": any(s != stacks[0] for s in stacks)}
     merged = clean(merged)

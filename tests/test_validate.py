@@ -293,3 +293,33 @@ def test_validation_checks_judge_temperatures_only_where_the_runs_resolve_them()
     assert status(checks["stability_temperature_by_element"]) == "passed"
     assert "from 52 to 1000 ps" in checks["stability_temperature"]["text"]
     assert any(line.startswith("- ⚠️ not judged") for line in verdict_lines(list(checks.values())))
+
+
+def test_the_goal_table_has_the_blog_and_default_report_rows():
+    """Issue 15's rows measured by other benchmarks: the blog protocol (a goal kept only by fallback
+    MD is not met) and the default simulate report (every run must pass every check)."""
+    validate = load_benchmark("validate")
+
+    def blog(share):
+        flashmd = {"T_drift_K": -1.5, "energy_drift_kjmol_per_ps": 0.3, "failed_at_ps": None,
+                   "fallback": {"fallback_fraction": share}}
+        reference = {"T_drift_K": 6.1, "energy_drift_kjmol_per_ps": 0.01, "failed_at_ps": None}
+        return {"lengths_mode": "full", "runs": {"FlashMD (F, no filter)": flashmd, "reference MD (velocity Verlet)": reference}}
+
+    rows = validate.blog_goals({"models": {"clean": blog(0.0), "kept": blog(0.3)}})
+    by = {(r["goal"], r["model"]): r for r in rows}
+    assert (by[("blog_T", "clean")]["status"], by[("blog_T", "clean")]["aim_status"]) == ("met", "met")
+    assert by[("blog_T", "clean")]["value"] == pytest.approx(1.5) and "reference MD +6.1" in by[("blog_T", "clean")]["note"]
+    assert by[("blog_drift", "kept")]["status"] == "not met" and "met only by fallback MD (30% of strides)" in by[
+        ("blog_drift", "kept")]["note"]
+
+    def run(verdict, others=()):
+        return {"verdict": verdict, "other_failed_checks": list(others)}
+
+    power = {"model": "m", "lengths": [{"time_ps": 10.0, "runs": [run("passed"), run("passed", ["rdf"]), run("not_judged")]},
+                                       {"time_ps": 100.0, "runs": [run("passed")]}]}
+    (row,) = validate.default_report_goal(power, 10.0)
+    assert row["status"] == "not met" and row["value"] == pytest.approx(1 / 3)
+    assert row["note"] == "1 of 3 runs of 10 ps passed every check (temperature: 2 passed, 1 not judged)"
+    assert validate.default_report_goal(power, 100.0)[0]["status"] == "met"
+    assert validate.default_report_goal(power, 20.0) == []

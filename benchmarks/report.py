@@ -147,8 +147,21 @@ def render_speed(data: Dict, name: str) -> List[str]:
         lines += ["", "Integrator overhead (OpenMM step / bare PyTorch calls), per size: " + "; ".join(
             f"{r['n_atoms']} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r["integrator_overhead"].items())
             for r in data["results"] if r.get("integrator_overhead")) + "."]
+    goals = data.get("issue14_goals")
+    if goals:
+        lines += ["", "Issue 14's goals in this run: " + "; ".join(_issue14_goal(k, g) for k, g in goals.items()) + "."]
     lines += ["", _stack_line(data["stack"]), ""]
     return lines
+
+
+def _issue14_goal(key: str, goal: Dict) -> str:
+    """One goal of ``benchmarks/speed.py``'s ``issue14_goals``: its limit, worst value and where, verdict."""
+    name, relation, spec = {"step_over_bare": ("OpenMM step / bare calls", "≤", ".2f"),
+                            "speedup_over_limit": ("speed-up / L", "≥", ".2f"),
+                            "exponent_gap": ("FlashMD exponent − bare stride exponent", "within ±", "+.3f")}[key]
+    where = (f"{goal['n_atoms']} atoms, " if "n_atoms" in goal else "") + f"{goal['stride_ps'] * 1000:g} fs"
+    return (f"{name} {relation} {goal['limit']:g}: worst {goal['worst']:{spec}} ({where}), "
+            + ("met" if goal["met"] else "**not met**"))
 
 
 def render_stiff_bond_learning(data: Dict, name: str) -> List[str]:

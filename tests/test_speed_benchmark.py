@@ -1,0 +1,27 @@
+"""benchmarks/speed.py's judgement of issue 14's goals (its timings are benchmarks, not tests)."""
+
+import pytest
+
+from flashmd_data_helpers import load_benchmark
+
+
+def _row(n_atoms, overhead, over_limit):
+    return {"n_atoms": n_atoms, "integrator_overhead": {"0.004": overhead, "0.016": 0.9},
+            "speedup_over_limit": {"0.004": over_limit, "0.016": 1.1}}
+
+
+def test_issue14_goals_take_the_worst_size_and_stride():
+    speed = load_benchmark("speed")
+    exponents = {"flashmd_0.004": 1.00, "bare_flashmd_0.004": 0.97, "flashmd_0.016": 0.90, "bare_flashmd_0.016": 0.96}
+    goals = speed.issue14_goals([_row(96, 1.04, 0.95), _row(3000, 0.97, 0.88)], exponents, [0.004, 0.016])
+    assert goals["step_over_bare"]["met"] and goals["step_over_bare"]["worst"] == pytest.approx(1.04)
+    assert not goals["speedup_over_limit"]["met"] and goals["speedup_over_limit"]["n_atoms"] == 3000
+    assert not goals["exponent_gap"]["met"] and goals["exponent_gap"]["worst"] == pytest.approx(-0.06)
+    assert goals["exponent_gap"]["stride_ps"] == 0.016
+    # one size has no exponent; a run without bare calls has no goals
+    assert "exponent_gap" not in speed.issue14_goals([_row(96, 1.2, 1.0)], exponents, [0.004, 0.016])
+    assert speed.issue14_goals([{"n_atoms": 96}], exponents, [0.004]) is None
+
+    report = load_benchmark("report")
+    line = report._issue14_goal("exponent_gap", goals["exponent_gap"])
+    assert line == "FlashMD exponent − bare stride exponent within ± 0.05: worst -0.060 (16 fs), **not met**"

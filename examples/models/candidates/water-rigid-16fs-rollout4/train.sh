@@ -1,5 +1,6 @@
 #!/bin/bash
-# A candidate (issue 15; finished 2026-12-05, 1000 steps, weights in ../water-rigid-16fs-rollout4.pt, not yet validated): the next rollout stage of water-rigid-16fs-rollout3 (whose weights are
+# A candidate (issue 15; finished 2026-12-05, 1000 steps, weights in ../water-rigid-16fs-rollout4.pt; bundled as
+# water-rigid-16fs on 2026-12-06, build_all.sh's last water-rigid-16fs stage): the next rollout stage of water-rigid-16fs-rollout3 (whose weights are
 # committed next to this folder): 1000 steps from them (lr 1.5e-4 cosine, warm-up 50, seed 0), time-reversal
 # loss, projected per-element kinetic-energy term (300) and a four-stride rollout loss (loss.rollout=1,
 # rollout_strides=4; OpenMM constrains each predicted state and computes its Verlet guess on the data's

@@ -371,19 +371,32 @@ def evaluate_goals(models: Dict[str, Dict]) -> List[Dict[str, Any]]:
                 notes.append("compared with an older reference MD run")
             if data.get("overrides"):
                 notes.append("lengths overridden: " + ", ".join(f"{k}={v:g}" for k, v in sorted(data["overrides"].items())))
-            at_least = goal["key"] == "stability"
-            status = "not measured" if values is None else (
-                "not met" if failed else goal_status(values, goal["must"], at_least))
-            aim_status = None if values is None or goal["aim"] is None else (
-                "not met" if failed else goal_status(values, goal["aim"], at_least))
-            fallback_note = met_only_by_fallback(_get(data, *run_of_goal, "fallback", "fallback_fraction"))
-            if status == "met" and fallback_note:  # the goals judge the stride model, not the MD strides that kept its run
-                status = aim_status = "not met"
-                notes.append(fallback_note)
-            value, error = max(values, key=lambda ve: ve[0]) if values else (None, None)
-            rows.append({**base, "model": name, "value": value, "error": error, "status": status, "aim_status": aim_status,
-                         "met": {"met": True, "not met": False}.get(status), "note": "; ".join(notes)})
+            rows.append(_goal_row(base, name, values, failed,
+                                  _get(data, *run_of_goal, "fallback", "fallback_fraction"), notes))
     return rows
+
+
+def _goal_row(base: Dict[str, Any], model: str, values: Optional[List[Tuple[float, Optional[float]]]], failed: bool,
+              fallback_share: Optional[float], notes: List[str]) -> Dict[str, Any]:
+    """A goal row: ``base`` (goal, text, must, aim, spec) judged on ``values`` (None: not measured)
+    of ``model``'s run (``failed``: not met); a goal met with more than the trust check's share of
+    strides as fallback MD is not met (the goals judge the stride model, not the MD strides that
+    kept its run), and any such share is noted."""
+    at_least = base["goal"] == "stability"
+
+    def judge(threshold: Optional[float]) -> Optional[str]:
+        if values is None or threshold is None:
+            return None
+        return "not met" if failed else goal_status(values, threshold, at_least)
+
+    status, aim_status = judge(base["must"]) or "not measured", judge(base["aim"])
+    if met_only_by_fallback(fallback_share):
+        notes.append(met_only_by_fallback(fallback_share) if status == "met" else f"{fallback_share:.0%} of strides as MD")
+        status = "not met" if status == "met" else status
+        aim_status = "not met" if aim_status == "met" else aim_status
+    value, error = max(values, key=lambda ve: ve[0]) if values else (None, None)
+    return {**base, "model": model, "value": value, "error": error, "status": status, "aim_status": aim_status,
+            "met": {"met": True, "not met": False}.get(status), "note": "; ".join(notes)}
 
 
 def blog_goals(blog: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -407,19 +420,9 @@ def blog_goals(blog: Dict[str, Any]) -> List[Dict[str, Any]]:
             failed = flashmd.get("failed_at_ps") is not None
             if failed:
                 notes.append(f"run failed at {flashmd['failed_at_ps']:.4g} ps")
-            values = None if value is None else [(abs(value), None)]
-            status = "not measured" if values is None else ("not met" if failed else goal_status(values, must))
-            aim_status = None if values is None or aim is None else (
-                "not met" if failed else goal_status(values, aim))
-            share = (flashmd.get("fallback") or {}).get("fallback_fraction")
-            if met_only_by_fallback(share):  # the goals judge the stride model, not the MD strides that kept its run
-                notes.append(met_only_by_fallback(share) if status == "met" else f"{share:.0%} of strides as MD")
-                status = "not met" if status == "met" else status
-                aim_status = "not met" if aim_status == "met" else aim_status
-            rows.append({"goal": key, "text": text, "must": must, "aim": aim, "spec": ".3g", "model": name,
-                         "value": None if value is None else abs(value), "error": None, "status": status,
-                         "aim_status": aim_status, "met": {"met": True, "not met": False}.get(status),
-                         "note": "; ".join(notes)})
+            rows.append(_goal_row({"goal": key, "text": text, "must": must, "aim": aim, "spec": ".3g"}, name,
+                                  None if value is None else [(abs(value), None)], failed,
+                                  (flashmd.get("fallback") or {}).get("fallback_fraction"), notes))
     return rows
 
 

@@ -224,6 +224,16 @@ def energy_drift_check(time: np.ndarray, total: np.ndarray, n_atoms: int) -> Tup
             f"({per_atom:+.4f} kJ/mol/ps per atom, {drift:+.1f} kJ/mol/ps for {n_atoms} atoms)")
 
 
+#: K, the largest standard error with which a temperature within MAX_TEMPERATURE_DEVIATION is judged.
+RESOLVING_ERROR = MAX_TEMPERATURE_DEVIATION / TEMPERATURE_CONFIDENCE
+
+
+def temperature_resolved(error: float) -> bool:
+    """Whether a mean temperature with this standard error (K) is judged against
+    ``MAX_TEMPERATURE_DEVIATION``: the error is at most :data:`RESOLVING_ERROR`."""
+    return error <= RESOLVING_ERROR
+
+
 def temperature_check(means: Dict[str, float], expected: Dict[str, float],
                       errors: Optional[Dict[str, float]] = None, window_ps: Optional[float] = None
                       ) -> Tuple[Optional[bool], str, List[str]]:
@@ -241,19 +251,18 @@ def temperature_check(means: Dict[str, float], expected: Dict[str, float],
     worst_name, worst = max(deviations.items(), key=lambda item: abs(item[1]))
     errors = {n: e for n, e in (errors or {}).items() if n in deviations and np.isfinite(e)}
     largest_error = max(errors.values(), default=0.0)
-    resolvable = MAX_TEMPERATURE_DEVIATION / TEMPERATURE_CONFIDENCE  # K, largest error that resolves it
     ok: Optional[bool] = abs(worst) <= MAX_TEMPERATURE_DEVIATION
     text = (f"temperature within {MAX_TEMPERATURE_DEVIATION:g} K of " + ", ".join(
         f"{n} {t:.0f} K" for n, t in expected.items()) + f" (worst: {worst_name} {worst:+.1f} K")
     if errors:
         text += f"; statistical error of the window up to ±{largest_error:.1f} K"
     text += ")"
-    if ok and largest_error > resolvable:
+    if ok and not temperature_resolved(largest_error):
         ok = None
         text = "not judged, run too short: " + text
         if window_ps:
-            needed = 2.0 * window_ps * (largest_error / resolvable) ** 2
-            text += (f"; resolving {MAX_TEMPERATURE_DEVIATION:g} K needs errors within ±{resolvable:g} K, "
+            needed = 2.0 * window_ps * (largest_error / RESOLVING_ERROR) ** 2
+            text += (f"; resolving {MAX_TEMPERATURE_DEVIATION:g} K needs errors within ±{RESOLVING_ERROR:g} K, "
                      f"a run of about {needed:.0f} ps")
     advice: List[str] = []
     if ok is False and abs(deviations.get("all", 0.0)) <= MAX_TEMPERATURE_DEVIATION:

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from openmm_flashmd.analysis.report import (MAX_CLAMPED_FRACTION, MAX_DENSITY_DEVIATION, MAX_FALLBACK_FRACTION,
                                             MAX_NVE_DRIFT_PER_ATOM, MAX_RDF_DIFFERENCE, MAX_TEMPERATURE_DEVIATION,
-                                            TEMPERATURE_CONFIDENCE)
+                                            RESOLVING_ERROR, temperature_resolved)
 
 #: Ramachandran Jensen-Shannon divergence (nats, 36 x 36 bins) against reference MD.
 MAX_RAMACHANDRAN_JS = 0.05
@@ -72,11 +72,10 @@ def _judged_check(name: str, deviation: float, error: Optional[float], text: str
     where the standard error (K) resolves the threshold (``TEMPERATURE_CONFIDENCE`` errors within
     it), otherwise is not judged, as :func:`openmm_flashmd.analysis.report.temperature_check`."""
     passed = abs(deviation) <= MAX_TEMPERATURE_DEVIATION
-    resolvable = MAX_TEMPERATURE_DEVIATION / TEMPERATURE_CONFIDENCE
-    if passed and _finite(error) and error > resolvable:
+    if passed and _finite(error) and not temperature_resolved(error):
         return {"check": name, "passed": None, "judged": False,
                 "text": f"not judged, run too short: {text}; resolving {MAX_TEMPERATURE_DEVIATION:g} K needs "
-                        f"errors within ±{resolvable:g} K"}
+                        f"errors within ±{RESOLVING_ERROR:g} K"}
     return _check(name, passed, text)
 
 

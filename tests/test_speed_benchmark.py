@@ -25,3 +25,29 @@ def test_issue14_goals_take_the_worst_size_and_stride():
     report = load_benchmark("report")
     line = report._issue14_goal("exponent_gap", goals["exponent_gap"])
     assert line == "FlashMD exponent − bare stride exponent within ± 0.05: worst -0.060 (16 fs), **not met**"
+
+
+def test_timed_repeats_wait_until_the_interleaved_methods_stop_page_faulting(monkeypatch):
+    speed = load_benchmark("speed")
+    faults = {"total": 0}
+    monkeypatch.setattr(speed, "minor_faults", lambda: faults["total"])
+
+    def method(name, per_step_faults):
+        """A method whose successive calls page-fault as listed, then not at all."""
+        pending = list(per_step_faults)
+
+        def run(k):
+            faults["total"] += (pending.pop(0) if pending else 0) * k
+        return speed.Method(name, 0.001, run)
+
+    # one warm-up call each, then interleaved rounds until no block faults more than 256 pages per step
+    methods = [method("quiet", []), method("growing", [10**6] * 3 + [10**5, 300, 0])]
+    rounds = speed.measure(methods, repeats=2, warmup=1, target_block_s=0.0, max_steps=1, device=speed.torch.device("cpu"))
+    assert rounds == 5  # after its warm-up call the second faulted 10**6, 10**6, 10**5, 300, then 0 per step
+    assert [m.faults for m in methods] == [[0.0, 0.0], [0.0, 0.0]]
+    assert speed.method_record(methods[1])["minor_faults_per_step"]["max"] == 0.0
+
+    always = [method("leaking", [10**4] * 100)]
+    assert speed.measure(always, repeats=1, warmup=1, target_block_s=0.0, max_steps=1,
+                         device=speed.torch.device("cpu")) == speed.MAX_SETTLE_ROUNDS
+    assert always[0].faults == [10**4]

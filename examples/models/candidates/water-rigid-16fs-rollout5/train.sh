@@ -1,6 +1,6 @@
 #!/bin/bash
 # A candidate (issue 15; finished 2026-12-06, 1000 steps in 3361 s on one thread, best validation loss 2.192 at
-# the last step; weights in ../water-rigid-16fs-rollout5.pt; not yet validated): the next rollout stage of
+# the last step; weights in ../water-rigid-16fs-rollout5.pt; validated the same day and not kept, see the README): the next rollout stage of
 # water-rigid-16fs (the
 # four-stride model bundled on 2026-12-06, whose exact weights are examples/models/candidates/water-rigid-16fs-rollout4.pt):
 # 1000 steps from them (lr 1.5e-4 cosine, warm-up 50, seed 0), the time-reversal loss, the projected per-element

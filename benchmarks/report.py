@@ -147,6 +147,14 @@ def render_speed(data: Dict, name: str) -> List[str]:
         lines += ["", "Integrator overhead (OpenMM step / bare PyTorch calls), per size: " + "; ".join(
             f"{r['n_atoms']} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r["integrator_overhead"].items())
             for r in data["results"] if r.get("integrator_overhead")) + "."]
+    faulting = [f"{r['n_atoms']} atoms: " + ", ".join(
+        f"{k.replace('_', ' ')} {v['minor_faults_per_step']['median']:.3g}" for k, v in r["methods"].items()
+        if (v.get("minor_faults_per_step") or {}).get("median", 0) > 0)
+        for r in data["results"]]
+    faulting = [f for f in faulting if not f.endswith(": ")]
+    if faulting:
+        lines += ["", "Timed blocks still page-faulting after the settling rounds (median minor faults per step, where "
+                      "not 0): " + "; ".join(faulting) + "."]
     goals = data.get("issue14_goals")
     if goals:
         lines += ["", "Issue 14's goals in this run: " + "; ".join(_issue14_goal(k, g) for k, g in goals.items()) + "."]

@@ -41,12 +41,15 @@ time, likely for faulting its gigabytes of autograd buffers in again).
 The bare calls run the networks as openmm-torch does: frozen TorchScript
 (``torch.jit.freeze``), the MLIP's forces from ``energy.backward()`` on positions that require
 grad, the stride model and the filter's energy under ``torch.no_grad`` (each use on its own
-frozen copy, as each ``TorchForce`` holds its own). In OpenMM mode each size runs in two fresh
-processes, first the bare calls, then the OpenMM contexts, so neither holds the other's memory
-(at 3000 atoms each needs about 8 GB) and the peak memory is that of one method family; every
-process tunes glibc's malloc as a ``TorchForce`` does (``openmm_flashmd.performance``). The
-speed-up (OpenMM methods, interleaved) and the limit L (bare calls, interleaved) are each
-measured within one process.
+frozen copy, as each ``TorchForce`` holds its own). In OpenMM mode each size runs in three fresh
+processes, the bare MLIP-MD step, the bare FlashMD calls, then the OpenMM contexts, so none holds
+another's memory (at 3000 atoms each needs about 8 GB) and the peak memory is that of one method
+family; every process tunes glibc's malloc as a ``TorchForce`` does (``openmm_flashmd.performance``).
+The bare MLIP-MD step has its process to itself, as in an MLIP-MD run: interleaved with the stride
+calls in one process, the 3000-atom MLIP forward + backward kept page-faulting hundreds of MiB per
+step after six settling rounds and took 7.1 s (median of five; the OpenMM MLIP-MD step 5.2 s),
+alone 5.0-5.2 s once its heap had grown (2026-12-06). The speed-up (OpenMM methods, interleaved)
+is measured within one process, the limit L from the two bare processes.
 
 Usage::
 
@@ -293,8 +296,8 @@ def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s
 def method_record(m: Method) -> Dict[str, Any]:
     step = summarize(m.samples)
     calls = {"call_s": summarize(m.call_samples)} if m.call_samples else {}
-    return {"step_s": step, **calls, "minor_faults_per_step": summarize(m.faults), "steps_per_block": m.steps, "primed": not m.per_call, "warmup_step_s": m.warmup_s,
-            "sim_ps_per_step": m.sim_ps_per_step,
+    return {"step_s": step, **calls, "minor_faults_per_step": summarize(m.faults), "steps_per_block": m.steps,
+            "primed": not m.per_call, "warmup_step_s": m.warmup_s, "sim_ps_per_step": m.sim_ps_per_step,
             "wall_s_per_simulated_ps": step["median"] / m.sim_ps_per_step, **m.memory}
 
 
@@ -392,7 +395,8 @@ def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
 
 def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict[str, Any]:
     """Time one method family at one size: ``"bare"`` (the PyTorch calls, named ``bare_*`` in
-    OpenMM mode) or ``"openmm"`` (the contexts). ``options``: the parsed command line as a dict.
+    OpenMM mode), ``"bare-mlip"`` / ``"bare-stride"`` (the bare MLIP-MD step / the bare FlashMD
+    calls alone) or ``"openmm"`` (the contexts). ``options``: the parsed command line as a dict.
     Returns the method records, the size's atoms and box edge (nm), and the resident memory
     (MiB) before timing, and the networks' description (:func:`make_models`)."""
     from openmm_flashmd.performance import tune_malloc
@@ -404,10 +408,11 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
     dtype = getattr(torch, options["dtype"])
     stride_models, energy, model_info = make_models(sorted(options["strides"]), dtype, device, options["seed"])
     groups = None
-    if family == "bare":
+    if family.startswith("bare"):
         positions, numbers, box = water_lattice(n_molecules, seed=options["seed"])
         methods = bare_methods(stride_models, energy, positions, numbers, box, dtype, device,
                                "" if options["direct"] else "bare_")
+        methods = {"bare": methods, "bare-mlip": methods[:1], "bare-stride": methods[1:]}[family]
     else:
         methods, (positions, numbers, box, groups) = openmm_methods(
             n_molecules, stride_models, energy, options["platform"], options["seed"])
@@ -512,7 +517,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.direct:
             part = measure_part("bare", n_molecules, vars(args))
         else:  # each family in a fresh process (module docstring)
-            parts = ([] if args.no_bare else [run_in_process("bare", n_molecules, vars(args))]) + [
+            parts = ([] if args.no_bare else [run_in_process(family, n_molecules, vars(args))
+                                               for family in ("bare-mlip", "bare-stride")]) + [
                 run_in_process("openmm", n_molecules, vars(args))]
             part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
                     "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],

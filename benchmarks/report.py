@@ -147,11 +147,12 @@ def render_speed(data: Dict, name: str) -> List[str]:
         lines += ["", "Integrator overhead (OpenMM step / bare PyTorch calls), per size: " + "; ".join(
             f"{r['n_atoms']} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r["integrator_overhead"].items())
             for r in data["results"] if r.get("integrator_overhead")) + "."]
-    faulting = [f"{r['n_atoms']} atoms: " + ", ".join(
-        f"{k.replace('_', ' ')} {v['minor_faults_per_step']['median']:.3g}" for k, v in r["methods"].items()
-        if (v.get("minor_faults_per_step") or {}).get("median", 0) > 0)
-        for r in data["results"]]
-    faulting = [f for f in faulting if not f.endswith(": ")]
+    faulting = []
+    for r in data["results"]:
+        cells = [f"{k.replace('_', ' ')} {v['minor_faults_per_step']['median']:.3g}" for k, v in r["methods"].items()
+                 if (v.get("minor_faults_per_step") or {}).get("median", 0) > 0]
+        if cells:
+            faulting.append(f"{r['n_atoms']} atoms: " + ", ".join(cells))
     if faulting:
         lines += ["", "Timed blocks still page-faulting after the settling rounds (median minor faults per step, where "
                       "not 0): " + "; ".join(faulting) + "."]

@@ -1,8 +1,12 @@
-"""benchmarks/speed.py's judgement of issue 14's goals (its timings are benchmarks, not tests)."""
+"""benchmarks/speed.py's judgement of issue 14's goals, its settling rounds and report.py's speed notes (the
+timings themselves are benchmarks, not tests)."""
+
+import copy
+import json
 
 import pytest
 
-from flashmd_data_helpers import load_benchmark
+from flashmd_data_helpers import ROOT, load_benchmark
 
 
 def _row(n_atoms, overhead, over_limit):
@@ -51,3 +55,17 @@ def test_timed_repeats_wait_until_the_interleaved_methods_stop_page_faulting(mon
     assert speed.measure(always, repeats=1, warmup=1, target_block_s=0.0, max_steps=1,
                          device=speed.torch.device("cpu")) == speed.MAX_SETTLE_ROUNDS
     assert always[0].faults == [10**4]
+
+
+def test_the_speed_table_names_the_blocks_still_page_faulting():
+    report = load_benchmark("report")
+    run = json.loads((ROOT / "benchmarks/results/speed_runs/speed_cpu_settled_repeats5.json").read_text())
+    for row in run["results"]:
+        for record in row["methods"].values():
+            record["minor_faults_per_step"] = {"median": 0.0, "min": 0.0, "max": 0.0, "n": 5}
+    prefix = "Timed blocks still page-faulting"
+    assert not [line for line in report.render_speed(run, "run.json") if line.startswith(prefix)]
+    faulted = copy.deepcopy(run)
+    faulted["results"][-1]["methods"]["bare_mlip_md"]["minor_faults_per_step"]["median"] = 70508.0
+    lines = [line for line in report.render_speed(faulted, "run.json") if line.startswith(prefix)]
+    assert len(lines) == 1 and lines[0].endswith(": 3000 atoms: bare mlip md 7.05e+04.")

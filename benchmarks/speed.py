@@ -46,10 +46,12 @@ processes, the bare MLIP-MD step, the bare FlashMD calls, then the OpenMM contex
 another's memory (at 3000 atoms each needs about 8 GB) and the peak memory is that of one method
 family; every process tunes glibc's malloc as a ``TorchForce`` does (``openmm_flashmd.performance``).
 The bare MLIP-MD step has its process to itself, as in an MLIP-MD run: interleaved with the stride
-calls in one process, the 3000-atom MLIP forward + backward kept page-faulting hundreds of MiB per
-step after six settling rounds and took 7.1 s (median of five; the OpenMM MLIP-MD step 5.2 s),
-alone 5.0-5.2 s once its heap had grown (2026-12-06). The speed-up (OpenMM methods, interleaved)
-is measured within one process, the limit L from the two bare processes.
+calls in one process, the 3000-atom MLIP forward + backward kept page-faulting about 275 MiB per
+step after six settling rounds and took 7.1 s (median of five; the OpenMM MLIP-MD step 5.2 s;
+``results/speed_runs/speed_cpu_settled_repeats5.json``), alone 5.24 s without page faults
+(``speed_cpu_3000atoms_split_repeats5.json``). The speed-up (OpenMM methods, interleaved) is
+measured within one process, the limit L from the two bare ones. With ``--direct`` the two bare
+families run one after the other in the benchmark's own process.
 
 Usage::
 
@@ -259,12 +261,12 @@ def measure(methods: Sequence[Method], repeats: int, warmup: int, target_block_s
     Settling: untimed interleaved rounds of timed-size blocks until no block page-faults more
     than :data:`SETTLED_FAULTS_PER_STEP` (at most :data:`MAX_SETTLE_ROUNDS`). The heap of a
     process that alternates the methods grows over several rounds before their freed blocks
-    fit each other (measured at 3000 atoms: the bare MLIP step faulted 3.7 GiB, 3.6, 0.5,
-    0.2, 0.15 GiB in its first five interleaved calls, then none), and a timed repeat that
-    still faults is slower by its faults (the 5.0-7.4 s spread of the 3000-atom MLIP step in
-    the first runs): a run pays that once, its steps after it do not. With all eight methods
-    interleaved, some 3000-atom blocks still faulted after ten rounds, so the rounds are capped
-    and each timed block's faults are recorded (``minor_faults_per_step``).
+    fit each other, and a timed repeat that still faults is slower by its faults (the 5.0-7.4 s
+    spread of the 3000-atom bare MLIP step in the first runs): a run pays that once, its steps
+    after it do not. Some 3000-atom blocks still fault after many rounds (the bare MLIP step
+    interleaved with the stride calls, about 275 MiB per step after six, the reason it now has a
+    process of its own), so the rounds are capped and each timed block's faults are recorded
+    (``minor_faults_per_step``).
     """
     for m in methods:
         m.reset()
@@ -305,12 +307,12 @@ def method_record(m: Method) -> Dict[str, Any]:
 
 def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.Module, positions: np.ndarray,
                  numbers: np.ndarray, box: np.ndarray, dtype: torch.dtype, device: torch.device,
-                 prefix: str = "") -> List[Method]:
-    """The PyTorch calls of one MLIP-MD step (energy + forces) and one FlashMD step
-    (stride forward + MLIP energy), timed without OpenMM, on frozen copies of the networks
-    as openmm-torch runs them (module docstring)."""
-    md_energy = torch.jit.freeze(energy.eval())
-    filter_energy = torch.jit.freeze(energy.eval())
+                 prefix: str = "", with_mlip_md: bool = True) -> List[Method]:
+    """The PyTorch calls of one MLIP-MD step (energy + forces; unless ``with_mlip_md`` is False)
+    and of one FlashMD step per stride model (stride forward + MLIP energy), timed without OpenMM,
+    on frozen copies of the networks as openmm-torch runs them (module docstring)."""
+    md_energy = torch.jit.freeze(energy.eval()) if with_mlip_md else None
+    filter_energy = torch.jit.freeze(energy.eval()) if stride_models else None  # each TorchForce its own copy
     stride_models = {stride: torch.jit.freeze(model.eval()) for stride, model in stride_models.items()}
     gen = torch.Generator().manual_seed(0)
     pos = torch.as_tensor(positions, dtype=dtype).to(device)
@@ -322,12 +324,13 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
     m = m.to(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
-    def mlip_md(k: int) -> None:
-        for _ in range(k):
-            x = pos.detach().requires_grad_(True)
-            md_energy(x, z, cell).backward()
-
-    out = [Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync)]
+    out = []
+    if with_mlip_md:
+        def mlip_md(k: int) -> None:
+            for _ in range(k):
+                x = pos.detach().requires_grad_(True)
+                md_energy(x, z, cell).backward()
+        out.append(Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync))
     for stride, model in stride_models.items():
         def flashmd(k: int, model=model) -> None:
             with torch.no_grad():
@@ -394,11 +397,12 @@ def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
 # ------------------------------------------------------------------------- one size
 
 def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict[str, Any]:
-    """Time one method family at one size: ``"bare"`` (the PyTorch calls, named ``bare_*`` in
-    OpenMM mode), ``"bare-mlip"`` / ``"bare-stride"`` (the bare MLIP-MD step / the bare FlashMD
-    calls alone) or ``"openmm"`` (the contexts). ``options``: the parsed command line as a dict.
-    Returns the method records, the size's atoms and box edge (nm), and the resident memory
-    (MiB) before timing, and the networks' description (:func:`make_models`)."""
+    """Time one method family at one size: ``"bare-mlip"`` / ``"bare-stride"`` (the bare MLIP-MD
+    step / the bare FlashMD calls, named ``bare_*`` in OpenMM mode) or ``"openmm"`` (the contexts).
+    ``options``: the parsed command line as a dict. Returns the method records, the size's atoms
+    and box edge (nm), the resident memory (MiB) before timing, the settling rounds and the
+    networks' description (:func:`make_models`)."""
+    import_models()  # without OpenMM, makes the package's pure modules importable
     from openmm_flashmd.performance import tune_malloc
 
     tune_malloc()  # as every TorchForce process does (module docstring)
@@ -410,9 +414,8 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
     groups = None
     if family.startswith("bare"):
         positions, numbers, box = water_lattice(n_molecules, seed=options["seed"])
-        methods = bare_methods(stride_models, energy, positions, numbers, box, dtype, device,
-                               "" if options["direct"] else "bare_")
-        methods = {"bare": methods, "bare-mlip": methods[:1], "bare-stride": methods[1:]}[family]
+        methods = bare_methods({} if family == "bare-mlip" else stride_models, energy, positions, numbers, box,
+                               dtype, device, "" if options["direct"] else "bare_", with_mlip_md=family == "bare-mlip")
     else:
         methods, (positions, numbers, box, groups) = openmm_methods(
             n_molecules, stride_models, energy, options["platform"], options["seed"])
@@ -514,17 +517,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = []
     groups = None
     for n_molecules in args.sizes:
-        if args.direct:
-            part = measure_part("bare", n_molecules, vars(args))
-        else:  # each family in a fresh process (module docstring)
-            parts = ([] if args.no_bare else [run_in_process(family, n_molecules, vars(args))
-                                               for family in ("bare-mlip", "bare-stride")]) + [
-                run_in_process("openmm", n_molecules, vars(args))]
-            part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
-                    "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],
-                    "rss_before_mib": {p["family"]: p["rss_before_mib"] for p in parts},
-                    "settle_rounds": {p["family"]: p["settle_rounds"] for p in parts}}
-            groups = parts[-1]["energy_force_groups"]
+        # the bare MLIP-MD step and the bare FlashMD calls apart (module docstring); in OpenMM mode each
+        # family in a fresh process, with --direct one after the other in this one
+        families = ([] if args.no_bare and not args.direct else ["bare-mlip", "bare-stride"]) + (
+            [] if args.direct else ["openmm"])
+        parts = [measure_part(family, n_molecules, vars(args)) if args.direct
+                 else run_in_process(family, n_molecules, vars(args)) for family in families]
+        part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
+                "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],
+                "rss_before_mib": {p["family"]: p["rss_before_mib"] for p in parts},
+                "settle_rounds": {p["family"]: p["settle_rounds"] for p in parts}}
+        groups = parts[-1]["energy_force_groups"]
         model_info = part["models"]
         records = part["methods"]
         row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": part["n_atoms"],

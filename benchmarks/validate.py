@@ -390,8 +390,9 @@ def _goal_row(base: Dict[str, Any], model: str, values: Optional[List[Tuple[floa
         return "not met" if failed else goal_status(values, threshold, at_least)
 
     status, aim_status = judge(base["must"]) or "not measured", judge(base["aim"])
-    if met_only_by_fallback(fallback_share):
-        notes.append(met_only_by_fallback(fallback_share) if status == "met" else f"{fallback_share:.0%} of strides as MD")
+    fallback_note = met_only_by_fallback(fallback_share)
+    if fallback_note:
+        notes.append(fallback_note if status == "met" else f"{fallback_share:.0%} of strides as MD")
         status = "not met" if status == "met" else status
         aim_status = "not met" if aim_status == "met" else aim_status
     value, error = max(values, key=lambda ve: ve[0]) if values else (None, None)

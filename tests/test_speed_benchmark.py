@@ -3,6 +3,8 @@ timings themselves are benchmarks, not tests)."""
 
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -69,3 +71,17 @@ def test_the_speed_table_names_the_blocks_still_page_faulting():
     faulted["results"][-1]["methods"]["bare_mlip_md"]["minor_faults_per_step"]["median"] = 70508.0
     lines = [line for line in report.render_speed(faulted, "run.json") if line.startswith(prefix)]
     assert len(lines) == 1 and lines[0].endswith(": 3000 atoms: bare mlip md 7.05e+04.")
+
+
+def test_direct_mode_runs_without_openmm(tmp_path):
+    """``speed.py --direct`` is what a GPU image without OpenMM runs (issue 14): block OpenMM's import."""
+    output = tmp_path / "direct.json"
+    script = ("import runpy, sys; sys.modules['openmm'] = None; sys.path.insert(0, 'benchmarks'); "
+              "runpy.run_path('benchmarks/speed.py', run_name='__main__')")
+    args = ["--direct", "--device", "cpu", "--sizes", "32", "--strides", "0.016", "--repeats", "1", "--warmup", "1",
+            "--target-block-s", "0.01", "--threads", "1", "--output", str(output)]
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(output.read_text())["results"][0]
+    assert set(row["methods"]) == {"mlip_md", "flashmd_0.016"} and row["limit"]["0.016"] > 0
+    assert set(row["settle_rounds"]) == {"bare-mlip", "bare-stride"}

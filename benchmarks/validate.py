@@ -16,7 +16,8 @@ the system (or ``--stability``). Reference MD is cached once per system as
 ``DIR/reference-<system>.json`` + ``.npz`` (a cache with other settings is replaced only with
 ``--overwrite``); phases and trajectories go to ``--work-dir`` (default
 /tmp/flashmd-validation), never into the repository; ``--resume`` reuses the phases an
-interrupted run of the same model and settings finished there.
+interrupted run of the same model and settings finished there and continues its stability run
+from the last checkpoint (every 50 ps), so a 10 ns run can span several sittings.
 
 ``friction`` runs the filtered NVT at several Langevin frictions and writes
 ``benchmarks/results/friction-<model>.json``: per-element temperatures against reference
@@ -593,7 +594,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      help="FlashMD runs without the stride monitor (a failed stride ends a run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--resume", action="store_true",
-                     help="reuse the phases an interrupted run of the same model and settings finished in --work-dir")
+                     help="reuse the phases an interrupted run of the same model and settings finished in "
+                          "--work-dir and continue its stability run from the last checkpoint")
     ref = sub.add_parser("reference", help="run (or reuse) only the reference MD of a system")
     ref.add_argument("system", help="built-in system, e.g. water")
     ref.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")

@@ -278,7 +278,8 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="OpenMM CPU and torch threads (default: theirs)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace the validation in an existing output folder")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted validation in the output folder")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted validation in the output folder "
+                   "(finished phases are kept, the stability run goes on from its last checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

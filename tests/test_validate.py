@@ -109,6 +109,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
     assert (out / "reference-water.json").exists() and (out / "reference-water.npz").stat().st_size < 1_000_000
     assert (out / "water-16fs.npz").stat().st_size < 1_000_000
     assert list(work.rglob("*.npz")), "phases and trajectories go to the work dir"
+    assert not list(work.rglob("*continuation*")), "the stability run's checkpoint goes once its phase is stored"
 
     second = json.loads((out / "second.json").read_text())
     assert second["reference"]["computed_in_this_run"] is False and not second["stability"]["ran"]
@@ -323,3 +324,62 @@ def test_the_goal_table_has_the_blog_and_default_report_rows():
     assert row["note"] == "1 of 3 runs of 10 ps passed every check (temperature: 2 passed, 1 not judged)"
     assert validate.default_report_goal(power, 100.0)[0]["status"] == "met"
     assert validate.default_report_goal(power, 20.0) == []
+
+
+def test_an_interrupted_stability_run_resumes_bit_for_bit(tmp_path, tiny_water_model, monkeypatch):
+    """The stability continuation checkpoints itself; killed after two of its pieces and started
+    again, it goes on from the second checkpoint to the same temperatures, speeds and monitor
+    counts as the run that was never stopped (the Langevin noise included). On the Reference
+    platform: two uninterrupted runs on the CPU platform already differ in the last bits."""
+    import numpy as np
+    import openmm
+
+    from openmm_flashmd import load_model
+    from openmm_flashmd.validation import runs
+    from openmm_flashmd.validation.protocol import protocol_lengths
+    from openmm_flashmd.validation.sampling import State
+
+    monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 1e6)  # the untrained model heats up
+    target = target_module.Target.builtin("water", threads=1, progress=False)
+    target.platform, target.properties = openmm.Platform.getPlatformByName("Reference"), {}
+    lengths = protocol_lengths(target, "quick", {"settle_ps": 0.032, "nvt_ps": 0.064})
+    masses = np.asarray(target.masses)
+    velocities = np.random.default_rng(1).normal(size=(len(masses), 3)) * np.sqrt(2.494 / masses)[:, None]
+    start = State(np.asarray(target.positions), velocities, np.asarray(target.box))
+    model = load_model(tiny_water_model)
+
+    def nvt(checkpoint):
+        return runs.flashmd_nvt(target, model, "O F E O", start, lengths, 0.016, {}, True, 0.4,
+                                checkpoint=checkpoint, checkpoint_ps=0.048)
+
+    straight, straight_series = nvt(None)
+    path = tmp_path / "continuation.npz"
+    advance, pieces = runs.advance, []
+
+    def killed_in_the_third_piece(*args, **kwargs):
+        if "stability" in args[5]:
+            pieces.append(kwargs["t0"])
+            if len(pieces) == 3:
+                raise KeyboardInterrupt
+        return advance(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "advance", killed_in_the_third_piece)
+    with pytest.raises(KeyboardInterrupt):
+        nvt(path)
+    monkeypatch.setattr(runs, "advance", advance)
+    resumed, resumed_series = nvt(path)
+
+    assert resumed["stability"]["resumed_at_ps"] == [pytest.approx(pieces[2])]
+    assert pieces[2] == pytest.approx(pieces[0] + 6 * 0.016)  # pieces of 3 strides: 0.048 ps
+    assert not straight["stability"]["resumed_at_ps"]
+    for key in ("temperature_K", "T_min_K", "T_max_K", "max_speed_nm_per_ps", "fallback", "stable"):
+        assert resumed["stability"][key] == straight["stability"][key], key
+    assert resumed["temperature_K"] == straight["temperature_K"] and resumed["filter"] == straight["filter"]
+    assert set(resumed_series) == set(straight_series)
+    for key, values in straight_series.items():
+        assert np.array_equal(resumed_series[key], values), key
+    assert len(straight_series["stability_T_all"]) == 19  # (0.4 - 0.032 - 0.064) ps / 16 fs, one sample per stride
+
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(target_module.ValidationError, match="cannot resume from .*continuation.npz: unreadable"):
+        nvt(path)

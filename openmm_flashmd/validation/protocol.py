@@ -17,7 +17,9 @@ Phases, each from the reference MD's start state (CPU platform):
 Reference MD is cached per System + settings (:mod:`openmm_flashmd.validation.reference`).
 Each finished phase is written to ``work_dir/phases/<phase>.json`` + ``.npz``; ``resume``
 reuses them when the validation's settings are the same (the result's ``reused_phases`` names
-them; its ``wall_s`` is the last call's alone). Units: nm, ps, K, kJ/mol, g/cm^3.
+them; its ``wall_s`` is the last call's alone). The stability continuation, hours long at 1-10 ns,
+checkpoints itself every ``runs.STABILITY_CHECKPOINT_PS`` and resumes from there as the
+uninterrupted run would have gone on (``stability.resumed_at_ps`` lists where). Units: nm, ps, K, kJ/mol, g/cm^3.
 """
 
 from __future__ import annotations
@@ -188,8 +190,11 @@ def validate(model, target: Target, out_dir: Path, *, stem: str = "validation", 
 
     # 1 (+ stability) and 2: NVT with and without the filter
     stability_to = lengths["stability_ps"] if stability else 0.0
+    continuation = phases.folder / "nvt_filter-continuation.npz"  # the stability run's checkpoint
     nvt_f, series_f = phases.run("nvt_filter", lambda: runs.flashmd_nvt(
-        target, model, "O F E O", start, lengths, stride, reference, True, stability_to, collision_rate))
+        target, model, "O F E O", start, lengths, stride, reference, True, stability_to, collision_rate,
+        checkpoint=continuation, checkpoint_ps=runs.STABILITY_CHECKPOINT_PS))
+    continuation.unlink(missing_ok=True)
     nvt_n, series_n = phases.run("nvt_no_filter", lambda: runs.flashmd_nvt(
         target, model, "O F O", start, lengths, stride, reference, False, collision_rate=collision_rate))
     nvt_f = dict(nvt_f)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -48,3 +49,32 @@ def write_arrays(path: Path, arrays: Dict[str, np.ndarray]) -> None:
 def read_arrays(path: Path) -> Dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+#: Keys of a run checkpoint's file that hold the Context checkpoint and the JSON record.
+_CONTEXT, _RECORD = "_context_checkpoint", "_record_json"
+
+
+def write_run_checkpoint(path: Path, context_checkpoint: bytes, record: Dict[str, Any],
+                         arrays: Dict[str, np.ndarray]) -> None:
+    """A run that can resume, as one ``.npz`` at ``path``, atomically: the OpenMM Context's
+    checkpoint (``Context.createCheckpoint``: positions, velocities, box, integrator variables,
+    random-number state), a JSON-ready ``record`` and ``arrays``. Floats in ``record`` round-trip
+    exactly (NaN becomes None)."""
+    payload = dict(arrays)
+    payload[_CONTEXT] = np.frombuffer(context_checkpoint, dtype=np.uint8)
+    payload[_RECORD] = np.array(json.dumps(clean(record)))
+    write_arrays(path, payload)
+
+
+def read_run_checkpoint(path: Path) -> Tuple[bytes, Dict[str, Any], Dict[str, np.ndarray]]:
+    """The Context checkpoint, record and arrays :func:`write_run_checkpoint` wrote at ``path``;
+    :class:`ValueError` (one line) when the file cannot be read back."""
+    try:
+        arrays = read_arrays(path)
+        context_checkpoint = arrays.pop(_CONTEXT).tobytes()
+        record = json.loads(str(arrays.pop(_RECORD)))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot resume from {path}: unreadable ({type(err).__name__}); delete it to run that "
+                         "phase again from its start") from None
+    return context_checkpoint, record, arrays

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from openmm_flashmd.validation import compare
-from openmm_flashmd.validation.sampling import State, advance
-from openmm_flashmd.validation.target import COLLISION_RATE, REFERENCE_BAROSTAT_FREQUENCY, Target
+from openmm_flashmd.validation.records import read_run_checkpoint, write_run_checkpoint
+from openmm_flashmd.validation.sampling import Recorder, State, advance
+from openmm_flashmd.validation.target import COLLISION_RATE, REFERENCE_BAROSTAT_FREQUENCY, Target, ValidationError
 
 
 def fallback_record(integrator) -> Optional[Dict[str, Any]]:
@@ -25,19 +27,103 @@ def fallback_record(integrator) -> Optional[Dict[str, Any]]:
     return {**integrator.fallback_statistics, "substeps": integrator.fallback_substeps}
 
 
+#: Simulated ps between the checkpoints of a stability continuation (about two minutes of the
+#: 64-water box at 16 fs on one CPU thread): an interrupted validation loses at most this much of it.
+STABILITY_CHECKPOINT_PS = 50.0
+
+
 def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Dict[str, float], stride: float,
                 reference: Dict[str, Any], positions: bool, continue_to_ps: float = 0.0,
-                collision_rate: float = COLLISION_RATE) -> Tuple[Dict, Dict[str, np.ndarray]]:
+                collision_rate: float = COLLISION_RATE, checkpoint: Optional[Path] = None,
+                checkpoint_ps: float = STABILITY_CHECKPOINT_PS) -> Tuple[Dict, Dict[str, np.ndarray]]:
     """NVT FlashMD run (friction ``collision_rate``, 1/ps): settle, measure ``nvt_ps``,
     optionally continue to ``continue_to_ps`` (stability). Series: ``time``, ``T_<key>`` and,
-    with ``positions``, the sampled ``positions`` and ``boxes`` of the measured part."""
+    with ``positions``, the sampled ``positions`` and ``boxes`` of the measured part.
+
+    ``checkpoint``: a file where the continuation saves itself every ``checkpoint_ps`` (ps,
+    rounded to whole sampling intervals) and from which, when it exists, the run resumes: it
+    then goes on from the saved time as the uninterrupted run would have (OpenMM checkpoints hold
+    the integrator's variables and random-number state): bit for bit on the Reference platform;
+    on the CPU platform two uninterrupted runs already differ in the last bits. The caller
+    deletes it once the run's result is stored."""
     system = copy.deepcopy(target.system)
     integrator = target.flashmd(system, model, splitting, collision_rate)
     context = target.context(system, integrator)
-    start.apply(context, target.periodic)
     interval = max(1, int(round(lengths["sample_ps"] / stride)))
-    blocks = int(lengths["blocks"])
     label = f"FlashMD NVT {splitting}"
+    if checkpoint is not None and continue_to_ps > 0 and Path(checkpoint).exists():
+        import openmm
+
+        try:
+            context_checkpoint, saved, arrays = read_run_checkpoint(checkpoint)
+            context.loadCheckpoint(context_checkpoint)
+        except (ValueError, openmm.OpenMMException) as err:
+            raise ValidationError(str(err).strip().splitlines()[0]) from None
+        out, continuation = saved["measured"], saved["continuation"]
+        series = {k[len("measured_"):]: v for k, v in arrays.items() if k.startswith("measured_")}
+        more = target.recorder()
+        more.restore({k[len("continued_"):]: v for k, v in arrays.items() if k.startswith("continued_")})
+        continuation["resumed_at_ps"].append(continuation["from_ps"] + continuation["steps_done"] * stride)
+    else:
+        start.apply(context, target.periodic)
+        out, series, rec = _measured_nvt(target, context, integrator, splitting, lengths, stride, interval,
+                                         reference, positions, label)
+        t_now = out.pop("_end_ps")
+        if continue_to_ps <= 0:
+            return out, series
+        stab: Dict[str, Any] = {"length_ps": continue_to_ps, "splitting": splitting}
+        failed = out.get("failed_at_ps")
+        if failed is not None or continue_to_ps <= t_now:
+            if failed is None:  # the measured run already reached the stability length
+                stab["fallback"] = out["fallback"]
+            t_series = rec.velocities_T
+            stab.update(stable=failed is None, failed_at_ps=failed, error=out.get("error"),
+                        T_min_K=float(np.min(t_series)) if t_series else math.nan,
+                        T_max_K=float(np.max(t_series)) if t_series else math.nan, max_speed_nm_per_ps=rec.max_speed)
+            out["stability"] = stab
+            return out, series
+        more = target.recorder()
+        integrator.reset_fallback_statistics()
+        continuation = {"from_ps": t_now, "steps_done": 0, "resumed_at_ps": [],
+                        "measured_T_min_K": float(np.min(rec.velocities_T)),
+                        "measured_T_max_K": float(np.max(rec.velocities_T)), "measured_max_speed": rec.max_speed}
+
+    # the stability continuation, in pieces of whole sampling intervals with a checkpoint after each
+    t_from = continuation["from_ps"]
+    total = int(round((continue_to_ps - t_from) / stride))
+    piece = interval * max(1, int(round(checkpoint_ps / (interval * stride))))
+    failed, error = None, None
+    while continuation["steps_done"] < total and failed is None:
+        if checkpoint is not None:
+            _save_continuation(checkpoint, context, out, series, continuation, more)
+        steps = min(piece, total - continuation["steps_done"])
+        cont = advance(context, integrator, stride, steps * stride, interval,
+                       f"{label} stability to {continue_to_ps:g} ps", more,
+                       t0=t_from + continuation["steps_done"] * stride, progress=target.progress)
+        failed, error = cont["failed_at_ps"], cont["error"]
+        continuation["steps_done"] += steps
+    stab = {"length_ps": continue_to_ps, "splitting": splitting, "fallback": fallback_record(integrator)}
+    series["stability_time"] = np.asarray(more.time, dtype=np.float32)
+    series["stability_T_all"] = np.asarray(more.velocities_T, dtype=np.float32)
+    if len(more.time):  # the long run's temperatures: the precise estimate of the NVT goals
+        stab["temperature_K"] = compare.temperature_summary(
+            more.temperatures(), int(lengths["blocks"]), target.temperature,
+            reference.get("nvt", {}).get("temperature_K"))
+        stab["temperature_from_ps"] = t_from
+    stab.update(stable=failed is None, failed_at_ps=failed, error=error,
+                T_min_K=min([continuation["measured_T_min_K"], *more.velocities_T]),
+                T_max_K=max([continuation["measured_T_max_K"], *more.velocities_T]),
+                max_speed_nm_per_ps=max(continuation["measured_max_speed"], more.max_speed),
+                resumed_at_ps=continuation["resumed_at_ps"])
+    out["stability"] = stab
+    return out, series
+
+
+def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: Dict[str, float], stride: float,
+                  interval: int, reference: Dict[str, Any], positions: bool, label: str
+                  ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Recorder]:
+    """The settled and measured part of :func:`flashmd_nvt`: its summary (``_end_ps``: the
+    simulated time reached, ps), series and recorder."""
     out: Dict[str, Any] = {"splitting": splitting, "length_ps": lengths["nvt_ps"],
                            "sample_interval_ps": interval * stride}
     settle = advance(context, integrator, stride, lengths["settle_ps"], interval, f"{label} settle",
@@ -45,11 +131,8 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
     rec = target.recorder(positions=positions)
     series: Dict[str, np.ndarray] = {}
     if settle["failed_at_ps"] is not None:
-        out.update(failed_at_ps=settle["failed_at_ps"], error=settle["error"], completed_ps=0.0)
-        if continue_to_ps > 0:
-            out["stability"] = {"length_ps": continue_to_ps, "splitting": splitting, "stable": False,
-                                "failed_at_ps": settle["failed_at_ps"], "error": settle["error"]}
-        return out, series
+        out.update(failed_at_ps=settle["failed_at_ps"], error=settle["error"], completed_ps=0.0, _end_ps=0.0)
+        return out, series, rec
     integrator.reset_filter_statistics()
     integrator.reset_fallback_statistics()
     t_settle = settle["done_ps"]
@@ -57,7 +140,7 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
                   progress=target.progress)
     out.update(completed_ps=run["done_ps"], failed_at_ps=run["failed_at_ps"], error=run["error"], wall_s=run["wall_s"],
                s_per_ps=run["wall_s"] / run["done_ps"] if run["done_ps"] > 0 else math.nan,
-               fallback=fallback_record(integrator))
+               fallback=fallback_record(integrator), _end_ps=t_settle + run["done_ps"])
     stats = integrator.filter_statistics
     if "E" in splitting:
         out["filter"] = {"strides": stats["count"], "clamped": stats["clamped"],
@@ -65,7 +148,7 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
                          "mean_scale": stats["mean"], "min_scale": stats["min"], "max_scale": stats["max"]}
     temps = rec.temperatures()
     if len(rec.time):
-        out["temperature_K"] = compare.temperature_summary(temps, blocks, target.temperature,
+        out["temperature_K"] = compare.temperature_summary(temps, int(lengths["blocks"]), target.temperature,
                                                            reference.get("nvt", {}).get("temperature_K"))
         out["partial"] = run["failed_at_ps"] is not None
     series["time"] = np.asarray(rec.time, dtype=np.float32)
@@ -74,35 +157,16 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
     if positions and rec.positions:
         series["positions"] = np.asarray(rec.positions, dtype=np.float32)
         series["boxes"] = np.asarray(rec.boxes, dtype=np.float32)
+    return out, series, rec
 
-    if continue_to_ps > 0:
-        stab: Dict[str, Any] = {"length_ps": continue_to_ps, "splitting": splitting}
-        t_now = t_settle + run["done_ps"]
-        failed, error = out["failed_at_ps"], out.get("error")
-        t_series = list(temps["all"])
-        speed = rec.max_speed
-        if failed is None and continue_to_ps > t_now:
-            more = target.recorder()
-            integrator.reset_fallback_statistics()
-            cont = advance(context, integrator, stride, continue_to_ps - t_now, interval, f"{label} stability", more,
-                           t0=t_now, progress=target.progress)
-            failed, error = cont["failed_at_ps"], cont["error"]
-            t_series += more.velocities_T
-            speed = max(speed, more.max_speed)
-            series["stability_time"] = np.asarray(more.time, dtype=np.float32)
-            series["stability_T_all"] = np.asarray(more.velocities_T, dtype=np.float32)
-            stab["fallback"] = fallback_record(integrator)
-            if len(more.time):  # the long run's temperatures: the precise estimate of the NVT goals
-                stab["temperature_K"] = compare.temperature_summary(
-                    more.temperatures(), blocks, target.temperature, reference.get("nvt", {}).get("temperature_K"))
-                stab["temperature_from_ps"] = t_now
-        elif failed is None:  # the measured run already reached the stability length
-            stab["fallback"] = out["fallback"]
-        stab.update(stable=failed is None, failed_at_ps=failed, error=error,
-                    T_min_K=float(np.min(t_series)) if t_series else math.nan,
-                    T_max_K=float(np.max(t_series)) if t_series else math.nan, max_speed_nm_per_ps=speed)
-        out["stability"] = stab
-    return out, series
+
+def _save_continuation(path: Path, context, measured: Dict[str, Any], series: Dict[str, np.ndarray],
+                       continuation: Dict[str, Any], recorder: Recorder) -> None:
+    """Checkpoint a stability continuation (see :func:`flashmd_nvt`)."""
+    arrays = {f"measured_{k}": v for k, v in series.items()}
+    arrays.update({f"continued_{k}": v for k, v in recorder.snapshot().items()})
+    write_run_checkpoint(path, context.createCheckpoint(), {"measured": measured, "continuation": continuation},
+                         arrays)
 
 
 def flashmd_npt(target: Target, model, start: State, lengths: Dict[str, float], stride: float,

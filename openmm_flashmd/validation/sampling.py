@@ -106,6 +106,23 @@ class Recorder:
         out.update({e: np.asarray(v) for e, v in self.by_element.items()})
         return out
 
+    def snapshot(self) -> Dict[str, np.ndarray]:
+        """The samples so far as float64 arrays (times, temperatures, max speed), for
+        :meth:`restore`; a recorder of positions, volumes or energies has more than this."""
+        if self.want_positions or self.want_volume or self.want_energy:
+            raise ValueError("only a recorder of temperatures can be snapshot")
+        out = {"time": np.asarray(self.time, dtype=float), "T_all": np.asarray(self.velocities_T, dtype=float),
+               "max_speed": np.asarray(self.max_speed, dtype=float)}
+        out.update({f"T_{e}": np.asarray(v, dtype=float) for e, v in self.by_element.items()})
+        return out
+
+    def restore(self, snapshot: Dict[str, np.ndarray]) -> None:
+        """Continue from a :meth:`snapshot` of a recorder of the same System (bit for bit)."""
+        self.time = [float(t) for t in snapshot["time"]]
+        self.velocities_T = [float(T) for T in snapshot["T_all"]]
+        self.by_element = {e: [float(T) for T in snapshot[f"T_{e}"]] for e in self.by_element}
+        self.max_speed = float(snapshot["max_speed"])
+
 
 def advance(context, integrator, dt: float, duration: float, interval: int, desc: str,
             recorder: Optional[Recorder] = None, t0: float = 0.0, progress: bool = True) -> Dict[str, Any]:

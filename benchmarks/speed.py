@@ -41,17 +41,19 @@ time, likely for faulting its gigabytes of autograd buffers in again).
 The bare calls run the networks as openmm-torch does: frozen TorchScript
 (``torch.jit.freeze``), the MLIP's forces from ``energy.backward()`` on positions that require
 grad, the stride model and the filter's energy under ``torch.no_grad`` (each use on its own
-frozen copy, as each ``TorchForce`` holds its own). In OpenMM mode each size runs in three fresh
-processes, the bare MLIP-MD step, the bare FlashMD calls, then the OpenMM contexts, so none holds
-another's memory (at 3000 atoms each needs about 8 GB) and the peak memory is that of one method
-family; every process tunes glibc's malloc as a ``TorchForce`` does (``openmm_flashmd.performance``).
-The bare MLIP-MD step has its process to itself, as in an MLIP-MD run: interleaved with the stride
-calls in one process, the 3000-atom MLIP forward + backward kept page-faulting about 275 MiB per
-step after six settling rounds and took 7.1 s (median of five; the OpenMM MLIP-MD step 5.2 s;
-``results/speed_runs/speed_cpu_settled_repeats5.json``), alone 5.24 s without page faults
-(``speed_cpu_3000atoms_split_repeats5.json``). The speed-up (OpenMM methods, interleaved) is
-measured within one process, the limit L from the two bare ones. With ``--direct`` the two bare
-families run one after the other in the benchmark's own process.
+frozen copy, as each ``TorchForce`` holds its own). In OpenMM mode each size runs in four fresh
+processes, the bare MLIP-MD step, the bare FlashMD calls, the MLIP-MD context, then the FlashMD
+contexts, so none holds another's memory (at 3000 atoms each needs about 8 GB) and the peak memory
+is that of one method family; every process tunes glibc's malloc as a ``TorchForce`` does
+(``openmm_flashmd.performance``). MLIP-MD has its processes to itself, as in an MLIP-MD run:
+interleaved with the stride calls in one process, the 3000-atom MLIP forward + backward kept
+page-faulting about 275 MiB per step after six settling rounds and took 7.1 s (median of five;
+the OpenMM MLIP-MD step 5.2 s; ``results/speed_runs/speed_cpu_settled_repeats5.json``), alone
+5.24 s without page faults (``speed_cpu_3000atoms_split_repeats5.json``); the OpenMM MLIP-MD step
+beside the FlashMD contexts faulted 243 000 pages per step and took 6.2 s against the bare
+step's 5.2 s (``speed_runs/speed_cpu_split_repeats5.json``). The speed-up and the limit L each come
+from two processes. With ``--direct`` the two bare families run one after the other in the
+benchmark's own process.
 
 Usage::
 
@@ -343,8 +345,8 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
 
 # ------------------------------------------------------------------------ OpenMM runs
 
-def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
-                   seed: int) -> Tuple[List[Method], Tuple[Any, ...]]:
+def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str, seed: int,
+                   with_mlip_md: bool = True) -> Tuple[List[Method], Tuple[Any, ...]]:
     import openmm
     from openmm import unit
 
@@ -375,10 +377,11 @@ def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
         return method
 
     md_system = create_mlip_system(water.topology, energy)
-    methods.append(context_method(
-        "mlip_md", MLIP_MD_TIMESTEP, md_system,
-        openmm.LangevinMiddleIntegrator(TEMPERATURE * unit.kelvin, 1.0 / unit.picosecond,
-                                        MLIP_MD_TIMESTEP * unit.picosecond)))
+    if with_mlip_md:
+        methods.append(context_method(
+            "mlip_md", MLIP_MD_TIMESTEP, md_system,
+            openmm.LangevinMiddleIntegrator(TEMPERATURE * unit.kelvin, 1.0 / unit.picosecond,
+                                            MLIP_MD_TIMESTEP * unit.picosecond)))
     mlip_groups = {md_system.getForce(i).getForceGroup() for i in range(md_system.getNumForces())
                    if not isinstance(md_system.getForce(i), openmm.CMMotionRemover)}
     for stride, model in stride_models.items():
@@ -398,7 +401,8 @@ def openmm_methods(n_molecules: int, stride_models, energy, platform_name: str,
 
 def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict[str, Any]:
     """Time one method family at one size: ``"bare-mlip"`` / ``"bare-stride"`` (the bare MLIP-MD
-    step / the bare FlashMD calls, named ``bare_*`` in OpenMM mode) or ``"openmm"`` (the contexts).
+    step / the bare FlashMD calls, named ``bare_*`` in OpenMM mode) or ``"openmm-mlip"`` /
+    ``"openmm-stride"`` (the MLIP-MD context / the FlashMD contexts).
     ``options``: the parsed command line as a dict. Returns the method records, the size's atoms
     and box edge (nm), the resident memory (MiB) before timing, the settling rounds and the
     networks' description (:func:`make_models`)."""
@@ -417,8 +421,9 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
         methods = bare_methods({} if family == "bare-mlip" else stride_models, energy, positions, numbers, box,
                                dtype, device, "" if options["direct"] else "bare_", with_mlip_md=family == "bare-mlip")
     else:
+        mlip = family == "openmm-mlip"
         methods, (positions, numbers, box, groups) = openmm_methods(
-            n_molecules, stride_models, energy, options["platform"], options["seed"])
+            n_molecules, {} if mlip else stride_models, energy, options["platform"], options["seed"], mlip)
         for method in methods:
             method.min_steps = options["min_steps"]
     baseline_rss = current_rss_mib()
@@ -517,10 +522,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = []
     groups = None
     for n_molecules in args.sizes:
-        # the bare MLIP-MD step and the bare FlashMD calls apart (module docstring); in OpenMM mode each
-        # family in a fresh process, with --direct one after the other in this one
+        # MLIP-MD apart from the FlashMD calls (module docstring); in OpenMM mode each family in a
+        # fresh process, with --direct one after the other in this one
         families = ([] if args.no_bare and not args.direct else ["bare-mlip", "bare-stride"]) + (
-            [] if args.direct else ["openmm"])
+            [] if args.direct else ["openmm-mlip", "openmm-stride"])
         parts = [measure_part(family, n_molecules, vars(args)) if args.direct
                  else run_in_process(family, n_molecules, vars(args)) for family in families]
         part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
@@ -587,8 +592,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "scaling_exponents": exponents,
         "issue14_goals": None if args.direct else issue14_goals(rows, exponents, strides),
         "memory_note": "peak RSS (VmHWM) during each method's timed blocks (reset before each block) of the process "
-                       "that timed it: in OpenMM mode one fresh process per size for the bare calls and one for the "
-                       "OpenMM contexts (rss_before_mib: that process before timing, all its methods set up)",
+                       "that timed it: in OpenMM mode one fresh process per size and family (bare MLIP-MD step, bare "
+                       "FlashMD calls, MLIP-MD context, FlashMD contexts; rss_before_mib: that process before "
+                       "timing, all its methods set up)",
         "stack": stack,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

@@ -85,3 +85,20 @@ def test_direct_mode_runs_without_openmm(tmp_path):
     row = json.loads(output.read_text())["results"][0]
     assert set(row["methods"]) == {"mlip_md", "flashmd_0.016"} and row["limit"]["0.016"] > 0
     assert set(row["settle_rounds"]) == {"bare-mlip", "bare-stride"}
+
+
+def test_openmm_mode_times_each_family_in_its_own_process(tmp_path):
+    """OpenMM mode end to end at 96 atoms: the bare MLIP-MD step, the bare FlashMD calls, the MLIP-MD
+    context and the FlashMD contexts each settle in a process of their own, and the goals are judged."""
+    output = tmp_path / "openmm.json"
+    args = ["--sizes", "32", "--strides", "0.016", "--repeats", "1", "--warmup", "1", "--target-block-s", "0.01",
+            "--min-steps", "1", "--threads", "1", "--output", str(output)]
+    done = subprocess.run([sys.executable, "benchmarks/speed.py", *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads(output.read_text())
+    row = run["results"][0]
+    assert set(row["settle_rounds"]) == set(row["rss_before_mib"]) == {
+        "bare-mlip", "bare-stride", "openmm-mlip", "openmm-stride"}
+    assert set(row["methods"]) == {"bare_mlip_md", "bare_flashmd_0.016", "mlip_md", "flashmd_0.016"}
+    assert row["limit"]["0.016"] > 0 and row["integrator_overhead"]["0.016"] > 0
+    assert set(run["issue14_goals"]) == {"step_over_bare", "speedup_over_limit"}  # one size: no exponents

@@ -41,9 +41,14 @@ time, likely for faulting its gigabytes of autograd buffers in again).
 The bare calls run the networks as openmm-torch does: frozen TorchScript
 (``torch.jit.freeze``), the MLIP's forces from ``energy.backward()`` on positions that require
 grad, the stride model and the filter's energy under ``torch.no_grad`` (each use on its own
-frozen copy, as each ``TorchForce`` holds its own). In OpenMM mode each size runs in four fresh
-processes, the bare MLIP-MD step, the bare FlashMD calls, the MLIP-MD context, then the FlashMD
-contexts, so none holds another's memory (at 3000 atoms each needs about 8 GB) and the peak memory
+frozen copy, as each ``TorchForce`` holds its own). The untrained stride model moves a box away
+from its lattice within a timed block (fewer neighbours within the cutoff, a cheaper forward), so in
+OpenMM mode the bare FlashMD calls cycle through the states the FlashMD context's timed steps start
+from (its strides k+1 .. 3k after the re-set, :func:`timed_states`), not the lattice; before, the
+OpenMM step came out at 0.67-0.9x its bare calls at 96-300 atoms and 8-16 fs in every run, which
+steepened FlashMD's fitted exponent. In OpenMM mode each size runs in four fresh
+processes, the MLIP-MD context, the FlashMD contexts, the bare MLIP-MD step, then the bare FlashMD
+calls, so none holds another's memory (at 3000 atoms each needs about 8 GB) and the peak memory
 is that of one method family; every process tunes glibc's malloc as a ``TorchForce`` does
 (``openmm_flashmd.performance``). MLIP-MD has its processes to itself, as in an MLIP-MD run:
 interleaved with the stride calls in one process, the 3000-atom MLIP forward + backward kept
@@ -309,10 +314,13 @@ def method_record(m: Method) -> Dict[str, Any]:
 
 def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.Module, positions: np.ndarray,
                  numbers: np.ndarray, box: np.ndarray, dtype: torch.dtype, device: torch.device,
-                 prefix: str = "", with_mlip_md: bool = True) -> List[Method]:
+                 prefix: str = "", with_mlip_md: bool = True,
+                 states: Optional[Dict[float, Tuple[np.ndarray, np.ndarray]]] = None) -> List[Method]:
     """The PyTorch calls of one MLIP-MD step (energy + forces; unless ``with_mlip_md`` is False)
     and of one FlashMD step per stride model (stride forward + MLIP energy), timed without OpenMM,
-    on frozen copies of the networks as openmm-torch runs them (module docstring)."""
+    on frozen copies of the networks as openmm-torch runs them (module docstring). The calls start
+    from ``positions`` (nm) with thermal velocities, or, for a stride in ``states`` (positions
+    [S, N, 3] nm, velocities [S, N, 3] nm/ps), cycle through those S states, one per call."""
     md_energy = torch.jit.freeze(energy.eval()) if with_mlip_md else None
     filter_energy = torch.jit.freeze(energy.eval()) if stride_models else None  # each TorchForce its own copy
     stride_models = {stride: torch.jit.freeze(model.eval()) for stride, model in stride_models.items()}
@@ -334,13 +342,40 @@ def bare_methods(stride_models: Dict[float, torch.nn.Module], energy: torch.nn.M
                 md_energy(x, z, cell).backward()
         out.append(Method(prefix + "mlip_md", MLIP_MD_TIMESTEP, mlip_md, sync=sync))
     for stride, model in stride_models.items():
-        def flashmd(k: int, model=model) -> None:
+        if states and stride in states:
+            cycle = [(torch.as_tensor(x, dtype=dtype).to(device), torch.as_tensor(v, dtype=dtype).to(device))
+                     for x, v in zip(*states[stride])]
+        else:
+            cycle = [(pos, vel)]
+        calls = [0]  # calls so far: the next state is cycle[calls % len(cycle)]
+
+        def flashmd(k: int, model=model, cycle=cycle, calls=calls) -> None:
             with torch.no_grad():
                 for _ in range(k):
-                    new_pos, _ = model(pos, vel, m, z, cell)
+                    x, v = cycle[calls[0] % len(cycle)]
+                    calls[0] += 1
+                    new_pos, _ = model(x, v, m, z, cell)
                     filter_energy(new_pos, z, cell)
         out.append(Method(f"{prefix}flashmd_{stride:g}", stride, flashmd, sync=sync))
     return out
+
+
+def timed_states(method: "Method") -> Tuple[np.ndarray, np.ndarray]:
+    """Positions and velocities (nm, nm/ps; [2k, N, 3]) of an OpenMM FlashMD method's context
+    before each of the strides its timed step covers: strides k+1 .. 3k after a re-set, where
+    ``step_s`` = (t(3k) - t(k)) / 2k (module docstring), k its steps per timed block."""
+    from openmm import unit
+
+    integrator = method.context.getIntegrator()
+    method.reset()
+    integrator.step(method.steps)
+    positions, velocities = [], []
+    for _ in range(2 * method.steps):
+        state = method.context.getState(getPositions=True, getVelocities=True)
+        positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        velocities.append(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        integrator.step(1)
+    return np.asarray(positions, dtype=np.float32), np.asarray(velocities, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------ OpenMM runs
@@ -419,7 +454,8 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
     if family.startswith("bare"):
         positions, numbers, box = water_lattice(n_molecules, seed=options["seed"])
         methods = bare_methods({} if family == "bare-mlip" else stride_models, energy, positions, numbers, box,
-                               dtype, device, "" if options["direct"] else "bare_", with_mlip_md=family == "bare-mlip")
+                               dtype, device, "" if options["direct"] else "bare_", with_mlip_md=family == "bare-mlip",
+                               states=options.get("states"))
     else:
         mlip = family == "openmm-mlip"
         methods, (positions, numbers, box, groups) = openmm_methods(
@@ -429,8 +465,9 @@ def measure_part(family: str, n_molecules: int, options: Dict[str, Any]) -> Dict
     baseline_rss = current_rss_mib()
     settle_rounds = measure(methods, options["repeats"], options["warmup"], options["target_block_s"],
                             options["max_steps"], device)
+    states = ({m.sim_ps_per_step: timed_states(m) for m in methods} if family == "openmm-stride" else None)
     return {"family": family, "models": model_info, "methods": {m.name: method_record(m) for m in methods},
-            "settle_rounds": settle_rounds,
+            "settle_rounds": settle_rounds, "states": states,
             "n_atoms": int(len(numbers)),
             "box_edge_nm": float(box[0, 0]), "rss_before_mib": baseline_rss, "energy_force_groups": groups}
 
@@ -523,16 +560,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     groups = None
     for n_molecules in args.sizes:
         # MLIP-MD apart from the FlashMD calls (module docstring); in OpenMM mode each family in a
-        # fresh process, with --direct one after the other in this one
-        families = ([] if args.no_bare and not args.direct else ["bare-mlip", "bare-stride"]) + (
-            [] if args.direct else ["openmm-mlip", "openmm-stride"])
-        parts = [measure_part(family, n_molecules, vars(args)) if args.direct
-                 else run_in_process(family, n_molecules, vars(args)) for family in families]
+        # fresh process, the bare FlashMD calls on the states the FlashMD contexts' timed steps ran
+        # from; with --direct the bare families one after the other in this one
+        families = ([] if args.direct else ["openmm-mlip", "openmm-stride"]) + (
+            [] if args.no_bare and not args.direct else ["bare-mlip", "bare-stride"])
+        parts = []
+        for family in families:
+            options = {**vars(args), "states": next((p["states"] for p in parts if p["states"]), None)}
+            parts.append(measure_part(family, n_molecules, options) if args.direct
+                         else run_in_process(family, n_molecules, options))
         part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
                 "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],
                 "rss_before_mib": {p["family"]: p["rss_before_mib"] for p in parts},
                 "settle_rounds": {p["family"]: p["settle_rounds"] for p in parts}}
-        groups = parts[-1]["energy_force_groups"]
+        groups = next((p["energy_force_groups"] for p in parts if p["energy_force_groups"]), None)
         model_info = part["models"]
         records = part["methods"]
         row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": part["n_atoms"],
@@ -578,6 +619,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "untrained_weights": True,
         "weights_note": "both networks have random (untrained) weights: the timing of a forward/backward pass does "
                         "not depend on weight values; no accuracy is implied",
+        "bare_states": None if args.direct else (
+            "the bare FlashMD calls cycle through the states the FlashMD context's timed steps start from (strides "
+            "k+1..3k after the re-set); the bare MLIP-MD step runs on the lattice"),
         "platform": None if args.direct else args.platform,
         "device": str(device),
         "models": model_info,

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from flashmd_data_helpers import ROOT, load_benchmark
 
@@ -102,3 +104,36 @@ def test_openmm_mode_times_each_family_in_its_own_process(tmp_path):
     assert set(row["methods"]) == {"bare_mlip_md", "bare_flashmd_0.016", "mlip_md", "flashmd_0.016"}
     assert row["limit"]["0.016"] > 0 and row["integrator_overhead"]["0.016"] > 0
     assert set(run["issue14_goals"]) == {"step_over_bare", "speedup_over_limit"}  # one size: no exponents
+    assert "states the FlashMD context's timed steps start from" in run["bare_states"]
+
+
+def test_bare_stride_calls_cycle_through_the_timed_states(monkeypatch):
+    """The bare FlashMD calls run the stride model on each given state in turn (the FlashMD context's
+    own states in OpenMM mode), not on the lattice they would otherwise repeat."""
+    speed = load_benchmark("speed")
+    monkeypatch.setattr(torch.jit, "freeze", lambda module: module)  # plain modules that record their inputs
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x, v, m, z, cell):
+            seen.append(float(x[0, 0]))
+            return x, v
+
+    class Energy(torch.nn.Module):
+        def forward(self, x, z, cell):
+            return x.sum()
+
+    lattice = np.zeros((3, 3))
+    states = (np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 3, 3), dtype=np.float32),
+              np.zeros((4, 3, 3), dtype=np.float32))
+    methods = speed.bare_methods({0.016: Recording()}, Energy(), lattice,
+                                 np.array([8, 1, 1]), np.eye(3), torch.float32, torch.device("cpu"),
+                                 with_mlip_md=False, states={0.016: states})
+    methods[0].block(6)
+    assert seen == [0.0, 1.0, 2.0, 3.0, 0.0, 1.0]
+    seen.clear()
+    lattice_only = speed.bare_methods({0.016: Recording()}, Energy(),
+                                      lattice + 7.0, np.array([8, 1, 1]), np.eye(3), torch.float32,
+                                      torch.device("cpu"), with_mlip_md=False)
+    lattice_only[0].block(2)
+    assert seen == [7.0, 7.0]

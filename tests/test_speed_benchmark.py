@@ -105,6 +105,7 @@ def test_openmm_mode_times_each_family_in_its_own_process(tmp_path):
     assert row["limit"]["0.016"] > 0 and row["integrator_overhead"]["0.016"] > 0
     assert set(run["issue14_goals"]) == {"step_over_bare", "speedup_over_limit"}  # one size: no exponents
     assert "states the FlashMD context's timed steps start from" in run["bare_states"]
+    assert row["bare_states"] == {"0.016": 2 * row["methods"]["flashmd_0.016"]["steps_per_block"]}
 
 
 def test_bare_stride_calls_cycle_through_the_timed_states(monkeypatch):

@@ -66,9 +66,8 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
         continuation["resumed_at_ps"].append(continuation["from_ps"] + continuation["steps_done"] * stride)
     else:
         start.apply(context, target.periodic)
-        out, series, rec = _measured_nvt(target, context, integrator, splitting, lengths, stride, interval,
-                                         reference, positions, label)
-        t_now = out.pop("_end_ps")
+        out, series, rec, t_now = _measured_nvt(target, context, integrator, splitting, lengths, stride, interval,
+                                                reference, positions, label)
         if continue_to_ps <= 0:
             return out, series
         stab: Dict[str, Any] = {"length_ps": continue_to_ps, "splitting": splitting}
@@ -121,9 +120,9 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
 
 def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: Dict[str, float], stride: float,
                   interval: int, reference: Dict[str, Any], positions: bool, label: str
-                  ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Recorder]:
-    """The settled and measured part of :func:`flashmd_nvt`: its summary (``_end_ps``: the
-    simulated time reached, ps), series and recorder."""
+                  ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Recorder, float]:
+    """The settled and measured part of :func:`flashmd_nvt`: its summary, series, recorder and
+    the simulated time it reached (ps)."""
     out: Dict[str, Any] = {"splitting": splitting, "length_ps": lengths["nvt_ps"],
                            "sample_interval_ps": interval * stride}
     settle = advance(context, integrator, stride, lengths["settle_ps"], interval, f"{label} settle",
@@ -131,8 +130,8 @@ def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: 
     rec = target.recorder(positions=positions)
     series: Dict[str, np.ndarray] = {}
     if settle["failed_at_ps"] is not None:
-        out.update(failed_at_ps=settle["failed_at_ps"], error=settle["error"], completed_ps=0.0, _end_ps=0.0)
-        return out, series, rec
+        out.update(failed_at_ps=settle["failed_at_ps"], error=settle["error"], completed_ps=0.0)
+        return out, series, rec, 0.0
     integrator.reset_filter_statistics()
     integrator.reset_fallback_statistics()
     t_settle = settle["done_ps"]
@@ -140,7 +139,7 @@ def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: 
                   progress=target.progress)
     out.update(completed_ps=run["done_ps"], failed_at_ps=run["failed_at_ps"], error=run["error"], wall_s=run["wall_s"],
                s_per_ps=run["wall_s"] / run["done_ps"] if run["done_ps"] > 0 else math.nan,
-               fallback=fallback_record(integrator), _end_ps=t_settle + run["done_ps"])
+               fallback=fallback_record(integrator))
     stats = integrator.filter_statistics
     if "E" in splitting:
         out["filter"] = {"strides": stats["count"], "clamped": stats["clamped"],
@@ -157,7 +156,7 @@ def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: 
     if positions and rec.positions:
         series["positions"] = np.asarray(rec.positions, dtype=np.float32)
         series["boxes"] = np.asarray(rec.boxes, dtype=np.float32)
-    return out, series, rec
+    return out, series, rec, t_settle + run["done_ps"]
 
 
 def _save_continuation(path: Path, context, measured: Dict[str, Any], series: Dict[str, np.ndarray],

@@ -131,3 +131,33 @@ def write_json(path: Path, payload: Dict[str, object], overwrite: bool) -> None:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
     print(f"wrote {path}")
+
+
+#: Issue 14's goals, judged on one run: the OpenMM step at most this many times the bare calls at
+#: every size, the measured speed-up at least this share of the limit L, and FlashMD's cost exponent
+#: within this of the bare stride forward's.
+MAX_STEP_OVER_BARE = 1.05
+MIN_SPEEDUP_OVER_LIMIT = 0.9
+MAX_EXPONENT_GAP = 0.05
+
+
+def issue14_goals(rows: List[Dict[str, object]], exponents: Dict[str, Optional[float]], strides: List[float]
+                  ) -> Optional[Dict[str, object]]:
+    """Issue 14's goals on one OpenMM-mode run with bare calls (None otherwise): for each, the worst
+    value (and where) and whether it is met."""
+    if not all("integrator_overhead" in r and "speedup_over_limit" in r for r in rows):
+        return None
+    overhead = [(r["integrator_overhead"][f"{s:g}"], r["n_atoms"], s) for r in rows for s in strides]
+    over_limit = [(r["speedup_over_limit"][f"{s:g}"], r["n_atoms"], s) for r in rows for s in strides]
+    gaps = [(exponents[f"flashmd_{s:g}"] - exponents[f"bare_flashmd_{s:g}"], s) for s in strides
+            if exponents.get(f"flashmd_{s:g}") is not None and exponents.get(f"bare_flashmd_{s:g}") is not None]
+    worst_overhead, worst_limit = max(overhead), min(over_limit)
+    worst_gap = max(gaps, key=lambda g: abs(g[0])) if len(rows) > 1 and gaps else None
+    goals = {"step_over_bare": {"limit": MAX_STEP_OVER_BARE, "worst": worst_overhead[0], "n_atoms": worst_overhead[1],
+                                "stride_ps": worst_overhead[2], "met": worst_overhead[0] <= MAX_STEP_OVER_BARE},
+             "speedup_over_limit": {"limit": MIN_SPEEDUP_OVER_LIMIT, "worst": worst_limit[0], "n_atoms": worst_limit[1],
+                                    "stride_ps": worst_limit[2], "met": worst_limit[0] >= MIN_SPEEDUP_OVER_LIMIT}}
+    if worst_gap is not None:
+        goals["exponent_gap"] = {"limit": MAX_EXPONENT_GAP, "worst": worst_gap[0], "stride_ps": worst_gap[1],
+                                 "met": abs(worst_gap[0]) <= MAX_EXPONENT_GAP}
+    return goals

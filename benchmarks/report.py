@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (GOAL_CONFIDENCE, MAX_FALLBACK_FRACTION, fmt_or_dash as _fmt, goal_cells,  # noqa: E402
-                     met_only_by_fallback)
+                     issue14_goals, met_only_by_fallback)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -160,7 +160,29 @@ def render_speed(data: Dict, name: str) -> List[str]:
     if goals:
         lines += ["", "Issue 14's goals in this run: " + "; ".join(_issue14_goal(k, g) for k, g in goals.items()) + "."]
     lines += ["", _stack_line(data["stack"]), ""]
+    earlier = sorted((RESULTS / "speed_runs").glob("*.json")) if not direct else []
+    if earlier:
+        lines += _speed_run_history([(f"`speed_runs/{p.name}`", json.loads(p.read_text())) for p in earlier])
     return lines
+
+
+def _speed_run_history(runs: List[tuple]) -> List[str]:
+    """A table of issue 14's goals in each earlier OpenMM-mode run of ``benchmarks/speed.py`` (worst
+    value, ✓ where met), judged as the run itself would be (:func:`issue14_goals`)."""
+    lines = ["Issue 14's goals in the earlier runs of `benchmarks/speed.py` (`benchmarks/results/speed_runs/`; "
+             "worst value over sizes and strides, ✓ met, ✗ not met, — not judged: one size has no exponent):", "",
+             "| run | atoms | repeats | wall (s) | step / bare calls ≤ 1.05 | speed-up / L ≥ 0.9 | exponent gap ≤ 0.05 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for label, run in runs:
+        strides = run["flashmd"]["strides_ps"]
+        goals = issue14_goals(run["results"], run.get("scaling_exponents") or {}, strides) or {}
+        cells = []
+        for key, spec in (("step_over_bare", ".3f"), ("speedup_over_limit", ".3f"), ("exponent_gap", "+.3f")):
+            goal = goals.get(key)
+            cells.append("—" if goal is None else f"{goal['worst']:{spec}} {'✓' if goal['met'] else '✗'}")
+        atoms = ", ".join(str(r["n_atoms"]) for r in run["results"])
+        lines.append(f"| {label} | {atoms} | {run['repeats']} | {run['total_wall_s']:.0f} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _issue14_goal(key: str, goal: Dict) -> str:

@@ -138,3 +138,24 @@ def test_bare_stride_calls_cycle_through_the_timed_states(monkeypatch):
                                       torch.device("cpu"), with_mlip_md=False)
     lattice_only[0].block(2)
     assert seen == [7.0, 7.0]
+
+
+def test_a_reset_context_retraces_its_trajectory():
+    """The OpenMM methods re-set to a checkpoint of the start, the thermostat's random numbers included:
+    every timed block, and the states the bare calls cycle through, follow one trajectory."""
+    speed = load_benchmark("speed")
+    stride_models, energy, _ = speed.make_models([0.016], torch.float32, torch.device("cpu"))
+    methods, _ = speed.openmm_methods(32, stride_models, energy, "Reference", seed=0)
+    flashmd = next(m for m in methods if m.name == "flashmd_0.016")
+    flashmd.steps = 2
+    first, again = speed.timed_states(flashmd), speed.timed_states(flashmd)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0][0], first[0][1])  # the strides do move the atoms
+    mlip_md = next(m for m in methods if m.name == "mlip_md")
+    after = []
+    for _ in range(2):
+        mlip_md.reset()
+        mlip_md.context.getIntegrator().step(3)
+        after.append(mlip_md.context.getState(getVelocities=True).getVelocities(asNumpy=True)._value)
+    np.testing.assert_array_equal(after[0], after[1])

@@ -535,11 +535,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # from; with --direct the bare families one after the other in this one
         families = ([] if args.direct else ["openmm-mlip", "openmm-stride"]) + (
             [] if args.no_bare and not args.direct else ["bare-mlip", "bare-stride"])
-        parts = []
+        parts, states = [], None
         for family in families:
-            options = {**vars(args), "states": next((p["states"] for p in parts if p["states"]), None)}
+            options = {**vars(args), "states": states}
             parts.append(measure_part(family, n_molecules, options) if args.direct
                          else run_in_process(family, n_molecules, options))
+            states = states or parts[-1]["states"]
         part = {"methods": {k: v for p in parts for k, v in p["methods"].items()}, "models": parts[-1]["models"],
                 "n_atoms": parts[-1]["n_atoms"], "box_edge_nm": parts[-1]["box_edge_nm"],
                 "rss_before_mib": {p["family"]: p["rss_before_mib"] for p in parts},
@@ -550,7 +551,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         row: Dict[str, Any] = {"n_molecules": n_molecules, "n_atoms": part["n_atoms"],
                                "box_edge_nm": part["box_edge_nm"], "rss_before_mib": part["rss_before_mib"],
                                "settle_rounds": part["settle_rounds"], "methods": records}
-        states = next((p["states"] for p in parts if p["states"]), None)
         if states:  # how many of the FlashMD context's states each stride's bare calls cycled through
             row["bare_states"] = {f"{s:g}": len(positions) for s, (positions, _) in states.items()}
         md = records["mlip_md"]["wall_s_per_simulated_ps"]

@@ -157,5 +157,6 @@ def test_a_reset_context_retraces_its_trajectory():
     for _ in range(2):
         mlip_md.reset()
         mlip_md.context.getIntegrator().step(3)
-        after.append(mlip_md.context.getState(getVelocities=True).getVelocities(asNumpy=True)._value)
+        velocities = mlip_md.context.getState(getVelocities=True).getVelocities(asNumpy=True)
+        after.append(velocities.value_in_unit(velocities.unit))
     np.testing.assert_array_equal(after[0], after[1])

@@ -51,7 +51,7 @@ random-number state included, so every timed block and :func:`timed_states` foll
 trajectory (re-setting only positions and velocities, each block drew new Langevin kicks and the
 random model took each somewhere else: the 16 fs OpenMM step came out at 1.09-1.14x the bare calls
 on one such trajectory, ``results/speed_runs/speed_cpu_states_repeats5.json``; with the checkpoint
-0.96-1.04x). In OpenMM mode each size runs in four fresh
+re-set 0.96-1.04x, ``results/speed_cpu.json``). In OpenMM mode each size runs in four fresh
 processes, the MLIP-MD context, the FlashMD contexts, the bare MLIP-MD step, then the bare FlashMD
 calls, so none holds another's memory (at 3000 atoms each needs about 8 GB) and the peak memory
 is that of one method family; every process tunes glibc's malloc as a ``TorchForce`` does

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from openmm import unit
 
 from flashmd_data_helpers import ROOT, load_benchmark
 
@@ -157,6 +158,6 @@ def test_a_reset_context_retraces_its_trajectory():
     for _ in range(2):
         mlip_md.reset()
         mlip_md.context.getIntegrator().step(3)
-        velocities = mlip_md.context.getState(getVelocities=True).getVelocities(asNumpy=True)
-        after.append(velocities.value_in_unit(velocities.unit))
+        state = mlip_md.context.getState(getVelocities=True)
+        after.append(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
     np.testing.assert_array_equal(after[0], after[1])

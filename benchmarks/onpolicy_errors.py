@@ -40,9 +40,12 @@ def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
     """What the table shows of an :func:`openmm_flashmd.train.evaluate` result."""
     keys = ("dq_rmse", "v_rmse", "dq_constrained_rmse", "v_constrained_rmse", "kinetic_energy_ratio",
             "kinetic_energy_ratio_constrained", "n_atom_samples")
-    return {"n_pairs": result["n_pairs"],
-            "per_element": {e["symbol"]: {k: e[k] for k in keys if k in e} for e in result["per_element"].values()},
-            "energy_error_per_stride": result["energy_error_per_stride"]["model"]}
+    out = {"n_pairs": result["n_pairs"],
+           "per_element": {e["symbol"]: {k: e[k] for k in keys if k in e} for e in result["per_element"].values()},
+           "energy_error_per_stride": result["energy_error_per_stride"]["model"]}
+    if "molecule_kinetic_energy_ratio" in result:
+        out["molecule_kinetic_energy_ratio"] = result["molecule_kinetic_energy_ratio"]
+    return out
 
 
 def measure(model: str, data: str, burst_ps: float, n_segments: int, reference_segments: Optional[str],

@@ -444,6 +444,30 @@ def render_blog_nve(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(stack), ""]
 
 
+def render_molecule_motion(data: Dict, name: str) -> List[str]:
+    def cell(entry: Optional[Dict]) -> str:
+        return "—" if not entry else f"{entry['mean']:.1f} ± {entry['sem']:.1f}"
+
+    lines = [f"### Translation and rotation of rigid water (`{name}`)", "",
+             f"`benchmarks/molecule_motion.py`: the built-in `{data['system']}` (64 TIP3P waters, SETTLE) at "
+             f"{data['temperature_K']:g} K, Langevin friction {data['collision_rate_per_ps']:g}/ps, "
+             f"{data['lengths']['equil_ps']:g} ps of equilibration from the minimised structure, then "
+             f"{data['lengths']['run_ps']:g} ps sampled every {1000 * data['lengths']['sample_ps']:g} fs; FlashMD with "
+             f"the energy filter (\"{data['splitting']}\"), {data['threads']} OpenMM CPU thread(s). The molecules' "
+             "translational and rotational temperatures (`openmm_flashmd.analysis.thermo.molecule_temperatures`) "
+             "both equal the thermostat's in equilibrium; in rigid water the hydrogens' temperature is mostly rotation, the oxygens' mostly translation. "
+             f"Means ± standard errors of {data['lengths']['blocks']} blocks (K).", "",
+             "| run | seed | lengths | translation | rotation | H | O | all | wall s per simulated ps |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for run in data["runs"]:
+        motion, temps = run["molecule_temperature_K"], run["temperature_K"]
+        lines.append(f"| {run['model']}{_failed(run, why=True)} | {run['seed']} | {data['lengths_mode']} | "
+                     f"{cell(motion.get('translation'))} | {cell(motion.get('rotation'))} | {cell(temps.get('H'))} | "
+                     f"{cell(temps.get('O'))} | {cell(temps.get('all'))} | "
+                     f"{_fmt(run['wall_s'] / run['completed_ps'] if run['completed_ps'] else None, '.2f')} |")
+    return lines + ["", _stack_line(data["stack"]), ""]
+
+
 def render_trust_check_power(data: Dict, name: str) -> List[str]:
     expected = ", ".join(f"{k} {v:.0f} K" for k, v in data["expected_K"].items())
     columns = " / ".join(data["expected_K"])
@@ -653,7 +677,8 @@ def render_onpolicy_errors(data: Dict, name: str) -> List[str]:
              "`benchmarks/onpolicy_errors.py`: each start (a random frame of the training data) runs FlashMD for "
              "the burst (NVT, Langevin 1/ps with the energy filter, no fallback MD), then reference MD records three "
              "strides from where it ended; the model's errors against it and its kinetic-energy ratio (after the "
-             "constraint projection when the System has constraints: Δq in nm, v′ in nm/ps) and its energy error per "
+             "constraint projection when the System has constraints: Δq in nm, v′ in nm/ps; in a molecular liquid also "
+             "of the molecules' translation and rotation) and its energy error per "
              "stride (kJ/mol, mean ± sd, after the projection), next to the same on reference-MD states of the data. "
              "A model whose errors differ on its own states is one whose held-out numbers do not predict its runs.",
              "", "| model | states | pairs | Δq RMSE | v′ RMSE | KE ratio | energy error per stride: total "
@@ -666,6 +691,9 @@ def render_onpolicy_errors(data: Dict, name: str) -> List[str]:
             v = ", ".join(f"{z} {e.get('v_constrained_rmse', e['v_rmse']):.3f}" for z, e in elements.items())
             ke = ", ".join(f"{z} {e.get('kinetic_energy_ratio_constrained', e['kinetic_energy_ratio']):.3f}"
                            for z, e in elements.items())
+            motion = entry.get("molecule_kinetic_energy_ratio")
+            if motion:
+                ke += "; molecules' " + ", ".join(f"{k} {r:.4f}" for k, r in motion.items())
             energy = entry["energy_error_per_stride"]
             lines.append(f"| {model} | {label} | {entry['n_pairs']} | {dq} | {v} | {ke} | "
                          f"{energy['total']['mean']:+.2f} ± {energy['total']['sd']:.2f} "
@@ -679,6 +707,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "bad_inputs": render_bad_inputs,
     "fault_injection": render_fault_injection,
     "blog_nve": render_blog_nve,
+    "molecule_motion": render_molecule_motion,
     "memory_watch": render_memory_watch,
     "learning_curves": render_learning_curves,
     "sweep": render_sweep,

@@ -195,3 +195,74 @@ def test_statistical_inefficiency_of_autoregressive_series():
     assert statistical_inefficiency(rng.normal(size=5000)) == pytest.approx(1.0, abs=0.1)
     assert statistical_inefficiency(np.full(10, 3.0)) == 1.0 and standard_error(np.full(10, 3.0)) == 0.0
     assert math.isnan(standard_error([1.0, 2.0, 3.0]))
+
+
+def _rigid_velocities(x, masses, v_cm, omega):
+    """Velocities of a rigid body at ``x`` [N, 3] (nm) moving with ``v_cm`` (nm/ps) and spinning
+    with ``omega`` (rad/ps) about its centre of mass."""
+    centre = (masses[:, None] * x).sum(0) / masses.sum()
+    return v_cm + np.cross(omega, x - centre)
+
+
+def test_molecule_temperatures_separate_translation_from_rotation():
+    from openmm_flashmd.analysis.thermo import KB, molecule_temperatures
+
+    water = np.array([[0.0, 0.0, 0.0], [0.09572, 0.0, 0.0], [-0.024, 0.0927, 0.0]])
+    masses = np.array([15.9994, 1.008, 1.008, 15.9994, 1.008, 1.008, 39.9])  # two waters and an argon
+    x = np.vstack([water, water + [0.5, 0.3, 0.2], [[1.0, 1.0, 1.0]]])
+    molecules = [[0, 1, 2], [3, 4, 5], [6]]
+    v = np.zeros_like(x)
+    # pure translation: the rotational temperature is zero, the translational one is ½ M v² per molecule
+    v[:] = [0.3, -0.2, 0.1]
+    t = molecule_temperatures(x, v, masses, molecules)
+    kinetic = 0.5 * masses.sum() * 0.14
+    assert t["rotation"] == pytest.approx(0.0, abs=1e-9)
+    assert t["translation"] == pytest.approx(2 * kinetic / (9 * KB))
+    # pure rotation of each water about its centre of mass: no translation, all kinetic energy in rotation
+    for atoms, omega in (([0, 1, 2], [1.0, 2.0, 3.0]), ([3, 4, 5], [-2.0, 0.5, 1.0])):
+        v[atoms] = _rigid_velocities(x[atoms], masses[atoms], np.zeros(3), np.array(omega))
+    v[6] = 0.0
+    t = molecule_temperatures(x, v, masses, molecules)
+    total = 0.5 * (masses[:, None] * v ** 2).sum()
+    assert t["translation"] == pytest.approx(0.0, abs=1e-9)
+    assert t["rotation"] == pytest.approx(2 * total / (6 * KB))
+    # both at once, over frames: for rigid bodies the two parts add up to the whole kinetic energy
+    rng = np.random.default_rng(3)
+    frames = []
+    for _ in range(4):
+        for atoms in ([0, 1, 2], [3, 4, 5]):
+            v[atoms] = _rigid_velocities(x[atoms], masses[atoms], rng.normal(size=3), rng.normal(size=3))
+        v[6] = rng.normal(size=3)
+        frames.append(v.copy())
+    frames = np.array(frames)
+    t = molecule_temperatures(np.broadcast_to(x, frames.shape), frames, masses, molecules)
+    total = 0.5 * np.einsum("fni,n->f", frames ** 2, masses)
+    assert t["translation"].shape == (4,)
+    np.testing.assert_allclose(KB * (9 * t["translation"] + 6 * t["rotation"]) / 2, total, rtol=1e-10)
+
+
+def test_molecule_temperatures_of_linear_and_split_molecules():
+    from openmm_flashmd.analysis.thermo import KB, molecule_temperatures
+
+    # a diatomic spinning about an axis through both atoms has no rotational energy: 2 degrees of freedom
+    x = np.array([[0.1, 0.1, 0.1], [0.2, 0.1, 0.1]])
+    masses = np.array([12.0, 16.0])
+    v = _rigid_velocities(x, masses, np.zeros(3), np.array([0.0, 0.0, 2.0]))
+    t = molecule_temperatures(x, v, masses, [[0, 1]])
+    assert t["rotation"] == pytest.approx(2 * 0.5 * (masses[:, None] * v ** 2).sum() / (2 * KB))
+    assert molecule_temperatures(x, _rigid_velocities(x, masses, np.zeros(3), np.array([5.0, 0, 0])),
+                                 masses, [[0, 1]])["rotation"] == pytest.approx(0.0, abs=1e-9)
+    # single atoms have no rotation at all
+    assert molecule_temperatures(x, v, masses, [[0], [1]])["rotation"] is None
+    # a water split across a triclinic periodic box reads as the whole molecule
+    box = np.array([[1.0, 0.0, 0.0], [0.3, 1.0, 0.0], [-0.2, 0.4, 1.0]])
+    water = np.array([[0.99, 0.98, 0.97], [1.0857, 0.98, 0.97], [0.966, 1.0727, 0.97]])
+    w_masses = np.array([15.9994, 1.008, 1.008])
+    w_v = _rigid_velocities(water, w_masses, np.array([0.1, 0.2, 0.3]), np.array([1.0, -1.0, 2.0]))
+    split = water.copy()  # two hydrogens moved by whole box vectors
+    split[1] -= box[0] + box[1]
+    split[2] -= box[2]
+    whole = molecule_temperatures(water, w_v, w_masses, [[0, 1, 2]])
+    wrapped = molecule_temperatures(split, w_v, w_masses, [[0, 1, 2]], box=box)
+    assert wrapped["rotation"] == pytest.approx(whole["rotation"]) and wrapped["translation"] == pytest.approx(whole["translation"])
+    assert molecule_temperatures(split, w_v, w_masses, [[0, 1, 2]])["rotation"] != pytest.approx(whole["rotation"])

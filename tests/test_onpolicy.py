@@ -57,6 +57,7 @@ def test_onpolicy_errors_benchmark_compares_visited_and_reference_states(dimer_d
     for states in ("onpolicy", "reference"):
         for errors in entry[states]["per_element"].values():
             assert errors["v_constrained_rmse"] > 0 and 0.5 < errors["kinetic_energy_ratio_constrained"] < 2
+        assert all(0.5 < r < 2 for r in entry[states]["molecule_kinetic_energy_ratio"].values())
     lines = report.render_onpolicy_errors(json.loads(out.read_text()), "onpolicy_errors.json")
     assert sum(line.startswith("| wrong |") for line in lines) == 2
     with pytest.raises(SystemExit, match="already has"):
@@ -64,3 +65,35 @@ def test_onpolicy_errors_benchmark_compares_visited_and_reference_states(dimer_d
     kept = Path(entry["onpolicy_file"])
     stamp = kept.stat().st_mtime_ns
     assert bench.main(argv + ["--overwrite"]) == 0 and kept.stat().st_mtime_ns == stamp  # reused, not regenerated
+
+
+def test_evaluation_measures_the_molecules_translation_and_rotation(dimer_data):
+    """EnergyErrors' kinetic-energy ratios of the molecules' translation and rotation: the exact
+    answer keeps both, halved velocities keep a quarter of each, a model that stops the molecules'
+    centres keeps none of the translation and all of the rotation (four constrained dimers)."""
+    import torch
+
+    from openmm_flashmd.train.evaluate import EnergyErrors, format_table
+
+    data = load_trajectories(dimer_data)
+    frames = [(s, f) for s in range(data.n_segments) for f in (2, 5)]
+    batch = {"new_positions": torch.as_tensor(np.stack([data.positions[s, f] for s, f in frames])),
+             "new_velocities": torch.as_tensor(np.stack([data.velocities[s, f] for s, f in frames])),
+             "box": torch.as_tensor(np.stack([data.box[s, f] for s, f in frames]))}
+    m = data.masses[:, None]
+    pairs = batch["new_velocities"].numpy().reshape(len(frames), -1, 2, 3)
+    centre = (pairs * m.reshape(-1, 2, 1)).sum(2, keepdims=True) / m.reshape(-1, 2, 1).sum(1, keepdims=True)
+    still = torch.as_tensor((pairs - centre).reshape(len(frames), -1, 3))
+    ratios = {}
+    for name, velocities in (("exact", batch["new_velocities"]), ("halved", 0.5 * batch["new_velocities"]),
+                             ("still", still)):
+        errors = EnergyErrors(data)
+        errors.add(batch["new_positions"], velocities, batch)
+        ratios[name] = errors.molecule_kinetic_energy_ratios()
+    assert ratios["exact"] == pytest.approx({"translation": 1.0, "rotation": 1.0}, rel=1e-6)
+    assert ratios["halved"] == pytest.approx({"translation": 0.25, "rotation": 0.25}, rel=1e-6)
+    assert ratios["still"] == pytest.approx({"translation": 0.0, "rotation": 1.0}, abs=1e-6)
+    table = format_table({"stride": 0.008, "n_pairs": 1, "segments_used": "all", "molecule_kinetic_energy_ratio":
+                          ratios["halved"], "per_element": {}, "all": {"dq_rmse": 1.0, "dq_free_flight_rmse": 1.0,
+                          "dq_improvement": 1.0, "v_rmse": 1.0, "v_unchanged_rmse": 1.0, "v_improvement": 1.0}})
+    assert "translation 0.2500, rotation 0.2500" in table

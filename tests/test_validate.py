@@ -86,6 +86,11 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
         for entry in run["temperature_K"].values():
             assert _finite(entry["mean"]) and _finite(entry["sem"]) and _finite(entry["dev_reference"])
         assert set(run["temperature_K"]) == {"all", "H", "O"}
+        motion = run["molecule_temperature_K"]  # 64 waters: their translation and rotation, against 300 K
+        assert set(motion) == {"translation", "rotation"}
+        assert all(_finite(e["mean"]) and _finite(e["dev_target"]) and _finite(e["dev_reference"])
+                   for e in motion.values())
+    assert set(result["nvt"]["reference"]["molecule_temperature_K"]) == {"translation", "rotation"}
     filt = result["nvt"]["filter"]["filter"]
     assert filt["strides"] == 10 and 0.0 <= filt["clamped_fraction"] <= 1.0 and _finite(filt["mean_scale"])
     assert all(_finite(result["rdf"][pair]["difference_percent"]) for pair in ("O-O", "O-H"))
@@ -100,6 +105,7 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
     assert (result["stability"]["error"] is None) == result["stability"]["stable"]
     long_run = result["stability"]["temperature_K"]  # the continuation's: the long-run estimate of the NVT goals
     assert set(long_run) == {"all", "H", "O"} and all(_finite(e["dev_reference"]) for e in long_run.values())
+    assert set(result["stability"]["molecule_temperature_K"]) == {"translation", "rotation"}
     assert result["stability"]["temperature_from_ps"] > 0
     cost = result["cost"]
     assert cost["reference_s_per_ps"] > 0 and cost["flashmd_s_per_ps"] > 0 and cost["speedup"] > 0
@@ -187,6 +193,28 @@ def test_friction_scan_quick(tmp_path, tiny_water_model, monkeypatch):
     assert (tmp_path / result["plot"]).exists()
     report = load_benchmark("report")
     assert "friction" in "\n".join(report.RENDERERS["friction_scan"](result, "friction-water-16fs.json"))
+
+
+def test_molecule_motion_benchmark_quick(tmp_path):
+    """benchmarks/molecule_motion.py in quick mode: reference MD and a bundled model, each run's
+    molecules' translational and rotational temperatures adding up to its kinetic temperature
+    (64 rigid waters: 192 translational and 192 rotational degrees of freedom, 384 in all)."""
+    bench = load_benchmark("molecule_motion")
+    out = tmp_path / "motion.json"
+    args = ["--models", "water-rigid-16fs", "--seeds", "1", "--lengths", "quick", "--out", str(out), "--no-progress"]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert [r["model"] for r in result["runs"]] == ["reference MD", "water-rigid-16fs"]
+    for run, tolerance in zip(result["runs"], (3e-3, 1e-6)):  # reference MD's velocities are constrained to 1e-5
+        assert run["failed_at_ps"] is None and run["completed_ps"] == pytest.approx(0.384)
+        motion = run["molecule_temperature_K"]
+        total = 192 * (motion["translation"]["mean"] + motion["rotation"]["mean"])
+        assert total == pytest.approx(384 * run["temperature_K"]["all"]["mean"], rel=tolerance)
+    assert result["runs"][1]["fallback"]["strides"] > 0
+    with pytest.raises(SystemExit, match="overwrite"):
+        bench.main(args)
+    report = load_benchmark("report")
+    assert "| water-rigid-16fs | 1 |" in "\n".join(report.RENDERERS["molecule_motion"](result, "motion.json"))
 
 
 @pytest.mark.slow
@@ -294,6 +322,15 @@ def test_validation_checks_judge_temperatures_only_where_the_runs_resolve_them()
     assert status(checks["stability_temperature_by_element"]) == "passed"
     assert "from 52 to 1000 ps" in checks["stability_temperature"]["text"]
     assert any(line.startswith("- ⚠️ not judged") for line in verdict_lines(list(checks.values())))
+    # the molecules' translation and rotation are judged against the thermostat's temperature
+    result["stability"]["molecule_temperature_K"] = {"translation": {"mean": 278.7, "sem": 2.0, "dev_target": -21.3},
+                                                     "rotation": {"mean": 319.9, "sem": 2.4, "dev_target": 19.9}}
+    result["nvt"]["filter"]["molecule_temperature_K"] = {"translation": {"mean": 299.0, "sem": 0.5, "dev_target": -1.0},
+                                                        "rotation": {"mean": 301.5, "sem": 0.6, "dev_target": 1.5}}
+    checks = {c["check"]: c for c in verdicts(result)}
+    assert status(checks["stability_temperature_by_motion"]) == "failed"
+    assert "translation -21.3 ± 2.0 K, rotation +19.9 ± 2.4 K" in checks["stability_temperature_by_motion"]["text"]
+    assert status(checks["temperature_by_motion"]) == "passed"
 
 
 def test_the_goal_table_has_the_blog_and_default_report_rows():
@@ -372,7 +409,8 @@ def test_an_interrupted_stability_run_resumes_bit_for_bit(tmp_path, tiny_water_m
     assert resumed["stability"]["resumed_at_ps"] == [pytest.approx(pieces[2])]
     assert pieces[2] == pytest.approx(pieces[0] + 6 * 0.016)  # pieces of 3 strides: 0.048 ps
     assert not straight["stability"]["resumed_at_ps"]
-    for key in ("temperature_K", "T_min_K", "T_max_K", "max_speed_nm_per_ps", "fallback", "stable"):
+    for key in ("temperature_K", "molecule_temperature_K", "T_min_K", "T_max_K", "max_speed_nm_per_ps", "fallback",
+                "stable"):
         assert resumed["stability"][key] == straight["stability"][key], key
     assert resumed["temperature_K"] == straight["temperature_K"] and resumed["filter"] == straight["filter"]
     assert set(resumed_series) == set(straight_series)

@@ -1,4 +1,5 @@
-"""Kinetic temperatures, overall and per element, and mass density (plain functions over arrays)."""
+"""Kinetic temperatures (overall, per element, and of molecules' translation and rotation) and
+mass density: plain functions over arrays."""
 
 from __future__ import annotations
 
@@ -54,6 +55,63 @@ def temperature_by_element(
         str(symbol): kinetic_temperature(v[..., elements == symbol, :], m[elements == symbol])
         for symbol in sorted(set(elements.tolist()))
     }
+
+
+def molecule_temperatures(
+    positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray,
+    molecules: Sequence[Sequence[int]], box: Optional[np.ndarray] = None,
+) -> Dict[str, np.ndarray]:
+    """Translational and rotational kinetic temperature (K) of molecules, per frame.
+
+    ``positions`` [F, N, 3] or [N, 3] in nm, ``velocities`` the same shape in nm/ps,
+    ``masses`` [N] in Da, ``molecules`` lists of atom indices (``Context.getMolecules()``);
+    ``box`` (nm, [F, 3, 3] or [3, 3]): molecules split across the box are made whole first.
+
+    * ``translation``: ½ M |v_cm|² of each molecule's centre of mass, 3 degrees of freedom
+      per molecule;
+    * ``rotation``: ½ Lᵀ I⁻¹ L, the angular momentum L and inertia tensor I about each
+      molecule's centre of mass; 3 degrees of freedom per non-linear molecule, 2 per linear
+      one, none for single atoms (None if no molecule rotates).
+
+    For rigid molecules the two add up to the whole kinetic energy, and in equilibrium both
+    equal the thermostat's temperature; for flexible ones the rest is internal motion.
+    """
+    x, v = np.asarray(positions, dtype=float), np.asarray(velocities, dtype=float)
+    single = x.ndim == 2
+    x, v = (x[None], v[None]) if single else (x, v)
+    if box is not None:
+        box = np.broadcast_to(np.asarray(box, dtype=float), (x.shape[0], 3, 3))
+    m = np.asarray(masses, dtype=float)
+    translation, rotation = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+    rotation_dof = 0
+    for size in sorted({len(atoms) for atoms in molecules}):
+        idx = np.array([list(atoms) for atoms in molecules if len(atoms) == size])  # [M, n]
+        mm = m[idx]  # [M, n]
+        total = mm.sum(1)
+        xm = x[:, idx]  # [F, M, n, 3]
+        if box is not None:  # each atom's image nearest the molecule's first atom (reduced triclinic box)
+            d = xm - xm[:, :, :1]
+            for axis in (2, 1, 0):
+                shift = np.round(d[..., axis] / box[:, axis, axis][:, None, None])
+                d = d - shift[..., None] * box[:, None, None, axis]
+            xm = xm[:, :, :1] + d
+        xc = np.einsum("fmni,mn->fmi", xm, mm) / total[:, None]
+        vc = np.einsum("fmni,mn->fmi", v[:, idx], mm) / total[:, None]
+        translation += 0.5 * np.einsum("fmi,m->f", vc * vc, total)
+        if size == 1:
+            continue
+        r, u = xm - xc[:, :, None], v[:, idx] - vc[:, :, None]
+        angular = np.einsum("fmni,mn->fmi", np.cross(r, u), mm)
+        r2 = np.einsum("fmni,fmni,mn->fm", r, r, mm)
+        inertia = r2[..., None, None] * np.eye(3) - np.einsum("fmni,fmnj,mn->fmij", r, r, mm)
+        eigenvalues, vectors = np.linalg.eigh(inertia)
+        nonzero = eigenvalues > 1e-8 * eigenvalues[..., -1:]  # a linear molecule has one zero moment
+        along = np.einsum("fmij,fmi->fmj", vectors, angular)
+        rotation += 0.5 * np.where(nonzero, along ** 2 / np.where(nonzero, eigenvalues, 1.0), 0.0).sum((1, 2))
+        rotation_dof += int(nonzero[0].sum())
+    out = {"translation": 2 * translation / (3 * len(molecules) * KB),
+           "rotation": 2 * rotation / (rotation_dof * KB) if rotation_dof else None}
+    return {k: (t[0] if single and t is not None else t) for k, t in out.items()}
 
 
 #: 1 Da/nm³ in g/cm³.

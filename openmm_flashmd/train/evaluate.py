@@ -183,6 +183,10 @@ def format_table(result: Dict[str, Any]) -> str:
             lines.append(f"energy error per stride ({name}, kJ/mol, mean ± sd): potential {e['potential']['mean']:+.2f} "
                          f"± {e['potential']['sd']:.2f}, kinetic {e['kinetic']['mean']:+.2f} ± {e['kinetic']['sd']:.2f}, "
                          f"total {e['total']['mean']:+.2f} ± {e['total']['sd']:.2f}")
+    motion = result.get("molecule_kinetic_energy_ratio")
+    if motion:
+        lines.append("molecules' kinetic-energy ratio after the projection (model / reference): "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in motion.items()))
     if "rollout" in result:
         lines.append(format_rollout(result["rollout"]))
     return "\n".join(lines)
@@ -254,7 +258,9 @@ class EnergyErrors:
     compared with the reference frame at t + stride.
     The same is done for the Verlet guess when the batch has it. With constraints, the
     position (nm) and velocity (nm/ps) errors of the model after that projection are summed
-    per element too (:meth:`constrained_errors`): the errors the integrator keeps. A model that conserves
+    per element too (:meth:`constrained_errors`): the errors the integrator keeps; in a System of
+    several molecules, so are the molecules' translational and rotational kinetic energies
+    (:meth:`molecule_kinetic_energy_ratios`). A model that conserves
     energy on held-out strides but heats up in a simulation is sensitive to states off the
     data's manifold; one that is already biased here will drift in any run.
     """
@@ -275,6 +281,10 @@ class EnergyErrors:
         self.errors: Dict[str, List[List[float]]] = {"model": [], "guess": []}
         # element -> [sum |dx|^2, sum |dv|^2, atom samples, sum |v|^2 model, sum |v|^2 reference]
         self.squared: Dict[int, List[float]] = {}
+        several = [list(atoms) for atoms in self.context.getMolecules() if len(atoms) > 1]
+        self.molecules = several if len(several) > 1 else []
+        # "translation" / "rotation" -> [sum of the model's temperatures, sum of the reference's]
+        self.motion: Dict[str, List[float]] = {"translation": [0.0, 0.0], "rotation": [0.0, 0.0]}
 
     def _energies(self, x: np.ndarray, v: np.ndarray, box: np.ndarray) -> Tuple[float, float, np.ndarray, np.ndarray]:
         """Potential and kinetic energy (kJ/mol) after the constraint projection, and the
@@ -306,6 +316,8 @@ class EnergyErrors:
             for name, q, v in predictions:
                 pe, ke, x, u = self._energies(q.double().numpy(), v.double().numpy(), box)
                 self.errors[name].append([pe - reference[0], ke - reference[1]])
+                if name == "model" and self.molecules:
+                    self._add_motion(x, u, reference[2], reference[3], box)
                 if name == "model" and self.constrained:
                     dx2 = ((x - reference[2]) ** 2).sum(-1)
                     dv2 = ((u - reference[3]) ** 2).sum(-1)
@@ -317,6 +329,25 @@ class EnergyErrors:
                         entry[2] += int(mask.sum())
                         entry[3] += float(v2_model[mask].sum())
                         entry[4] += float(v2_reference[mask].sum())
+
+    def _add_motion(self, x: np.ndarray, v: np.ndarray, x_ref: np.ndarray, v_ref: np.ndarray, box: np.ndarray) -> None:
+        from openmm_flashmd.analysis.thermo import molecule_temperatures
+
+        box = box if self.periodic else None
+        model = molecule_temperatures(x, v, self.masses[:, 0], self.molecules, box)
+        reference = molecule_temperatures(x_ref, v_ref, self.masses[:, 0], self.molecules, box)
+        for key, sums in self.motion.items():
+            sums[0] += float(model[key])
+            sums[1] += float(reference[key])
+
+    def molecule_kinetic_energy_ratios(self) -> Dict[str, float]:
+        """The model's kinetic energy of the molecules' ``translation`` and ``rotation`` after a
+        stride (after the constraint projection) over the reference's, summed over the pairs
+        (:func:`openmm_flashmd.analysis.thermo.molecule_temperatures`); empty unless the System
+        has several molecules of more than one atom. Below 1: the model damps that motion."""
+        if not self.molecules or not self.errors["model"]:
+            return {}
+        return {key: sums[0] / max(sums[1], 1e-300) for key, sums in self.motion.items()}
 
     def constrained_errors(self) -> Dict[str, Dict[str, float]]:
         """Per element (atomic number as a string): RMSE of the model's positions (nm) and
@@ -382,7 +413,9 @@ def evaluate(
     ``v_constrained_rmse`` (nm/ps) after the constraint projection and the kinetic-energy ratio
     ``kinetic_energy_ratio_constrained`` of the projected velocities; with
     ``energy``, ``energy_error_per_stride`` (kJ/mol: mean and sd of the potential, kinetic
-    and total energy errors of the model and of the Verlet guess).
+    and total energy errors of the model and of the Verlet guess) and, in a System of several
+    molecules, ``molecule_kinetic_energy_ratio`` (translation and rotation, model / reference,
+    after the projection: :meth:`EnergyErrors.molecule_kinetic_energy_ratios`).
     """
     from openmm_flashmd.model.protocol import load_model, read_metadata
 
@@ -436,6 +469,8 @@ def evaluate(
     result.update(_summarise(sums))
     if energies is not None:
         result["energy_error_per_stride"] = energies.summary(data.n_atoms)
+        if energies.molecule_kinetic_energy_ratios():
+            result["molecule_kinetic_energy_ratio"] = energies.molecule_kinetic_energy_ratios()
         for z, errors in energies.constrained_errors().items():
             result["per_element"][z].update(errors)
     if rollout > 1:

@@ -44,7 +44,9 @@ def _finite(value: Any) -> bool:
 def _temperature_check(run: Dict[str, Any], label: str, target: float, name: str = "temperature"
                        ) -> List[Dict[str, Any]]:
     """The overall temperature against ``target`` (K) and each element's against reference MD,
-    from a run's ``temperature_K`` summary (means, block standard errors, deviations)."""
+    from a run's ``temperature_K`` summary (means, block standard errors, deviations), and, in a
+    System of several molecules, their translation's and rotation's against ``target`` (in
+    equilibrium both equal the thermostat's: equipartition) from ``molecule_temperature_K``."""
     temps = run.get("temperature_K") or {}
     out = []
     overall = temps.get("all") or {}
@@ -60,6 +62,15 @@ def _temperature_check(run: Dict[str, Any], label: str, target: float, name: str
         out.append(_judged_check(f"{name}_by_element", devs[worst][0], max(errors, default=None),
                                  f"{label}: every element's temperature within {MAX_TEMPERATURE_DEVIATION:g} K of "
                                  "reference MD (" + ", ".join(f"{k} {_deviation(*v)}" for k, v in devs.items()) + ")"))
+    motion = {k: (v["dev_target"], v.get("sem")) for k, v in (run.get("molecule_temperature_K") or {}).items()
+              if _finite(v.get("dev_target"))}
+    if motion:
+        worst = max(motion, key=lambda k: abs(motion[k][0]))
+        errors = [e for _, e in motion.values() if _finite(e)]
+        out.append(_judged_check(f"{name}_by_motion", motion[worst][0], max(errors, default=None),
+                                 f"{label}: the molecules' translation and rotation each within "
+                                 f"{MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K ("
+                                 + ", ".join(f"{k} {_deviation(*v)}" for k, v in motion.items()) + ")"))
     return out
 
 

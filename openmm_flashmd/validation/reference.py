@@ -82,13 +82,16 @@ def run_reference(target: Target, lengths: Dict[str, float]) -> Tuple[Dict[str, 
 
     # NVT
     advance(context, integrator, dt, lengths["settle_ps"], 1000, "reference NVT settle", progress=progress)
-    rec = target.recorder(positions=True)
+    rec = target.recorder(positions=True, molecules=True)
     run = advance(context, integrator, dt, lengths["ref_nvt_ps"], interval, "reference NVT", rec,
                   t0=lengths["settle_ps"], progress=progress)
     result["cost"] = {"reference_s_per_ps": run["wall_s"] / max(run["done_ps"], 1e-12), "timed_ps": run["done_ps"]}
     temps = rec.temperatures()
     result["nvt"] = {"length_ps": run["done_ps"],
                      "temperature_K": compare.temperature_summary(temps, blocks, target.temperature)}
+    if rec.molecule_temperatures():
+        result["nvt"]["molecule_temperature_K"] = compare.temperature_summary(
+            rec.molecule_temperatures(), blocks, target.temperature)
     arrays["nvt_time"] = np.asarray(rec.time, dtype=np.float32)
     for key, values in temps.items():
         arrays[f"nvt_T_{key}"] = values.astype(np.float32)

@@ -36,6 +36,12 @@ def _fallback(run: Optional[Dict]) -> str:
     return f"; fallback MD {fmt(stats['fallback_fraction'], '.1%')} of {stats['strides']} strides"
 
 
+def _motion(run: Optional[Dict]) -> str:
+    """A run's molecules' temperatures, e.g. "translation 297.3 ± 3.4, rotation 303.8 ± 3.3" ("" without them)."""
+    temps = (run or {}).get("molecule_temperature_K") or {}
+    return ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in temps.items())
+
+
 def card_rows(record: Dict[str, Any]) -> List[List[str]]:
     """(quantity, value) rows summarising one model's record, for its model card."""
     rows = []
@@ -47,10 +53,13 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
             per_element = ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in temps.items() if k != "all")
             rows.append([f"NVT {record.get('temperature_K', 300.0):g} K {label}, {run['completed_ps']:g} ps: T (K)",
                          f"all {_pm(temps.get('all'), spec='.1f')}; {per_element}{_failed(run)}{_fallback(run)}"])
+            if _motion(run):
+                rows.append(["the same run: molecules' translational / rotational T (K)", _motion(run)])
     ref_temps = nvt.get("reference", {}).get("temperature_K", {})
     if ref_temps:
         rows.append(["reference MD, same settings: T (K)",
-                     ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in ref_temps.items())])
+                     ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in ref_temps.items())
+                     + (f"; molecules: {_motion(nvt['reference'])}" if _motion(nvt["reference"]) else "")])
     filt = nvt.get("filter", {}).get("filter")
     if filt:
         rows.append(["energy filter", f"mean scale {fmt(filt['mean_scale'], '.4f')}, clamped "
@@ -88,7 +97,8 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
             rows.append([f"the stability run after {stability['temperature_from_ps']:g} ps: T (K), deviation from "
                          "reference MD", f"all {_pm(temps.get('all'), spec='.1f')}; " + ", ".join(
                              f"{k} {_pm(v, spec='.1f')} ({fmt(v.get('dev_reference'), '+.1f')})"
-                             for k, v in temps.items() if k != "all")])
+                             for k, v in temps.items() if k != "all")
+                         + (f"; molecules: {_motion(stability)}" if _motion(stability) else "")])
     cost = record.get("cost")
     if cost:
         rows.append(["wall time per simulated ps: FlashMD / reference MD with the same classical potential (s)",

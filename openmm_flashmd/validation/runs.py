@@ -37,7 +37,9 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
                 collision_rate: float = COLLISION_RATE, checkpoint: Optional[Path] = None,
                 checkpoint_ps: float = STABILITY_CHECKPOINT_PS) -> Tuple[Dict, Dict[str, np.ndarray]]:
     """NVT FlashMD run (friction ``collision_rate``, 1/ps): settle, measure ``nvt_ps``,
-    optionally continue to ``continue_to_ps`` (stability). Series: ``time``, ``T_<key>`` and,
+    optionally continue to ``continue_to_ps`` (stability). Series: ``time``, ``T_<key>``, in a
+    System of several molecules ``Tmol_translation`` and ``Tmol_rotation`` (the molecules'
+    translational and rotational temperatures, summarised as ``molecule_temperature_K``) and,
     with ``positions``, the sampled ``positions`` and ``boxes`` of the measured part.
 
     ``checkpoint``: a file where the continuation saves itself every ``checkpoint_ps`` (ps,
@@ -61,7 +63,7 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
             raise ValidationError(str(err).strip().splitlines()[0]) from None
         out, continuation = saved["measured"], saved["continuation"]
         series = {k[len("measured_"):]: v for k, v in arrays.items() if k.startswith("measured_")}
-        more = target.recorder()
+        more = target.recorder(molecules=True)
         more.restore({k[len("continued_"):]: v for k, v in arrays.items() if k.startswith("continued_")})
         continuation["resumed_at_ps"].append(continuation["from_ps"] + continuation["steps_done"] * stride)
     else:
@@ -81,7 +83,7 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
                         T_max_K=float(np.max(t_series)) if t_series else math.nan, max_speed_nm_per_ps=rec.max_speed)
             out["stability"] = stab
             return out, series
-        more = target.recorder()
+        more = target.recorder(molecules=True)
         integrator.reset_fallback_statistics()
         continuation = {"from_ps": t_now, "steps_done": 0, "resumed_at_ps": [],
                         "measured_T_min_K": float(np.min(rec.velocities_T)),
@@ -109,6 +111,7 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
             more.temperatures(), int(lengths["blocks"]), target.temperature,
             reference.get("nvt", {}).get("temperature_K"))
         stab["temperature_from_ps"] = t_from
+        _add_molecule_temperatures(stab, more, lengths, target, reference)
     stab.update(stable=failed is None, failed_at_ps=failed, error=error,
                 T_min_K=min([continuation["measured_T_min_K"], *more.velocities_T]),
                 T_max_K=max([continuation["measured_T_max_K"], *more.velocities_T]),
@@ -127,7 +130,7 @@ def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: 
                            "sample_interval_ps": interval * stride}
     settle = advance(context, integrator, stride, lengths["settle_ps"], interval, f"{label} settle",
                      progress=target.progress)
-    rec = target.recorder(positions=positions)
+    rec = target.recorder(positions=positions, molecules=True)
     series: Dict[str, np.ndarray] = {}
     if settle["failed_at_ps"] is not None:
         out.update(failed_at_ps=settle["failed_at_ps"], error=settle["error"], completed_ps=0.0)
@@ -150,13 +153,26 @@ def _measured_nvt(target: Target, context, integrator, splitting: str, lengths: 
         out["temperature_K"] = compare.temperature_summary(temps, int(lengths["blocks"]), target.temperature,
                                                            reference.get("nvt", {}).get("temperature_K"))
         out["partial"] = run["failed_at_ps"] is not None
+        _add_molecule_temperatures(out, rec, lengths, target, reference)
     series["time"] = np.asarray(rec.time, dtype=np.float32)
     for key, values in temps.items():
         series[f"T_{key}"] = values.astype(np.float32)
+    for key, values in rec.molecule_temperatures().items():
+        series[f"Tmol_{key}"] = values.astype(np.float32)
     if positions and rec.positions:
         series["positions"] = np.asarray(rec.positions, dtype=np.float32)
         series["boxes"] = np.asarray(rec.boxes, dtype=np.float32)
     return out, series, rec, t_settle + run["done_ps"]
+
+
+def _add_molecule_temperatures(out: Dict[str, Any], rec: Recorder, lengths: Dict[str, float], target: Target,
+                               reference: Dict[str, Any]) -> None:
+    """``out["molecule_temperature_K"]``: the recorded molecules' translational and rotational
+    temperatures against the target and (where it has them) reference MD; nothing without them."""
+    motion = rec.molecule_temperatures()
+    if motion:
+        out["molecule_temperature_K"] = compare.temperature_summary(
+            motion, int(lengths["blocks"]), target.temperature, reference.get("nvt", {}).get("molecule_temperature_K"))
 
 
 def _save_continuation(path: Path, context, measured: Dict[str, Any], series: Dict[str, np.ndarray],

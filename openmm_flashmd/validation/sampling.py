@@ -44,12 +44,20 @@ class State:
 
 class Recorder:
     """Samples a Context: time (ps), kinetic temperatures (K), optionally positions (nm),
-    box (nm), volume (nm^3), potential and kinetic energy (kJ/mol), max speed (nm/ps)."""
+    box (nm), volume (nm^3), potential and kinetic energy (kJ/mol), max speed (nm/ps).
+
+    ``molecules``: in a System of two or more molecules of several atoms (``Context.getMolecules()``,
+    taken at the first sample: a solvent), also the translational and rotational temperature of
+    those molecules (:func:`openmm_flashmd.analysis.thermo.molecule_temperatures`)."""
 
     def __init__(self, masses: np.ndarray, elements: List[str], dof: float, positions: bool = False,
                  energy: bool = False, energy_groups=None, volume: bool = False,
-                 explosion_K: Optional[float] = None, explosion_window_ps: float = EXPLOSION_WINDOW_PS):
+                 explosion_K: Optional[float] = None, explosion_window_ps: float = EXPLOSION_WINDOW_PS,
+                 molecules: bool = False):
         self.masses, self.elements, self.dof = masses, elements, dof
+        self.want_molecules = molecules
+        self.molecules: Optional[List[List[int]]] = None  # known at the first sample
+        self.by_motion: Dict[str, List[float]] = {"translation": [], "rotation": []}
         self.explosion_K, self.explosion_window_ps = explosion_K, explosion_window_ps
         self.want_positions, self.want_energy, self.want_volume = positions, energy, volume
         self.energy_groups = energy_groups
@@ -64,9 +72,13 @@ class Recorder:
         self.max_speed = 0.0
 
     def __call__(self, context, t: float) -> None:
-        from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
+        from openmm_flashmd.analysis.thermo import kinetic_temperature, molecule_temperatures, temperature_by_element
 
-        kwargs: Dict[str, Any] = dict(getVelocities=True, getPositions=self.want_positions, getEnergy=self.want_energy)
+        if self.want_molecules and self.molecules is None:
+            several = [list(atoms) for atoms in context.getMolecules() if len(atoms) > 1]
+            self.molecules = several if len(several) > 1 else []
+        kwargs: Dict[str, Any] = dict(getVelocities=True, getPositions=self.want_positions or bool(self.molecules),
+                                      getEnergy=self.want_energy)
         if self.want_energy and self.energy_groups is not None:
             kwargs["groups"] = set(self.energy_groups)
         state = context.getState(**kwargs)
@@ -76,6 +88,12 @@ class Recorder:
         for element, values in temperature_by_element(v, self.masses, self.elements).items():
             self.by_element[element].append(float(values))
         self.max_speed = max(self.max_speed, float(np.sqrt((v * v).sum(1)).max()))
+        if self.molecules:
+            box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=float)
+            motion = molecule_temperatures(np.asarray(state.getPositions(asNumpy=True)._value, dtype=float), v,
+                                           self.masses, self.molecules, box)
+            for key, values in self.by_motion.items():
+                values.append(float(motion[key]))
         if self.want_positions:
             self.positions.append(np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float32))
             self.boxes.append(np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=np.float32))
@@ -106,6 +124,11 @@ class Recorder:
         out.update({e: np.asarray(v) for e, v in self.by_element.items()})
         return out
 
+    def molecule_temperatures(self) -> Dict[str, np.ndarray]:
+        """The molecules' ``translation`` and ``rotation`` temperatures (K) per sample; empty
+        unless the recorder was asked for them and the System has several molecules."""
+        return {k: np.asarray(v) for k, v in self.by_motion.items()} if self.molecules else {}
+
     def snapshot(self) -> Dict[str, np.ndarray]:
         """The samples so far as float64 arrays (times, temperatures, max speed), for
         :meth:`restore`; a recorder of positions, volumes or energies has more than this."""
@@ -114,6 +137,10 @@ class Recorder:
         out = {"time": np.asarray(self.time, dtype=float), "T_all": np.asarray(self.velocities_T, dtype=float),
                "max_speed": np.asarray(self.max_speed, dtype=float)}
         out.update({f"T_{e}": np.asarray(v, dtype=float) for e, v in self.by_element.items()})
+        if self.molecules:
+            out["molecules"] = np.concatenate([np.asarray(a, dtype=float) for a in self.molecules])
+            out["molecule_sizes"] = np.asarray([len(a) for a in self.molecules], dtype=float)
+            out.update({f"Tmol_{k}": np.asarray(v, dtype=float) for k, v in self.by_motion.items()})
         return out
 
     def restore(self, snapshot: Dict[str, np.ndarray]) -> None:
@@ -122,6 +149,12 @@ class Recorder:
         self.velocities_T = [float(T) for T in snapshot["T_all"]]
         self.by_element = {e: [float(T) for T in snapshot[f"T_{e}"]] for e in self.by_element}
         self.max_speed = float(snapshot["max_speed"])
+        if "molecules" in snapshot:
+            ends = np.cumsum(snapshot["molecule_sizes"].astype(int))
+            self.molecules = [a.astype(int).tolist() for a in np.split(snapshot["molecules"], ends[:-1])]
+            self.by_motion = {k: [float(T) for T in snapshot[f"Tmol_{k}"]] for k in self.by_motion}
+        else:  # a snapshot without them (or from before they were recorded): none in this run either
+            self.molecules = []
 
 
 def advance(context, integrator, dt: float, duration: float, interval: int, desc: str,

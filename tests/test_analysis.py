@@ -218,6 +218,9 @@ def test_molecule_temperatures_separate_translation_from_rotation():
     kinetic = 0.5 * masses.sum() * 0.14
     assert t["rotation"] == pytest.approx(0.0, abs=1e-9)
     assert t["translation"] == pytest.approx(2 * kinetic / (9 * KB))
+    # with a CMMotionRemover the molecules' translation has 3 degrees of freedom fewer
+    removed = molecule_temperatures(x, v, masses, molecules, centre_of_mass_removed=True)
+    assert removed["translation"] == pytest.approx(2 * kinetic / (6 * KB))
     # pure rotation of each water about its centre of mass: no translation, all kinetic energy in rotation
     for atoms, omega in (([0, 1, 2], [1.0, 2.0, 3.0]), ([3, 4, 5], [-2.0, 0.5, 1.0])):
         v[atoms] = _rigid_velocities(x[atoms], masses[atoms], np.zeros(3), np.array(omega))

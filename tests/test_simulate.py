@@ -65,6 +65,43 @@ def test_flashmd_reporter_refuses_existing_file(tmp_path):
     FlashMDReporter(io.StringIO(), 10)
 
 
+def test_flashmd_reporter_logs_the_molecules_motion_and_keeps_an_older_logs_columns(tmp_path):
+    """64 rigid waters: the molecules' translational and rotational temperatures, which add up to the
+    kinetic temperature (192 + 192 of its 384 degrees of freedom); a log written without those
+    columns gets rows without them when a run appends to it."""
+    import openmm
+    from openmm import app, unit
+
+    from openmm_flashmd.reporters import FlashMDReporter
+    from openmm_flashmd.systems import get_system
+
+    built = get_system("water-rigid")
+
+    def run(path, **options):
+        integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picosecond)
+        simulation = app.Simulation(built.topology, built.system, integrator,
+                                    openmm.Platform.getPlatformByName("Reference"))
+        simulation.context.setPositions(built.positions)
+        simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+        simulation.reporters.append(FlashMDReporter(str(path), 2, **options))
+        simulation.step(4)
+        del simulation.reporters[:]
+
+    run(tmp_path / "new.csv")
+    log = read_log(tmp_path / "new.csv")
+    assert len(log["step"]) == 2
+    np.testing.assert_allclose(192 * (log["temperature_translation_K"] + log["temperature_rotation_K"]),
+                               384 * log["temperature_K"], rtol=3e-3)  # Langevin's velocities: constraints to 1e-5
+    old = tmp_path / "old.csv"
+    header, *rows = (tmp_path / "new.csv").read_text().splitlines()
+    names = header.split(",")
+    keep = [i for i, n in enumerate(names) if n not in ("temperature_translation_K", "temperature_rotation_K")]
+    old.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in [header] + rows) + "\n")
+    run(old, append=True)
+    lines = old.read_text().splitlines()
+    assert len(lines) == 5 and {len(line.split(",")) for line in lines} == {len(keep)}
+
+
 def test_simulate_reports_a_failed_stride_and_raises(tmp_path):
     """Without the fallback, a model that returns NaN after a few strides stops the run: the
     report is written with a failed trust check."""
@@ -136,6 +173,10 @@ def test_constrained_runs_are_judged_per_element_against_bundled_reference_md():
     # a constrained System the package has no reference for: only the overall temperature is judged
     assert expected_temperatures(300.0, ["all", "H"], {"system": "custom", "constraints": 3}) == {"all": 300.0}
     assert reference_temperatures("custom") is None
+    # ... but the molecules' translation and rotation are, against the thermostat (equipartition)
+    assert expected_temperatures(300.0, ["all", "H", "rotation", "translation"],
+                                 {"system": "custom", "constraints": 3}) == {"all": 300.0, "translation": 300.0,
+                                                                             "rotation": 300.0}
 
 
 @pytest.mark.parametrize("ensemble, check", [
@@ -150,6 +191,7 @@ def test_every_ensemble_has_a_check_beyond_run_finished(tmp_path, free_model, en
              progress=False)
     log = read_log(out / "log.csv")
     assert "density_g_cm3" in log and 0.5 < log["density_g_cm3"][0] < 1.5
+    assert 100 < log["temperature_translation_K"][0] < 600 and 100 < log["temperature_rotation_K"][0] < 600
     assert check in (out / "report.md").read_text()
 
 

@@ -113,7 +113,7 @@ def write_report(output_dir: Path, log: Path, trajectory: Path, topology: Path, 
     half = len(time) // 2
     means, errors = second_half_statistics(series)
     body += ["## Temperature", "", "Second half of the run (mean ± standard error from the autocorrelation time):", "",
-             "| atoms | T (K) |", "|---|---|"]
+             "| atoms (molecules: their translation, rotation) | T (K) |", "|---|---|"]
     for name in series:
         body.append(f"| {name} | {_format_mean(means[name], errors[name])} |")
     target = settings.get("temperature_K") if settings.get("ensemble") in ("nvt", "npt") else None
@@ -291,7 +291,8 @@ def _checks_marked(report: Path, verdict: Optional[bool]) -> List[str]:
 
 
 def expected_temperatures(target: float, names: List[str], settings: Dict) -> Dict[str, float]:
-    """What each temperature column should read at equilibrium (K): ``target`` overall; per
+    """What each temperature column should read at equilibrium (K): ``target`` overall and for
+    the molecules' ``translation`` and ``rotation``; per
     element ``target`` too without constraints (equipartition), or with constraints reference
     MD's per-element values scaled to ``target``: the bundled record of a built-in system
     (:mod:`openmm_flashmd.systems.references`), else the cached reference of an
@@ -302,10 +303,12 @@ def expected_temperatures(target: float, names: List[str], settings: Dict) -> Di
     expected = {"all": target}
     ref = reference_temperatures(settings.get("system")) or _validation_temperatures(settings)
     if not settings.get("constraints"):
-        expected.update({n: target for n in names if n != "all"})
+        expected.update({n: target for n in names if n not in ("all", "translation", "rotation")})
     elif ref is not None:
         scale = target / ref["measured_temperature_K"]
         expected.update({n: t * scale for n, t in ref.get("temperature_by_element_K", {}).items() if n in names})
+    # the molecules' translation and rotation: the thermostat's temperature (equipartition), constraints or not
+    expected.update({n: target for n in ("translation", "rotation") if n in names})
     return expected
 
 

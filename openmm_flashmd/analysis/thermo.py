@@ -18,12 +18,17 @@ def system_masses(system) -> np.ndarray:
     return np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
 
 
+def removes_centre_of_mass_motion(system) -> bool:
+    """Whether an ``openmm.System`` has a ``CMMotionRemover`` (its total momentum stays zero)."""
+    import openmm
+
+    return any(isinstance(force, openmm.CMMotionRemover) for force in system.getForces())
+
+
 def degrees_of_freedom(system) -> int:
     """Kinetic degrees of freedom of an ``openmm.System``: 3N - constraints, - 3 more with a
     ``CMMotionRemover`` (OpenMM's ``StateDataReporter`` convention)."""
-    import openmm
-
-    remover = any(isinstance(force, openmm.CMMotionRemover) for force in system.getForces())
+    remover = removes_centre_of_mass_motion(system)
     return 3 * system.getNumParticles() - system.getNumConstraints() - (3 if remover else 0)
 
 
@@ -60,6 +65,7 @@ def temperature_by_element(
 def molecule_temperatures(
     positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray,
     molecules: Sequence[Sequence[int]], box: Optional[np.ndarray] = None,
+    centre_of_mass_removed: bool = False,
 ) -> Dict[str, np.ndarray]:
     """Translational and rotational kinetic temperature (K) of molecules, per frame.
 
@@ -68,7 +74,8 @@ def molecule_temperatures(
     ``box`` (nm, [F, 3, 3] or [3, 3]): molecules split across the box are made whole first.
 
     * ``translation``: ½ M |v_cm|² of each molecule's centre of mass, 3 degrees of freedom
-      per molecule;
+      per molecule, 3 fewer in all with ``centre_of_mass_removed`` (a System with a
+      ``CMMotionRemover``, :func:`removes_centre_of_mass_motion`, whose molecules are all of it);
     * ``rotation``: ½ Lᵀ I⁻¹ L, the angular momentum L and inertia tensor I about each
       molecule's centre of mass; 3 degrees of freedom per non-linear molecule, 2 per linear
       one, none for single atoms (None if no molecule rotates).
@@ -109,7 +116,8 @@ def molecule_temperatures(
         along = np.einsum("fmij,fmi->fmj", vectors, angular)
         rotation += 0.5 * np.where(nonzero, along ** 2 / np.where(nonzero, eigenvalues, 1.0), 0.0).sum((1, 2))
         rotation_dof += int(nonzero[0].sum())
-    out = {"translation": 2 * translation / (3 * len(molecules) * KB),
+    translation_dof = 3 * len(molecules) - (3 if centre_of_mass_removed else 0)
+    out = {"translation": 2 * translation / (translation_dof * KB),
            "rotation": 2 * rotation / (rotation_dof * KB) if rotation_dof else None}
     return {k: (t[0] if single and t is not None else t) for k, t in out.items()}
 

@@ -12,6 +12,8 @@ from openmm_flashmd.analysis.thermo import (
     degrees_of_freedom,
     density,
     kinetic_temperature,
+    molecule_temperatures,
+    removes_centre_of_mass_motion,
     system_masses,
     temperature_by_element,
 )
@@ -20,8 +22,10 @@ from openmm_flashmd.integrator.fallback import REJECTION_REASONS
 
 class FlashMDReporter:
     """CSV rows of step, time (ps), potential and total energy (kJ/mol), density (g/cm³,
-    periodic systems only), kinetic temperature (K) overall and per element, the energy filter's statistics since the
-    previous row (strides filtered, clamped, mean scale) and the stride monitor's (strides
+    periodic systems only), kinetic temperature (K) overall and per element, in a System of
+    several molecules of more than one atom (a solvent) the molecules' translational and
+    rotational temperatures (K, :func:`openmm_flashmd.analysis.thermo.molecule_temperatures`),
+    the energy filter's statistics since the previous row (strides filtered, clamped, mean scale) and the stride monitor's (strides
     monitored, rejected and integrated with MD instead, rejections per reason; see
     :mod:`openmm_flashmd.integrator.fallback`).
 
@@ -34,7 +38,8 @@ class FlashMDReporter:
     file : path or open text file
     report_interval : steps (strides) between rows
     overwrite : replace an existing file (a path is never silently overwritten)
-    append : add rows to an existing file (resuming a run); no new header
+    append : add rows to an existing file (resuming a run); no new header, and the columns
+        of the file's header (a log written before the molecules' columns existed keeps without them)
     """
 
     def __init__(
@@ -45,7 +50,11 @@ class FlashMDReporter:
         append: bool = False,
     ):
         self._write_header = not append
+        self._header: Optional[List[str]] = None  # an appended file's columns
         if isinstance(file, (str, os.PathLike)):
+            if append and os.path.exists(file):
+                with open(file) as existing:
+                    self._header = existing.readline().strip().split(",")
             if os.path.exists(file) and not (overwrite or append):
                 raise FileExistsError(f"{file} exists; pass overwrite=True to replace it or append=True")
             self._out: IO[str] = open(file, "a" if append else "w")
@@ -55,10 +64,17 @@ class FlashMDReporter:
         self._interval = int(report_interval)
         self._elements: Optional[List[str]] = None
         self._masses: Optional[np.ndarray] = None
+        self._molecules: Optional[List[List[int]]] = None
 
     def describeNextReport(self, simulation):
+        if self._molecules is None:
+            several = [list(atoms) for atoms in simulation.context.getMolecules() if len(atoms) > 1]
+            self._molecules = several if len(several) > 1 else []
+            if self._header is not None and "temperature_translation_K" not in self._header:
+                self._molecules = []
         steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": None, "include": ["velocities", "energy"]}
+        include = ["velocities", "energy"] + (["positions"] if self._molecules else [])
+        return {"steps": steps, "periodic": None, "include": include}
 
     def _start(self, simulation) -> None:
         system = simulation.system
@@ -70,6 +86,8 @@ class FlashMDReporter:
         columns += ["density_g_cm3"] if self._periodic else []
         columns += ["temperature_K"]
         columns += [f"temperature_{e}_K" for e in sorted(set(self._elements))]
+        columns += ["temperature_translation_K", "temperature_rotation_K"] if self._molecules else []
+        self._com_removed = removes_centre_of_mass_motion(system)
         columns += ["filter_strides", "filter_clamped", "filter_scale_mean", "monitor_strides", "rejected_strides"]
         columns += [f"rejected_{reason}" for reason in REJECTION_REASONS.values()]
         if self._write_header:
@@ -81,6 +99,12 @@ class FlashMDReporter:
         v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         by_element = temperature_by_element(v, self._masses, self._elements)
         everyone = float(kinetic_temperature(v, self._masses, self._dof))
+        motion = []
+        if self._molecules:
+            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if self._periodic else None
+            temps = molecule_temperatures(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), v,
+                                          self._masses, self._molecules, box, self._com_removed)
+            motion = [float(temps["translation"]), float(temps["rotation"])]
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         integrator = simulation.integrator
@@ -95,6 +119,7 @@ class FlashMDReporter:
               if self._periodic else []),
             everyone,
             *[float(by_element[e]) for e in sorted(by_element)],
+            *motion,
             stats["count"] if stats else 0,
             stats["clamped"] if stats else 0,
             stats["mean"] if stats else float("nan"),

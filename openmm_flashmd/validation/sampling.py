@@ -48,14 +48,15 @@ class Recorder:
 
     ``molecules``: in a System of two or more molecules of several atoms (``Context.getMolecules()``,
     taken at the first sample: a solvent), also the translational and rotational temperature of
-    those molecules (:func:`openmm_flashmd.analysis.thermo.molecule_temperatures`)."""
+    those molecules (:func:`openmm_flashmd.analysis.thermo.molecule_temperatures`;
+    ``centre_of_mass_removed``: the System has a ``CMMotionRemover``)."""
 
     def __init__(self, masses: np.ndarray, elements: List[str], dof: float, positions: bool = False,
                  energy: bool = False, energy_groups=None, volume: bool = False,
                  explosion_K: Optional[float] = None, explosion_window_ps: float = EXPLOSION_WINDOW_PS,
-                 molecules: bool = False):
+                 molecules: bool = False, centre_of_mass_removed: bool = False):
         self.masses, self.elements, self.dof = masses, elements, dof
-        self.want_molecules = molecules
+        self.want_molecules, self.centre_of_mass_removed = molecules, centre_of_mass_removed
         self.molecules: Optional[List[List[int]]] = None  # known at the first sample
         self.by_motion: Dict[str, List[float]] = {"translation": [], "rotation": []}
         self.explosion_K, self.explosion_window_ps = explosion_K, explosion_window_ps
@@ -91,7 +92,7 @@ class Recorder:
         if self.molecules:
             box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=float)
             motion = molecule_temperatures(np.asarray(state.getPositions(asNumpy=True)._value, dtype=float), v,
-                                           self.masses, self.molecules, box)
+                                           self.masses, self.molecules, box, self.centre_of_mass_removed)
             for key, values in self.by_motion.items():
                 values.append(float(motion[key]))
         if self.want_positions:

@@ -214,7 +214,10 @@ class Target:
     def recorder(self, **kwargs) -> Recorder:
         """A :class:`Recorder` that calls a run exploded when its kinetic temperature, averaged
         over the last ``EXPLOSION_WINDOW_PS``, is above ``EXPLOSION_FACTOR`` x the temperature."""
-        return Recorder(self.masses, self.elements, self.dof, explosion_K=EXPLOSION_FACTOR * self.temperature, **kwargs)
+        from openmm_flashmd.analysis.thermo import removes_centre_of_mass_motion
+
+        return Recorder(self.masses, self.elements, self.dof, explosion_K=EXPLOSION_FACTOR * self.temperature,
+                        centre_of_mass_removed=removes_centre_of_mass_motion(self.system), **kwargs)
 
     def barostat_system(self, frequency: int = REFERENCE_BAROSTAT_FREQUENCY):
         """The System for NpT with a MonteCarloBarostat at ``pressure`` attempting a move every

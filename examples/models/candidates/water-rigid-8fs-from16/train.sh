@@ -9,11 +9,7 @@
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-8fs-from16/train.sh           # start
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-8fs-from16/train.sh --resume  # continue
 set -euo pipefail
-WORK=${WORK:-bundled-work}
-RUN=${RUN:-w8-from16}
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/runs/$RUN" \
-    --stride 0.008 --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
-    --set model.d_node=192 --set model.d_feedforward=192 \
+# ../water-rigid-8fs-ke300p's command with the 16 fs default's weights, lr 3e-4 and 100 warm-up steps
+RUN=${RUN:-w8-from16} exec bash "$(dirname "$0")/../water-rigid-8fs-ke300p/train.sh" \
     --set training.init_from=openmm_flashmd/models/water-rigid-16fs.pt --set training.learning_rate=3e-4 \
-    --set training.warmup_steps=100 --set training.max_steps=1500 --set training.checkpoint_every=250 \
-    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --device cpu --quiet "$@"
+    --set training.warmup_steps=100 "$@"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import h5py
 import numpy as np
@@ -356,6 +357,41 @@ def test_energy_term_defaults_to_the_data_system(dimer_data, tmp_path):
     for a, b in zip(*rows):
         assert float(a["train_loss_e"]) > 0
         assert float(b["train_loss_e"]) == pytest.approx(float(a["train_loss_e"]), rel=1e-3)
+    # the potential-energy term alone needs the same potential
+    quick.update({"loss.energy": 0.0, "loss.potential_energy": 0.1})
+    train(dimer_data, tmp_path / "potential", STRIDE, overrides=quick, device="cpu", progress=False, export=False)
+    rows = list(csv.DictReader(open(tmp_path / "potential" / "log.csv")))
+    assert all(float(r["train_loss_u"]) > 0 and math.isnan(float(r["train_loss_e"])) for r in rows)
+
+
+def test_potential_energy_term_weighs_position_errors_by_their_energy(dimer_data):
+    """L_U: ((U(q') - U(q'_ref)) / (N kB T))^2 of each item; zero for the reference end state, and
+    a stretch of one bond of the (unconstrained) dimers costs its harmonic energy; the gradient
+    reaches the predicted positions."""
+    from openmm_flashmd.train.trainer import KB, _Losses
+
+    data = load_trajectories(dimer_data)
+    masses = torch.as_tensor(data.masses, dtype=torch.float64)
+    scales = {"dq_scale": 1.0, "p_scale": 1.0}
+    energy = HarmonicDimerEnergy()
+    losses = _Losses({"positions": 1, "velocities": 1, "energy": 0, "potential_energy": 3.0}, scales, masses, 300.0,
+                     energy)
+    q0 = torch.as_tensor(data.positions[0, :2], dtype=torch.float64)
+    q1 = torch.as_tensor(data.positions[0, 2:4], dtype=torch.float64)
+    v1 = torch.as_tensor(data.velocities[0, 2:4], dtype=torch.float64)
+    batch = {"positions": q0, "new_positions": q1, "velocities": v1, "new_velocities": v1,
+             "box": torch.zeros(2, 3, 3, dtype=torch.float64)}
+    sqrt_m = masses.sqrt().view(1, -1, 1)
+    exact = losses((q1 - q0) * sqrt_m, v1 * sqrt_m, batch)
+    assert float(exact["loss_u"]) == pytest.approx(0.0, abs=1e-20) and "loss_e" not in exact
+    stretched = q1.clone()
+    stretched[0, 1] += 0.01 * (q1[0, 1] - q1[0, 0]) / torch.linalg.norm(q1[0, 1] - q1[0, 0])
+    y_q = ((stretched - q0) * sqrt_m).requires_grad_(True)
+    parts = losses(y_q, v1 * sqrt_m, batch)
+    du = float(energy(stretched[0], batch["box"][0]) - energy(q1[0], batch["box"][0]))
+    assert float(parts["loss_u"].detach()) == pytest.approx(0.5 * (du / (8 * KB * 300.0)) ** 2, rel=1e-9)
+    parts["loss"].backward()
+    assert float(y_q.grad[0].abs().sum()) > 0 and float(y_q.grad[1].abs().sum()) == 0.0
 
 
 def test_openmm_potential_matches_torch_energy_and_gradient(dimer_data):

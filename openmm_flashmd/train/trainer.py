@@ -18,8 +18,9 @@ file                   content
 
 Loss (see ``default_hypers.yaml``): weighted, normalised MSE of the mass-scaled
 targets ``y_q = dq sqrt(m)`` and ``y_p = v' sqrt(m)``, plus an optional energy-
-conservation term ``((H(q', v') - H(q, v)) / (N kB T))^2`` (``loss.energy``; the predicted
-state after the first-order constraint projection; the potential is the data's own System
+conservation term ``((H(q', v') - H(q, v)) / (N kB T))^2`` (``loss.energy``) and an optional
+potential-energy term ``((U(q') - U(q'_ref)) / (N kB T))^2`` (``loss.potential_energy``; both on the
+predicted state after the first-order constraint projection; the potential is the data's own System
 through OpenMM, :class:`~openmm_flashmd.train.openmm_system.OpenMMPotential`, or an
 ``energy_model(positions [N, 3] nm, box [3, 3] nm) -> potential energy, kJ/mol``
 differentiable with respect to positions), an optional per-element kinetic-energy
@@ -182,6 +183,7 @@ class _Losses:
         self.w_q, self.w_p, self.w_e = (float(weights["positions"]), float(weights["velocities"]),
                                         float(weights["energy"]))
         self.w_ke = float(weights.get("kinetic_energy", 0.0))
+        self.w_u = float(weights.get("potential_energy", 0.0))
         self.w_rollout = float(weights.get("rollout", 0.0))
         self.w_reversal = float(weights.get("reversal", 0.0))
         # one mask per element: the kinetic-energy term compares each element's mean |v' sqrt(m)|^2
@@ -192,7 +194,7 @@ class _Losses:
         self.masses = masses
         self.sqrt_m = masses.sqrt().view(1, -1, 1)
         self.kT = KB * temperature
-        self.energy_model = energy_model if self.w_e > 0 else None
+        self.energy_model = energy_model if self.w_e > 0 or self.w_u > 0 else None
         # the weight of the error parts the integrator's constraint projection removes (1: plain MSE)
         self.w_removed = float(weights.get("constraint_removed", 1.0))
         # the data's constraint projection (None: no constraints). It splits the errors of L_q and L_p
@@ -246,16 +248,28 @@ class _Losses:
             n = self.masses.shape[0]
             new_q, new_v = constrained_prediction(self.projector, batch["positions"] + y_q / self.sqrt_m,
                                                   y_p / self.sqrt_m, batch, self.sqrt_m)
-            terms = []
+            energy_terms, potential_terms = [], []
             for b in range(y_q.shape[0]):
+                u1 = self.energy_model(new_q[b], batch["box"][b])
                 with torch.no_grad():
-                    h0 = self.energy_model(batch["positions"][b], batch["box"][b]) + \
-                        0.5 * (self.masses.view(-1, 1) * batch["velocities"][b] ** 2).sum()
-                h1 = self.energy_model(new_q[b], batch["box"][b]) + 0.5 * (self.masses.view(-1, 1) * new_v[b] ** 2).sum()
-                terms.append(((h1 - h0) / (n * self.kT)) ** 2)
-            loss_e = torch.stack(terms).mean()
-            total = total + self.w_e * loss_e
-            out["loss_e"] = loss_e
+                    if self.w_e > 0:
+                        h0 = self.energy_model(batch["positions"][b], batch["box"][b]) + \
+                            0.5 * (self.masses.view(-1, 1) * batch["velocities"][b] ** 2).sum()
+                    if self.w_u > 0:
+                        u_ref = self.energy_model(batch["new_positions"][b], batch["box"][b])
+                if self.w_e > 0:
+                    h1 = u1 + 0.5 * (self.masses.view(-1, 1) * new_v[b] ** 2).sum()
+                    energy_terms.append(((h1 - h0) / (n * self.kT)) ** 2)
+                if self.w_u > 0:
+                    potential_terms.append(((u1 - u_ref) / (n * self.kT)) ** 2)
+            if energy_terms:
+                loss_e = torch.stack(energy_terms).mean()
+                total = total + self.w_e * loss_e
+                out["loss_e"] = loss_e
+            if potential_terms:
+                loss_u = torch.stack(potential_terms).mean()
+                total = total + self.w_u * loss_u
+                out["loss_u"] = loss_u
         out["loss"] = total
         return out
 
@@ -268,7 +282,7 @@ class StrideTask(TrainingTask):
     """A PET stride model learning ``(q, v)(t) -> (q, v)(t + stride)`` from trajectory pairs."""
 
     name = "stride"
-    train_parts = ("loss_q", "loss_p", "loss_e", "loss_ke", "loss_rollout", "loss_reversal")
+    train_parts = ("loss_q", "loss_p", "loss_e", "loss_u", "loss_ke", "loss_rollout", "loss_reversal")
     val_fields = ("val_loss_q", "val_loss_p", "val_loss_rollout", "val_dq_rmse", "val_v_rmse")
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
@@ -349,7 +363,8 @@ class StrideTask(TrainingTask):
         if removed != 1.0 and not tdata.constraints_active:
             raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
         self.projector = ConstraintProjector(tdata.constraints, self.masses) if tdata.constraints_active else None
-        if float(h["loss"]["energy"]) > 0 and energy_model is None:  # the data's own System, through OpenMM
+        if (float(h["loss"]["energy"]) > 0 or float(h["loss"].get("potential_energy", 0.0)) > 0) and energy_model is None:
+            # the data's own System, through OpenMM
             energy_model = OpenMMPotential(data_system(tdata))
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
                               self.projector)

@@ -269,3 +269,26 @@ def test_molecule_temperatures_of_linear_and_split_molecules():
     wrapped = molecule_temperatures(split, w_v, w_masses, [[0, 1, 2]], box=box)
     assert wrapped["rotation"] == pytest.approx(whole["rotation"]) and wrapped["translation"] == pytest.approx(whole["translation"])
     assert molecule_temperatures(split, w_v, w_masses, [[0, 1, 2]])["rotation"] != pytest.approx(whole["rotation"])
+
+
+def test_place_molecules_swaps_centres_and_orientations():
+    """One frame's molecules (orientation and internal geometry) at another frame's centres of mass,
+    across a periodic box; atoms in no molecule stay where they are."""
+    from openmm_flashmd.analysis.molecules import centres, place_molecules
+
+    masses = np.array([15.9994, 1.008, 1.008, 15.9994, 1.008, 1.008, 39.9])
+    water = np.array([[0.0, 0.0, 0.0], [0.09572, 0.0, 0.0], [-0.024, 0.0927, 0.0]])
+    shapes = np.vstack([water + 0.3, water[[0, 2, 1]] + 0.6, [[0.1, 0.2, 0.3]]])
+    rng = np.random.default_rng(2)
+    targets = shapes + rng.normal(scale=0.05, size=shapes.shape)
+    molecules = [[0, 1, 2], [3, 4, 5]]
+    box = np.diag([1.0, 1.0, 1.0])
+    split = shapes.copy()
+    split[1] += box[0]  # a hydrogen one box length away: the molecule is made whole first
+    placed = place_molecules(split, targets, masses, molecules, box)
+    for atoms in molecules:
+        m = masses[atoms][None]
+        assert centres(placed[None, None, atoms], m)[0, 0] == pytest.approx(centres(targets[None, None, atoms], m)[0, 0])
+        internal = placed[atoms] - placed[atoms][0]
+        np.testing.assert_allclose(internal, shapes[atoms] - shapes[atoms][0], atol=1e-12)
+    np.testing.assert_array_equal(placed[6], split[6])

@@ -97,3 +97,13 @@ def test_evaluation_measures_the_molecules_translation_and_rotation(dimer_data):
                           ratios["halved"], "per_element": {}, "all": {"dq_rmse": 1.0, "dq_free_flight_rmse": 1.0,
                           "dq_improvement": 1.0, "v_rmse": 1.0, "v_unchanged_rmse": 1.0, "v_improvement": 1.0}})
     assert "translation 0.2500, rotation 0.2500" in table
+    # the potential-energy error split into the molecules' centres and orientations: a dimer moved
+    # whole (in the external well: its energy changes) is all centres, nothing of orientation
+    moved = batch["new_positions"].numpy().copy()
+    moved[:, 0:2] += 0.02
+    errors = EnergyErrors(data)
+    errors.add(torch.as_tensor(moved), batch["new_velocities"], batch)
+    summary = errors.summary(data.n_atoms)["model"]
+    assert abs(summary["potential"]["mean"]) > 1e-3
+    assert summary["potential_centres_only"]["mean"] == pytest.approx(summary["potential"]["mean"], rel=1e-6)
+    assert summary["potential_orientations_only"]["mean"] == pytest.approx(0.0, abs=1e-6)

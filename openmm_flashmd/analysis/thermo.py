@@ -7,6 +7,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from openmm_flashmd.analysis.molecules import centres, groups, whole
+
 #: Boltzmann constant in kJ/mol/K.
 KB = 0.00831446261815324
 
@@ -91,21 +93,14 @@ def molecule_temperatures(
     m = np.asarray(masses, dtype=float)
     translation, rotation = np.zeros(x.shape[0]), np.zeros(x.shape[0])
     rotation_dof = 0
-    for size in sorted({len(atoms) for atoms in molecules}):
-        idx = np.array([list(atoms) for atoms in molecules if len(atoms) == size])  # [M, n]
+    for idx in groups(molecules):  # [M, n] atoms of the molecules of one size
         mm = m[idx]  # [M, n]
         total = mm.sum(1)
-        xm = x[:, idx]  # [F, M, n, 3]
-        if box is not None:  # each atom's image nearest the molecule's first atom (reduced triclinic box)
-            d = xm - xm[:, :, :1]
-            for axis in (2, 1, 0):
-                shift = np.round(d[..., axis] / box[:, axis, axis][:, None, None])
-                d = d - shift[..., None] * box[:, None, None, axis]
-            xm = xm[:, :, :1] + d
-        xc = np.einsum("fmni,mn->fmi", xm, mm) / total[:, None]
-        vc = np.einsum("fmni,mn->fmi", v[:, idx], mm) / total[:, None]
+        xm = whole(x[:, idx], box)  # [F, M, n, 3]
+        xc = centres(xm, mm)
+        vc = centres(v[:, idx], mm)
         translation += 0.5 * np.einsum("fmi,m->f", vc * vc, total)
-        if size == 1:
+        if idx.shape[1] == 1:
             continue
         r, u = xm - xc[:, :, None], v[:, idx] - vc[:, :, None]
         angular = np.einsum("fmni,mn->fmi", np.cross(r, u), mm)

@@ -183,6 +183,11 @@ def format_table(result: Dict[str, Any]) -> str:
             lines.append(f"energy error per stride ({name}, kJ/mol, mean ± sd): potential {e['potential']['mean']:+.2f} "
                          f"± {e['potential']['sd']:.2f}, kinetic {e['kinetic']['mean']:+.2f} ± {e['kinetic']['sd']:.2f}, "
                          f"total {e['total']['mean']:+.2f} ± {e['total']['sd']:.2f}")
+            if "potential_orientations_only" in e:
+                centres, orientations = e["potential_centres_only"], e["potential_orientations_only"]
+                lines.append(f"potential energy error of the molecules' centres alone {centres['mean']:+.2f} ± "
+                             f"{centres['sd']:.2f}, of their orientations alone {orientations['mean']:+.2f} ± "
+                             f"{orientations['sd']:.2f}")
     motion = result.get("molecule_kinetic_energy_ratio")
     if motion:
         lines.append("molecules' kinetic-energy ratio after the projection (model / reference): "
@@ -260,7 +265,8 @@ class EnergyErrors:
     position (nm) and velocity (nm/ps) errors of the model after that projection are summed
     per element too (:meth:`constrained_errors`): the errors the integrator keeps; in a System of
     several molecules, so are the molecules' translational and rotational kinetic energies
-    (:meth:`molecule_kinetic_energy_ratios`). A model that conserves
+    (:meth:`molecule_kinetic_energy_ratios`), and the potential-energy error is split into the
+    molecules' centres and their orientations (:meth:`summary`). A model that conserves
     energy on held-out strides but heats up in a simulation is sensitive to states off the
     data's manifold; one that is already biased here will drift in any run.
     """
@@ -285,6 +291,8 @@ class EnergyErrors:
         self.molecules = several if len(several) > 1 else []
         # "translation" / "rotation" -> [sum of the model's temperatures, sum of the reference's]
         self.motion: Dict[str, List[float]] = {"translation": [0.0, 0.0], "rotation": [0.0, 0.0]}
+        # per pair: the potential-energy error of the molecules' centres alone, and of their orientations alone
+        self.potential_split: List[List[float]] = []
 
     def _energies(self, x: np.ndarray, v: np.ndarray, box: np.ndarray) -> Tuple[float, float, np.ndarray, np.ndarray]:
         """Potential and kinetic energy (kJ/mol) after the constraint projection, and the
@@ -318,6 +326,7 @@ class EnergyErrors:
                 self.errors[name].append([pe - reference[0], ke - reference[1]])
                 if name == "model" and self.molecules:
                     self._add_motion(x, u, reference[2], reference[3], box)
+                    self._add_potential_split(x, reference, box)
                 if name == "model" and self.constrained:
                     dx2 = ((x - reference[2]) ** 2).sum(-1)
                     dv2 = ((u - reference[3]) ** 2).sum(-1)
@@ -340,6 +349,18 @@ class EnergyErrors:
             sums[0] += float(model[key])
             sums[1] += float(reference[key])
 
+    def _add_potential_split(self, x: np.ndarray, reference: Tuple, box: np.ndarray) -> None:
+        """The potential-energy errors (kJ/mol) of the reference's molecules moved to the predicted
+        centres, and of the predicted molecules moved to the reference's centres."""
+        from openmm_flashmd.analysis.molecules import place_molecules
+
+        box_or_none = box if self.periodic else None
+        masses = self.masses[:, 0]
+        centres_only = place_molecules(reference[2], x, masses, self.molecules, box_or_none)
+        orientations_only = place_molecules(x, reference[2], masses, self.molecules, box_or_none)
+        self.potential_split.append([self._energies(y, reference[3], box)[0] - reference[0]
+                                     for y in (centres_only, orientations_only)])
+
     def molecule_kinetic_energy_ratios(self) -> Dict[str, float]:
         """The model's kinetic energy of the molecules' ``translation`` and ``rotation`` after a
         stride (after the constraint projection) over the reference's, summed over the pairs
@@ -361,13 +382,19 @@ class EnergyErrors:
 
     def summary(self, n_atoms: int) -> Dict[str, Any]:
         """Mean and standard deviation (kJ/mol per stride) of the potential, kinetic and total
-        energy errors, for the model and (when present) the Verlet guess."""
+        energy errors, for the model and (when present) the Verlet guess; in a System of several
+        molecules, the model's also split into ``potential_centres_only`` (the reference's
+        molecules at the predicted centres of mass) and ``potential_orientations_only`` (the
+        predicted molecules, orientation and internal geometry, at the reference's centres)."""
         out: Dict[str, Any] = {"n_atoms": int(n_atoms)}
         for name, rows in self.errors.items():
             if not rows:
                 continue
             e = np.asarray(rows)
             parts = {"potential": e[:, 0], "kinetic": e[:, 1], "total": e.sum(1)}
+            if name == "model" and self.potential_split:
+                split = np.asarray(self.potential_split)
+                parts.update(potential_centres_only=split[:, 0], potential_orientations_only=split[:, 1])
             out[name] = {k: {"mean": float(v.mean()), "sd": float(v.std())} for k, v in parts.items()}
         return out
 

@@ -695,9 +695,12 @@ def render_onpolicy_errors(data: Dict, name: str) -> List[str]:
             if motion:
                 ke += "; molecules' " + ", ".join(f"{k} {r:.4f}" for k, r in motion.items())
             energy = entry["energy_error_per_stride"]
+            split = (f"; potential of the molecules' centres alone {energy['potential_centres_only']['mean']:+.2f}, "
+                     f"orientations alone {energy['potential_orientations_only']['mean']:+.2f}"
+                     if "potential_orientations_only" in energy else "")
             lines.append(f"| {model} | {label} | {entry['n_pairs']} | {dq} | {v} | {ke} | "
                          f"{energy['total']['mean']:+.2f} ± {energy['total']['sd']:.2f} "
-                         f"({energy['potential']['mean']:+.2f}, {energy['kinetic']['mean']:+.2f}) |")
+                         f"({energy['potential']['mean']:+.2f}, {energy['kinetic']['mean']:+.2f}){split} |")
     stack = next(iter(data["models"].values()))["stack"]
     return lines + ["", _stack_line(stack), ""]
 

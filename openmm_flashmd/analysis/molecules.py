@@ -3,9 +3,16 @@ mass, and molecules moved onto other centres (plain functions over arrays; nm, D
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
+
+
+def solvent_molecules(context) -> List[List[int]]:
+    """The molecules of more than one atom of an OpenMM ``Context`` (``getMolecules()``: atoms joined
+    by bonds or constraints) when it has at least two of them (a solvent), else an empty list."""
+    several = [list(atoms) for atoms in context.getMolecules() if len(atoms) > 1]
+    return several if len(several) > 1 else []
 
 
 def groups(molecules: Sequence[Sequence[int]]) -> Iterator[np.ndarray]:

@@ -8,6 +8,7 @@ from typing import IO, List, Optional, Union
 import numpy as np
 from openmm import unit
 
+from openmm_flashmd.analysis.molecules import solvent_molecules
 from openmm_flashmd.analysis.thermo import (
     degrees_of_freedom,
     density,
@@ -25,8 +26,9 @@ class FlashMDReporter:
     periodic systems only), kinetic temperature (K) overall and per element, in a System of
     several molecules of more than one atom (a solvent) the molecules' translational and
     rotational temperatures (K, :func:`openmm_flashmd.analysis.thermo.molecule_temperatures`),
-    the energy filter's statistics since the previous row (strides filtered, clamped, mean scale) and the stride monitor's (strides
-    monitored, rejected and integrated with MD instead, rejections per reason; see
+    the energy filter's statistics since the previous row (strides filtered, clamped, mean
+    scale) and the stride monitor's (strides monitored, rejected and integrated with MD
+    instead, rejections per reason; see
     :mod:`openmm_flashmd.integrator.fallback`).
 
     The overall temperature counts 3N - constraints (- 3 with a ``CMMotionRemover``)
@@ -67,11 +69,9 @@ class FlashMDReporter:
         self._molecules: Optional[List[List[int]]] = None
 
     def describeNextReport(self, simulation):
-        if self._molecules is None:
-            several = [list(atoms) for atoms in simulation.context.getMolecules() if len(atoms) > 1]
-            self._molecules = several if len(several) > 1 else []
-            if self._header is not None and "temperature_translation_K" not in self._header:
-                self._molecules = []
+        if self._molecules is None:  # an appended log without the molecules' columns goes on without them
+            old_log = self._header is not None and "temperature_translation_K" not in self._header
+            self._molecules = [] if old_log else solvent_molecules(simulation.context)
         steps = self._interval - simulation.currentStep % self._interval
         include = ["velocities", "energy"] + (["positions"] if self._molecules else [])
         return {"steps": steps, "periodic": None, "include": include}

@@ -274,6 +274,7 @@ class EnergyErrors:
     def __init__(self, data: TrajectoryData):
         import openmm
 
+        from openmm_flashmd.analysis.molecules import solvent_molecules
         from openmm_flashmd.data.guess import data_system
         from openmm_flashmd.systems.loading import make_platform
 
@@ -287,8 +288,7 @@ class EnergyErrors:
         self.errors: Dict[str, List[List[float]]] = {"model": [], "guess": []}
         # element -> [sum |dx|^2, sum |dv|^2, atom samples, sum |v|^2 model, sum |v|^2 reference]
         self.squared: Dict[int, List[float]] = {}
-        several = [list(atoms) for atoms in self.context.getMolecules() if len(atoms) > 1]
-        self.molecules = several if len(several) > 1 else []
+        self.molecules = solvent_molecules(self.context)
         # "translation" / "rotation" -> [sum of the model's temperatures, sum of the reference's]
         self.motion: Dict[str, List[float]] = {"translation": [0.0, 0.0], "rotation": [0.0, 0.0]}
         # per pair: the potential-energy error of the molecules' centres alone, and of their orientations alone

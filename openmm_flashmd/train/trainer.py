@@ -363,8 +363,8 @@ class StrideTask(TrainingTask):
         if removed != 1.0 and not tdata.constraints_active:
             raise ValueError("loss.constraint_removed other than 1 needs data with constraints (its System has none)")
         self.projector = ConstraintProjector(tdata.constraints, self.masses) if tdata.constraints_active else None
-        if (float(h["loss"]["energy"]) > 0 or float(h["loss"].get("potential_energy", 0.0)) > 0) and energy_model is None:
-            # the data's own System, through OpenMM
+        energy_terms = float(h["loss"]["energy"]) > 0 or float(h["loss"].get("potential_energy", 0.0)) > 0
+        if energy_terms and energy_model is None:  # the data's own System, through OpenMM
             energy_model = OpenMMPotential(data_system(tdata))
         self.losses = _Losses(h["loss"], self.scales, self.masses, tdata.temperature, energy_model, self.numbers,
                               self.projector)

@@ -58,6 +58,7 @@ class Recorder:
         self.masses, self.elements, self.dof = masses, elements, dof
         self.want_molecules, self.centre_of_mass_removed = molecules, centre_of_mass_removed
         self.molecules: Optional[List[List[int]]] = None  # known at the first sample
+        self.periodic = True
         self.by_motion: Dict[str, List[float]] = {"translation": [], "rotation": []}
         self.explosion_K, self.explosion_window_ps = explosion_K, explosion_window_ps
         self.want_positions, self.want_energy, self.want_volume = positions, energy, volume
@@ -73,11 +74,12 @@ class Recorder:
         self.max_speed = 0.0
 
     def __call__(self, context, t: float) -> None:
+        from openmm_flashmd.analysis.molecules import solvent_molecules
         from openmm_flashmd.analysis.thermo import kinetic_temperature, molecule_temperatures, temperature_by_element
 
         if self.want_molecules and self.molecules is None:
-            several = [list(atoms) for atoms in context.getMolecules() if len(atoms) > 1]
-            self.molecules = several if len(several) > 1 else []
+            self.molecules = solvent_molecules(context)
+            self.periodic = context.getSystem().usesPeriodicBoundaryConditions()
         kwargs: Dict[str, Any] = dict(getVelocities=True, getPositions=self.want_positions or bool(self.molecules),
                                       getEnergy=self.want_energy)
         if self.want_energy and self.energy_groups is not None:
@@ -90,7 +92,7 @@ class Recorder:
             self.by_element[element].append(float(values))
         self.max_speed = max(self.max_speed, float(np.sqrt((v * v).sum(1)).max()))
         if self.molecules:
-            box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=float)
+            box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=float) if self.periodic else None
             motion = molecule_temperatures(np.asarray(state.getPositions(asNumpy=True)._value, dtype=float), v,
                                            self.masses, self.molecules, box, self.centre_of_mass_removed)
             for key, values in self.by_motion.items():
@@ -141,6 +143,7 @@ class Recorder:
         if self.molecules:
             out["molecules"] = np.concatenate([np.asarray(a, dtype=float) for a in self.molecules])
             out["molecule_sizes"] = np.asarray([len(a) for a in self.molecules], dtype=float)
+            out["periodic"] = np.asarray(float(self.periodic))
             out.update({f"Tmol_{k}": np.asarray(v, dtype=float) for k, v in self.by_motion.items()})
         return out
 
@@ -153,6 +156,7 @@ class Recorder:
         if "molecules" in snapshot:
             ends = np.cumsum(snapshot["molecule_sizes"].astype(int))
             self.molecules = [a.astype(int).tolist() for a in np.split(snapshot["molecules"], ends[:-1])]
+            self.periodic = bool(snapshot["periodic"])
             self.by_motion = {k: [float(T) for T in snapshot[f"Tmol_{k}"]] for k in self.by_motion}
         else:  # a snapshot without them (or from before they were recorded): none in this run either
             self.molecules = []

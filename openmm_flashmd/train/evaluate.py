@@ -496,8 +496,9 @@ def evaluate(
     result.update(_summarise(sums))
     if energies is not None:
         result["energy_error_per_stride"] = energies.summary(data.n_atoms)
-        if energies.molecule_kinetic_energy_ratios():
-            result["molecule_kinetic_energy_ratio"] = energies.molecule_kinetic_energy_ratios()
+        motion = energies.molecule_kinetic_energy_ratios()
+        if motion:
+            result["molecule_kinetic_energy_ratio"] = motion
         for z, errors in energies.constrained_errors().items():
             result["per_element"][z].update(errors)
     if rollout > 1:

@@ -6,7 +6,7 @@ report), or is information only."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from openmm_flashmd.analysis.report import (MAX_CLAMPED_FRACTION, MAX_DENSITY_DEVIATION, MAX_FALLBACK_FRACTION,
                                             MAX_NVE_DRIFT_PER_ATOM, MAX_RDF_DIFFERENCE, MAX_TEMPERATURE_DEVIATION,
@@ -57,21 +57,23 @@ def _temperature_check(run: Dict[str, Any], label: str, target: float, name: str
     devs = {k: (v["dev_reference"], v.get("dev_reference_sem")) for k, v in temps.items()
             if k != "all" and _finite(v.get("dev_reference"))}
     if devs:
-        worst = max(devs, key=lambda k: abs(devs[k][0]))
-        errors = [e for _, e in devs.values() if _finite(e)]
-        out.append(_judged_check(f"{name}_by_element", devs[worst][0], max(errors, default=None),
-                                 f"{label}: every element's temperature within {MAX_TEMPERATURE_DEVIATION:g} K of "
-                                 "reference MD (" + ", ".join(f"{k} {_deviation(*v)}" for k, v in devs.items()) + ")"))
+        out.append(_worst_check(f"{name}_by_element", devs, f"{label}: every element's temperature within "
+                                f"{MAX_TEMPERATURE_DEVIATION:g} K of reference MD"))
     motion = {k: (v["dev_target"], v.get("sem")) for k, v in (run.get("molecule_temperature_K") or {}).items()
               if _finite(v.get("dev_target"))}
     if motion:
-        worst = max(motion, key=lambda k: abs(motion[k][0]))
-        errors = [e for _, e in motion.values() if _finite(e)]
-        out.append(_judged_check(f"{name}_by_motion", motion[worst][0], max(errors, default=None),
-                                 f"{label}: the molecules' translation and rotation each within "
-                                 f"{MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K ("
-                                 + ", ".join(f"{k} {_deviation(*v)}" for k, v in motion.items()) + ")"))
+        out.append(_worst_check(f"{name}_by_motion", motion, f"{label}: the molecules' translation and rotation "
+                                f"each within {MAX_TEMPERATURE_DEVIATION:g} K of {target:g} K"))
     return out
+
+
+def _worst_check(name: str, deviations: Dict[str, Tuple[float, Optional[float]]], text: str) -> Dict[str, Any]:
+    """A temperature check of several parts (``{part: (deviation K, standard error K)}``) judged on
+    the worst deviation and the largest error; ``text`` is followed by every part's deviation."""
+    worst = max(deviations, key=lambda k: abs(deviations[k][0]))
+    errors = [e for _, e in deviations.values() if _finite(e)]
+    return _judged_check(name, deviations[worst][0], max(errors, default=None),
+                         text + " (" + ", ".join(f"{k} {_deviation(*v)}" for k, v in deviations.items()) + ")")
 
 
 def _deviation(value: float, error: Optional[float]) -> str:

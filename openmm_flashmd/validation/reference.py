@@ -89,9 +89,9 @@ def run_reference(target: Target, lengths: Dict[str, float]) -> Tuple[Dict[str, 
     temps = rec.temperatures()
     result["nvt"] = {"length_ps": run["done_ps"],
                      "temperature_K": compare.temperature_summary(temps, blocks, target.temperature)}
-    if rec.molecule_temperatures():
-        result["nvt"]["molecule_temperature_K"] = compare.temperature_summary(
-            rec.molecule_temperatures(), blocks, target.temperature)
+    motion = rec.molecule_temperatures()
+    if motion:
+        result["nvt"]["molecule_temperature_K"] = compare.temperature_summary(motion, blocks, target.temperature)
     arrays["nvt_time"] = np.asarray(rec.time, dtype=np.float32)
     for key, values in temps.items():
         arrays[f"nvt_T_{key}"] = values.astype(np.float32)

@@ -428,19 +428,35 @@ def blog_goals(blog: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def default_report_goal(power: Dict[str, Any], duration_ps: float) -> List[Dict[str, Any]]:
+def _runs_of_length(power: Dict[str, Any], duration_ps: float) -> List[Dict[str, Any]]:
+    """The runs of ``duration_ps`` (ps) in a ``benchmarks/trust_check_power.py`` JSON."""
+    return next((row.get("runs") or [] for row in power.get("lengths", [])
+                 if abs(row.get("time_ps", -1.0) - duration_ps) < 1e-9), [])
+
+
+def _temperature_verdicts(runs: List[Dict[str, Any]]) -> str:
+    verdicts = [r.get("verdict") for r in runs]
+    return ", ".join(f"{verdicts.count(v)} {v.replace('_', ' ')}" for v in ("passed", "failed", "not_judged")
+                     if v in verdicts)
+
+
+def default_report_goal(power: Dict[str, Any], duration_ps: float,
+                        reference: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Issue 15's goal "the default ``openmm-flashmd simulate`` report: all trust checks pass", from
     ``benchmarks/trust_check_power.py --model``'s JSON ``power``: the share of its runs of the
-    default length ``duration_ps`` whose report passed every check (must: all of them)."""
-    runs = next((row.get("runs") or [] for row in power.get("lengths", [])
-                 if abs(row.get("time_ps", -1.0) - duration_ps) < 1e-9), [])
+    default length ``duration_ps`` whose report passed every check (must: all of them). With
+    ``reference`` (the same script's JSON for reference MD) the note adds how its runs of that
+    length fared in the same temperature check: what exact dynamics scores."""
+    runs = _runs_of_length(power, duration_ps)
     if not runs:
         return []
     passed = [r.get("verdict") == "passed" and not r.get("other_failed_checks") for r in runs]
-    verdicts = [r.get("verdict") for r in runs]
     note = (f"{sum(passed)} of {len(runs)} runs of {duration_ps:g} ps passed every check (temperature: "
-            + ", ".join(f"{verdicts.count(v)} {v.replace('_', ' ')}" for v in ("passed", "failed", "not_judged")
-                        if v in verdicts) + ")")
+            + _temperature_verdicts(runs) + ")")
+    reference_runs = _runs_of_length(reference or {}, duration_ps)
+    if reference_runs:
+        note += (f"; reference MD's {len(reference_runs)} runs of that length in the same temperature check: "
+                 + _temperature_verdicts(reference_runs))
     share = sum(passed) / len(runs)
     status = goal_status([(share, None)], 1.0, at_least=True)
     return [{"goal": "default_report", "text": f"the default `openmm-flashmd simulate` report ({power.get('model')}, "
@@ -459,8 +475,10 @@ def other_goals(results: Path) -> List[Dict[str, Any]]:
     if (results / "blog_nve.json").exists():
         rows += blog_goals(json.loads((results / "blog_nve.json").read_text()))
     power = results / f"trust_check_power-{DEFAULT_MODELS[DEFAULT_SYSTEM]}.json"
+    reference = results / "trust_check_power.json"
     if power.exists():
-        rows += default_report_goal(json.loads(power.read_text()), float(DEFAULTS["duration"]))
+        rows += default_report_goal(json.loads(power.read_text()), float(DEFAULTS["duration"]),
+                                    json.loads(reference.read_text()) if reference.exists() else None)
     return rows
 
 

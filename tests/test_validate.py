@@ -361,6 +361,10 @@ def test_the_goal_table_has_the_blog_and_default_report_rows():
     assert row["note"] == "1 of 3 runs of 10 ps passed every check (temperature: 2 passed, 1 not judged)"
     assert validate.default_report_goal(power, 100.0)[0]["status"] == "met"
     assert validate.default_report_goal(power, 20.0) == []
+    reference = {"lengths": [{"time_ps": 10.0, "runs": [run("failed"), run("failed"), run("not_judged")]}]}
+    assert validate.default_report_goal(power, 10.0, reference)[0]["note"].endswith(
+        "; reference MD's 3 runs of that length in the same temperature check: 2 failed, 1 not judged")
+    assert validate.default_report_goal(power, 100.0, reference)[0]["note"] == "1 of 1 runs of 100 ps passed every check (temperature: 1 passed)"
 
 
 def test_an_interrupted_stability_run_resumes_bit_for_bit(tmp_path, tiny_water_model, monkeypatch):

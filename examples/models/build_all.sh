@@ -40,12 +40,29 @@ openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs-ft" --str
 # (20 ps NVT: H +7.7 / O -16.4 K from reference MD, the control's +27.7 / -51.5 K) and by
 # benchmarks/results/onpolicy_errors.json (energy error per stride on its own states +1.4 +- 3.1
 # kJ/mol, the control's +9.9 +- 8.0).
-openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs" --stride 0.008 \
+openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-8fs-reversal" --stride 0.008 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.init_from="$WORK/water-rigid-8fs-ft/model.pt" --set training.learning_rate=3e-4 \
     --set training.warmup_steps=100 --set training.max_steps=1500 --set training.checkpoint_every=250 \
     --set loss.reversal=1.0 --device cpu
+# Then one on-policy round (examples/models/onpolicy_rounds.py; bundled 2026-12-06): 600 reference segments of
+# three strides from states that model reaches after 10-60 strides of its own (10.5 min), and 1500 steps from it
+# on those segments with the per-element kinetic-energy term on the velocities RATTLE keeps
+# (loss.kinetic_energy=300) and the potential-energy term (loss.potential_energy=3000: the predicted positions'
+# potential energy on the data's System against the reference's), lr 1e-4 (986 s on two threads). On its own
+# states the orientations' potential-energy error per stride fell from +2.84 to -0.23 kJ/mol
+# (benchmarks/results/candidates/onpolicy_errors-water-8fs.json); the same terms on reference states alone took it
+# only to +1.66 (examples/models/candidates/water-rigid-8fs-pe3000). Its full validation with the filter: see
+# the card; 60 ps runs: translation 298 / 302 K and rotation 296 / 299 K against 278-280 / 313-316 K before
+# (benchmarks/results/candidates/molecule_motion-water-8fs-onpolicy-pe-round1-seed*.json).
+python examples/models/onpolicy_rounds.py "$WORK/water-rigid-8fs-reversal/model.pt" "$WORK/water64-rigid-b.h5" \
+    "$WORK/water-rigid-8fs-onpolicy" --stride 0.008 --system water-rigid --rounds 1 --segments 600 \
+    --segment-length 0.024 --steps 1500 --hypers examples/models/water.yaml \
+    --set model.verlet_guess=true --set model.d_pet=96 --set model.d_node=192 --set model.d_feedforward=192 \
+    --set training.learning_rate=1e-4 --set training.warmup_steps=50 --set training.checkpoint_every=250 \
+    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --set loss.potential_energy=3000
+mkdir -p "$WORK/water-rigid-8fs" && cp "$WORK/water-rigid-8fs-onpolicy/round-1/model.pt" "$WORK/water-rigid-8fs/model.pt"
 openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.h5" \
     --segments 1,5,13,16,23,27,36,50,67,101,107,114 \
     --json benchmarks/results/held_out/water-rigid-8fs.json --overwrite
@@ -67,7 +84,7 @@ openmm-flashmd evaluate "$WORK/water-rigid-8fs/model.pt" "$WORK/water64-rigid-b.
 openmm-flashmd train "$WORK/water64-rigid-b.h5" "$WORK/water-rigid-16fs-ke" --stride 0.016 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
-    --set training.init_from="$WORK/water-rigid-8fs/model.pt" --set training.learning_rate=3e-4 \
+    --set training.init_from="$WORK/water-rigid-8fs-reversal/model.pt" --set training.learning_rate=3e-4 \
     --set training.warmup_steps=100 --set training.max_steps=2000 --set training.checkpoint_every=250 \
     --set loss.reversal=1.0 --set loss.kinetic_energy=300 --device cpu
 # Then 1000 steps from that model with a three-stride rollout loss (loss.rollout=1, rollout_strides=3: before

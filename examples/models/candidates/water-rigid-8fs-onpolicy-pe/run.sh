@@ -9,6 +9,9 @@
 # the same command continues where it stopped (finished round files are kept, training resumes its checkpoint).
 #
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-8fs-onpolicy-pe/run.sh
+#
+# Its start model is the water-rigid-8fs bundled until 2026-12-06 (`git show 07c5eac:openmm_flashmd/models/water-rigid-8fs.pt`);
+# round 1's model replaced it that day (build_all.sh's water-rigid-8fs block), so a rerun from scratch must restore that file first.
 set -euo pipefail
 WORK=${WORK:-bundled-work}
 python examples/models/onpolicy_rounds.py openmm_flashmd/models/water-rigid-8fs.pt "$WORK/water64-rigid-b.h5" \

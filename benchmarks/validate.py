@@ -435,6 +435,7 @@ def _runs_of_length(power: Dict[str, Any], duration_ps: float) -> List[Dict[str,
 
 
 def _temperature_verdicts(runs: List[Dict[str, Any]]) -> str:
+    """How many of ``runs`` the temperature check passed, failed and could not judge, in words."""
     verdicts = [r.get("verdict") for r in runs]
     return ", ".join(f"{verdicts.count(v)} {v.replace('_', ' ')}" for v in ("passed", "failed", "not_judged")
                      if v in verdicts)

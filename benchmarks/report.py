@@ -468,6 +468,25 @@ def render_molecule_motion(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(data["stack"]), ""]
 
 
+def render_nve_box_size(data: Dict, name: str) -> List[str]:
+    sizes = list(next(iter(data["energy_change_per_water_kjmol"].values())))
+    lengths = data["lengths"]
+    lines = [f"### NVE energy against box size (`{name}`)", "",
+             f"`benchmarks/nve_box_size.py`: the built-in `{data['system']}` box at each size (PME, cutoff "
+             + ", ".join(f"{c:.2f}" for c in data["cutoff_nm"].values()) + " nm), minimised, "
+             f"{lengths['equil_ps']:g} ps of Langevin MD at {data['temperature_K']:g} K, then {lengths['nve_ps']:g} ps "
+             f"of NVE: FlashMD without the filter and without the stride monitor (\"{data['splitting']}\"), and velocity "
+             f"Verlet at {data['reference_nve_timestep_ps'] * 1000:g} fs from the same state. Change of the total "
+             f"energy from the start per water (kJ/mol), averaged over the last {lengths['end_ps']:g} ps: mean, range "
+             "over the seeds and how many runs gained energy.", "",
+             "| run | " + " | ".join(f"{n} waters" for n in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    for model, by_size in data["energy_change_per_water_kjmol"].items():
+        cells = [("—" if s["mean"] is None else f"{s['mean']:+.2f} ({s['min']:+.2f} to {s['max']:+.2f}; "
+                  f"{s['positive']} of {s['runs']} > 0)") for s in by_size.values()]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines + ["", _stack_line(data["stack"]), ""]
+
+
 def render_trust_check_power(data: Dict, name: str) -> List[str]:
     expected = ", ".join(f"{k} {v:.0f} K" for k, v in data["expected_K"].items())
     columns = " / ".join(data["expected_K"])
@@ -711,6 +730,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "fault_injection": render_fault_injection,
     "blog_nve": render_blog_nve,
     "molecule_motion": render_molecule_motion,
+    "nve_box_size": render_nve_box_size,
     "memory_watch": render_memory_watch,
     "learning_curves": render_learning_curves,
     "sweep": render_sweep,

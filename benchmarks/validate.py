@@ -17,7 +17,10 @@ the system (or ``--stability``). Reference MD is cached once per system as
 ``--overwrite``); phases and trajectories go to ``--work-dir`` (default
 /tmp/flashmd-validation), never into the repository; ``--resume`` reuses the phases an
 interrupted run of the same model and settings finished there and continues its stability run
-from the last checkpoint (every 50 ps), so a 10 ns run can span several sittings.
+from the last checkpoint (every 50 ps), so a 10 ns run can span several sittings; with other NpT
+lengths (``--set npt_ps=400``) it reuses every other phase of a finished validation and runs the
+NpT phase again, so a density the runs did not resolve is measured longer without repeating the
+hours of NVT (the result's ``phases_rerun_with_new_lengths`` says so, ``overrides`` gives the lengths).
 
 ``friction`` runs the filtered NVT at several Langevin frictions and writes
 ``benchmarks/results/friction-<model>.json``: per-element temperatures against reference
@@ -614,7 +617,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--resume", action="store_true",
                      help="reuse the phases an interrupted run of the same model and settings finished in "
-                          "--work-dir and continue its stability run from the last checkpoint")
+                          "--work-dir and continue its stability run from the last checkpoint; other NpT "
+                          "lengths (--set npt_ps=...) run the NpT phase again and reuse the rest")
     ref = sub.add_parser("reference", help="run (or reuse) only the reference MD of a system")
     ref.add_argument("system", help="built-in system, e.g. water")
     ref.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")

@@ -425,3 +425,68 @@ def test_an_interrupted_stability_run_resumes_bit_for_bit(tmp_path, tiny_water_m
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(target_module.ValidationError, match="cannot resume from .*continuation.npz: unreadable"):
         nvt(path)
+
+
+def test_a_resumed_validation_runs_again_only_the_phase_whose_lengths_changed(tmp_path):
+    """A longer NpT run (say, to resolve a density) on resume: the ``npt`` phase runs again with
+    the new length, the finished NVT phases are read back; any other change is refused in one
+    line, before anything is touched."""
+    import numpy as np
+
+    from openmm_flashmd.validation.protocol import _Phases
+
+    settings = {"model_sha256": "abc", "stability": True, "lengths": {"nvt_ps": 50.0, "npt_ps": 50.0}}
+    ran = []
+
+    def work(name):
+        def run():
+            ran.append(name)
+            return {"phase": name}, {"x": np.zeros(2)}
+        return run
+
+    first = _Phases(tmp_path, settings, resume=False)
+    for name in ("nvt_filter", "npt"):
+        first.run(name, work(name))
+    longer = dict(settings, lengths={"nvt_ps": 50.0, "npt_ps": 400.0})
+    for refused, text in ((dict(longer, lengths={"nvt_ps": 60.0, "npt_ps": 400.0}), r"\(lengths.nvt_ps\)"),
+                          (dict(longer, model_sha256="other"), r"\(model_sha256\)")):
+        with pytest.raises(target_module.ValidationError, match="cannot resume: .*" + text):
+            _Phases(tmp_path, refused, resume=True)
+        assert (tmp_path / "npt.json").exists()
+    ran.clear()
+    again = _Phases(tmp_path, longer, resume=True)
+    assert again.rerun == ["npt"]
+    assert again.run("nvt_filter", work("nvt_filter"))[0] == {"phase": "nvt_filter"}
+    again.run("npt", work("npt"))
+    assert ran == ["npt"] and again.reused == ["nvt_filter"]
+    assert json.loads((tmp_path / "settings.json").read_text())["lengths"]["npt_ps"] == 400.0
+    assert _Phases(tmp_path, longer, resume=True).rerun == []
+
+
+def test_nve_box_size_benchmark_quick(tmp_path):
+    """benchmarks/nve_box_size.py in quick mode, in two box sizes: reference MD keeps the energy;
+    the Verlet-guess stride (the start forces held over the stride, x + tv + t^2 F/2m and
+    v + tF/m) gains energy at every stride, about half the Hessian's quadratic form in the
+    displacement (positive on average), and the summary counts it."""
+    from openmm_flashmd.model import VerletGuessStrideModel
+
+    bench = load_benchmark("nve_box_size")
+    model = save_model(VerletGuessStrideModel(0.002, 1), tmp_path / "guess-2fs.pt")
+    out = tmp_path / "nve.json"
+    args = ["--models", str(model), "--sizes", "27", "32", "--seeds", "1", "--lengths", "quick", "--out", str(out),
+            "--no-progress"]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert [(r["model"], r["waters"]) for r in result["runs"]] == [
+        ("reference MD", 27), ("guess-2fs", 27), ("reference MD", 32), ("guess-2fs", 32)]
+    for run in result["runs"]:
+        assert run["failed_at_ps"] is None and run["completed_ps"] == pytest.approx(0.096)
+    reference, guess = result["runs"][0::2], result["runs"][1::2]
+    assert all(abs(r["energy_change_per_water_kjmol"]) < 0.1 for r in reference), reference
+    assert all(r["energy_change_per_water_kjmol"] > 0.5 for r in guess), guess
+    summary = result["energy_change_per_water_kjmol"]["guess-2fs"]
+    assert summary["27"]["runs"] == summary["32"]["runs"] == summary["27"]["positive"] == 1
+    with pytest.raises(SystemExit, match="overwrite"):
+        bench.main(args)
+    table = "\n".join(load_benchmark("report").RENDERERS["nve_box_size"](result, "nve.json"))
+    assert "| run | 27 waters | 32 waters |" in table and "| guess-2fs | +" in table

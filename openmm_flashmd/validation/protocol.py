@@ -17,7 +17,8 @@ Phases, each from the reference MD's start state (CPU platform):
 Reference MD is cached per System + settings (:mod:`openmm_flashmd.validation.reference`).
 Each finished phase is written to ``work_dir/phases/<phase>.json`` + ``.npz``; ``resume``
 reuses them when the validation's settings are the same (the result's ``reused_phases`` names
-them; its ``wall_s`` is the last call's alone). The stability continuation, hours long at 1-10 ns,
+them; its ``wall_s`` is the last call's alone), or differ only in the NpT lengths: then the
+``npt`` phase alone runs again (``phases_rerun_with_new_lengths``). The stability continuation, hours long at 1-10 ns,
 checkpoints itself every ``runs.STABILITY_CHECKPOINT_PS`` and resumes from there as the
 uninterrupted run would have gone on (``stability.resumed_at_ps`` lists where). Units: nm, ps, K, kJ/mol, g/cm^3.
 """
@@ -104,18 +105,36 @@ def model_sha256(model) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
+#: Lengths that only one phase reads: a resumed validation with another value of one of them
+#: runs that phase again and reuses the rest (e.g. a longer NpT run for a resolved density).
+PHASE_OF_LENGTH = {"npt_settle_ps": "npt", "npt_ps": "npt"}
+
+
 class _Phases:
-    """Finished phases of one validation in ``folder`` (JSON + arrays), for resuming."""
+    """Finished phases of one validation in ``folder`` (JSON + arrays), for resuming.
+
+    Resuming needs the same settings, except lengths in :data:`PHASE_OF_LENGTH`: their
+    phases are run again with the new lengths (listed in ``rerun``), the others reused."""
 
     def __init__(self, folder: Path, settings: Dict[str, Any], resume: bool):
         self.folder = Path(folder)
         settings_path = self.folder / "settings.json"
+        self.rerun: List[str] = []  # finished phases run again because their own lengths changed
         if resume and settings_path.exists():
             previous = json.loads(settings_path.read_text())
-            if previous != json.loads(json.dumps(settings)):
-                changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            settings = json.loads(json.dumps(settings))
+            old, new = previous.get("lengths") or {}, settings.get("lengths") or {}
+            lengths = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            changed = sorted(k for k in set(previous) | set(settings)
+                             if k != "lengths" and previous.get(k) != settings.get(k))
+            changed += [f"lengths.{k}" for k in lengths if k not in PHASE_OF_LENGTH]
+            if changed:
                 raise ValidationError(f"cannot resume: the interrupted validation in {self.folder} used other "
                                       f"settings ({', '.join(changed)})")
+            for phase in sorted({PHASE_OF_LENGTH[k] for k in lengths}):
+                for suffix in (".json", ".npz"):
+                    (self.folder / f"{phase}{suffix}").unlink(missing_ok=True)
+                self.rerun.append(phase)
         elif self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -293,6 +312,7 @@ def validate(model, target: Target, out_dir: Path, *, stem: str = "validation", 
     result["plots"] = plot_names
     result["wall_s"] = time.perf_counter() - began  # this call's; phases it reused ran in an earlier one
     result["reused_phases"] = phases.reused
+    result["phases_rerun_with_new_lengths"] = phases.rerun
     result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if stack is not None:
         result["stack"] = stack

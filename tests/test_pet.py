@@ -493,3 +493,20 @@ def test_forward_matches_frozen_reference_outputs():
         torch.testing.assert_close(new_x - ref["positions"], dq_ref, rtol=0, atol=1e-5 * float(dq_ref.abs().max()))
         torch.testing.assert_close(new_v, ref["new_velocities"], rtol=0,
                                    atol=1e-5 * float(ref["new_velocities"].abs().max()))
+
+
+def test_a_periodic_replica_gets_the_same_stride_per_atom():
+    """The stride is a function of each atom's neighbourhood alone: a box and its 2x2x2 periodic
+    replica (720 atoms: the cell list and six attention groups, where the box itself takes the
+    brute-force list and one group) give every copy of an atom the same displacement and velocity."""
+    model = torch.jit.script(make_model(torch.float64, seed=7))
+    pos, vel, m, z, box = water_like(n_mol=30, box_length=1.0, seed=7)
+    new_pos, new_vel = model(pos, vel, m, z, box)
+    shifts = [torch.tensor([i, j, k], dtype=torch.float64) for i in range(2) for j in range(2) for k in range(2)]
+    big_pos = torch.cat([pos + s @ box for s in shifts])
+    big_new_pos, big_new_vel = model(big_pos, vel.repeat(8, 1), m.repeat(8), z.repeat(8), 2 * box)
+    n = pos.shape[0]
+    for c in range(8):
+        part = slice(c * n, (c + 1) * n)
+        torch.testing.assert_close(big_new_pos[part] - big_pos[part], new_pos - pos, rtol=0, atol=1e-10)
+        torch.testing.assert_close(big_new_vel[part], new_vel, rtol=0, atol=1e-10)

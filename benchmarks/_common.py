@@ -121,11 +121,26 @@ def median_time(function: Callable[[], object], repeats: int, inner: int = 1) ->
     return summarize(samples)
 
 
+def add_run_options(parser, lengths: Dict[str, object], out: Path) -> None:
+    """The options every model-run benchmark shares: ``--lengths``, ``--threads``, ``--out``,
+    ``--overwrite`` and ``--no-progress``."""
+    parser.add_argument("--lengths", choices=sorted(lengths), default="full")
+    parser.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (torch's: OMP_NUM_THREADS)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Stop before any work when ``path`` exists and ``overwrite`` is not set."""
+    if Path(path).exists() and not overwrite:
+        raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+
+
 def write_json(path: Path, payload: Dict[str, object], overwrite: bool) -> None:
     """Write ``payload`` as JSON; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+    refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")  # atomic: an interrupted write leaves the old file
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -29,7 +29,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import add_run_options, refuse_existing, stack_info, write_json  # noqa: E402
 
 from openmm_flashmd.validation import compare  # noqa: E402
 from openmm_flashmd.validation.runs import fallback_record  # noqa: E402
@@ -85,14 +85,9 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
                         help="reference MD runs once per seed; each model with the first seed")
     parser.add_argument("--model-seeds", type=int, default=1, help="how many of the seeds each model runs")
-    parser.add_argument("--lengths", choices=sorted(LENGTHS), default="full")
-    parser.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (torch's: OMP_NUM_THREADS)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser, LENGTHS, OUT)
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
+    refuse_existing(args.out, args.overwrite)
     from openmm_flashmd import load_model
 
     lengths = LENGTHS[args.lengths]

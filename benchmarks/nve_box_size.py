@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import add_run_options, refuse_existing, stack_info, write_json  # noqa: E402
 from blog_nve import nve_run  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "nve_box_size.json"
@@ -104,14 +104,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="bundled model names or .pt files")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="waters per box")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--lengths", choices=sorted(LENGTHS), default="full")
-    parser.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (torch's: OMP_NUM_THREADS)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser, LENGTHS, OUT)
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
+    refuse_existing(args.out, args.overwrite)
 
     from openmm_flashmd import load_model
 

@@ -9,10 +9,15 @@
 # Started 2026-12-06 21:10 UTC (one thread, beside a validation run); the same command continues where it stopped.
 #
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-onpolicy-pe/run.sh
+#
+# DATA (the reference file whose frames start the on-policy runs) and RUN (the folder under $WORK/runs) select
+# variants; trailing arguments override the flags below (../water-rigid-16fs-onpolicy-256/run.sh).
 set -euo pipefail
 WORK=${WORK:-bundled-work}
-python examples/models/onpolicy_rounds.py openmm_flashmd/models/water-rigid-16fs.pt "$WORK/water64-rigid-b.h5" \
-    "$WORK/runs/w16-onpolicy-pe" --stride 0.016 --system water-rigid --rounds 1 --segments 600 \
+DATA=${DATA:-$WORK/water64-rigid-b.h5}
+RUN=${RUN:-w16-onpolicy-pe}
+python examples/models/onpolicy_rounds.py openmm_flashmd/models/water-rigid-16fs.pt "$DATA" \
+    "$WORK/runs/$RUN" --stride 0.016 --system water-rigid --rounds 1 --segments 600 \
     --segment-length 0.048 --steps 1500 --hypers examples/models/water.yaml \
     --set model.verlet_guess=true --set model.d_pet=96 --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.learning_rate=1e-4 --set training.warmup_steps=50 --set training.checkpoint_every=250 \

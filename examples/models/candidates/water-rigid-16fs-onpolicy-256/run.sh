@@ -10,11 +10,17 @@
 #
 #   OMP_NUM_THREADS=1 WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-onpolicy-256/run.sh
 #
+# Variant started 2026-12-07, unfinished (its first 500 steps' log in pe1000-partial/): the potential-energy term
+# at 1 000 instead of 3 000, which overshot here (blog run -27.8 K). From scratch (its own on-policy data, about
+# 75 min) or, where the first round's data is still at $WORK/runs/w16-onpolicy-256-pe1000/round-1.h5, from its checkpoint:
+#   OMP_NUM_THREADS=1 WORK=bundled-work RUN=w16-onpolicy-256-pe1000 \
+#     bash examples/models/candidates/water-rigid-16fs-onpolicy-256/run.sh --set loss.potential_energy=1000
+#
 # Data: make_box.py beside this script (WORK=bundled-work) (256 waters of the built-in box, 20 ps Langevin at 300 K, System + State XML), then
 #   openmm-flashmd generate --system $WORK/w256/system.xml --structure $WORK/w256/start.xml --temperature 300 \
 #     --timestep 0.001 --n-segments 30 --segment-length 0.5 --decorrelate 0.5 --thermalize 5 --seed 7 --platform CPU \
 #     $WORK/w256/water256-rigid.h5          (2 min on one thread)
 set -euo pipefail
 WORK=${WORK:-bundled-work}
-DATA="$WORK/w256/water256-rigid.h5" RUN=w16-onpolicy-256 WORK="$WORK" \
+DATA="$WORK/w256/water256-rigid.h5" RUN=${RUN:-w16-onpolicy-256} WORK="$WORK" \
     bash examples/models/candidates/water-rigid-16fs-onpolicy-pe/run.sh --segments 150 --set training.batch_size=1 "$@"

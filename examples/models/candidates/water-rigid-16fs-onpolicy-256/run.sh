@@ -10,9 +10,9 @@
 #
 #   OMP_NUM_THREADS=1 WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-onpolicy-256/run.sh
 #
-# Variant started 2026-12-07, unfinished (its first 500 steps' log in pe1000-partial/): the potential-energy term
-# at 1 000 instead of 3 000, which overshot here (blog run -27.8 K). From scratch (its own on-policy data, about
-# 75 min) or, where the first round's data is still at $WORK/runs/w16-onpolicy-256-pe1000/round-1.h5, from its checkpoint:
+# Variant (finished 2026-12-07; not kept; its log, curves, hypers and two 20 ps NVT judging runs (rounds.json) in pe1000/): the potential-energy
+# term at 1 000 instead of 3 000, which overshot here (blog run 303.8 -> 276.0 K); blog run 291.8 -> 278.2 K. From scratch (its own
+# on-policy data, about 75 min on one thread) or, where $WORK/runs/w16-onpolicy-256-pe1000/ survives, from there:
 #   OMP_NUM_THREADS=1 WORK=bundled-work RUN=w16-onpolicy-256-pe1000 \
 #     bash examples/models/candidates/water-rigid-16fs-onpolicy-256/run.sh --set loss.potential_energy=1000
 #

@@ -8,6 +8,11 @@
 # the 150 of the first 256-water round; `train` needs one atom count across files. Verlet guesses of all segments
 # use the first file's System (the replica, cutoff 0.609 nm).
 #
+# Finished 2026-12-07 (2 780 s on one thread beside two jobs), not kept: blog run 320.3 -> 338.8 K (+18.5 K, 13 % of
+# strides as MD), 2 ps NVE +2.91 kJ/mol per water at 256 waters (default +2.35), held-out H 2.11e-3 nm (default
+# 2.00e-3); weights ../water-rigid-16fs-onpolicy-mixed-round1.pt, judging JSON in benchmarks/results/candidates/ and
+# held_out/candidates/ (*-onpolicy-mixed-round1*). Log, curves, hypers and split beside this script.
+#
 #   OMP_NUM_THREADS=1 WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-onpolicy-mixed/run.sh
 #
 # Needs $WORK/runs/w16-onpolicy-pe/round-1.h5 and $WORK/runs/w16-onpolicy-256/round-1.h5 (the two rounds' run.sh

@@ -1,4 +1,5 @@
-"""256 rigid TIP3P waters (the built-in water-rigid box at 256 molecules: PME, cutoff 0.9 nm): System XML and a State XML after 20 ps of Langevin MD at 300 K."""
+"""256 rigid TIP3P waters (the built-in water-rigid box at 256 molecules: PME, cutoff 0.9 nm):
+System XML and a State XML after 20 ps of Langevin MD at 300 K, in $WORK/w256."""
 import copy
 import os
 import openmm

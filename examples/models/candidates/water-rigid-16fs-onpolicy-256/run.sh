@@ -10,13 +10,15 @@
 #
 #   OMP_NUM_THREADS=1 WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-onpolicy-256/run.sh
 #
-# Variant (finished 2026-12-07; not kept; its log, curves, hypers and two 20 ps NVT judging runs (rounds.json) in pe1000/): the potential-energy
-# term at 1 000 instead of 3 000, which overshot here (blog run 303.8 -> 276.0 K); blog run 291.8 -> 278.2 K. From scratch (its own
-# on-policy data, about 75 min on one thread) or, where $WORK/runs/w16-onpolicy-256-pe1000/ survives, from there:
+# Variant (finished 2026-12-07; not kept; its log, curves, hypers and two 20 ps NVT judging runs (rounds.json) in
+# pe1000/): the potential-energy term at 1 000 instead of 3 000, which overshot here (blog run 303.8 -> 276.0 K);
+# blog run 291.8 -> 278.2 K. From scratch (its own on-policy data, about 75 min on one thread) or, where
+# $WORK/runs/w16-onpolicy-256-pe1000/ survives, from there:
 #   OMP_NUM_THREADS=1 WORK=bundled-work RUN=w16-onpolicy-256-pe1000 \
 #     bash examples/models/candidates/water-rigid-16fs-onpolicy-256/run.sh --set loss.potential_energy=1000
 #
-# Data: make_box.py beside this script (WORK=bundled-work) (256 waters of the built-in box, 20 ps Langevin at 300 K, System + State XML), then
+# Data: make_box.py beside this script (WORK=bundled-work: 256 waters of the built-in box, 20 ps Langevin at 300 K,
+# System + State XML), then
 #   openmm-flashmd generate --system $WORK/w256/system.xml --structure $WORK/w256/start.xml --temperature 300 \
 #     --timestep 0.001 --n-segments 30 --segment-length 0.5 --decorrelate 0.5 --thermalize 5 --seed 7 --platform CPU \
 #     $WORK/w256/water256-rigid.h5          (2 min on one thread)

@@ -22,12 +22,11 @@ WORK=${WORK:-bundled-work}
 HERE=$(dirname "$0")
 OUT=$WORK/runs/w16-onpolicy-mixed
 TILED=$WORK/runs/w64x4-onpolicy.h5
-test -f "$TILED" || python "$HERE/tile.py" "$WORK/runs/w16-onpolicy-pe/round-1.h5" "$TILED" --copies 2 2 1 --segments 300
+test -f "$TILED" || python "$HERE/tile.py" "$WORK/runs/w16-onpolicy-pe/round-1.h5" "$TILED" \
+    --copies 2 2 1 --segments 300
 RESUME=""
 test -f "$OUT/checkpoint.pt" && RESUME=--resume
+source "$HERE/../water-rigid-16fs-onpolicy-pe/recipe.sh"
 openmm-flashmd train "$TILED" "$WORK/runs/w16-onpolicy-256/round-1.h5" "$OUT" --stride 0.016 --device cpu --quiet \
-    --hypers examples/models/water.yaml --set training.init_from=openmm_flashmd/models/water-rigid-16fs.pt \
-    --set training.max_steps=1500 --set model.verlet_guess=true --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.learning_rate=1e-4 --set training.warmup_steps=50 \
-    --set training.checkpoint_every=250 --set loss.reversal=1.0 --set loss.kinetic_energy=300 \
-    --set loss.potential_energy=3000 --set training.batch_size=1 $RESUME "$@"
+    --set training.init_from=openmm_flashmd/models/water-rigid-16fs.pt --set training.max_steps=1500 \
+    "${RECIPE[@]}" --set training.batch_size=1 $RESUME "$@"

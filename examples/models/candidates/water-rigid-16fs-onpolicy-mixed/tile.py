@@ -4,10 +4,10 @@ Each frame of ``source`` (a periodic openmm-flashmd trajectory file) becomes its
 periodic replica: positions shifted by whole box vectors, velocities and forces copied, the
 potential energy times the number of copies (exact for a periodic System: every copy moves as
 the original does), the box vectors multiplied. The stored System is replicated as well (same
-cutoff; only NonbondedForce, HarmonicBondForce, HarmonicAngleForce, CMMotionRemover and
-constraints are known), so that the replica can be merged with another file of the larger
-System (``openmm-flashmd train A.h5 B.h5 ...`` needs the same atoms in every file) and the
-Verlet guess of training runs on a System of the right size.
+cutoff and settings; the forces in ``ADD_COPY`` and constraints are known), so that the replica
+can be merged with another file of the larger System (``openmm-flashmd train A.h5 B.h5 ...``
+needs the same atoms in every file) and the Verlet guess of training runs on a System of the
+right size.
 
     python tile.py SOURCE.h5 OUT.h5 --copies 2 2 1 [--segments N]
 
@@ -30,9 +30,35 @@ import openmm
 from openmm_flashmd.data import schema
 
 
+def _add_nonbonded_copy(new: openmm.NonbondedForce, force: openmm.NonbondedForce, offset: int) -> None:
+    for i in range(force.getNumParticles()):
+        new.addParticle(*force.getParticleParameters(i))
+    for e in range(force.getNumExceptions()):
+        i, j, *parameters = force.getExceptionParameters(e)
+        new.addException(offset + i, offset + j, *parameters)
+
+
+def _add_bond_copy(new: openmm.HarmonicBondForce, force: openmm.HarmonicBondForce, offset: int) -> None:
+    for b in range(force.getNumBonds()):
+        i, j, *parameters = force.getBondParameters(b)
+        new.addBond(offset + i, offset + j, *parameters)
+
+
+def _add_angle_copy(new: openmm.HarmonicAngleForce, force: openmm.HarmonicAngleForce, offset: int) -> None:
+    for a in range(force.getNumAngles()):
+        i, j, m, *parameters = force.getAngleParameters(a)
+        new.addAngle(offset + i, offset + j, offset + m, *parameters)
+
+
+#: How one more copy of the System is added to a (cloned) force of each known type.
+ADD_COPY = {openmm.NonbondedForce: _add_nonbonded_copy, openmm.HarmonicBondForce: _add_bond_copy,
+            openmm.HarmonicAngleForce: _add_angle_copy, openmm.CMMotionRemover: lambda new, force, offset: None}
+
+
 def replicate_system(system: openmm.System, copies: int) -> openmm.System:
     """``copies`` independent copies of ``system`` in one System (particle i of copy k is
-    ``k * N + i``); the box vectors are set by the caller."""
+    ``k * N + i``); every force is a clone of the original (all its settings kept) with the
+    further copies' terms added. The box vectors are set by the caller."""
     n = system.getNumParticles()
     out = openmm.System()
     for _ in range(copies):
@@ -43,37 +69,12 @@ def replicate_system(system: openmm.System, copies: int) -> openmm.System:
             i, j, d = system.getConstraintParameters(c)
             out.addConstraint(k * n + i, k * n + j, d)
     for force in system.getForces():
-        if isinstance(force, openmm.NonbondedForce):
-            new = openmm.NonbondedForce()
-            for name in ("NonbondedMethod", "CutoffDistance", "UseDispersionCorrection", "EwaldErrorTolerance",
-                         "ReactionFieldDielectric", "UseSwitchingFunction", "SwitchingDistance"):
-                getattr(new, "set" + name)(getattr(force, "get" + name)())
-            for k in range(copies):
-                for i in range(n):
-                    new.addParticle(*force.getParticleParameters(i))
-            for k in range(copies):
-                for e in range(force.getNumExceptions()):
-                    i, j, q, s, eps = force.getExceptionParameters(e)
-                    new.addException(k * n + i, k * n + j, q, s, eps)
-        elif isinstance(force, openmm.HarmonicBondForce):
-            new = openmm.HarmonicBondForce()
-            for k in range(copies):
-                for b in range(force.getNumBonds()):
-                    i, j, r, kb = force.getBondParameters(b)
-                    new.addBond(k * n + i, k * n + j, r, kb)
-            new.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
-        elif isinstance(force, openmm.HarmonicAngleForce):
-            new = openmm.HarmonicAngleForce()
-            for k in range(copies):
-                for a in range(force.getNumAngles()):
-                    i, j, m, theta, ka = force.getAngleParameters(a)
-                    new.addAngle(k * n + i, k * n + j, k * n + m, theta, ka)
-            new.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
-        elif isinstance(force, openmm.CMMotionRemover):
-            new = openmm.CMMotionRemover(force.getFrequency())
-        else:
+        add_copy = ADD_COPY.get(type(force))
+        if add_copy is None:
             raise SystemExit(f"tile.py: cannot replicate a {type(force).__name__}")
-        new.setForceGroup(force.getForceGroup())
+        new = openmm.XmlSerializer.clone(force)
+        for k in range(1, copies):
+            add_copy(new, force, k * n)
         out.addForce(new)
     return out
 

@@ -16,9 +16,7 @@ set -euo pipefail
 WORK=${WORK:-bundled-work}
 DATA=${DATA:-$WORK/water64-rigid-b.h5}
 RUN=${RUN:-w16-onpolicy-pe}
+source "$(dirname "$0")/recipe.sh"
 python examples/models/onpolicy_rounds.py openmm_flashmd/models/water-rigid-16fs.pt "$DATA" \
     "$WORK/runs/$RUN" --stride 0.016 --system water-rigid --rounds 1 --segments 600 \
-    --segment-length 0.048 --steps 1500 --hypers examples/models/water.yaml \
-    --set model.verlet_guess=true --set model.d_pet=96 --set model.d_node=192 --set model.d_feedforward=192 \
-    --set training.learning_rate=1e-4 --set training.warmup_steps=50 --set training.checkpoint_every=250 \
-    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --set loss.potential_energy=3000 "$@"
+    --segment-length 0.048 --steps 1500 "${RECIPE[@]}" "$@"

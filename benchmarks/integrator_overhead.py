@@ -34,7 +34,7 @@ from openmm_flashmd.integrator.settle import settle_clusters, settle_solvable
 from openmm_flashmd.systems import rigid_water_box, water_box
 from openmm_flashmd.systems.loading import make_platform
 
-from _common import median_time, stack_info, summarize, write_json
+from _common import median_time, refuse_existing, stack_info, summarize, write_json
 
 STRIDE = 0.016  # ps
 BENIGN_STRIDE = 0.0005  # ps, the monitor-cost pair
@@ -141,8 +141,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/integrator_overhead_cpu.json"))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    if args.output.exists() and not args.overwrite:
-        raise SystemExit(f"{args.output} exists; pass --overwrite to replace it")
+    refuse_existing(args.output, args.overwrite)
     rows = []
     for n in args.sizes:
         row = measure(n, args.platform, args.repeats, args.steps)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import refuse_existing, stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "metatomic_speed.json"
 MASSES = {1: 1.007947, 8: 15.99943}
@@ -144,8 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
+    refuse_existing(args.out, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     from openmm_flashmd.metatomic import load_metatomic_stride_model

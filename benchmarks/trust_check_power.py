@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import stack_info, write_json  # noqa: E402
+from _common import refuse_existing, stack_info, write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "trust_check_power.json"
 REPORT_INTERVAL_PS = 0.16  # simulate's default
@@ -113,8 +113,7 @@ def main(argv=None) -> int:
 
     args.out = args.out or (OUT if args.model is None
                             else OUT.with_name(f"{OUT.stem}-{Path(args.model).stem}.json"))
-    if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
+    refuse_existing(args.out, args.overwrite)
     if reference_temperatures(args.system) is None:
         raise SystemExit(f"{args.system} has no bundled reference temperatures")
     built = get_system(args.system)

@@ -407,8 +407,9 @@ def _goal_row(base: Dict[str, Any], model: str, values: Optional[List[Tuple[floa
 def blog_goals(blog: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Issue 15's goals of the blog's NVE protocol (``benchmarks/blog_nve.py``'s JSON ``blog``), one
     row per model and goal, in :func:`evaluate_goals`' format: |T(end) - T(start)| (K; must 10,
-    aim 2) and |total-energy drift| (kJ/mol/ps; must 5) of FlashMD without filter; a goal met with
-    more than the trust check's share of strides as fallback MD is not met."""
+    aim 2) and |total-energy drift| (kJ/mol/ps; must 5) of FlashMD without filter, each the mean
+    over the model's start states with its standard error (none for a single start); a goal met
+    with more than the trust check's share of strides as fallback MD is not met."""
     goals = (("blog_T", "T_drift_K", 10.0, 2.0, "blog protocol, 258 rigid waters, NVE without filter, 50 ps: "
                                                   "T(end) − T(start) (K)"),
              ("blog_drift", "energy_drift_kjmol_per_ps", 5.0, None, "blog protocol: total-energy drift (kJ/mol/ps)"))
@@ -416,18 +417,24 @@ def blog_goals(blog: Dict[str, Any]) -> List[Dict[str, Any]]:
     for name, data in sorted((blog.get("models") or {}).items()):
         if data.get("lengths_mode") != "full":
             continue
-        runs = data.get("runs") or {}
-        flashmd = next((r for label, r in runs.items() if label.startswith("FlashMD")), {})
-        reference = next((r for label, r in runs.items() if label.startswith("reference")), {})
+        summary = data.get("summary") or {}
+        flashmd = next((s for label, s in summary.items() if label.startswith("FlashMD")), {})
+        reference = next((s for label, s in summary.items() if label.startswith("reference")), {})
         for key, field, must, aim, text in goals:
-            value = flashmd.get(field)
-            notes = [f"{value:+.3g}; reference MD {reference.get(field, math.nan):+.3g}"] if value is not None else []
-            failed = flashmd.get("failed_at_ps") is not None
+            stats = flashmd.get(field) or {}
+            value, sem = stats.get("mean"), stats.get("sem")
+            notes = []
+            if value is not None:
+                spread = f" ± {sem:.2g} over {stats['n']} starts ({', '.join(f'{v:+.3g}' for v in stats['values'])})" \
+                    if stats.get("n", 1) > 1 else ""
+                ref = (reference.get(field) or {}).get("mean")
+                notes.append(f"{value:+.3g}{spread}; reference MD {math.nan if ref is None else ref:+.3g}")
+            failed = bool(flashmd.get("failed"))
             if failed:
-                notes.append(f"run failed at {flashmd['failed_at_ps']:.4g} ps")
+                notes.append(f"{flashmd['failed']} run(s) failed")
             rows.append(_goal_row({"goal": key, "text": text, "must": must, "aim": aim, "spec": ".3g"}, name,
-                                  None if value is None else [(abs(value), None)], failed,
-                                  (flashmd.get("fallback") or {}).get("fallback_fraction"), notes))
+                                  None if value is None else [(abs(value), sem)], failed,
+                                  flashmd.get("fallback_fraction"), notes))
     return rows
 
 

@@ -20,7 +20,8 @@ from openmm_flashmd.data.generate import generate
 from openmm_flashmd.data.schema import TrajectoryFormatError
 from openmm_flashmd.model.protocol import load_model, read_metadata
 from openmm_flashmd.train import (
-    ModelDataMismatch, default_hypers, evaluate, format_table, load_hypers, model_from_checkpoint, train,
+    ModelDataMismatch, average_models, default_hypers, evaluate, export_model, format_table, load_hypers,
+    model_from_checkpoint, train,
 )
 
 STRIDE = 0.032  # ps: 8 record intervals, ~0.15 of the dimer vibration period
@@ -116,6 +117,37 @@ def test_end_to_end_beats_free_flight(trained, dimer_data, tmp_path):
     # rebuilding from the checkpoint gives the same model
     rebuilt = model_from_checkpoint(out / "checkpoint.pt")
     assert evaluate(rebuilt, dimer_data)["all"]["dq_rmse"] == pytest.approx(result["all"]["dq_rmse"], rel=1e-5)
+
+
+def test_average_models_interpolates_every_weight_and_refuses_other_models(tmp_path):
+    from openmm_flashmd.model.pet import PETHypers, PETStrideModel
+
+    hypers = PETHypers(**{k.split(".")[1]: v for k, v in TINY_MODEL.items()})
+    paths = []
+    for seed, stride in ((0, STRIDE), (1, STRIDE), (2, 2 * STRIDE)):
+        torch.manual_seed(seed)
+        model = PETStrideModel.build(hypers, stride, [6], {6: 12.011}, False, {"seed": seed})
+        with torch.no_grad():  # distinct output scales too (buffers are averaged like weights)
+            model.dq_scale.fill_(0.01 * (seed + 1))
+        paths.append(export_model(model, tmp_path / f"m{seed}.pt"))
+    states = [load_model(p).state_dict() for p in paths[:2]]
+    for weight in (0.0, 0.25, 1.0):
+        mixed = average_models(paths[0], paths[1], weight).state_dict()
+        for name, value in mixed.items():
+            expected = (1 - weight) * states[0][name] + weight * states[1][name] if value.is_floating_point() \
+                else states[0][name]
+            assert torch.allclose(value, expected, rtol=0, atol=1e-7), name
+    averaged = average_models(paths[0], paths[1], 0.5)
+    assert float(averaged.dq_scale) == pytest.approx(0.015)
+    saved = export_model(averaged, tmp_path / "soup.pt")
+    meta = read_metadata(load_model(saved))
+    assert meta["provenance"]["weight_average"]["weight"] == 0.5
+    assert meta["provenance"]["weight_average"]["second_provenance"]["seed"] == 1
+    assert meta["validation"] == {}
+    with pytest.raises(ValueError, match="stride differ"):
+        average_models(paths[0], paths[2], 0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        average_models(paths[0], paths[1], 1.5)
 
 
 def test_rollout_evaluation_compounds_strides(trained, dimer_data):

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,7 +43,6 @@ def _finite(value):
 def test_an_explosion_is_a_hot_window_not_a_hot_sample():
     """Alanine dipeptide in reference MD reached 722 K for a few samples (fallback_thresholds.json):
     one hot sample is no explosion; a window of them, or a non-finite temperature, is."""
-    import numpy as np
 
     from openmm_flashmd.validation.sampling import EXPLOSION_WINDOW_PS, Recorder
 
@@ -219,7 +219,8 @@ def test_molecule_motion_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_blog_nve_protocol_quick(tmp_path):
-    """benchmarks/blog_nve.py in quick mode with the exact Verlet-guess stride (about a minute)."""
+    """benchmarks/blog_nve.py in quick mode with the exact Verlet-guess stride (about two minutes):
+    one start, then a second one added by another call, judged on their mean."""
     from openmm_flashmd.model import VerletGuessStrideModel
 
     blog = load_benchmark("blog_nve")
@@ -229,12 +230,55 @@ def test_blog_nve_protocol_quick(tmp_path):
     assert blog.main(args) == 0
     result = json.loads(out.read_text())["models"]["guess-2fs"]
     assert result["n_atoms"] == 3 * 258 and result["lengths_mode"] == "quick"
-    flashmd, reference = result["runs"].values()
+    flashmd, reference = result["starts"][0]["runs"].values()
     assert reference["failed_at_ps"] is None and abs(reference["energy_drift_kjmol_per_ps"]) < 50
     assert flashmd["completed_ps"] == pytest.approx(0.4)
     with pytest.raises(SystemExit, match="overwrite"):
         blog.main(args)
-    assert (tmp_path / "guess-2fs.png").exists()
+    with pytest.raises(SystemExit, match="would mix or repeat"):
+        blog.main(args[:1] + ["--lengths", "full"] + args[3:] + ["--first-start", "1"])
+    assert blog.main(args + ["--first-start", "1"]) == 0
+    result = json.loads(out.read_text())["models"]["guess-2fs"]
+    assert [s["index"] for s in result["starts"]] == [0, 1]
+    assert result["starts"][0]["velocity_seed"] != result["starts"][1]["velocity_seed"]
+    drifts = [s["runs"]["FlashMD (F, no filter)"]["T_drift_K"] for s in result["starts"]]
+    summary = result["summary"]["FlashMD (F, no filter)"]["T_drift_K"]
+    assert summary["n"] == 2 and summary["mean"] == pytest.approx(np.mean(drifts))
+    assert (tmp_path / "guess-2fs.png").exists() and (tmp_path / "guess-2fs-start1.png").exists()
+
+
+def test_blog_goals_are_judged_on_the_mean_over_starts():
+    """ΔT of several starts: the goal row carries their mean and standard error, so a mean within
+    10 K by less than two errors is not resolved, and any mean beyond it is not met."""
+    blog = load_benchmark("blog_nve")
+    validate = load_benchmark("validate")
+
+    def entry(drifts, shares=None):
+        starts = [{"index": k, "runs": {
+            "FlashMD (F, no filter)": {"T_start_K": 300.0, "T_end_K": 300.0 + d, "T_drift_K": d,
+                                       "energy_drift_kjmol_per_ps": 0.5, "failed_at_ps": None,
+                                       "fallback": {"fallback_fraction": (shares or [0.0] * len(drifts))[k]}},
+            "reference MD (velocity Verlet)": {"T_start_K": 300.0, "T_end_K": 300.0, "T_drift_K": 0.0,
+                                               "energy_drift_kjmol_per_ps": 0.0,
+                                               "failed_at_ps": None}}} for k, d in enumerate(drifts)]
+        summary = blog.summarize(starts)
+        return {"lengths_mode": "full", "summary": summary, "starts": starts, "goals_met": blog.goals_met(summary)}
+
+    models = {"one": entry([4.0]), "tight": entry([3.0, 4.0, 5.0]), "loose": entry([-6.0, 20.0, 10.0]),
+              "hot": entry([9.0, 15.0]), "fallback": entry([1.0, 2.0], shares=[0.5, 0.3])}
+    rows = {row["model"]: row for row in validate.blog_goals({"models": models}) if row["goal"] == "blog_T"}
+    assert rows["one"]["status"] == "met" and rows["one"]["error"] is None
+    assert rows["tight"]["status"] == "met" and rows["tight"]["value"] == pytest.approx(4.0)
+    assert rows["loose"]["status"] == "not resolved" and "over 3 starts" in rows["loose"]["note"]
+    assert rows["hot"]["status"] == "not met" and rows["hot"]["value"] == pytest.approx(12.0)
+    assert models["hot"]["goals_met"] is False and models["tight"]["goals_met"] is True
+    assert rows["fallback"]["met"] is False and "fallback" in rows["fallback"]["note"]
+    report = load_benchmark("report")
+    table = "\n".join(report.RENDERERS["blog_nve"](
+        {"models": {k: dict(v, stride_ps=0.016, stack={}) for k, v in models.items()}}, "blog.json"))
+    assert "| hot | 16 | full | mean of 2 | FlashMD (F, no filter) | | +12.0 ± 3 | 0.5 ± 0 | 0% | **not met** |" in table
+    assert "| one | 16 | full | 0 | FlashMD (F, no filter) | 300.0 → 304.0 | +4.0 | 0.5 | 0% | met |" in table
+    assert "| one | 16 | full | mean of" not in table
 
 
 def test_a_goal_met_only_by_fallback_md_is_not_met():
@@ -337,12 +381,14 @@ def test_the_goal_table_has_the_blog_and_default_report_rows():
     """Issue 15's rows measured by other benchmarks: the blog protocol (a goal kept only by fallback
     MD is not met) and the default simulate report (every run must pass every check)."""
     validate = load_benchmark("validate")
+    blog_nve = load_benchmark("blog_nve")
 
     def blog(share):
         flashmd = {"T_drift_K": -1.5, "energy_drift_kjmol_per_ps": 0.3, "failed_at_ps": None,
                    "fallback": {"fallback_fraction": share}}
         reference = {"T_drift_K": 6.1, "energy_drift_kjmol_per_ps": 0.01, "failed_at_ps": None}
-        return {"lengths_mode": "full", "runs": {"FlashMD (F, no filter)": flashmd, "reference MD (velocity Verlet)": reference}}
+        starts = [{"index": 0, "runs": {"FlashMD (F, no filter)": flashmd, "reference MD (velocity Verlet)": reference}}]
+        return {"lengths_mode": "full", "summary": blog_nve.summarize(starts), "starts": starts}
 
     rows = validate.blog_goals({"models": {"clean": blog(0.0), "kept": blog(0.3)}})
     by = {(r["goal"], r["model"]): r for r in rows}
@@ -372,7 +418,6 @@ def test_an_interrupted_stability_run_resumes_bit_for_bit(tmp_path, tiny_water_m
     again, it goes on from the second checkpoint to the same temperatures, speeds and monitor
     counts as the run that was never stopped (the Langevin noise included). On the Reference
     platform: two uninterrupted runs on the CPU platform already differ in the last bits."""
-    import numpy as np
     import openmm
 
     from openmm_flashmd import load_model
@@ -431,7 +476,6 @@ def test_a_resumed_validation_runs_again_only_the_phase_whose_lengths_changed(tm
     """A longer NpT run (say, to resolve a density) on resume: the ``npt`` phase runs again with
     the new length, the finished NVT phases are read back; any other change is refused in one
     line, before anything is touched."""
-    import numpy as np
 
     from openmm_flashmd.validation.protocol import _Phases
 

@@ -12,7 +12,8 @@ import torch
 
 from openmm_flashmd.model.protocol import make_metadata_json, read_metadata, save_model
 
-__all__ = ["export_model", "export_energy_model", "model_from_checkpoint", "export_checkpoint", "model_from_file"]
+__all__ = ["export_model", "export_energy_model", "model_from_checkpoint", "export_checkpoint", "model_from_file",
+           "average_models"]
 
 
 def export_model(
@@ -136,3 +137,39 @@ def model_from_file(path: Union[str, os.PathLike]) -> torch.nn.Module:
     model.load_state_dict(state)
     model.metadata_json = source.metadata_json
     return model.eval()
+
+
+#: Metadata that two stride models must share for their weights to be averaged.
+_AVERAGE_MUST_MATCH = ("kind", "stride", "elements", "masses", "periodic", "hypers", "inputs")
+
+
+def average_models(first: Union[str, os.PathLike], second: Union[str, os.PathLike], weight: float) -> torch.nn.Module:
+    """A PET stride model whose weights are ``(1 - weight) * first + weight * second`` (files or
+    bundled names), every floating-point parameter and buffer (the output scales included).
+
+    Meant for two models trained from the same start (e.g. a model and a fine-tune of it), whose
+    average lies between them ("model soup"); the result keeps ``first``'s metadata with the
+    average recorded in its provenance (``weight_average``) and no held-out errors (measure them
+    with :func:`~openmm_flashmd.train.evaluate.evaluate`). Raises ``ValueError`` unless the two
+    share architecture, stride, elements, masses and inputs, or when ``weight`` is outside [0, 1].
+    """
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be between 0 and 1, got {weight}")
+    models = [model_from_file(path) for path in (first, second)]
+    metadata = [read_metadata(m) for m in models]
+    for key in _AVERAGE_MUST_MATCH:
+        if metadata[0].get(key) != metadata[1].get(key):
+            raise ValueError(f"cannot average {first} and {second}: their {key} differ "
+                             f"({metadata[0].get(key)} / {metadata[1].get(key)})")
+    states = [m.state_dict() for m in models]
+    averaged = {name: (1.0 - weight) * value + weight * states[1][name] if value.is_floating_point() else value
+                for name, value in states[0].items()}
+    model = models[0]
+    model.load_state_dict(averaged)
+    provenance = dict(metadata[0].get("provenance") or {})
+    provenance["weight_average"] = {"first": str(first), "second": str(second), "weight": weight,
+                                    "first_provenance": metadata[0].get("provenance"),
+                                    "second_provenance": metadata[1].get("provenance")}
+    model.update_metadata(provenance=provenance, validation={})  # the first model's errors are not the average's
+    return model

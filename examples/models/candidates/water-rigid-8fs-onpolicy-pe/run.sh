@@ -14,9 +14,7 @@
 # round 1's model replaced it that day (build_all.sh's water-rigid-8fs block), so a rerun from scratch must restore that file first.
 set -euo pipefail
 WORK=${WORK:-bundled-work}
+source "$(dirname "$0")/recipe.sh"
 python examples/models/onpolicy_rounds.py openmm_flashmd/models/water-rigid-8fs.pt "$WORK/water64-rigid-b.h5" \
     "$WORK/runs/w8-onpolicy-pe" --stride 0.008 --system water-rigid --rounds 2 --segments 600 \
-    --segment-length 0.024 --steps 1500 --hypers examples/models/water.yaml \
-    --set model.verlet_guess=true --set model.d_pet=96 --set model.d_node=192 --set model.d_feedforward=192 \
-    --set training.learning_rate=1e-4 --set training.warmup_steps=50 --set training.checkpoint_every=250 \
-    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --set loss.potential_energy=3000 "$@"
+    --segment-length 0.024 --steps 1500 "${RECIPE[@]}" "$@"

@@ -62,8 +62,9 @@ NOTES = {
                         "four 100 ps `simulate` runs hydrogens +1.9 K and oxygens -0.7 K on average (the three-stride "
                         "model bundled 2026-12-05 to 2026-12-06: +3.7 / -5.9 K). Its first validation's 50 ps window "
                         "read -7.3 K overall, with oxygens at -9.5 K: single 50 ps windows scatter by several K. "
-                        "Without the filter its runs cool by 8-10 K. The blog's 258-water NVE run warms by 18 K in "
-                        "two runs, with 8-12 % of its strides rejected by the stride monitor and run as MD. Each "
+                        "Without the filter its runs cool by 8-10 K. The blog's 258-water NVE run warms by 17-25 K "
+                        "from three independent starts (+20.1 +- 2.6 K), with 8-12 % of its strides rejected by the "
+                        "stride monitor and run as MD. Each "
                         "stride costs about three times a free-flight model's (the Verlet guess takes four force "
                         "evaluations). Do not use it for science yet.",
     "water-rigid-8fs": GUESS_CORE + ". " + RIGID_WATER + "The model bundled until 2026-12-06 (its last stage with "

@@ -81,8 +81,9 @@ NOTES = {
                        "the measured window (stable, no strides rejected), hydrogens are -0.8 +- 1.1 K and oxygens +1.5 +- 2.3 K from "
                        "reference MD, the overall temperature -0.5 +- 0.6 K from 300 K, the molecules' translation "
                        "300.6 K and rotation 298.5 K; without the filter its 50 ps run reads -4.7 K overall (the model "
-                       "before: +46 K). The blog's 258-water NVE run without the filter heats by 24 K in "
-                       "50 ps with 8 % of its strides run as MD (the model before: 9 K with 44 % as MD). Do not use "
+                       "before: +46 K). The blog's 258-water NVE run without the filter heats by 19-28 K in "
+                       "50 ps from three independent starts (+23.7 +- 2.6 K) with 8-10 % of its strides run as MD "
+                       "(the model before: 9 K with 44 % as MD, one start). Do not use "
                        "it for science yet.",
     "water-rigid-4fs": GUESS + RIGID_WATER + "Started from `water-rigid-8fs`'s weights (those bundled until "
                        "2026-12-04, before its time-reversal stage) at half its stride: its held-out velocity "

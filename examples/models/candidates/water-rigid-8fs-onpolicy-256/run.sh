@@ -10,9 +10,11 @@
 #   OMP_NUM_THREADS=1 WORK=bundled-work bash examples/models/candidates/water-rigid-8fs-onpolicy-256/run.sh
 #
 # Data: $WORK/w256/water256-rigid.h5, made as ../water-rigid-16fs-onpolicy-256/run.sh says.
-# Started 2026-12-07 08:45 UTC (one thread beside two other jobs); stopped at training step 500 of 1 500 at 09:24 to
-# give its core to the 16 fs average's validation: the on-policy data (round-1.h5, 22 min) and the checkpoint are in
-# $WORK/runs/w8-onpolicy-256-pe1000/, and the same command continues from there. No result yet.
+# Ran 2026-12-07 (one thread beside one or two other jobs; on-policy data 22 min, stopped at training step 500 and
+# resumed from its checkpoint by the same command; training log, curves and judging runs in
+# $WORK/runs/w8-onpolicy-256-pe1000/, copied beside this script). Weights: ../water-rigid-8fs-onpolicy-256-pe1000-round1.pt. Its two 20 ps NVT
+# judging runs (second halves) put the molecules' rotation at 278.8 / 292.3 K and translation at 297.6 / 305.3 K:
+# the rotation runs cold, as in the 16 fs round at this weight.
 set -euo pipefail
 WORK=${WORK:-bundled-work}
 source "$(dirname "$0")/../water-rigid-8fs-onpolicy-pe/recipe.sh"

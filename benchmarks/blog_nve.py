@@ -32,7 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -190,12 +190,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     stem = Path(args.model).stem
     indices = list(range(args.first_start, args.first_start + args.starts))
 
-    def existing() -> Optional[Dict[str, Any]]:
-        """The model's entry in the JSON now; refuses what would be overwritten or mixed."""
-        merged = json.loads(args.out.read_text()) if args.out.exists() else {"models": {}}
+    def existing() -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+        """The JSON now and the model's entry to add to (None: none, or replaced); refuses what
+        would be overwritten or mixed."""
+        merged = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "blog_nve", "models": {}}
         entry = merged["models"].get(stem)
         if entry is None or args.overwrite:
-            return None
+            return merged, None
         if args.first_start == 0:
             raise SystemExit(f"{args.out} has a result for {stem}; pass --overwrite to replace it "
                              "or --first-start to add starts")
@@ -203,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if entry["lengths_mode"] != args.lengths or taken & set(indices):
             raise SystemExit(f"{args.out} has starts {sorted(taken)} of {stem} in {entry['lengths_mode']} lengths; "
                              f"starts {indices} in {args.lengths} lengths would mix or repeat them")
-        return entry
+        return merged, entry
 
     existing()  # refuse before hours of work
     if args.threads:
@@ -237,7 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{drift if drift is None else round(drift, 2)} kJ/mol/ps"
                   + (f", failed at {run['failed_at_ps']:.3g} ps" if run["failed_at_ps"] is not None else ""))
 
-    entry = existing()
+    merged, entry = existing()
     wall = time.perf_counter() - began
     if entry is not None:
         starts = sorted(entry["starts"] + starts, key=lambda start: start["index"])
@@ -249,7 +250,6 @@ def main(argv: Optional[List[str]] = None) -> int:
               "system": "258 rigid TIP3P (Modeller.addSolvent, amber14/tip3p.xml), PME, cutoff 0.9 nm",
               "goals": GOALS, "goals_met": bool(met), "summary": summary, "starts": starts,
               "threads": args.threads or torch.get_num_threads(), "wall_s": wall, "stack": stack_info()}
-    merged = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "blog_nve", "models": {}}
     merged["models"][stem] = result
     write_json(args.out, merged, overwrite=True)
     flashmd = summary["FlashMD (F, no filter)"]["T_drift_K"]

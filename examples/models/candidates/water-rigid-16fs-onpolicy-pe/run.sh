@@ -10,13 +10,15 @@
 #
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-onpolicy-pe/run.sh
 #
-# DATA (the reference file whose frames start the on-policy runs) and RUN (the folder under $WORK/runs) select
-# variants; trailing arguments override the flags below (../water-rigid-16fs-onpolicy-256/run.sh).
+# START (the model the round starts from), DATA (the reference file whose frames start the on-policy runs) and RUN
+# (the folder under $WORK/runs) select variants; trailing arguments override the flags below
+# (../water-rigid-16fs-onpolicy-256/run.sh, ../water-rigid-16fs-soup-onpolicy/run.sh).
 set -euo pipefail
 WORK=${WORK:-bundled-work}
 DATA=${DATA:-$WORK/water64-rigid-b.h5}
 RUN=${RUN:-w16-onpolicy-pe}
+START=${START:-openmm_flashmd/models/water-rigid-16fs.pt}
 source "$(dirname "$0")/recipe.sh"
-python examples/models/onpolicy_rounds.py openmm_flashmd/models/water-rigid-16fs.pt "$DATA" \
+python examples/models/onpolicy_rounds.py "$START" "$DATA" \
     "$WORK/runs/$RUN" --stride 0.016 --system water-rigid --rounds 1 --segments 600 \
     --segment-length 0.048 --steps 1500 "${RECIPE[@]}" "$@"

@@ -17,8 +17,5 @@
 #
 #   WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-soup-onpolicy/run.sh
 set -euo pipefail
-WORK=${WORK:-bundled-work}
-source "$(dirname "$0")/../water-rigid-16fs-onpolicy-pe/recipe.sh"
-python examples/models/onpolicy_rounds.py examples/models/candidates/water-rigid-16fs-soup-0.5.pt \
-    "$WORK/water64-rigid-b.h5" "$WORK/runs/w16-soup-onpolicy" --stride 0.016 --system water-rigid --rounds 1 \
-    --segments 600 --segment-length 0.048 --steps 1000 "${RECIPE[@]}" "$@"
+START=examples/models/candidates/water-rigid-16fs-soup-0.5.pt RUN=w16-soup-onpolicy WORK=${WORK:-bundled-work} \
+    bash "$(dirname "$0")/../water-rigid-16fs-onpolicy-pe/run.sh" --steps 1000 "$@"

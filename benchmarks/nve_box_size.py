@@ -11,6 +11,11 @@ runs, so nothing holds the energy), and reference velocity Verlet at 1 fs as the
 per run: the total energy's change from the start per water (kJ/mol), averaged over the last
 ``end_ps``, and the kinetic temperature there (K); per model and size, their mean and spread.
 
+``--random-rotation on off`` runs every model twice from the same starts: as the integrator runs
+by default (the system turned by a random orthogonal matrix around every stride) and without
+that rotation ("<model> (no rotation)"). PET is not equivariant by construction, so the part of
+a stride that depends on the frame becomes noise under the rotation, and noise heats an NVE run.
+
 A model whose strides are the same function of an atom's neighbourhood in every box (they are:
 a box and its periodic replica give one stride the same numbers per atom) can still gain energy
 in one box size and lose it in another, through the states its own trajectories visit; a model
@@ -71,15 +76,17 @@ def start_state(target, seed: int, lengths: Dict[str, float]):
     return State.from_context(context)
 
 
-def nve(target, start, model, lengths: Dict[str, float], n_waters: int) -> Dict[str, Any]:
-    """NVE from ``start`` (blog_nve's run): FlashMD "F" with ``model``, or velocity Verlet when ``model`` is None."""
+def nve(target, start, model, lengths: Dict[str, float], n_waters: int, random_rotation: bool = True
+        ) -> Dict[str, Any]:
+    """NVE from ``start`` (blog_nve's run): FlashMD "F" with ``model`` (with or without the per-stride
+    random rotation), or velocity Verlet when ``model`` is None."""
     from openmm_flashmd.data.generate import velocity_verlet_integrator
 
     system = copy.deepcopy(target.system)
     if model is None:
         integrator, dt, groups = velocity_verlet_integrator(REFERENCE_NVE_TIMESTEP, 1e-6), REFERENCE_NVE_TIMESTEP, None
     else:
-        integrator = target.flashmd(system, model, "F")
+        integrator = target.flashmd(system, model, "F", random_rotation=random_rotation)
         dt, groups = integrator.stride, integrator.energy_force_groups
     run = nve_run(system, integrator, start, dt, {**lengths, "start_ps": lengths["end_ps"]}, target, "NVE", groups)
     series = run.pop("series")
@@ -104,6 +111,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="bundled model names or .pt files")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="waters per box")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--random-rotation", nargs="+", choices=["on", "off"], default=["on"],
+                        help="run FlashMD with the per-stride random rotation (on, the integrator's default), "
+                             "without it (off), or both from the same starts")
     add_run_options(parser, LENGTHS, OUT)
     args = parser.parse_args(argv)
     refuse_existing(args.out, args.overwrite)
@@ -111,7 +121,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from openmm_flashmd import load_model
 
     lengths = LENGTHS[args.lengths]
-    models = {Path(name).stem: load_model(name) for name in args.models}
+    models = {}  # result name -> (model, random rotation)
+    for name in args.models:
+        model = load_model(name)
+        for setting in args.random_rotation:
+            models[Path(name).stem + ("" if setting == "on" else " (no rotation)")] = (model, setting == "on")
     started = time.time()
     runs: List[Dict[str, Any]] = []
     cutoffs = {}
@@ -119,14 +133,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         target, cutoffs[n_waters] = box_target(n_waters, args.threads, not args.no_progress)
         for seed in args.seeds:
             start = start_state(target, seed, lengths)
-            for name, model in [("reference MD", None), *models.items()]:
+            for name, (model, rotation) in [("reference MD", (None, False)), *models.items()]:
                 runs.append({"model": name, "waters": n_waters, "seed": seed,
-                             **nve(target, start, model, lengths, n_waters)})
+                             **nve(target, start, model, lengths, n_waters, rotation)})
     by_size = {name: {str(n): summary([r["energy_change_per_water_kjmol"] for r in runs
                                         if r["model"] == name and r["waters"] == n]) for n in args.sizes}
                for name in ["reference MD", *models]}
     write_json(args.out, {"benchmark": "nve_box_size", "system": "water-rigid", "temperature_K": TEMPERATURE,
-                          "splitting": "F", "fallback": False, "cutoff_nm": {str(n): c for n, c in cutoffs.items()},
+                          "splitting": "F", "fallback": False, "random_rotation": args.random_rotation, "cutoff_nm": {str(n): c for n, c in cutoffs.items()},
                           "reference_nve_timestep_ps": REFERENCE_NVE_TIMESTEP, "lengths_mode": args.lengths,
                           "lengths": lengths, "threads": args.threads, "wall_s": time.time() - started,
                           "stack": stack_info(), "energy_change_per_water_kjmol": by_size, "runs": runs},

@@ -499,7 +499,9 @@ def render_nve_box_size(data: Dict, name: str) -> List[str]:
              f"of NVE: FlashMD without the filter and without the stride monitor (\"{data['splitting']}\"), and velocity "
              f"Verlet at {data['reference_nve_timestep_ps'] * 1000:g} fs from the same state. Change of the total "
              f"energy from the start per water (kJ/mol), averaged over the last {lengths['end_ps']:g} ps: mean, range "
-             "over the seeds and how many runs gained energy.", "",
+             "over the seeds and how many runs gained energy."
+             + (" \"(no rotation)\": the same model from the same starts without the integrator's per-stride "
+                "random rotation." if "off" in data.get("random_rotation", []) else ""), "",
              "| run | " + " | ".join(f"{n} waters" for n in sizes) + " |", "|---|" + "---:|" * len(sizes)]
     for model, by_size in data["energy_change_per_water_kjmol"].items():
         cells = [("—" if s["mean"] is None else f"{s['mean']:+.2f} ({s['min']:+.2f} to {s['max']:+.2f}; "

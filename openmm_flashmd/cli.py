@@ -127,6 +127,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rollout", type=int, default=1, metavar="R",
                    help="also apply the model R times to its own output and report the errors after each stride")
+    p.add_argument("--no-frame-check", action="store_true",
+                   help="skip the second prediction of every pair in a randomly turned frame (the frame dependence)")
     p.add_argument("--json", help="write the result to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
@@ -137,7 +139,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     segments = _segments(args.segments)
     result = evaluate(args.model, args.data, stride=args.stride, segments=segments,
                       max_pairs=args.max_pairs or None, batch_size=args.batch_size, output_json=args.json,
-                      overwrite=args.overwrite, device=args.device, rollout=args.rollout)
+                      overwrite=args.overwrite, device=args.device, rollout=args.rollout,
+                      frame_check=not args.no_frame_check)
     print(format_table(result))
     return 0
 

@@ -329,6 +329,21 @@ def test_evaluate_errors(trained, dimer_data, tmp_path):
     assert res["segments_used"] == "all" and res["n_pairs"] == 20
 
 
+def test_evaluate_measures_the_frame_dependence_of_a_stride(trained, dimer_data):
+    """Each pair is predicted once more in a randomly turned frame: free flight is equivariant
+    (differences at round-off), a PET learns equivariance only from rotated data (not zero)."""
+    from openmm_flashmd.model import FreeParticleStrideModel
+
+    free = evaluate(FreeParticleStrideModel(STRIDE), dimer_data, segments="all", max_pairs=20, energy=False)
+    pet = evaluate(trained.model_path, dimer_data, segments="all", max_pairs=20, energy=False)
+    for z, e in free["per_element"].items():
+        assert e["dq_frame_rms"] < 1e-6 and e["v_frame_rms"] < 1e-6
+        assert pet["per_element"][z]["dq_frame_rms"] > 1e-5 and pet["per_element"][z]["v_frame_rms"] > 1e-4
+    assert "frame dependence" in format_table(pet)
+    skipped = evaluate(trained.model_path, dimer_data, segments="all", max_pairs=20, energy=False, frame_check=False)
+    assert all("dq_frame_rms" not in e for e in skipped["per_element"].values())
+
+
 def test_kinetic_energy_ratio_measures_damping():
     """A model that halves every velocity keeps a quarter of each element's kinetic energy;
     the exact answer keeps all of it (per element, whatever the masses)."""
@@ -676,6 +691,59 @@ def test_reversal_loss_is_zero_for_a_reversible_map_and_exact_for_a_damped_one(d
         assert float(parts["loss"]) == pytest.approx(float(parts["loss_q"] + parts["loss_p"] + 2.0 * expected))
     _, _, later = _ScaledForward(_ScaledMap(STRIDE, 0.9), masses, numbers)(batch)
     assert later == {}  # no return stride unless asked for
+
+
+class _FrameBiasedMap(_ScaledMap):
+    """Free flight plus a constant velocity kick ``b`` in the frame it is called in: equivariant
+    exactly when ``b`` is zero."""
+
+    def __init__(self, tau, b):
+        super().__init__(tau, 1.0)
+        self.b = torch.as_tensor(b, dtype=torch.float64)
+
+    def forward_scaled_batch(self, q, v, masses, numbers, box, *guess):
+        y_q, y_p = super().forward_scaled_batch(q, v, masses, numbers, box, *guess)
+        return y_q, y_p + self.b * masses.sqrt().view(1, -1, 1)
+
+
+def test_equivariance_loss_is_zero_for_an_equivariant_map_and_exact_for_a_frame_biased_one(dimer_data):
+    """L_S compares the predictions for an item in its frame and in a randomly turned one (rotated
+    back): zero for free flight, whatever the frame; for a kick b fixed in the model's frame the
+    turned prediction's kick is R^T b, so L_S = <|(b - R^T b) sqrt(m)|^2> / p_scale^2 for the
+    matrices R the generator draws."""
+    from openmm_flashmd.data.dataset import StridePairs, random_orthogonal
+    from openmm_flashmd.train.trainer import _Losses, _ScaledForward
+
+    data = load_trajectories(dimer_data)
+    batch = StridePairs(data, STRIDE, dtype=torch.float64).get_batch([0, 7, 150, 400])
+    masses = torch.as_tensor(data.masses)
+    numbers = torch.as_tensor(data.atomic_numbers)
+    scales = {"dq_scale": 0.01, "p_scale": 0.5}
+    weights = {"positions": 1, "velocities": 1, "energy": 0, "equivariance": 3.0}
+    sqrt_m = masses.sqrt().view(1, -1, 1)
+    y_q, y_p, later = _ScaledForward(_ScaledMap(STRIDE, 1.0), masses, numbers,
+                                     rotations=torch.Generator().manual_seed(5))(batch)
+    torch.testing.assert_close(later["rotated_q"], y_q)
+    torch.testing.assert_close(later["rotated_p"], y_p)
+    assert float(_Losses(weights, scales, masses, 300.0, None)(y_q, y_p, batch, later)["loss_equivariance"]) < 1e-20
+    b = torch.tensor([0.3, -0.1, 0.2], dtype=torch.float64)
+    y_q, y_p, later = _ScaledForward(_FrameBiasedMap(STRIDE, b), masses, numbers,
+                                     rotations=torch.Generator().manual_seed(5))(batch)
+    rot = random_orthogonal(4, torch.Generator().manual_seed(5))
+    kick_turned = torch.einsum("bji,j->bi", rot, b)  # R^T b, one per item
+    expected = ((((b.view(1, 1, 3) - kick_turned.view(4, 1, 3)) * sqrt_m) ** 2).mean() / 0.5 ** 2)
+    parts = _Losses(weights, scales, masses, 300.0, None)(y_q, y_p, batch, later)
+    assert float(parts["loss_equivariance"]) == pytest.approx(float(expected), rel=1e-10) and float(expected) > 0
+    assert float(parts["loss"]) == pytest.approx(float(parts["loss_q"] + parts["loss_p"] + 3.0 * expected))
+    _, _, later = _ScaledForward(_FrameBiasedMap(STRIDE, b), masses, numbers)(batch)
+    assert later == {}  # no second frame unless asked for
+
+
+def test_training_with_the_equivariance_loss_logs_it(dimer_data, tmp_path):
+    res = train(dimer_data, tmp_path / "eq", STRIDE, overrides=_quick(**{"loss.equivariance": 1.0}), device="cpu",
+                progress=False, export=False)
+    rows = list(csv.DictReader(open(tmp_path / "eq" / "log.csv")))
+    assert res.steps == 20 and all(float(r["train_loss_equivariance"]) > 0 for r in rows)
 
 
 def test_training_with_the_reversal_loss_logs_it_and_keeps_the_validation_loss(dimer_data, tmp_path):

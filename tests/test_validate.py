@@ -533,4 +533,22 @@ def test_nve_box_size_benchmark_quick(tmp_path):
     with pytest.raises(SystemExit, match="overwrite"):
         bench.main(args)
     table = "\n".join(load_benchmark("report").RENDERERS["nve_box_size"](result, "nve.json"))
-    assert "| run | 27 waters | 32 waters |" in table and "| guess-2fs | +" in table
+    assert "| run | 27 waters | 32 waters |" in table and "| guess-2fs | +" in table and "no rotation" not in table
+
+
+def test_nve_box_size_without_the_random_rotation_leaves_an_equivariant_stride_alone(tmp_path):
+    """--random-rotation on off runs each model from the same starts with and without the
+    per-stride rotation: the Verlet-guess stride is exactly equivariant, so both gain the same energy."""
+    from openmm_flashmd.model import VerletGuessStrideModel
+
+    bench = load_benchmark("nve_box_size")
+    model = save_model(VerletGuessStrideModel(0.002, 1), tmp_path / "guess-2fs.pt")
+    out = tmp_path / "nve.json"
+    assert bench.main(["--models", str(model), "--sizes", "27", "--seeds", "1", "--lengths", "quick",
+                       "--random-rotation", "on", "off", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    runs = {r["model"]: r["energy_change_per_water_kjmol"] for r in result["runs"]}
+    assert list(runs) == ["reference MD", "guess-2fs", "guess-2fs (no rotation)"]
+    assert runs["guess-2fs"] > 0.5 and runs["guess-2fs (no rotation)"] == pytest.approx(runs["guess-2fs"], abs=1e-3)
+    table = "\n".join(load_benchmark("report").RENDERERS["nve_box_size"](result, "nve.json"))
+    assert "| guess-2fs (no rotation) | +" in table and "without the integrator's per-stride random rotation" in table

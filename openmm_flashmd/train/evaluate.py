@@ -39,6 +39,7 @@ from openmm_flashmd.data.dataset import (
     TrajectoryData,
     evaluation_segments,
     load_trajectories,
+    random_orthogonal,
     subsample,
 )
 from openmm_flashmd.data.guess import data_system, verlet_guesses
@@ -131,6 +132,34 @@ def stride_errors(
     return sums
 
 
+def _predict(scripted: Any, batch: Dict[str, torch.Tensor], masses: torch.Tensor, numbers: torch.Tensor,
+             uses_guess: bool, batched: bool, device: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The model's new positions (nm) and velocities (nm/ps) for a batch, float64 on the CPU."""
+    extra = [batch[k].to(device) for k in ("guess", "guess_velocities")] if uses_guess else []
+    if batched:
+        new_q, new_v = scripted.forward_batch(batch["positions"].to(device), batch["velocities"].to(device), masses,
+                                              numbers, batch["box"].to(device), *extra)
+        return new_q.double().cpu(), new_v.double().cpu()
+    outs = [scripted(batch["positions"][b].to(device), batch["velocities"][b].to(device), masses, numbers,
+                     batch["box"][b].to(device), *(t[b] for t in extra)) for b in range(batch["positions"].shape[0])]
+    return torch.stack([o[0] for o in outs]).double().cpu(), torch.stack([o[1] for o in outs]).double().cpu()
+
+
+def frame_differences(dq: torch.Tensor, dv: torch.Tensor, atomic_numbers: np.ndarray,
+                      sums: Dict[int, Dict[str, float]]) -> Dict[int, Dict[str, float]]:
+    """Accumulate per element the sums of ``|dq|^2`` (nm^2) and ``|dv|^2`` ((nm/ps)^2), the
+    differences between a stride predicted in a turned frame (rotated back) and in the data's
+    frame, and atom counts."""
+    z = torch.as_tensor(atomic_numbers)
+    for element in np.unique(atomic_numbers).tolist():
+        mask = z == element
+        entry = sums.setdefault(int(element), {"dq": 0.0, "v": 0.0, "count": 0})
+        entry["dq"] += float((dq[:, mask] ** 2).sum())
+        entry["v"] += float((dv[:, mask] ** 2).sum())
+        entry["count"] += int(mask.sum()) * dq.shape[0]
+    return sums
+
+
 def _summarise(sums: Dict[int, Dict[str, float]]) -> Dict[str, Any]:
     def block(entries):
         count = sum(e["count"] for e in entries)
@@ -188,6 +217,11 @@ def format_table(result: Dict[str, Any]) -> str:
                 lines.append(f"potential energy error of the molecules' centres alone {centres['mean']:+.2f} ± "
                              f"{centres['sd']:.2f}, of their orientations alone {orientations['mean']:+.2f} ± "
                              f"{orientations['sd']:.2f}")
+    frame = [(e["symbol"], e) for e in result["per_element"].values() if "dq_frame_rms" in e]
+    if frame:
+        lines.append("frame dependence (rms change of a stride predicted in a randomly turned frame): "
+                     + ", ".join(f"{name} dq {e['dq_frame_rms']:.2e} nm, v' {e['v_frame_rms']:.3f} nm/ps"
+                                 for name, e in frame))
     motion = result.get("molecule_kinetic_energy_ratio")
     if motion:
         lines.append("molecules' kinetic-energy ratio after the projection (model / reference): "
@@ -412,6 +446,7 @@ def evaluate(
     seed: int = 0,
     energy: bool = True,
     rollout: int = 1,
+    frame_check: bool = True,
 ) -> Dict[str, Any]:
     """Per-element RMSE of ``dq`` and ``v'`` of ``model`` on ``data`` vs trivial baselines,
     and (with ``energy``) the energy error per stride on the data's System (:class:`EnergyErrors`).
@@ -431,6 +466,12 @@ def evaluate(
     device : torch device for the model
     rollout : > 1: also the errors of that many consecutive strides (:func:`rollout_errors`,
         from at most ``max_pairs`` starts; free-flight PET models only), under ``rollout``
+    frame_check : predict every pair once more in a frame turned by a random orthogonal matrix
+        (drawn with ``seed``) and report per element the rms difference of that prediction,
+        rotated back, from the first: ``dq_frame_rms`` (nm) and ``v_frame_rms`` (nm/ps). An
+        equivariant model gives 0; the integrator turns the system at random every stride, so
+        this is the noise a model's frame dependence adds to each stride (one more model call
+        per pair)
 
     Returns a dict with ``stride``, ``n_pairs``, ``segments_used``, ``per_element``
     (``{Z: {symbol, dq_rmse, dq_free_flight_rmse, dq_improvement, v_rmse,
@@ -473,27 +514,28 @@ def evaluate(
     step = batch_size if batched else 1
     sums: Dict[int, Dict[str, float]] = {}
     energies = EnergyErrors(data) if energy else None
+    turns = torch.Generator().manual_seed(seed)
+    frame_sums: Dict[int, Dict[str, float]] = {}
     with torch.no_grad():
         for start in range(0, len(order), step):
             batch = pairs.get_batch(order[start:start + step])
-            extra = [batch[k].to(device) for k in ("guess", "guess_velocities")] if uses_guess else []
-            if batched:
-                new_q, new_v = scripted.forward_batch(
-                    batch["positions"].to(device), batch["velocities"].to(device), masses,
-                    numbers, batch["box"].to(device), *extra)
-                new_q, new_v = new_q.double().cpu(), new_v.double().cpu()
-            else:
-                outs = [scripted(batch["positions"][b].to(device), batch["velocities"][b].to(device),
-                                 masses, numbers, batch["box"][b].to(device), *(t[b] for t in extra))
-                        for b in range(batch["positions"].shape[0])]
-                new_q = torch.stack([o[0] for o in outs]).double().cpu()
-                new_v = torch.stack([o[1] for o in outs]).double().cpu()
+            new_q, new_v = _predict(scripted, batch, masses, numbers, uses_guess, batched, device)
             stride_errors(new_q - batch["positions"], new_v, batch, data.atomic_numbers, sums)
             if energies is not None:
                 energies.add(new_q, new_v, batch)
+            if frame_check:
+                rot = random_orthogonal(batch["positions"].shape[0], turns)
+                turned = {k: torch.bmm(batch[k].double(), rot.transpose(1, 2)).to(batch[k].dtype)
+                          for k in ("positions", "velocities", "box", "guess", "guess_velocities") if k in batch}
+                turned_q, turned_v = _predict(scripted, turned, masses, numbers, uses_guess, batched, device)
+                frame_differences(torch.bmm(turned_q - turned["positions"], rot) - (new_q - batch["positions"]),
+                                  torch.bmm(turned_v, rot) - new_v, data.atomic_numbers, frame_sums)
     result = {"stride": float(stride), "n_pairs": int(len(order)), "segments_used": segments_used,
               "data": str(data.path), "dataset_sha256": data.sha256}
     result.update(_summarise(sums))
+    for z, entry in frame_sums.items():
+        result["per_element"][str(z)].update(dq_frame_rms=float(np.sqrt(entry["dq"] / entry["count"])),
+                                             v_frame_rms=float(np.sqrt(entry["v"] / entry["count"])))
     if energies is not None:
         result["energy_error_per_stride"] = energies.summary(data.n_atoms)
         motion = energies.molecule_kinetic_energy_ratios()

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import numpy as np
 import torch
 
-from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, stride_frames
+from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, random_orthogonal, stride_frames
 from openmm_flashmd.data.guess import data_system, noisy_frames, pair_guesses
 from openmm_flashmd.train.engine import (
     ENGINE_FILES, ProcessInfo, TrainingTask, TrainResult, check_output_dir, load_training_data, resume_hypers,
@@ -129,6 +129,9 @@ class _ScaledForward(torch.nn.Module):
       prediction; a Verlet-guess model's ``guesser`` first constrains that prediction and
       computes its guess on the data's System, as the integrator would (gradients pass the
       constraint solve unchanged and do not flow through the guess);
+    * with a ``rotations`` generator: ``rotated_q``, ``rotated_p`` [B, N, 3], the mass-scaled
+      predictions for the same items turned by a random orthogonal matrix each (positions,
+      velocities, cell and guess), rotated back to the batch's frame;
     * with ``reversal``: ``return_q``, ``return_v`` [B, N, 3] (nm, nm/ps), the model applied
       again to its own prediction with the velocities negated. With a ``projector`` (data
       with constraints) the prediction is first constrained as the integrator would, to first
@@ -139,7 +142,8 @@ class _ScaledForward(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, masses: torch.Tensor, numbers: torch.Tensor, reversal: bool = False,
-                 projector: Optional[ConstraintProjector] = None, guesser: Optional[OpenMMStateGuess] = None):
+                 projector: Optional[ConstraintProjector] = None, guesser: Optional[OpenMMStateGuess] = None,
+                 rotations: Optional[torch.Generator] = None):
         super().__init__()
         self.model = model
         self.masses = masses
@@ -147,11 +151,19 @@ class _ScaledForward(torch.nn.Module):
         self.reversal = reversal
         self.projector = projector
         self.guesser = guesser
+        self.rotations = rotations
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         y_q, y_p = self.model.forward_scaled_batch(batch["positions"], batch["velocities"], self.masses, self.numbers,
                                                    batch["box"], *_guess_inputs(batch))
         later: Dict[str, torch.Tensor] = {}
+        if self.rotations is not None:  # the same items once more in a random frame, outputs rotated back
+            rot = random_orthogonal(y_q.shape[0], self.rotations).to(y_q)
+            turned = [torch.bmm(batch[k], rot.transpose(1, 2)) for k in ("positions", "velocities", "box")]
+            guess = [torch.bmm(g, rot.transpose(1, 2)) for g in _guess_inputs(batch)]
+            r_q, r_p = self.model.forward_scaled_batch(turned[0], turned[1], self.masses, self.numbers, turned[2],
+                                                       *guess)
+            later.update(rotated_q=torch.bmm(r_q, rot), rotated_p=torch.bmm(r_p, rot))
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
         q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
         if self.reversal:  # (the rollout below starts from the unconstrained prediction)
@@ -186,6 +198,7 @@ class _Losses:
         self.w_u = float(weights.get("potential_energy", 0.0))
         self.w_rollout = float(weights.get("rollout", 0.0))
         self.w_reversal = float(weights.get("reversal", 0.0))
+        self.w_equivariance = float(weights.get("equivariance", 0.0))
         # one mask per element: the kinetic-energy term compares each element's mean |v' sqrt(m)|^2
         self.element_masks = ([] if numbers is None or self.w_ke == 0 else
                               [numbers == z for z in torch.unique(numbers).tolist()])
@@ -234,6 +247,11 @@ class _Losses:
                                              -batch["velocities"], self.sqrt_m)
             total = total + self.w_reversal * loss_reversal
             out["loss_reversal"] = loss_reversal
+        if self.w_equivariance > 0 and "rotated_q" in later:
+            loss_equivariance = (((y_q - later["rotated_q"]) ** 2).mean() * self.inv_q2
+                                 + ((y_p - later["rotated_p"]) ** 2).mean() * self.inv_p2)
+            total = total + self.w_equivariance * loss_equivariance
+            out["loss_equivariance"] = loss_equivariance
         if self.element_masks:
             kept = y_p if kept_p is None else t_p + kept_p
             terms = []
@@ -282,7 +300,8 @@ class StrideTask(TrainingTask):
     """A PET stride model learning ``(q, v)(t) -> (q, v)(t + stride)`` from trajectory pairs."""
 
     name = "stride"
-    train_parts = ("loss_q", "loss_p", "loss_e", "loss_u", "loss_ke", "loss_rollout", "loss_reversal")
+    train_parts = ("loss_q", "loss_p", "loss_e", "loss_u", "loss_ke", "loss_rollout", "loss_reversal",
+                   "loss_equivariance")
     val_fields = ("val_loss_q", "val_loss_p", "val_loss_rollout", "val_dq_rmse", "val_v_rmse")
 
     def __init__(self, h: Dict[str, Any], paths: Sequence[Any], tdata: TrajectoryData, stride: float,
@@ -374,7 +393,9 @@ class StrideTask(TrainingTask):
                                     None, projector=self.projector)
 
     def forward_module(self) -> torch.nn.Module:
-        return _ScaledForward(self.model, self.masses, self.numbers, self.reversal, self.projector, self.guesser)
+        rotations = self.generator if float(self.h["loss"].get("equivariance", 0.0)) > 0 else None
+        return _ScaledForward(self.model, self.masses, self.numbers, self.reversal, self.projector, self.guesser,
+                              rotations)
 
     def loss(self, outputs, batch):
         return self.losses(*outputs[:2], batch, outputs[2])

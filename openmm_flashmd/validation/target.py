@@ -241,8 +241,10 @@ class Target:
         integrator.setRandomNumberSeed(SEED + 1)
         return integrator
 
-    def flashmd(self, system, model, splitting: str, collision_rate: float = COLLISION_RATE):
-        """A FlashMDIntegrator for ``system`` (Langevin friction in 1/ps when the splitting has "O")."""
+    def flashmd(self, system, model, splitting: str, collision_rate: float = COLLISION_RATE,
+                random_rotation: bool = True):
+        """A FlashMDIntegrator for ``system`` (Langevin friction in 1/ps when the splitting has "O";
+        ``random_rotation``: turn the system by a random orthogonal matrix around every stride)."""
         from openmm import unit
 
         from openmm_flashmd import FlashMDIntegrator
@@ -250,7 +252,8 @@ class Target:
         thermostat = splitting != "F" and "O" in splitting
         return FlashMDIntegrator(system, model, temperature=self.temperature * unit.kelvin if thermostat else None,
                                  collision_rate=collision_rate / unit.picosecond, splitting=splitting,
-                                 random_seed=SEED + 2, topology=self.topology, fallback=self.fallback)
+                                 random_seed=SEED + 2, topology=self.topology, fallback=self.fallback,
+                                 random_rotation=random_rotation)
 
     def check_model(self, model) -> None:
         """Raise :class:`ValidationError` (one line) when ``model`` cannot run on this System

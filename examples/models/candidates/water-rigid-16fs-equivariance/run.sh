@@ -1,11 +1,14 @@
 #!/bin/bash
 # A candidate (issue 15), resumable: 600 steps from the bundled water-rigid-16fs with the equivariance term
 # (loss.equivariance: the predictions for an item in its frame and in a randomly turned one must agree), and its
-# control, the same steps without it. Why: the integrator turns the system by a random orthogonal matrix every
-# stride, so the part of a stride that depends on the frame reaches a run as noise, and noise heats an NVE run:
-# from the same starts, the default's 2 ps NVE runs gain 0.6-0.9 kJ/mol per water more with the rotation than
-# without it, at 64 and at 256 waters (benchmarks/nve_box_size.py --random-rotation on off). On held-out pairs
-# the default's L_S is 0.038 beside L_q + L_p = 0.19. Weight 3 was fixed before any run.
+# control, the same steps without it. Why: on held-out pairs the bundled model's stride changes by 9.2e-4 nm (H) when
+# it is predicted in a randomly turned frame, 45 % of its position error (`openmm-flashmd evaluate`'s frame
+# dependence), and the integrator turns the system at random every stride, so that part of every stride is noise.
+# Weight 3 was fixed before any run (L_S of the first 100 steps 0.037 beside L_q + L_p = 0.19: weight3/log.csv).
+# Finished 2026-12-07 (1 820 s and 1 250 s on one thread beside other jobs; logs, curves, hypers and splits in
+# weight3/ and control/; weights ../water-rigid-16fs-equivariance-{3,control}.pt); results in the README's
+# issue-15 bullets (held_out/candidates/water-16fs-equivariance-*.json, nve_box_size_rotation.json,
+# candidates/blog-nve-water-16fs-equivariance-*.json).
 #
 #   WEIGHT=3 WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-equivariance/run.sh
 #   WEIGHT=0 WORK=bundled-work bash examples/models/candidates/water-rigid-16fs-equivariance/run.sh   # control

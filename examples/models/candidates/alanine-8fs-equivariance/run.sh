@@ -16,11 +16,8 @@
 set -euo pipefail
 WORK=${WORK:-bundled-work}
 WEIGHT=${WEIGHT:-3}
-OUT=$WORK/runs/ala8-equivariance-$WEIGHT
-RESUME=""
-test -f "$OUT/checkpoint.pt" && RESUME=--resume
-openmm-flashmd train "$WORK/ala-hbonds.h5" "$OUT" --stride 0.008 --device cpu --quiet \
+bash "$(dirname "$0")/../train_resumable.sh" "$WORK/ala-hbonds.h5" "$WORK/runs/ala8-equivariance-$WEIGHT" --stride 0.008 \
     --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
     --set model.d_feedforward=192 --set training.init_from=openmm_flashmd/models/alanine-dipeptide-implicit-hbonds-8fs.pt \
     --set training.learning_rate=1e-4 --set training.warmup_steps=50 --set training.max_steps=1000 \
-    --set training.checkpoint_every=250 --set loss.equivariance="$WEIGHT" $RESUME "$@"
+    --set training.checkpoint_every=250 --set loss.equivariance="$WEIGHT" "$@"

@@ -18,13 +18,10 @@
 set -euo pipefail
 WORK=${WORK:-bundled-work}
 WEIGHT=${WEIGHT:-3}
-OUT=$WORK/runs/w16-equivariance-$WEIGHT
-RESUME=""
-test -f "$OUT/checkpoint.pt" && RESUME=--resume
-openmm-flashmd train "$WORK/water64-rigid-b.h5" "$OUT" --stride 0.016 --device cpu --quiet \
+bash "$(dirname "$0")/../train_resumable.sh" "$WORK/water64-rigid-b.h5" "$WORK/runs/w16-equivariance-$WEIGHT" --stride 0.016 \
     --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.init_from=openmm_flashmd/models/water-rigid-16fs.pt --set training.learning_rate=1e-4 \
     --set training.warmup_steps=50 --set training.max_steps=600 --set training.checkpoint_every=100 \
     --set training.validate_every=100 \
-    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --set loss.equivariance="$WEIGHT" $RESUME "$@"
+    --set loss.reversal=1.0 --set loss.kinetic_energy=300 --set loss.equivariance="$WEIGHT" "$@"

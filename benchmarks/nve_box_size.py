@@ -14,7 +14,8 @@ per run: the total energy's change from the start per water (kJ/mol), averaged o
 ``--random-rotation on off`` runs every model twice from the same starts: as the integrator runs
 by default (the system turned by a random orthogonal matrix around every stride) and without
 that rotation ("<model> (no rotation)"). PET is not equivariant by construction, so the part of
-a stride that depends on the frame becomes noise under the rotation, and noise heats an NVE run.
+a stride that depends on the frame becomes noise under the rotation; this shows whether that
+noise, rather than the frame-fixed error it replaces, moves the energy.
 
 A model whose strides are the same function of an atom's neighbourhood in every box (they are:
 a box and its periodic replica give one stride the same numbers per atom) can still gain energy
@@ -140,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         if r["model"] == name and r["waters"] == n]) for n in args.sizes}
                for name in ["reference MD", *models]}
     write_json(args.out, {"benchmark": "nve_box_size", "system": "water-rigid", "temperature_K": TEMPERATURE,
-                          "splitting": "F", "fallback": False, "random_rotation": args.random_rotation, "cutoff_nm": {str(n): c for n, c in cutoffs.items()},
+                          "splitting": "F", "fallback": False, "random_rotation": args.random_rotation,
+                          "cutoff_nm": {str(n): c for n, c in cutoffs.items()},
                           "reference_nve_timestep_ps": REFERENCE_NVE_TIMESTEP, "lengths_mode": args.lengths,
                           "lengths": lengths, "threads": args.threads, "wall_s": time.time() - started,
                           "stack": stack_info(), "energy_change_per_water_kjmol": by_size, "runs": runs},

@@ -39,6 +39,7 @@ __all__ = [
     "stride_frames",
     "split_segments",
     "random_orthogonal",
+    "turned_inputs",
     "StridePairs",
     "ForceFrames",
 ]
@@ -274,6 +275,19 @@ def random_orthogonal(batch: int, generator: Optional[torch.Generator] = None,
         flip = torch.randint(0, 2, (batch,), generator=generator) * 2 - 1
         q = q * flip.to(q.dtype).view(-1, 1, 1)
     return q.to(dtype)
+
+
+#: The entries of a stride batch that a model reads as vectors (cell vectors as rows).
+_INPUT_VECTORS = ("positions", "velocities", "box", "guess", "guess_velocities")
+
+
+def turned_inputs(batch: Dict[str, torch.Tensor], rotation: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """A stride batch's model inputs (positions nm, velocities nm/ps, cell rows nm and, when
+    present, the Verlet guess) in the frame turned by ``rotation`` ``[B, 3, 3]``, one matrix per
+    item (row vectors ``x -> x R^T``, in the batch's dtype); a model's outputs for them turn
+    back with ``y R``."""
+    turn = rotation.transpose(1, 2)
+    return {k: torch.bmm(batch[k], turn.to(batch[k])) for k in _INPUT_VECTORS if k in batch}
 
 
 class StridePairs(torch.utils.data.Dataset):

@@ -41,6 +41,7 @@ from openmm_flashmd.data.dataset import (
     load_trajectories,
     random_orthogonal,
     subsample,
+    turned_inputs,
 )
 from openmm_flashmd.data.guess import data_system, verlet_guesses
 from openmm_flashmd.integrator.guess import model_uses_guess
@@ -122,13 +123,21 @@ def stride_errors(
     if "guess" in batch:
         terms["dq_guess"] = ((batch["guess"].double() - dq_ref) ** 2).sum(-1)
         terms["v_guess"] = ((batch["guess_velocities"].double() - v_ref) ** 2).sum(-1)
+    return _add_per_element(terms, atomic_numbers, sums)
+
+
+def _add_per_element(terms: Dict[str, torch.Tensor], atomic_numbers: np.ndarray,
+                     sums: Dict[int, Dict[str, float]]) -> Dict[int, Dict[str, float]]:
+    """Add each ``[B, N]`` term's sum over every element's atoms to ``sums[Z][name]``, and the
+    element's atom count over the batch to ``sums[Z]["count"]``."""
     z = torch.as_tensor(atomic_numbers)
+    n_items = next(iter(terms.values())).shape[0]
     for element in np.unique(atomic_numbers).tolist():
         mask = z == element
         entry = sums.setdefault(int(element), {k: 0.0 for k in list(terms) + ["count"]})
         for key, value in terms.items():
             entry[key] += float(value[:, mask].sum())
-        entry["count"] += int(mask.sum()) * q0.shape[0]
+        entry["count"] += int(mask.sum()) * n_items
     return sums
 
 
@@ -143,21 +152,6 @@ def _predict(scripted: Any, batch: Dict[str, torch.Tensor], masses: torch.Tensor
     outs = [scripted(batch["positions"][b].to(device), batch["velocities"][b].to(device), masses, numbers,
                      batch["box"][b].to(device), *(t[b] for t in extra)) for b in range(batch["positions"].shape[0])]
     return torch.stack([o[0] for o in outs]).double().cpu(), torch.stack([o[1] for o in outs]).double().cpu()
-
-
-def frame_differences(dq: torch.Tensor, dv: torch.Tensor, atomic_numbers: np.ndarray,
-                      sums: Dict[int, Dict[str, float]]) -> Dict[int, Dict[str, float]]:
-    """Accumulate per element the sums of ``|dq|^2`` (nm^2) and ``|dv|^2`` ((nm/ps)^2), the
-    differences between a stride predicted in a turned frame (rotated back) and in the data's
-    frame, and atom counts."""
-    z = torch.as_tensor(atomic_numbers)
-    for element in np.unique(atomic_numbers).tolist():
-        mask = z == element
-        entry = sums.setdefault(int(element), {"dq": 0.0, "v": 0.0, "count": 0})
-        entry["dq"] += float((dq[:, mask] ** 2).sum())
-        entry["v"] += float((dv[:, mask] ** 2).sum())
-        entry["count"] += int(mask.sum()) * dq.shape[0]
-    return sums
 
 
 def _summarise(sums: Dict[int, Dict[str, float]]) -> Dict[str, Any]:
@@ -525,11 +519,11 @@ def evaluate(
                 energies.add(new_q, new_v, batch)
             if frame_check:
                 rot = random_orthogonal(batch["positions"].shape[0], turns)
-                turned = {k: torch.bmm(batch[k].double(), rot.transpose(1, 2)).to(batch[k].dtype)
-                          for k in ("positions", "velocities", "box", "guess", "guess_velocities") if k in batch}
+                turned = turned_inputs(batch, rot)
                 turned_q, turned_v = _predict(scripted, turned, masses, numbers, uses_guess, batched, device)
-                frame_differences(torch.bmm(turned_q - turned["positions"], rot) - (new_q - batch["positions"]),
-                                  torch.bmm(turned_v, rot) - new_v, data.atomic_numbers, frame_sums)
+                dq = torch.bmm(turned_q - turned["positions"], rot) - (new_q - batch["positions"])
+                dv = torch.bmm(turned_v, rot) - new_v
+                _add_per_element({"dq": (dq ** 2).sum(-1), "v": (dv ** 2).sum(-1)}, data.atomic_numbers, frame_sums)
     result = {"stride": float(stride), "n_pairs": int(len(order)), "segments_used": segments_used,
               "data": str(data.path), "dataset_sha256": data.sha256}
     result.update(_summarise(sums))

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import numpy as np
 import torch
 
-from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, random_orthogonal, stride_frames
+from openmm_flashmd.data.dataset import StridePairs, TrajectoryData, random_orthogonal, stride_frames, turned_inputs
 from openmm_flashmd.data.guess import data_system, noisy_frames, pair_guesses
 from openmm_flashmd.train.engine import (
     ENGINE_FILES, ProcessInfo, TrainingTask, TrainResult, check_output_dir, load_training_data, resume_hypers,
@@ -159,10 +159,9 @@ class _ScaledForward(torch.nn.Module):
         later: Dict[str, torch.Tensor] = {}
         if self.rotations is not None:  # the same items once more in a random frame, outputs rotated back
             rot = random_orthogonal(y_q.shape[0], self.rotations).to(y_q)
-            turned = [torch.bmm(batch[k], rot.transpose(1, 2)) for k in ("positions", "velocities", "box")]
-            guess = [torch.bmm(g, rot.transpose(1, 2)) for g in _guess_inputs(batch)]
-            r_q, r_p = self.model.forward_scaled_batch(turned[0], turned[1], self.masses, self.numbers, turned[2],
-                                                       *guess)
+            turned = turned_inputs(batch, rot)
+            r_q, r_p = self.model.forward_scaled_batch(turned["positions"], turned["velocities"], self.masses,
+                                                       self.numbers, turned["box"], *_guess_inputs(turned))
             later.update(rotated_q=torch.bmm(r_q, rot), rotated_p=torch.bmm(r_p, rot))
         sqrt_m = self.masses.sqrt().view(1, -1, 1)
         q, v = batch["positions"] + y_q / sqrt_m, y_p / sqrt_m
@@ -393,7 +392,7 @@ class StrideTask(TrainingTask):
                                     None, projector=self.projector)
 
     def forward_module(self) -> torch.nn.Module:
-        rotations = self.generator if float(self.h["loss"].get("equivariance", 0.0)) > 0 else None
+        rotations = self.generator if self.losses.w_equivariance > 0 else None
         return _ScaledForward(self.model, self.masses, self.numbers, self.reversal, self.projector, self.guesser,
                               rotations)
 

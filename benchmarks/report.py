@@ -549,6 +549,37 @@ def render_trust_check_power(data: Dict, name: str) -> List[str]:
     return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s){note}.", ""]
 
 
+def render_ramachandran_windows(data: Dict, name: str) -> List[str]:
+    null = data["exact_dynamics"]
+    window = f"{data['window_ns']:g} ns"
+    lines = [f"### Ramachandran divergence against window length, {data['system']} (`{name}`)", "",
+             f"`benchmarks/ramachandran_windows.py`: the validation's comparison (36 x 36 φ/ψ bins, JS divergence in "
+             f"nats against the cached {data['reference_ps'] / 1000:g} ns reference MD run) applied to every disjoint "
+             'window of longer runs from the validation\'s start state: FlashMD with the filter ("O F E O", 1/ps) and '
+             "reference MD with other random seeds, whose windows are exact dynamics: they read what a perfect model "
+             f"would on this comparison. Issue 15's goal: at most {data['goal_js']:g} at ≥ 1 ns. The cached run's own "
+             f"two halves: {_fmt(data.get('reference_halves_js'), '.3f')}.", ""]
+    if null["windows"]:
+        lines += [f"Exact dynamics, {null['windows']} windows of {window}: mean {null['mean']:.3f}, range "
+                  f"{null['min']:.3f}-{null['max']:.3f}, {null['share_above_goal']:.0%} above the goal.", ""]
+    def shape(basins: Dict) -> str:
+        return " | ".join([f"{basins['alpha_R']['population']:.1%}"] + [
+            f"{basins[b]['phi_sd']:.0f} / {basins[b]['psi_sd']:.0f}" for b in ("alpha_R", "beta_PPII")])
+
+    lines += ["Columns: the JS of each window; the mean JS over the disjoint windows of ⅛, ¼, ½ and all of the "
+              "run (window length in ns: mean); the run's αR population and the standard deviations of φ / ψ "
+              "within αR and within β/PPII (degrees), the basins' shape, which the JS also measures.", "",
+              f"| run | length (ns) | JS of each {window} window | mean JS against window length | αR | "
+              "φ / ψ SD, αR | φ / ψ SD, β/PPII |", "|---|---:|---|---|---:|---:|---:|",
+              f"| cached reference MD | {data['reference_ps'] / 1000:g} | | | " + shape(data["reference_basins"]) + " |"]
+    for run_name, run in data["runs"].items():
+        by_length = ", ".join(f"{float(k) / 1000:g}: {v['mean']:.3f}" for k, v in run["js_by_window_ps"].items())
+        label = f"{run_name} (exact)" if run["exact"] else run_name
+        lines.append(f"| {label} | {run['length_ps'] / 1000:g} | " + ", ".join(f"{v:.3f}" for v in run["window_js"])
+                     + f" | {by_length} | " + shape(run["basins"]) + " |")
+    return lines + ["", _stack_line(data["stack"]) + " One OpenMM / torch thread per run.", ""]
+
+
 def render_fault_injection(data: Dict, name: str) -> List[str]:
     summary = data["summary"]
     lines = [f"### Fault injection: killed runs resume to the same outputs (`{name}`)", "",
@@ -770,6 +801,7 @@ RENDERERS: Dict[str, Callable[[Dict, str], List[str]]] = {
     "validation": render_validation,
     "friction_scan": render_friction_scan,
     "trust-check-power": render_trust_check_power,
+    "ramachandran_windows": render_ramachandran_windows,
 }
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from openmm_flashmd.analysis.dihedrals import (
     basin_populations,
+    basin_statistics,
     block_bootstrap,
     jensen_shannon,
     ramachandran,
@@ -81,6 +82,38 @@ def test_block_bootstrap_error_shrinks_with_more_data():
     value, se = block_bootstrap(basin_populations, phi, psi, n_resamples=100)
     assert set(value) == set(se) == {"alpha_R", "beta_PPII", "alpha_L"}
     assert value == basin_populations(phi, psi) and all(0 < s < 0.05 for s in se.values())
+
+
+def test_basin_statistics_keep_the_extended_basin_whole_across_180_degrees():
+    # extended frames at psi 170 and -170 (= 190): one basin around 180, not two halves 340 degrees apart
+    phi = np.array([-70.0, -70.0, -60.0, -80.0, 60.0])
+    psi = np.array([170.0, -170.0, -40.0, -50.0, 30.0])
+    stats = basin_statistics(phi, psi)
+    assert stats["beta_PPII"]["population"] == pytest.approx(0.4)
+    assert stats["beta_PPII"]["psi_mean"] == pytest.approx(180.0) and stats["beta_PPII"]["psi_sd"] == pytest.approx(10.0)
+    assert stats["alpha_R"]["population"] == pytest.approx(0.4)
+    assert stats["alpha_R"]["phi_mean"] == pytest.approx(-70.0) and stats["alpha_R"]["phi_sd"] == pytest.approx(10.0)
+    assert stats["alpha_R"]["population"] == basin_populations(phi, psi)["alpha_R"]
+    empty = basin_statistics(np.array([60.0]), np.array([30.0]))
+    assert empty["alpha_R"]["population"] == 0.0 and math.isnan(empty["alpha_R"]["psi_sd"])
+
+
+def test_window_divergences_cut_a_run_into_disjoint_windows():
+    from openmm_flashmd.validation.compare import ramachandran_js, window_divergences
+
+    rng = np.random.default_rng(3)
+    phi_ref, psi_ref = rng.uniform(-180, 180, 500), rng.uniform(-180, 180, 500)
+    # a run that is the reference in its first 100 frames, then sits in one basin
+    phi = np.concatenate([phi_ref[:100], np.full(150, -60.0)])
+    psi = np.concatenate([psi_ref[:100], np.full(150, -45.0)])
+    values = window_divergences(phi, psi, phi_ref, psi_ref, 100)
+    assert len(values) == 2  # the last 50 frames are no whole window
+    assert values[0] == pytest.approx(ramachandran_js(phi_ref[:100], psi_ref[:100], phi_ref, psi_ref))
+    assert values[1] > values[0] and values[1] == pytest.approx(
+        ramachandran_js(phi[100:200], psi[100:200], phi_ref, psi_ref))
+    assert window_divergences(phi_ref, psi_ref, phi_ref, psi_ref, 500) == [pytest.approx(0.0, abs=1e-12)]
+    with pytest.raises(ValueError, match="at least one frame"):
+        window_divergences(phi, psi, phi_ref, psi_ref, 0)
 
 
 def test_ramachandran_of_alanine_dipeptide():

@@ -108,6 +108,28 @@ def basin_populations(phi, psi) -> Dict[str, float]:
     return {"alpha_R": float(alpha_r.mean()), "beta_PPII": float(beta.mean()), "alpha_L": float(alpha_l.mean())}
 
 
+def basin_statistics(phi, psi) -> Dict[str, Dict[str, float]]:
+    """Population and shape of the ``alpha_R`` and ``beta_PPII`` basins of :func:`basin_populations`:
+    per basin its fraction of frames and the mean and standard deviation of φ and ψ (degrees) over
+    its frames, ψ of ``beta_PPII`` unwrapped into ``(-120°, 240°]`` so that the basin does not split at
+    ±180°. NaN statistics for an empty basin."""
+    phi = wrap_degrees(phi).ravel()
+    psi = wrap_degrees(psi).ravel()
+    if phi.shape != psi.shape:
+        raise ValueError("phi and psi must have the same number of values")
+    alpha_r = (phi < 0) & (psi > -120.0) & (psi <= 50.0)
+    basins = {"alpha_R": (alpha_r, psi), "beta_PPII": ((phi < 0) & ~alpha_r, np.where(psi <= -120.0, psi + 360.0, psi))}
+    out: Dict[str, Dict[str, float]] = {}
+    for name, (mask, psi_basin) in basins.items():
+        n = int(mask.sum())
+        stats = {"population": float(mask.mean()) if phi.size else math.nan}
+        for angle, values in (("phi", phi[mask]), ("psi", psi_basin[mask])):
+            stats[f"{angle}_mean"] = float(values.mean()) if n else math.nan
+            stats[f"{angle}_sd"] = float(values.std()) if n else math.nan
+        out[name] = stats
+    return out
+
+
 def block_bootstrap(
     statistic: Callable[..., object],
     *series,

@@ -121,6 +121,16 @@ def ramachandran_js(phi: np.ndarray, psi: np.ndarray, phi_ref: np.ndarray, psi_r
                           ramachandran_histogram(phi_ref, psi_ref, RAMACHANDRAN_BINS))
 
 
+def window_divergences(phi: np.ndarray, psi: np.ndarray, phi_ref: np.ndarray, psi_ref: np.ndarray,
+                       window: int) -> List[float]:
+    """Ramachandran JS divergence (nats) of every disjoint window of ``window`` frames of a run
+    (φ/ψ in degrees; a last partial window is left out) against the whole reference."""
+    if window < 1:
+        raise ValueError(f"window must be at least one frame, got {window}")
+    return [ramachandran_js(phi[a:a + window], psi[a:a + window], phi_ref, psi_ref)
+            for a in range(0, len(phi) - window + 1, window)]
+
+
 def diffusion_fit_window(length_ps: float) -> Tuple[float, float]:
     """Lag window (ps) for the self-diffusion fit: 1-5 ps, shrunk for short (test) runs."""
     return min(1.0, length_ps / 10), min(5.0, length_ps / 4)

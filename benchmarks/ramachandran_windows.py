@@ -11,11 +11,11 @@ start state of the system (its cached reference in ``benchmarks/results/validati
 validation's settling time: FlashMD with the energy filter ("O F E O", friction 1/ps) for
 ``--model``, or reference Langevin MD (the validation's reference integrator) with another random
 seed for ``--reference``, so that its windows are independent of the cached reference run
-(``--no-rotation``: FlashMD without its per-stride random rotation, whose frame noise a model that is
-not exactly equivariant adds to every stride). It goes
-in pieces of 50 ps, each followed by an OpenMM checkpoint in ``--work-dir``: an interrupted run
-started again with the same arguments goes on from the last piece. The angles go to
-``benchmarks/results/ramachandran/NAME.npz`` (degrees, float32), with the run's settings in
+(``--no-rotation``: FlashMD without its per-stride random rotation, whose frame noise a model that
+is not exactly equivariant adds to every stride). It goes in pieces of 50 ps, each followed by one
+atomic write of the angles so far with an OpenMM checkpoint (``--work-dir``/NAME.partial.npz): an
+interrupted run started again with the same arguments goes on from the last piece. The angles go
+to ``benchmarks/results/ramachandran/NAME.npz`` (degrees, float32), with the run's settings in
 ``NAME.json``.
 
 ``summarize`` compares every run there, and the 1 ns filtered NVT runs of the bundled models'
@@ -90,19 +90,19 @@ def run(args: argparse.Namespace) -> int:
     interval = max(1, int(round(SAMPLE_PS / dt)))
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    checkpoint, partial = work / f"{args.name}.chk", work / f"{args.name}.npz"
+    partial = work / f"{args.name}.partial.npz"  # angles so far + the Context's checkpoint, written together
     out_npz, out_json = RUNS / f"{args.name}.npz", RUNS / f"{args.name}.json"
-    settings = {"name": args.name, "what": what, "model": args.model, "random_rotation": None if args.reference else not args.no_rotation,
-                "system": args.system, "seed": int(args.seed),
-                "length_ps": 1000.0 * args.ns, "sample_interval_ps": interval * dt, "settle_ps": SETTLE_PS,
-                "collision_rate_per_ps": 1.0}
+    settings = {"name": args.name, "what": what, "model": args.model,
+                "random_rotation": None if args.reference else not args.no_rotation, "system": args.system,
+                "seed": int(args.seed), "length_ps": 1000.0 * args.ns, "sample_interval_ps": interval * dt,
+                "settle_ps": SETTLE_PS, "collision_rate_per_ps": 1.0}
     if out_npz.exists():
         raise SystemExit(f"{out_npz} exists: remove it to run {args.name} again")
-    if checkpoint.exists() and partial.exists():
+    if partial.exists():
         saved = read_arrays(partial)
         if json.loads(str(saved["settings"])) != settings:
-            raise SystemExit(f"{partial} was started with other settings: remove it and {checkpoint.name} to start over")
-        context.loadCheckpoint(checkpoint.read_bytes())
+            raise SystemExit(f"{partial} was started with other settings: remove it to start over")
+        context.loadCheckpoint(saved["checkpoint"].tobytes())
         phi, psi, wall = list(saved["phi"]), list(saved["psi"]), float(saved["wall_s"])
         print(f"resuming {args.name} at {len(phi) * interval * dt:.1f} ps", flush=True)
     else:
@@ -123,13 +123,12 @@ def run(args: argparse.Namespace) -> int:
         phi += list(piece_phi)
         psi += list(piece_psi)
         write_arrays(partial, {"phi": np.asarray(phi, np.float32), "psi": np.asarray(psi, np.float32),
-                               "wall_s": np.asarray(wall), "settings": np.asarray(json.dumps(settings))})
-        atomic_write(checkpoint, context.createCheckpoint())
+                               "wall_s": np.asarray(wall), "settings": np.asarray(json.dumps(settings)),
+                               "checkpoint": np.frombuffer(context.createCheckpoint(), dtype=np.uint8)})
     RUNS.mkdir(parents=True, exist_ok=True)
     write_arrays(out_npz, {"phi": np.asarray(phi, np.float32), "psi": np.asarray(psi, np.float32)})
     atomic_write(out_json, json.dumps(dict(settings, wall_s=wall, threads=args.threads, stack=stack_info()),
                                       indent=1) + "\n")
-    checkpoint.unlink()
     partial.unlink()
     print(f"{args.name}: {settings['length_ps']:g} ps in {wall:.0f} s -> {out_npz}", flush=True)
     return 0

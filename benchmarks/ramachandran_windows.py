@@ -156,10 +156,11 @@ def _runs() -> Dict[str, Dict[str, Any]]:
 
 def summarize(args: argparse.Namespace) -> int:
     from openmm_flashmd.analysis.dihedrals import basin_statistics
-    from openmm_flashmd.validation.compare import window_divergences
+    from openmm_flashmd.validation.compare import RAMACHANDRAN_BINS, window_divergences
     from openmm_flashmd.validation.records import read_arrays
 
     reference = read_arrays(VALIDATION / f"reference-{SYSTEM}.npz")
+    reference_record = json.loads((VALIDATION / f"reference-{SYSTEM}.json").read_text())
     phi_ref, psi_ref = reference["phi"], reference["psi"]
     runs: Dict[str, Any] = {}
     for name, meta in _runs().items():
@@ -183,9 +184,9 @@ def summarize(args: argparse.Namespace) -> int:
         null.update(mean=float(np.mean(exact)), min=float(np.min(exact)), max=float(np.max(exact)),
                     share_above_goal=float(np.mean(np.asarray(exact) > GOAL_JS)))
     payload = {"benchmark": "ramachandran_windows", "system": SYSTEM, "window_ns": args.window_ns,
-               "reference_ps": len(phi_ref) * SAMPLE_PS,
-               "reference_halves_js": json.loads((VALIDATION / f"reference-{SYSTEM}.json").read_text()).get(
-                   "js_between_halves"), "bins": 36, "js_units": "nats", "goal_js": GOAL_JS,
+               "reference_ps": len(phi_ref) * reference_record["sample_interval_ps"],
+               "reference_halves_js": reference_record.get("js_between_halves"), "bins": RAMACHANDRAN_BINS,
+               "js_units": "nats", "goal_js": GOAL_JS,
                "reference_basins": basin_statistics(phi_ref, psi_ref), "exact_dynamics": null, "runs": runs,
                "stack": stack_info()}
     write_json(OUT, payload, args.overwrite)

@@ -88,6 +88,16 @@ def jensen_shannon(p, q) -> float:
     return max(0.0, 0.5 * kl(p) + 0.5 * kl(q))
 
 
+def _basin_masks(phi, psi) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
+    """Wrapped, flattened φ and ψ (degrees) and the frames of each basin of :data:`BASINS`."""
+    phi = wrap_degrees(phi).ravel()
+    psi = wrap_degrees(psi).ravel()
+    if phi.shape != psi.shape:
+        raise ValueError("phi and psi must have the same number of values")
+    alpha_r = (phi < 0) & (psi > -120.0) & (psi <= 50.0)
+    return phi, psi, {"alpha_R": alpha_r, "beta_PPII": (phi < 0) & ~alpha_r, "alpha_L": phi >= 0}
+
+
 def basin_populations(phi, psi) -> Dict[str, float]:
     """Fractions of frames in the Ramachandran basins of :data:`BASINS` (they sum to 1).
 
@@ -96,16 +106,10 @@ def basin_populations(phi, psi) -> Dict[str, float]:
     into ``[-180, 180)``; all values of the inputs count (every column of a
     ``[frames, residues]`` array).
     """
-    phi = wrap_degrees(phi).ravel()
-    psi = wrap_degrees(psi).ravel()
-    if phi.shape != psi.shape:
-        raise ValueError("phi and psi must have the same number of values")
+    phi, _, masks = _basin_masks(phi, psi)
     if phi.size == 0:
         return {name: math.nan for name in BASINS}
-    alpha_r = (phi < 0) & (psi > -120.0) & (psi <= 50.0)
-    beta = (phi < 0) & ~alpha_r
-    alpha_l = phi >= 0
-    return {"alpha_R": float(alpha_r.mean()), "beta_PPII": float(beta.mean()), "alpha_L": float(alpha_l.mean())}
+    return {name: float(masks[name].mean()) for name in BASINS}
 
 
 def basin_statistics(phi, psi) -> Dict[str, Dict[str, float]]:
@@ -113,14 +117,11 @@ def basin_statistics(phi, psi) -> Dict[str, Dict[str, float]]:
     per basin its fraction of frames and the mean and standard deviation of φ and ψ (degrees) over
     its frames, ψ of ``beta_PPII`` unwrapped into ``(-120°, 240°]`` so that the basin does not split at
     ±180°. NaN statistics for an empty basin."""
-    phi = wrap_degrees(phi).ravel()
-    psi = wrap_degrees(psi).ravel()
-    if phi.shape != psi.shape:
-        raise ValueError("phi and psi must have the same number of values")
-    alpha_r = (phi < 0) & (psi > -120.0) & (psi <= 50.0)
-    basins = {"alpha_R": (alpha_r, psi), "beta_PPII": ((phi < 0) & ~alpha_r, np.where(psi <= -120.0, psi + 360.0, psi))}
+    phi, psi, masks = _basin_masks(phi, psi)
+    unwrapped = {"alpha_R": psi, "beta_PPII": np.where(psi <= -120.0, psi + 360.0, psi)}
     out: Dict[str, Dict[str, float]] = {}
-    for name, (mask, psi_basin) in basins.items():
+    for name, psi_basin in unwrapped.items():
+        mask = masks[name]
         n = int(mask.sum())
         stats = {"population": float(mask.mean()) if phi.size else math.nan}
         for angle, values in (("phi", phi[mask]), ("psi", psi_basin[mask])):

@@ -125,9 +125,12 @@ def window_divergences(phi: np.ndarray, psi: np.ndarray, phi_ref: np.ndarray, ps
                        window: int) -> List[float]:
     """Ramachandran JS divergence (nats) of every disjoint window of ``window`` frames of a run
     (φ/ψ in degrees; a last partial window is left out) against the whole reference."""
+    from openmm_flashmd.analysis.dihedrals import jensen_shannon, ramachandran_histogram
+
     if window < 1:
         raise ValueError(f"window must be at least one frame, got {window}")
-    return [ramachandran_js(phi[a:a + window], psi[a:a + window], phi_ref, psi_ref)
+    reference = ramachandran_histogram(phi_ref, psi_ref, RAMACHANDRAN_BINS)
+    return [jensen_shannon(ramachandran_histogram(phi[a:a + window], psi[a:a + window], RAMACHANDRAN_BINS), reference)
             for a in range(0, len(phi) - window + 1, window)]
 
 

@@ -5,11 +5,14 @@
 
 Runs reference MD (LangevinMiddleIntegrator, friction 1/ps, the built-in system's reference
 timestep, CPU platform) under the start protocol of ``openmm-flashmd simulate`` (200
-iterations of energy minimisation, velocities drawn at the temperature with the seed) for
-``--time`` ps, once per seed; samples every 0.16 ps (simulate's report interval) and applies
-the report's temperature check (:func:`openmm_flashmd.analysis.report.temperature_check`:
-overall and per-element means of the second half within 5 K of what reference MD reads,
-not judged where the window's statistical error is too large to resolve 5 K) to each run.
+iterations of energy minimisation, velocities drawn at the temperature with the seed), once
+per seed for the longest ``--time``, and judges each shorter length on the run's first part
+(a run of that length with the same start and seed); samples every 0.16 ps (simulate's report
+interval) and applies the report's temperature check
+(:func:`openmm_flashmd.analysis.report.temperature_check`: the second half's mean temperature
+overall, per element and, in a solvent, of the molecules' translation and rotation, within 5 K
+of what each should read, not judged where the window's statistical error is too large to
+resolve 5 K) to each run.
 A check that a run of exact dynamics fails most of the time cannot tell a good stride model
 from a bad one at that length. Writes ``benchmarks/results/trust_check_power.json``: per-run
 deviations and standard errors (K) and verdicts; per length the fractions passed, failed and
@@ -27,6 +30,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 
@@ -38,38 +42,57 @@ REPORT_INTERVAL_PS = 0.16  # simulate's default
 VERDICTS = {True: "passed", False: "failed", None: "not_judged"}  # temperature_check's verdicts
 
 
-def run_once(built, seed: int, duration_ps: float, timestep_ps: float, threads: int):
-    """Per-column mean temperatures and their standard errors (K) over the second half of one
-    reference run, as the report computes them."""
+def reference_series(built, seed: int, duration_ps: float, timestep_ps: float, threads: int,
+                     platform_name: str = "CPU") -> Dict[str, np.ndarray]:
+    """The temperature series (K) one reference run gives every ``REPORT_INTERVAL_PS``, under the
+    names the report reads from simulate's log: ``all``, each element and, in a solvent, the
+    molecules' ``translation`` and ``rotation`` (computed as :class:`FlashMDReporter` does).
+    The Reference platform repeats a run bit for bit; the CPU platform's minimiser does not."""
     import openmm
     from openmm import unit
 
-    from openmm_flashmd.analysis.report import second_half_statistics
-    from openmm_flashmd.analysis.thermo import kinetic_temperature, temperature_by_element
+    from openmm_flashmd.analysis.molecules import solvent_molecules
+    from openmm_flashmd.analysis.thermo import (degrees_of_freedom, kinetic_temperature, molecule_temperatures,
+                                                removes_centre_of_mass_motion, system_masses,
+                                                temperature_by_element)
 
     system = built.system
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    masses = system_masses(system)
     elements = [atom.element.symbol for atom in built.topology.atoms()]
     integrator = openmm.LangevinMiddleIntegrator(built.temperature * unit.kelvin, 1.0 / unit.picosecond,
                                                  timestep_ps * unit.picoseconds)
     integrator.setRandomNumberSeed(seed + 1)  # OpenMM draws a fresh seed for 0
-    platform = openmm.Platform.getPlatformByName("CPU")
-    context = openmm.Context(system, integrator, platform, {"Threads": str(threads)})
+    platform = openmm.Platform.getPlatformByName(platform_name)
+    context = openmm.Context(system, integrator, platform, {"Threads": str(threads)} if platform_name == "CPU" else {})
     context.setPositions(built.positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
     context.setVelocitiesToTemperature(built.temperature * unit.kelvin, seed + 1)
+    molecules = solvent_molecules(context)
     steps = int(round(REPORT_INTERVAL_PS / timestep_ps))
-    n_samples = int(round(duration_ps / REPORT_INTERVAL_PS))
-    frames = []
-    for _ in range(n_samples):
+    positions, velocities, boxes = [], [], []
+    for _ in range(int(round(duration_ps / REPORT_INTERVAL_PS))):
         integrator.step(steps)
-        frames.append(context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
-            unit.nanometer / unit.picosecond))
-    frames = np.asarray(frames)
-    dof = 3 * len(masses) - system.getNumConstraints()
-    series = {"all": kinetic_temperature(frames, masses, dof)}
-    series.update(temperature_by_element(frames, masses, elements))
-    return second_half_statistics(series)
+        state = context.getState(getPositions=bool(molecules), getVelocities=True)
+        velocities.append(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        if molecules:
+            positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+            boxes.append(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+    velocities = np.asarray(velocities)
+    series = {"all": kinetic_temperature(velocities, masses, degrees_of_freedom(system))}
+    series.update(temperature_by_element(velocities, masses, elements))
+    if molecules:
+        box = np.asarray(boxes) if system.usesPeriodicBoundaryConditions() else None
+        motion = molecule_temperatures(np.asarray(positions), velocities, masses, molecules, box,
+                                       removes_centre_of_mass_motion(system))
+        series.update({k: v for k, v in motion.items() if v is not None})
+    return series
+
+
+def prefix(series: Dict[str, np.ndarray], duration_ps: float) -> Dict[str, np.ndarray]:
+    """The first ``duration_ps`` (ps) of series sampled every ``REPORT_INTERVAL_PS``: a run of
+    that length under the same start protocol and seed."""
+    n = int(round(duration_ps / REPORT_INTERVAL_PS))
+    return {k: v[:n] for k, v in series.items()}
 
 
 def run_model_once(system: str, model: str, seed: int, duration_ps: float, threads: int):
@@ -107,7 +130,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from openmm_flashmd.analysis.report import (MAX_TEMPERATURE_DEVIATION, TEMPERATURE_CONFIDENCE,
-                                                expected_temperatures, temperature_check)
+                                                expected_temperatures, second_half_statistics, temperature_check)
     from openmm_flashmd.systems import get_system
     from openmm_flashmd.systems.references import reference_temperatures
 
@@ -117,17 +140,18 @@ def main(argv=None) -> int:
     if reference_temperatures(args.system) is None:
         raise SystemExit(f"{args.system} has no bundled reference temperatures")
     built = get_system(args.system)
-    elements = sorted({atom.element.symbol for atom in built.topology.atoms()})
-    expected = expected_temperatures(built.temperature, ["all"] + elements,  # what simulate's report expects
-                                     {"system": args.system, "constraints": built.system.getNumConstraints()})
-    start, lengths = time.perf_counter(), []
+    settings = {"system": args.system, "constraints": built.system.getNumConstraints()}
+    start, lengths, reference_runs = time.perf_counter(), [], {}
     for duration in args.time:
         runs = []
         for seed in range(args.seeds):
-            if args.model is None:
-                (means, errors), others = run_once(built, seed, duration, args.timestep, args.threads), None
+            if args.model is None:  # one run per seed, as long as the longest length, judged on its prefixes
+                if seed not in reference_runs:
+                    reference_runs[seed] = reference_series(built, seed, max(args.time), args.timestep, args.threads)
+                (means, errors), others = second_half_statistics(prefix(reference_runs[seed], duration)), None
             else:
                 means, errors, others = run_model_once(args.system, args.model, seed, duration, args.threads)
+            expected = expected_temperatures(built.temperature, list(means), settings)  # what the report expects
             verdict, text, _ = temperature_check(means, expected, errors, duration / 2)
             runs.append({"seed": seed, "verdict": VERDICTS[verdict],
                          **({} if others is None else {"other_failed_checks": others}),

@@ -4,6 +4,7 @@ report's own temperature check."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from flashmd_data_helpers import load_benchmark
@@ -12,16 +13,18 @@ from flashmd_data_helpers import load_benchmark
 def test_trust_check_power_records_each_run_as_the_report_would_judge_it(tmp_path):
     power = load_benchmark("trust_check_power")
     out = tmp_path / "power.json"
-    assert power.main(["--time", "1.6", "--seeds", "2", "--out", str(out)]) == 0
+    assert power.main(["--time", "0.8", "1.6", "--seeds", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    (length,) = result["lengths"]
-    assert length["time_ps"] == 1.6 and len(length["runs"]) == 2
-    assert set(result["expected_K"]) == {"all", "H", "O"} and result["expected_K"]["all"] == 300.0
+    short, length = result["lengths"]
+    assert (short["time_ps"], length["time_ps"]) == (0.8, 1.6) and len(length["runs"]) == 2
+    columns = {"all", "H", "O", "translation", "rotation"}  # the columns simulate's report judges in a solvent
+    assert set(result["expected_K"]) == columns
+    assert result["expected_K"]["all"] == result["expected_K"]["translation"] == result["expected_K"]["rotation"] == 300.0
     for run in length["runs"]:
         deviations = run["deviation_K"]
-        assert set(deviations) == {"all", "H", "O"} and all(math.isfinite(d) for d in deviations.values())
+        assert set(deviations) == columns and all(math.isfinite(d) for d in deviations.values())
         errors = run["standard_error_K"]
-        assert set(errors) == {"all", "H", "O"} and all(e > 0 for e in errors.values())
+        assert set(errors) == columns and all(e > 0 for e in errors.values())
         within = all(abs(d) <= result["threshold_K"] for d in deviations.values())
         assert run["within_threshold"] == within
         resolved = all(result["confidence_standard_errors"] * e <= result["threshold_K"] for e in errors.values())
@@ -32,6 +35,21 @@ def test_trust_check_power_records_each_run_as_the_report_would_judge_it(tmp_pat
         assert length[f"{verdict}_fraction"] == sum(run["verdict"] == verdict for run in length["runs"]) / 2
     with pytest.raises(SystemExit, match="--overwrite"):
         power.main(["--time", "0.32", "--seeds", "1", "--out", str(out)])
+
+
+def test_a_shorter_length_is_judged_on_the_first_part_of_the_same_run():
+    power = load_benchmark("trust_check_power")
+    from openmm_flashmd.systems import get_system
+
+    built = get_system("water-rigid")
+    short = power.reference_series(built, 3, 0.48, 0.002, 1, "Reference")  # repeats a run bit for bit
+    long = power.reference_series(built, 3, 0.96, 0.002, 1, "Reference")
+    first = power.prefix(long, 0.48)
+    assert set(short) == set(first) == {"all", "H", "O", "translation", "rotation"}
+    for name, values in short.items():
+        assert len(values) == len(first[name]) == 3
+        np.testing.assert_allclose(first[name], values, rtol=1e-9)
+    assert not np.allclose(long["all"][3:], short["all"])  # the rest of the run is not its start again
 
 
 def test_trust_check_power_judges_simulate_runs_of_a_model(tmp_path):

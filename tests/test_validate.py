@@ -552,3 +552,15 @@ def test_nve_box_size_without_the_random_rotation_leaves_an_equivariant_stride_a
     assert runs["guess-2fs"] > 0.5 and runs["guess-2fs (no rotation)"] == pytest.approx(runs["guess-2fs"], abs=1e-3)
     table = "\n".join(load_benchmark("report").RENDERERS["nve_box_size"](result, "nve.json"))
     assert "| guess-2fs (no rotation) | +" in table and "without the integrator's per-stride random rotation" in table
+
+
+def test_the_alanine_goal_notes_what_exact_dynamics_reads_on_its_comparison(tmp_path):
+    validate = load_benchmark("validate")
+    goals = [{"goal": "alanine_js", "note": "reference half vs half: 0.0373"}, {"goal": "nve", "note": ""}]
+    assert validate.add_exact_dynamics_notes(goals, tmp_path) == goals  # no windows benchmark: unchanged
+    (tmp_path / "ramachandran_windows.json").write_text(json.dumps(
+        {"window_ns": 1.0, "exact_dynamics": {"windows": 6, "mean": 0.0139, "min": 0.0093, "max": 0.0319}}))
+    alanine, nve = validate.add_exact_dynamics_notes(goals, tmp_path)
+    assert alanine["note"] == ("reference half vs half: 0.0373; exact dynamics, 6 windows of 1 ns on the same "
+                               "comparison: mean 0.014 (0.009–0.032; ramachandran_windows.json)")
+    assert nve["note"] == ""

@@ -521,7 +521,8 @@ def render_trust_check_power(data: Dict, name: str) -> List[str]:
         title, runs = "How often reference MD passes `simulate`'s temperature check", (
             f"reference MD ({data['timestep_ps'] * 1000:g} fs, Langevin {data['friction_per_ps']:g}/ps) of "
             f"`{data['system']}` under `simulate`'s start protocol (200 iterations of minimisation, velocities "
-            "drawn with the seed), one run per seed")
+            "drawn with the seed), one run per seed as long as the longest length, each shorter length judged on "
+            "its first part")
     lines = [f"### {title} (`{name}`)", "",
              f"`benchmarks/trust_check_power.py`: {runs}, judged by the report's own check: the second half's mean "
              f"temperatures within {data['threshold_K']:g} K of {expected}, not judged where the window's standard "
@@ -546,7 +547,12 @@ def render_trust_check_power(data: Dict, name: str) -> List[str]:
             f"{sum(bool(r['other_failed_checks']) for r in length['runs'])} of {len(length['runs'])} at "
             f"{length['time_ps']:g} ps" for length in data["lengths"]) + "."]
     note = f" ({data['threads_note']})" if data.get("threads_note") else ""
-    return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s){note}.", ""]
+    simulated = sum(length["time_ps"] * len(length["runs"]) for length in data["lengths"])
+    if data.get("model"):  # every length is its own set of runs
+        wall = f" All runs: {simulated:g} ps in {data['wall_s']:.0f} s of wall time."
+    else:
+        wall = f" All runs: {data['wall_s']:.0f} s of wall time."
+    return lines + ["", _stack_line(data["stack"]) + f" {data['threads']} OpenMM thread(s){note}.{wall}", ""]
 
 
 def render_ramachandran_windows(data: Dict, name: str) -> List[str]:

@@ -1,7 +1,8 @@
 """How often reference MD itself, or a stride model, passes `simulate`'s temperature trust check.
 
     python benchmarks/trust_check_power.py [--system water-rigid] [--time 10 40 ...] [--seeds 20] [--threads 1]
-                                           [--model NAME] [--overwrite]
+                                           [--model NAME] [--overwrite] [--first-seed F] [--add-to EARLIER.json]
+    python benchmarks/trust_check_power.py --merge EARLIER.json LATER.json --out OUT.json
 
 Runs reference MD (LangevinMiddleIntegrator, friction 1/ps, the built-in system's reference
 timestep, CPU platform) under the start protocol of ``openmm-flashmd simulate`` (200
@@ -21,16 +22,19 @@ own standard errors (which should match that spread if the report's error estima
 right). With ``--model`` the runs are ``openmm-flashmd simulate`` runs of that bundled model or
 model file instead (:func:`openmm_flashmd.simulate.simulate`, its defaults, the seed), judged the
 same way from their logs, and the result goes to ``trust_check_power-<model>.json``, with each
-run's other failed trust checks. Units: ps, K.
+run's other failed trust checks. ``--first-seed F --add-to EARLIER.json`` runs seeds F, F+1, ...
+and adds them to an earlier result of the same settings; ``--merge`` adds the runs of one
+finished result to another's (two processes, one per core) without running anything. Units: ps, K.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 
@@ -115,28 +119,95 @@ def run_model_once(system: str, model: str, seed: int, duration_ps: float, threa
     return (*second_half_statistics(temperature_series(columns)), others)
 
 
+def summarize_length(duration_ps: float, runs: List[Dict]) -> Dict:
+    """One length's entry: its runs, the shares of verdicts, and per column the mean and spread
+    (SD across runs) of the deviations and the mean of the runs' own standard errors (K)."""
+    columns = list(runs[0]["deviation_K"])
+    deviations = {k: [r["deviation_K"][k] for r in runs] for k in columns}
+    return {"time_ps": duration_ps, "judged_window_ps": duration_ps / 2,
+            "within_threshold_fraction": float(np.mean([r["within_threshold"] for r in runs])),
+            **{f"{v}_fraction": float(np.mean([r["verdict"] == v for r in runs])) for v in VERDICTS.values()},
+            "deviation_sd_K": {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in deviations.items()},
+            "mean_standard_error_K": {k: float(np.mean([r["standard_error_K"][k] for r in runs])) for k in columns},
+            "deviation_mean_K": {k: float(np.mean(v)) for k, v in deviations.items()}, "runs": runs}
+
+
+#: What two results must share for the runs of one to be added to the other.
+SAME_SETTINGS = ("system", "model", "timestep_ps", "friction_per_ps", "threshold_K", "confidence_standard_errors",
+                 "expected_K", "threads")
+
+
+def add_runs(result: Dict, earlier: Dict, name: str) -> Dict:
+    """``result`` with the runs of ``earlier`` (a result of the same settings, :data:`SAME_SETTINGS`,
+    read from ``name``) added length by length, their summaries recomputed and wall times summed;
+    lengths only ``earlier`` has are kept. A seed in both is refused (the same run twice)."""
+    differ = [k for k in SAME_SETTINGS if earlier.get(k) != result.get(k)]
+    if differ:
+        raise SystemExit(f"--add-to: {name} was measured with other settings ({', '.join(differ)})")
+    by_length = {row["time_ps"]: row["runs"] for row in earlier["lengths"]}
+    for row in result["lengths"]:
+        runs = by_length.get(row["time_ps"], []) + row["runs"]
+        seeds = [r["seed"] for r in runs]
+        if len(set(seeds)) < len(seeds):
+            raise SystemExit(f"--add-to: {name} already holds runs of {row['time_ps']:g} ps with seed(s) "
+                             + ", ".join(str(s) for s in sorted({s for s in seeds if seeds.count(s) > 1})))
+        by_length[row["time_ps"]] = runs
+    lengths = [summarize_length(t, runs) for t, runs in sorted(by_length.items())]
+    return {**result, "lengths": lengths, "seeds": max(len(row["runs"]) for row in lengths),
+            "wall_s": result["wall_s"] + earlier["wall_s"]}
+
+
+def _read(path: Path) -> Dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot read {path}: {error}") from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="water-rigid", help="built-in system with a reference record")
     parser.add_argument("--time", type=float, nargs="+", default=[10.0, 40.0],
                         help="ps per run, one or more lengths (simulate's default: 10)")
-    parser.add_argument("--seeds", type=int, default=20, help="number of runs (seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, default=20, help="number of runs (seeds F..F+N-1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="F, the first seed (default 0)")
     parser.add_argument("--timestep", type=float, default=0.002, help="reference MD timestep, ps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", help="judge `simulate` runs of this bundled model or model file instead")
     parser.add_argument("--out", type=Path, help="JSON to write (default: benchmarks/results/"
                                                  "trust_check_power.json, or trust_check_power-<model>.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    parser.add_argument("--add-to", type=Path, help="add these runs (other seeds: --first-seed) to this earlier "
+                                                    "result of the same settings; the whole goes to --out (default: "
+                                                    "that file)")
+    parser.add_argument("--merge", type=Path, nargs=2, metavar=("EARLIER", "LATER"),
+                        help="run nothing: write EARLIER with LATER's runs added (two processes' results) to --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        if args.out is None:
+            raise SystemExit("--merge needs --out")
+        refuse_existing(args.out, args.overwrite)
+        earlier, later = (_read(path) for path in args.merge)
+        write_json(args.out, add_runs(later, earlier, str(args.merge[0])), overwrite=True)
+        return 0
 
     from openmm_flashmd.analysis.report import (MAX_TEMPERATURE_DEVIATION, TEMPERATURE_CONFIDENCE,
                                                 expected_temperatures, second_half_statistics, temperature_check)
     from openmm_flashmd.systems import get_system
     from openmm_flashmd.systems.references import reference_temperatures
 
-    args.out = args.out or (OUT if args.model is None
-                            else OUT.with_name(f"{OUT.stem}-{Path(args.model).stem}.json"))
-    refuse_existing(args.out, args.overwrite)
+    args.out = args.out or args.add_to or (OUT if args.model is None
+                                           else OUT.with_name(f"{OUT.stem}-{Path(args.model).stem}.json"))
+    earlier = None
+    if args.add_to is not None:  # read before the runs: a file that cannot take them fails now, not hours later
+        earlier = _read(args.add_to)
+        given = {"system": args.system, "model": args.model, "timestep_ps": None if args.model else args.timestep,
+                 "threads": args.threads}
+        differ = [k for k, v in given.items() if earlier.get(k) != v]
+        if differ:
+            raise SystemExit(f"--add-to: {args.add_to} was measured with other settings ({', '.join(differ)})")
+    if args.out != args.add_to:
+        refuse_existing(args.out, args.overwrite)
     if reference_temperatures(args.system) is None:
         raise SystemExit(f"{args.system} has no bundled reference temperatures")
     built = get_system(args.system)
@@ -144,7 +215,7 @@ def main(argv=None) -> int:
     start, lengths, reference_runs = time.perf_counter(), [], {}
     for duration in args.time:
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             if args.model is None:  # one run per seed, as long as the longest length, judged on its prefixes
                 if seed not in reference_runs:
                     reference_runs[seed] = reference_series(built, seed, max(args.time), args.timestep, args.threads)
@@ -159,16 +230,7 @@ def main(argv=None) -> int:
                          "deviation_K": {k: means[k] - expected[k] for k in expected},
                          "standard_error_K": {k: errors[k] for k in expected}})
             print(f"{duration:g} ps, seed {seed}: {VERDICTS[verdict]}: {text}", flush=True)
-        deviations = {k: [r["deviation_K"][k] for r in runs] for k in expected}
-        lengths.append({"time_ps": duration, "judged_window_ps": duration / 2,
-                        "within_threshold_fraction": float(np.mean([r["within_threshold"] for r in runs])),
-                        **{f"{v}_fraction": float(np.mean([r["verdict"] == v for r in runs]))
-                           for v in VERDICTS.values()},
-                        "deviation_sd_K": {k: float(np.std(v, ddof=1)) if len(v) > 1 else None
-                                           for k, v in deviations.items()},
-                        "mean_standard_error_K": {k: float(np.mean([r["standard_error_K"][k] for r in runs]))
-                                                  for k in expected},
-                        "deviation_mean_K": {k: float(np.mean(v)) for k, v in deviations.items()}, "runs": runs})
+        lengths.append(summarize_length(duration, runs))
         row = lengths[-1]
         print(f"{duration:g} ps, {args.seeds} runs of {args.model or 'reference MD'}: "
               f"within {MAX_TEMPERATURE_DEVIATION:g} K "
@@ -183,6 +245,8 @@ def main(argv=None) -> int:
               "confidence_standard_errors": TEMPERATURE_CONFIDENCE, "expected_K": expected,
               "seeds": args.seeds, "lengths": lengths, "wall_s": time.perf_counter() - start,
               "threads": args.threads, "stack": stack_info()}
+    if earlier is not None:
+        result = add_runs(result, earlier, str(args.add_to))
     write_json(args.out, result, overwrite=True)
     return 0
 

@@ -217,7 +217,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="K (default: the system's, else 300)")
     p.add_argument("--pressure", type=float, help="bar, for npt (default 1)")
     p.add_argument("--collision-rate", type=float, help="1/ps (default 1)")
-    p.add_argument("--time", type=float, help="simulated time, ps (default 10; with --resume the new total)")
+    p.add_argument("--time", type=float, help="simulated time, ps (default 400 for water-rigid, 10 for other systems; with --resume the new total)")
     p.add_argument("--report-interval", type=float, help="ps between frames, log rows and checkpoints (default 0.16)")
     p.add_argument("--format", choices=["dcd", "xtc"], help="trajectory format (default dcd)")
     p.add_argument("--splitting", help="splitting letters (default: from --ensemble)")

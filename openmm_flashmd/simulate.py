@@ -44,10 +44,21 @@ DEFAULT_MODELS = {"water-rigid": "water-rigid-16fs",
 ENSEMBLES = {"nve": "F E", "nvt": "O F E O", "npt": "O F E O"}
 
 
-#: Defaults of the run settings that :func:`simulate` records in ``settings.json``.
+#: Defaults of the run settings that :func:`simulate` records in ``settings.json`` (``duration``, ps:
+#: of a System without an entry in :data:`DEFAULT_DURATIONS`).
 DEFAULTS: Dict[str, Any] = {"system": DEFAULT_SYSTEM, "ensemble": "nvt", "pressure": 1.0, "collision_rate": 1.0,
                             "duration": 10.0, "report_interval": 0.16, "trajectory_format": "dcd", "seed": 0,
                             "fallback": True}
+
+#: Default run length (ps) of a built-in system whose report needs more than ``DEFAULTS["duration"]``
+#: to judge its temperature check: the length at which reference MD's own runs are judged and pass
+#: (``benchmarks/trust_check_power.py``; 64 waters at 1/ps need a 200 ps window for errors within 2.5 K).
+DEFAULT_DURATIONS: Dict[str, float] = {"water-rigid": 400.0}
+
+
+def default_duration(system: Optional[str]) -> float:
+    """The run length (ps) :func:`simulate` uses for ``system`` when none is given."""
+    return DEFAULT_DURATIONS.get(system or DEFAULT_SYSTEM, DEFAULTS["duration"])
 
 #: settings.json key of each run setting (a resume continues with these and refuses other values)
 SETTINGS_KEYS: Dict[str, str] = {
@@ -123,7 +134,9 @@ def _resolve(given: Dict[str, Any], settings_path: Path, resume: bool) -> Dict[s
     error, except ``duration``, which extends or shortens the run); otherwise the given ones or
     :data:`DEFAULTS`."""
     if not resume:
-        return {k: (DEFAULTS.get(k) if v is None else v) for k, v in given.items()}
+        settings = {k: (DEFAULTS.get(k) if v is None else v) for k, v in given.items()}
+        settings["duration"] = given["duration"] or default_duration(settings["system"])
+        return settings
     try:
         recorded = json.loads(settings_path.read_text())
     except (OSError, ValueError):
@@ -140,8 +153,8 @@ def _resolve(given: Dict[str, Any], settings_path: Path, resume: bool) -> Dict[s
     if conflicts:
         raise ValueError(f"a resume continues the run in {settings_path}; these differ from it: "
                          + "; ".join(conflicts) + ". Leave them out, or start a new run")
-    settings["duration"] = given["duration"] if given["duration"] is not None else recorded.get("duration_ps",
-                                                                                             DEFAULTS["duration"])
+    settings["duration"] = given["duration"] if given["duration"] is not None else recorded.get(
+        "duration_ps", default_duration(settings["system"]))
     return settings
 
 
@@ -187,7 +200,10 @@ def simulate(
         ``MonteCarloBarostat`` at ``pressure`` bar, default 1; a built-in system's cutoff is lowered to
         0.45 x its box edge if needed, see :func:`~openmm_flashmd.systems.get_system_for_barostat`).
     temperature : K (default: the built-in system's, else 300).
-    collision_rate : 1/ps (default 1). duration, report_interval : ps (default 10 and 0.16).
+    collision_rate : 1/ps (default 1). report_interval : ps (default 0.16).
+    duration : ps (default 400 for ``water-rigid``, long enough for the report to judge its
+        temperature within 5 K; 10 for other systems, whose report then says how long a run
+        would resolve it; see :data:`DEFAULT_DURATIONS`).
     trajectory_format : ``dcd`` (default) or ``xtc``.
     seed : random seed of the starting velocities and of the integrator's noise (``seed + 1``, as
         OpenMM takes 0 for "choose one"); default 0. The same seed gives the same run, bit for bit

@@ -39,6 +39,20 @@ def test_simulate_writes_trajectory_log_and_report_and_resumes(tmp_path, free_mo
     assert list(read_log(resumed.log)["step"]) == [5, 10, 15, 20, 25, 30, 35, 40]
 
 
+def test_the_default_length_lets_the_default_systems_report_judge_its_temperature(tmp_path):
+    from openmm_flashmd.simulate import DEFAULT_SYSTEM, DEFAULTS, _resolve, default_duration
+
+    unset = {name: None for name in ("system", "structure", "model", "ensemble", "temperature", "pressure",
+                                     "collision_rate", "duration", "report_interval", "trajectory_format",
+                                     "splitting", "seed", "fallback", "fallback_timestep", "system_options")}
+    settings = tmp_path / "settings.json"
+    assert _resolve(unset, settings, resume=False)["duration"] == default_duration(DEFAULT_SYSTEM) == 400.0
+    assert _resolve({**unset, "system": "argon"}, settings, resume=False)["duration"] == DEFAULTS["duration"] == 10.0
+    assert _resolve({**unset, "duration": 2.5}, settings, resume=False)["duration"] == 2.5
+    settings.write_text(json.dumps({"system": "alanine-dipeptide-implicit-hbonds"}))  # a run recorded without its length
+    assert _resolve(unset, settings, resume=True)["duration"] == 10.0
+
+
 def test_simulate_refuses_unknown_inputs(tmp_path, free_model):
     with pytest.raises(ValueError, match="ensemble must be one of"):
         simulate(tmp_path / "a", system="argon", model=free_model, ensemble="nph", progress=False)

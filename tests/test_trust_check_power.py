@@ -62,3 +62,33 @@ def test_trust_check_power_judges_simulate_runs_of_a_model(tmp_path):
     assert isinstance(run["other_failed_checks"], list)
     within = all(abs(d) <= result["threshold_K"] for d in run["deviation_K"].values())
     assert run["within_threshold"] == within and (run["verdict"] == "failed") == (not within)
+
+
+def test_runs_of_other_seeds_are_added_to_an_earlier_result(tmp_path):
+    power = load_benchmark("trust_check_power")
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert power.main(["--time", "0.32", "0.64", "--seeds", "2", "--out", str(first)]) == 0
+    before = json.loads(first.read_text())
+    assert power.main(["--time", "0.64", "--seeds", "1", "--first-seed", "2", "--add-to", str(first),
+                       "--out", str(second)]) == 0
+    merged = json.loads(second.read_text())
+    short, long = merged["lengths"]
+    assert short == before["lengths"][0]  # a length only the earlier result has is kept as it was
+    assert [r["seed"] for r in long["runs"]] == [0, 1, 2] and merged["seeds"] == 3
+    assert long["runs"][:2] == before["lengths"][1]["runs"]
+    assert long["failed_fraction"] == sum(r["verdict"] == "failed" for r in long["runs"]) / 3
+    sd = np.std([r["deviation_K"]["O"] for r in long["runs"]], ddof=1)
+    assert long["deviation_sd_K"]["O"] == pytest.approx(sd)
+    assert merged["wall_s"] > before["wall_s"]
+    with pytest.raises(SystemExit, match="already holds runs of 0.64 ps with seed"):
+        power.main(["--time", "0.64", "--seeds", "1", "--first-seed", "1", "--add-to", str(second)])
+    with pytest.raises(SystemExit, match="other settings .*timestep_ps"):
+        power.main(["--time", "0.64", "--seeds", "1", "--first-seed", "5", "--timestep", "0.001",
+                    "--add-to", str(second)])
+    assert json.loads(second.read_text()) == merged  # a refused addition leaves the file as it was
+
+    later = tmp_path / "later.json"  # two processes' results, merged without running anything
+    assert power.main(["--time", "0.32", "0.64", "--seeds", "1", "--first-seed", "2", "--out", str(later)]) == 0
+    assert power.main(["--merge", str(first), str(later), "--out", str(tmp_path / "both.json")]) == 0
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert [[r["seed"] for r in row["runs"]] for row in both["lengths"]] == [[0, 1, 2], [0, 1, 2]]

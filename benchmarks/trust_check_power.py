@@ -143,13 +143,13 @@ def add_runs(result: Dict, earlier: Dict, name: str) -> Dict:
     lengths only ``earlier`` has are kept. A seed in both is refused (the same run twice)."""
     differ = [k for k in SAME_SETTINGS if earlier.get(k) != result.get(k)]
     if differ:
-        raise SystemExit(f"--add-to: {name} was measured with other settings ({', '.join(differ)})")
+        raise SystemExit(f"{name} was measured with other settings ({', '.join(differ)})")
     by_length = {row["time_ps"]: row["runs"] for row in earlier["lengths"]}
     for row in result["lengths"]:
         runs = by_length.get(row["time_ps"], []) + row["runs"]
         seeds = [r["seed"] for r in runs]
         if len(set(seeds)) < len(seeds):
-            raise SystemExit(f"--add-to: {name} already holds runs of {row['time_ps']:g} ps with seed(s) "
+            raise SystemExit(f"{name} already holds runs of {row['time_ps']:g} ps with seed(s) "
                              + ", ".join(str(s) for s in sorted({s for s in seeds if seeds.count(s) > 1})))
         by_length[row["time_ps"]] = runs
     lengths = [summarize_length(t, runs) for t, runs in sorted(by_length.items())]
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="water-rigid", help="built-in system with a reference record")
     parser.add_argument("--time", type=float, nargs="+", default=[10.0, 40.0],
-                        help="ps per run, one or more lengths (simulate's default: 10)")
+                        help="ps per run, one or more lengths (simulate's default: 400 for water-rigid, else 10)")
     parser.add_argument("--seeds", type=int, default=20, help="number of runs (seeds F..F+N-1)")
     parser.add_argument("--first-seed", type=int, default=0, help="F, the first seed (default 0)")
     parser.add_argument("--timestep", type=float, default=0.002, help="reference MD timestep, ps")

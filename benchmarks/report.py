@@ -547,8 +547,8 @@ def render_trust_check_power(data: Dict, name: str) -> List[str]:
             f"{sum(bool(r['other_failed_checks']) for r in length['runs'])} of {len(length['runs'])} at "
             f"{length['time_ps']:g} ps" for length in data["lengths"]) + "."]
     note = f" ({data['threads_note']})" if data.get("threads_note") else ""
-    simulated = sum(length["time_ps"] * len(length["runs"]) for length in data["lengths"])
     if data.get("model"):  # every length is its own set of runs
+        simulated = sum(length["time_ps"] * len(length["runs"]) for length in data["lengths"])
         wall = f" All runs: {simulated:g} ps in {data['wall_s']:.0f} s of wall time."
     else:
         wall = f" All runs: {data['wall_s']:.0f} s of wall time."

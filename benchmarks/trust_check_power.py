@@ -137,13 +137,18 @@ SAME_SETTINGS = ("system", "model", "timestep_ps", "friction_per_ps", "threshold
                  "expected_K", "threads")
 
 
+def refuse_other_settings(earlier: Dict, current: Dict, keys, name: str) -> None:
+    """Stop with one line when ``earlier`` (read from ``name``) differs from ``current`` in any of ``keys``."""
+    differ = [k for k in keys if earlier.get(k) != current.get(k)]
+    if differ:
+        raise SystemExit(f"{name} was measured with other settings ({', '.join(differ)})")
+
+
 def add_runs(result: Dict, earlier: Dict, name: str) -> Dict:
     """``result`` with the runs of ``earlier`` (a result of the same settings, :data:`SAME_SETTINGS`,
     read from ``name``) added length by length, their summaries recomputed and wall times summed;
     lengths only ``earlier`` has are kept. A seed in both is refused (the same run twice)."""
-    differ = [k for k in SAME_SETTINGS if earlier.get(k) != result.get(k)]
-    if differ:
-        raise SystemExit(f"{name} was measured with other settings ({', '.join(differ)})")
+    refuse_other_settings(earlier, result, SAME_SETTINGS, name)
     by_length = {row["time_ps"]: row["runs"] for row in earlier["lengths"]}
     for row in result["lengths"]:
         runs = by_length.get(row["time_ps"], []) + row["runs"]
@@ -202,10 +207,8 @@ def main(argv=None) -> int:
     if args.add_to is not None:  # read before the runs: a file that cannot take them fails now, not hours later
         earlier = _read(args.add_to)
         given = {"system": args.system, "model": args.model, "timestep_ps": None if args.model else args.timestep,
-                 "threads": args.threads}
-        differ = [k for k, v in given.items() if earlier.get(k) != v]
-        if differ:
-            raise SystemExit(f"--add-to: {args.add_to} was measured with other settings ({', '.join(differ)})")
+                 "threads": args.threads}  # the settings known before any run; the rest are checked after
+        refuse_other_settings(earlier, given, given, str(args.add_to))
     if args.out != args.add_to:
         refuse_existing(args.out, args.overwrite)
     if reference_temperatures(args.system) is None:

@@ -4,6 +4,8 @@
                                             [--overwrite] [--work-dir DIR] [--set KEY=VALUE ...] [--resume]
     python benchmarks/validate.py reference SYSTEM [--out DIR] [--lengths quick|full]
     python benchmarks/validate.py summarize [--out DIR]
+    python benchmarks/validate.py npt (MODEL | reference --system NAME) --ps LENGTH --seed SEED
+    python benchmarks/validate.py nvt (MODEL | reference --system NAME) --ps LENGTH --seed SEED
     python benchmarks/validate.py friction MODEL [--rates 1 10 30 100] [--lengths quick|full]
 
 A thin driver of the package's validation (:mod:`openmm_flashmd.validation`, also behind
@@ -28,6 +30,12 @@ MD, filter clamps, O-O RDF and the water-O self-diffusion coefficient (MSD slope
 1-5 ps) of FlashMD and of reference MD at the same friction. A strong local thermostat
 restores equipartition that a damping stride model breaks, at the price of dynamics; this
 measures both sides.
+
+``npt`` and ``nvt`` add an independent run (another seed, from the same start state) to a
+finished validation's NpT phase or filtered NVT run (temperatures, RDFs), or to reference MD's
+NpT or NVT, pool it with the runs before and
+compare every model that used the reference again (:mod:`openmm_flashmd.validation.pooling`): a
+comparison the first runs left unresolved is measured longer without repeating the rest.
 
 ``summarize`` merges every ``DIR/<model>.json`` into ``DIR/../validation.json`` (rendered
 into the README by ``benchmarks/report.py``) and writes ``DIR/summary.md`` with the goals.
@@ -54,6 +62,7 @@ import numpy as np  # noqa: E402
 from openmm_flashmd.validation import compare, plots, runs  # noqa: E402
 from openmm_flashmd.validation.protocol import LENGTHS, protocol_lengths, validate  # noqa: E402
 from openmm_flashmd.validation.checks import nested_get as _get  # noqa: E402
+from openmm_flashmd.validation.pooling import pooled_note  # noqa: E402
 from openmm_flashmd.validation.records import clean  # noqa: E402
 from openmm_flashmd.validation.reference import load_or_run_reference  # noqa: E402
 from openmm_flashmd.validation.report import card_rows, fmt as _fmt  # noqa: E402
@@ -138,13 +147,22 @@ def _goal_values(goal: Dict[str, Any], data: Dict[str, Any], notes: List[str]
         return [(abs(d), e) for d, e in devs.values()]
     if key == "water_rdf":
         value = _get(data, "rdf", "O-O", "difference_percent")
+        noise = _get(data, "nvt", "reference", "rdf_noise")
+        frames = _get(data, "rdf", "O-O", "frames")
+        if value is not None and frames:
+            notes.append(f"FlashMD's RDF from {frames} frames" + pooled_note(_get(data, "nvt", "filter")))
+        if value is not None and noise and noise["difference_percent"].get("O-O") is not None:
+            notes.append(f"reference MD's own {noise['first_ps']:g} ps against its other {noise['rest_ps']:g} ps: "
+                         f"{noise['difference_percent']['O-O']:.2f} %")
         return None if value is None else [(value, None)]
     if key == "water_density":
         value = _get(data, "npt", "flashmd", "relative_difference_percent")
         if value is None:
             return None
         error = _get(data, "npt", "flashmd", "relative_difference_sem_percent")
-        notes.append(f"{value:+.2f} ± {error:.2f} %" if error is not None else f"{value:+.2f} %")
+        runs = "".join(f"; {who}{pooled_note(_get(data, 'npt', key))}" for who, key in
+                       (("FlashMD", "flashmd"), ("reference MD", "reference")) if pooled_note(_get(data, "npt", key)))
+        notes.append((f"{value:+.2f} ± {error:.2f} %" if error is not None else f"{value:+.2f} %") + runs)
         return [(abs(value), error)]
     if key == "stability":
         stab = data.get("stability") or {}
@@ -546,8 +564,8 @@ def summary_markdown(merged: Dict[str, Any]) -> str:
         if data.get("npt"):
             f, r = data["npt"]["flashmd"], data["npt"]["reference"]
             status = f", failed at {f['failed_at_ps']:.3g} ps" if f.get("failed_at_ps") is not None else ""
-            lines += ["", f"NpT density (g/cm³): FlashMD {_pm(f.get('density_g_cm3'), spec='.4f')}, reference "
-                          f"{_pm(r.get('density_g_cm3'), spec='.4f')}; difference "
+            lines += ["", f"NpT density (g/cm³): FlashMD {_pm(f.get('density_g_cm3'), spec='.4f')}{pooled_note(f)}, "
+                          f"reference {_pm(r.get('density_g_cm3'), spec='.4f')}{pooled_note(r)}; difference "
                           f"{_fmt(f.get('relative_difference_percent'), '+.2f', ' %')}{status}."]
         rama = data.get("ramachandran")
         if rama:
@@ -616,6 +634,27 @@ def summarize(out: Path) -> Path:
     return target
 
 
+def add_pooled_run(args: argparse.Namespace) -> None:
+    """``npt`` / ``nvt``: one more run of a model or of reference MD (another seed), pooled into the
+    validation's numbers (:mod:`openmm_flashmd.validation.pooling`)."""
+    from openmm_flashmd.validation import pooling
+
+    began = time.perf_counter()
+    try:
+        if args.name == "reference":
+            if not args.system:
+                raise SystemExit(f"{args.command} reference needs --system (e.g. --system water-rigid)")
+            add = pooling.add_reference_density_run if args.command == "npt" else pooling.add_reference_nvt_run
+            written = add(args.out, args.system, args.ps, args.seed, args.threads, not args.no_progress)
+        else:
+            add = pooling.add_model_density_run if args.command == "npt" else pooling.add_model_nvt_run
+            written = add(args.out, args.name, args.ps, args.seed, args.model, args.threads, not args.no_progress)
+    except ValidationError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"{args.ps:g} ps {args.command.upper()} with seed {args.seed} in {time.perf_counter() - began:.0f} s; wrote "
+          + ", ".join(str(p) for p in written))
+
+
 # --------------------------------------------------------------------------- CLI
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -665,6 +704,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     fric.add_argument("--overwrite", action="store_true", help="replace an existing result")
     fric.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads (default: theirs)")
     fric.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for phase, help_text in (("npt", "add an independent NpT run (another seed) to a validation's density"),
+                             ("nvt", "add an independent NVT run (another seed) to a validation's filtered NVT "
+                                     "run (temperatures, RDFs) or to reference MD's")):
+        more = sub.add_parser(phase, help=help_text)
+        more.add_argument("name", help="a model result's name in --out (e.g. water-rigid-8fs), or 'reference'")
+        more.add_argument("--model", help="the validated model (default: the bundled model of that name, "
+                                          "else the result's model_source)")
+        more.add_argument("--system", help="with 'reference': the built-in system (e.g. water-rigid)")
+        more.add_argument("--ps", type=float, required=True, help="measured length of the new run (ps)")
+        more.add_argument("--seed", type=int, required=True,
+                          help="random seed of the new run (the validation's own run has seed 0)")
+        more.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
+        more.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads (default: theirs)")
+        more.add_argument("--no-progress", action="store_true", help="no progress bars")
     summ = sub.add_parser("summarize", help="merge results into validation.json and summary.md")
     summ.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
     args = parser.parse_args(argv)
@@ -683,6 +736,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         friction_scan(args.model, args.system, args.rates, args.out, args.lengths, args.overwrite,
                       parse_overrides(args.set), args.threads, progress=not args.no_progress)
+    elif args.command in ("npt", "nvt"):
+        add_pooled_run(args)
     else:
         summarize(args.out)
     return 0

@@ -130,6 +130,73 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
         assert run["failed_at_ps"] is not None and run["error"].startswith("exploded: kinetic temperature")
     (out / "exploding.json").unlink()
 
+    # more NpT runs (other seeds) pool into the densities; every model is compared with the pool again
+    monkeypatch.setattr(target_module, "EXPLOSION_FACTOR", 1e6)
+    more = ["--ps", "0.16", "--seed", "1", "--out", str(out), "--threads", "1", "--no-progress"]
+    assert validate.main(["npt", "reference", "--system", "water"] + more) == 0
+    assert validate.main(["npt", "water-16fs"] + more) == 0
+    with pytest.raises(SystemExit, match="already has a run with seed 1"):
+        validate.main(["npt", "water-16fs"] + more)
+    reference_npt = json.loads((out / "reference-water.json").read_text())["npt"]
+    assert [r["seed"] for r in reference_npt["runs"]] == [0, 1]
+    assert reference_npt["pooled_length_ps"] == pytest.approx(reference_npt["length_ps"] + 0.16)
+    pooled = json.loads((out / "water-16fs.json").read_text())["npt"]
+    runs = pooled["flashmd"]["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and runs[0]["density_g_cm3"] == npt["flashmd"]["density_g_cm3"]
+    mean = (0.16 * runs[0]["density_g_cm3"]["mean"] + 0.16 * runs[1]["density_g_cm3"]["mean"]) / 0.32
+    assert pooled["flashmd"]["density_g_cm3"]["mean"] == pytest.approx(mean)
+    ref_mean = reference_npt["density_g_cm3"]["mean"]
+    assert pooled["reference"]["density_g_cm3"]["mean"] == ref_mean
+    assert pooled["flashmd"]["relative_difference_percent"] == pytest.approx(100 * (mean - ref_mean) / ref_mean)
+    second_npt = json.loads((out / "second.json").read_text())["npt"]  # compared with the pooled reference too
+    assert second_npt["reference"]["density_g_cm3"]["mean"] == ref_mean and "runs" not in second_npt["flashmd"]
+    assert "npt_density_seed1" in np.load(out / "water-16fs.npz").files
+
+    before = json.loads((out / "water-16fs.json").read_text())
+    assert validate.main(["nvt", "reference", "--system", "water"] + more) == 0
+    reference = json.loads((out / "reference-water.json").read_text())
+    ref_runs = reference["nvt"]["runs"]
+    assert [r["seed"] for r in ref_runs] == [0, 1] and ref_runs[1]["length_ps"] == pytest.approx(0.16)
+    weights = [r["length_ps"] for r in ref_runs]
+    for name, entry in reference["nvt"]["temperature_K"].items():
+        assert entry["mean"] == pytest.approx(np.average([r["temperature_K"][name]["mean"] for r in ref_runs],
+                                                         weights=weights))
+    ref_arrays = dict(np.load(out / "reference-water.npz"))
+    frames = [r["rdf_frames"] for r in ref_runs]
+    assert np.allclose(ref_arrays["rdf_O-O"], np.average([ref_arrays["rdf_O-O_seed0"], ref_arrays["rdf_O-O_seed1"]],
+                                                         axis=0, weights=frames), atol=1e-5)
+    after = json.loads((out / "water-16fs.json").read_text())
+    for name, entry in after["nvt"]["filter"]["temperature_K"].items():
+        assert entry["mean"] == before["nvt"]["filter"]["temperature_K"][name]["mean"]
+        assert entry["dev_reference"] == pytest.approx(entry["mean"] - reference["nvt"]["temperature_K"][name]["mean"])
+    from openmm_flashmd.analysis.structure import rdf_difference
+
+    model_rdf = np.load(out / "water-16fs.npz")["rdf_O-O"]
+    assert after["rdf"]["O-O"]["difference_percent"] == pytest.approx(
+        100 * rdf_difference(ref_arrays["rdf_r"], model_rdf, ref_arrays["rdf_O-O"]), rel=1e-5)
+    assert after["npt"] == before["npt"], "an NVT run leaves the densities alone"
+    with pytest.raises(SystemExit, match="already has a run with seed 1"):
+        validate.main(["nvt", "reference", "--system", "water"] + more)
+
+    # another filtered NVT run of the model: its temperatures and RDFs pool with the first run's
+    assert validate.main(["nvt", "water-16fs"] + more) == 0
+    pooled_nvt = json.loads((out / "water-16fs.json").read_text())
+    model_runs = pooled_nvt["nvt"]["filter"]["runs"]
+    assert [r["seed"] for r in model_runs] == [0, 1] and all(r["rdf_frames"] > 0 for r in model_runs)
+    assert pooled_nvt["rdf"]["O-O"]["frames"] == sum(r["rdf_frames"] for r in model_runs)
+    model_arrays = dict(np.load(out / "water-16fs.npz"))
+    assert np.allclose(model_arrays["rdf_O-O"], np.average(
+        [model_arrays["rdf_O-O_seed0"], model_arrays["rdf_O-O_seed1"]], axis=0,
+        weights=[r["rdf_frames"] for r in model_runs]), atol=1e-5)
+    assert np.array_equal(model_arrays["rdf_O-O_seed0"], model_rdf), "the first run's curve is kept"
+    assert pooled_nvt["rdf"]["O-O"]["difference_percent"] == pytest.approx(
+        100 * rdf_difference(ref_arrays["rdf_r"], model_arrays["rdf_O-O"], ref_arrays["rdf_O-O"]), rel=1e-5)
+    for name, entry in pooled_nvt["nvt"]["filter"]["temperature_K"].items():
+        assert entry["mean"] == pytest.approx(np.average([r["temperature_K"][name]["mean"] for r in model_runs],
+                                                         weights=[r["length_ps"] for r in model_runs]))
+        assert entry["dev_reference"] == pytest.approx(entry["mean"] - reference["nvt"]["temperature_K"][name]["mean"])
+    assert pooled_nvt["stability"] == after["stability"] and pooled_nvt["npt"] == after["npt"]
+
     assert validate.main(["summarize", "--out", str(out)]) == 0
     merged = json.loads((tmp_path / "validation.json").read_text())
     assert merged["benchmark"] == "validation" and set(merged["models"]) == {"water-16fs", "second"}
@@ -564,3 +631,60 @@ def test_the_alanine_goal_notes_what_exact_dynamics_reads_on_its_comparison(tmp_
     assert alanine["note"] == ("reference half vs half: 0.0373; exact dynamics, 6 windows of 1 ns on the same "
                                "comparison: mean 0.014 (0.009–0.032; ramachandran_windows.json)")
     assert nve["note"] == ""
+
+
+def test_npt_runs_pool_by_length_and_refuse_a_repeated_seed():
+    from openmm_flashmd.validation.pooling import pool_npt_run, compare_densities, pooled_mean_sem
+    from openmm_flashmd.validation.target import ValidationError
+
+    first = {"length_ps": 400.0, "completed_ps": 400.0, "failed_at_ps": None,
+             "density_g_cm3": {"mean": 0.97, "sem": 0.004}}
+    entry = pool_npt_run(first, {"length_ps": 800.0, "completed_ps": 800.0, "failed_at_ps": None,
+                                "density_g_cm3": {"mean": 1.00, "sem": 0.002}}, seed=1)
+    assert entry["density_g_cm3"]["mean"] == pytest.approx((400 * 0.97 + 800 * 1.00) / 1200)
+    assert entry["density_g_cm3"]["sem"] == pytest.approx(math.hypot(0.004 / 3, 0.002 * 2 / 3))
+    assert first.get("runs") is None, "the entry given is left alone"
+    # a failed run is recorded but not pooled
+    failed = pool_npt_run(entry, {"length_ps": 800.0, "completed_ps": 3.0, "failed_at_ps": 3.0,
+                                 "density_g_cm3": {"mean": 0.5, "sem": None}}, seed=2)
+    assert [r["seed"] for r in failed["runs"]] == [0, 1, 2] and failed["density_g_cm3"] == entry["density_g_cm3"]
+    with pytest.raises(ValidationError, match="seed 1"):
+        pool_npt_run(entry, first, seed=1)
+    assert math.isnan(pooled_mean_sem([{"length_ps": 1.0, "density_g_cm3": {"mean": 1.0, "sem": None}}])["sem"])
+
+    compared = compare_densities({"flashmd": entry, "reference": {"density_g_cm3": {"mean": 0.5, "sem": 0.1}}},
+                                 {"density_g_cm3": {"mean": 1.0, "sem": 0.001}})
+    assert compared["flashmd"]["relative_difference_percent"] == pytest.approx(100 * (entry["density_g_cm3"]["mean"] - 1))
+    assert compared["flashmd"]["relative_difference_sem_percent"] == pytest.approx(
+        100 * math.hypot(entry["density_g_cm3"]["sem"], 0.001))
+
+
+def test_the_committed_water_results_agree_with_their_reference():
+    """Comparing a committed rigid-water result again with the committed reference (pooled or not)
+    reproduces what the result records: the pooled runs and the comparisons were written together."""
+    from openmm_flashmd.validation.pooling import compare_densities, compare_nvt
+    from openmm_flashmd.validation.records import read_arrays
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "validation"
+    reference = json.loads((folder / "reference-water-rigid.json").read_text())
+    ref_arrays = read_arrays(folder / "reference-water-rigid.npz")
+    results = [p for p in sorted(folder.glob("water-rigid-*fs.json"))]
+    assert results
+    for path in results:
+        result = json.loads(path.read_text())
+        assert result["reference"]["settings_hash"] == reference["settings_hash"]
+        again = compare_nvt(result, reference, read_arrays(path.with_suffix(".npz")), ref_arrays)
+        again["npt"] = compare_densities(again["npt"], reference["npt"])
+        assert _differences(again, result) == [], path.name
+
+
+def _differences(a, b, where=""):
+    """Where two JSON-like values differ (floats within a relative 1e-4: RDFs are stored as float32)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return ([f"{where}/{k}: only one has it" for k in set(a) ^ set(b)]
+                + [d for k in set(a) & set(b) for d in _differences(a[k], b[k], f"{where}/{k}")])
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-12) or (a != a and b != b) else [f"{where}: {a} != {b}"]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]

@@ -81,34 +81,17 @@ def run_reference(target: Target, lengths: Dict[str, float]) -> Tuple[Dict[str, 
     arrays.update(start_positions=start.positions, start_velocities=start.velocities, start_box=start.box)
 
     # NVT
-    advance(context, integrator, dt, lengths["settle_ps"], 1000, "reference NVT settle", progress=progress)
-    rec = target.recorder(positions=True, molecules=True)
-    run = advance(context, integrator, dt, lengths["ref_nvt_ps"], interval, "reference NVT", rec,
-                  t0=lengths["settle_ps"], progress=progress)
-    result["cost"] = {"reference_s_per_ps": run["wall_s"] / max(run["done_ps"], 1e-12), "timed_ps": run["done_ps"]}
-    temps = rec.temperatures()
-    result["nvt"] = {"length_ps": run["done_ps"],
-                     "temperature_K": compare.temperature_summary(temps, blocks, target.temperature)}
-    motion = rec.molecule_temperatures()
-    if motion:
-        result["nvt"]["molecule_temperature_K"] = compare.temperature_summary(motion, blocks, target.temperature)
-    arrays["nvt_time"] = np.asarray(rec.time, dtype=np.float32)
-    for key, values in temps.items():
-        arrays[f"nvt_T_{key}"] = values.astype(np.float32)
-    traj = compare.trajectory(target.topology, rec.positions, rec.boxes if target.periodic else None)
-    if target.periodic:
-        r_max = 0.49 * float(np.min(np.linalg.norm(start.box, axis=1)))
-        result["rdf_r_max_nm"] = r_max
-        for pair, (r, g) in compare.rdfs(traj, target.element_pairs(), r_max).items():
-            arrays["rdf_r"] = r
-            arrays[f"rdf_{pair}"] = g
-        diffusion = compare.water_oxygen_diffusion(target.topology, rec.time, rec.positions, rec.boxes,
-                                                   run["done_ps"])
-        if diffusion is not None:
-            result["diffusion_water_O_nm2_per_ps"] = diffusion
-    if target.has_backbone:
-        phi, psi = compare.backbone_dihedrals(traj)
-        arrays["phi"], arrays["psi"] = phi.astype(np.float32), psi.astype(np.float32)
+    nvt, nvt_arrays, extras = reference_nvt(target, context, integrator, lengths, lengths["ref_nvt_ps"])
+    result["cost"] = {"reference_s_per_ps": extras["wall_s"] / max(nvt["length_ps"], 1e-12),
+                      "timed_ps": nvt["length_ps"]}
+    result["nvt"] = nvt
+    arrays.update(nvt_arrays)
+    if "rdf_r_max_nm" in extras:
+        result["rdf_r_max_nm"] = extras["rdf_r_max_nm"]
+    if extras.get("diffusion") is not None:
+        result["diffusion_water_O_nm2_per_ps"] = extras["diffusion"]
+    if "phi" in arrays:
+        phi, psi = arrays["phi"], arrays["psi"]
         result["basins"] = compare.basins(phi, psi, blocks)
         half = len(phi) // 2
         if half > 0:
@@ -116,20 +99,69 @@ def run_reference(target: Target, lengths: Dict[str, float]) -> Tuple[Dict[str, 
     del context, integrator
 
     if target.pressure is not None and lengths.get("ref_npt_ps", 0) > 0:
-        system = target.barostat_system()
-        integrator = target.langevin()
-        context = target.context(system, integrator)
-        start.apply(context, target.periodic)
-        advance(context, integrator, dt, lengths["npt_settle_ps"], 1000, "reference NpT settle", progress=progress)
-        rec = target.recorder(volume=True)
-        run = advance(context, integrator, dt, lengths["ref_npt_ps"], interval, "reference NpT", rec,
-                      progress=progress)
-        rho = compare.density(rec.volume, float(target.masses.sum()))
+        result["npt"], rho = reference_npt(target, start, lengths, lengths["ref_npt_ps"])
         arrays["npt_density"] = rho.astype(np.float32)
-        result["npt"] = {"length_ps": run["done_ps"], "density_g_cm3": compare.mean_sem(rho, blocks),
-                         "barostat_interval_ps": REFERENCE_BAROSTAT_FREQUENCY * dt}
-        del context, integrator
     return result, arrays
+
+
+def reference_nvt(target: Target, context, integrator, lengths: Dict[str, float], length_ps: float
+                  ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, Any]]:
+    """Reference NVT MD on ``context``: ``settle_ps`` discarded, then ``length_ps`` measured.
+    Returns the summary (``length_ps``, temperatures and, with several molecules, their
+    translational and rotational temperatures, K), the arrays (``nvt_time``, ``nvt_T_<key>``,
+    periodic: ``rdf_r`` and ``rdf_<pair>``; with a backbone: ``phi``, ``psi`` in degrees) and extras
+    (``wall_s``; periodic: ``rdf_r_max_nm``, ``rdf_frames``, ``diffusion`` of water oxygens, nm^2/ps)."""
+    dt = target.timestep
+    blocks = int(lengths["blocks"])
+    advance(context, integrator, dt, lengths["settle_ps"], 1000, "reference NVT settle", progress=target.progress)
+    rec = target.recorder(positions=True, molecules=True)
+    run = advance(context, integrator, dt, length_ps, max(1, int(round(lengths["sample_ps"] / dt))), "reference NVT",
+                  rec, t0=lengths["settle_ps"], progress=target.progress)
+    temps = rec.temperatures()
+    nvt = {"length_ps": run["done_ps"], "temperature_K": compare.temperature_summary(temps, blocks, target.temperature)}
+    motion = rec.molecule_temperatures()
+    if motion:
+        nvt["molecule_temperature_K"] = compare.temperature_summary(motion, blocks, target.temperature)
+    arrays = {"nvt_time": np.asarray(rec.time, dtype=np.float32)}
+    for key, values in temps.items():
+        arrays[f"nvt_T_{key}"] = values.astype(np.float32)
+    extras: Dict[str, Any] = {"wall_s": run["wall_s"]}
+    traj = compare.trajectory(target.topology, rec.positions, rec.boxes if target.periodic else None)
+    if target.periodic:
+        box = np.asarray(rec.boxes[0]) if len(rec.boxes) else State.from_context(context).box
+        extras["rdf_r_max_nm"] = r_max = 0.49 * float(np.min(np.linalg.norm(box, axis=1)))
+        extras["rdf_frames"] = traj.n_frames
+        for pair, (r, g) in compare.rdfs(traj, target.element_pairs(), r_max).items():
+            arrays["rdf_r"] = r
+            arrays[f"rdf_{pair}"] = g
+        extras["diffusion"] = compare.water_oxygen_diffusion(target.topology, rec.time, rec.positions, rec.boxes,
+                                                             run["done_ps"])
+    if target.has_backbone:
+        phi, psi = compare.backbone_dihedrals(traj)
+        arrays["phi"], arrays["psi"] = phi.astype(np.float32), psi.astype(np.float32)
+    return nvt, arrays, extras
+
+
+def reference_npt(target: Target, start: State, lengths: Dict[str, float], length_ps: float,
+                  seed: int = SEED) -> Tuple[Dict[str, Any], np.ndarray]:
+    """Reference NpT MD from ``start``: ``npt_settle_ps`` discarded, then ``length_ps`` measured,
+    thermostat and barostat random numbers from ``seed``. Returns the summary (density mean ± block
+    SE, g/cm^3) and the density series."""
+    dt = target.timestep
+    system = target.barostat_system(seed=seed)
+    integrator = target.langevin(seed=seed)
+    context = target.context(system, integrator)
+    start.apply(context, target.periodic)
+    advance(context, integrator, dt, lengths["npt_settle_ps"], 1000, "reference NpT settle", progress=target.progress)
+    rec = target.recorder(volume=True)
+    run = advance(context, integrator, dt, length_ps, max(1, int(round(lengths["sample_ps"] / dt))), "reference NpT",
+                  rec, progress=target.progress)
+    rho = compare.density(rec.volume, float(target.masses.sum()))
+    summary = {"length_ps": run["done_ps"], "density_g_cm3": compare.mean_sem(rho, int(lengths["blocks"])),
+               "barostat_interval_ps": REFERENCE_BAROSTAT_FREQUENCY * dt}
+    if run["failed_at_ps"] is not None:
+        summary.update(failed_at_ps=run["failed_at_ps"], error=run["error"])
+    return summary, rho
 
 
 def find_cached_reference(name: str, cache_dir: Optional[Path] = None) -> Optional[Path]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from openmm_flashmd.validation.checks import status, verdict_lines, verdicts
+from openmm_flashmd.validation.pooling import pooled_note
 
 
 def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
@@ -70,8 +71,8 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
     npt = record.get("npt")
     if npt:
         rows.append(["NpT 1 bar density (g/cm³): FlashMD / reference",
-                     f"{_pm(npt['flashmd'].get('density_g_cm3'), spec='.4f')} / "
-                     f"{_pm(npt['reference'].get('density_g_cm3'), spec='.4f')} "
+                     f"{_pm(npt['flashmd'].get('density_g_cm3'), spec='.4f')}{pooled_note(npt['flashmd'])} / "
+                     f"{_pm(npt['reference'].get('density_g_cm3'), spec='.4f')}{pooled_note(npt['reference'])} "
                      f"({fmt(npt['flashmd'].get('relative_difference_percent'), '+.2f', ' %')}){_failed(npt['flashmd'])}"])
     rama = record.get("ramachandran")
     if rama:

@@ -17,7 +17,7 @@ import numpy as np
 from openmm_flashmd.validation import compare
 from openmm_flashmd.validation.records import read_run_checkpoint, write_run_checkpoint
 from openmm_flashmd.validation.sampling import Recorder, State, advance
-from openmm_flashmd.validation.target import COLLISION_RATE, REFERENCE_BAROSTAT_FREQUENCY, Target, ValidationError
+from openmm_flashmd.validation.target import COLLISION_RATE, REFERENCE_BAROSTAT_FREQUENCY, SEED, Target, ValidationError
 
 
 def fallback_record(integrator) -> Optional[Dict[str, Any]]:
@@ -35,7 +35,7 @@ STABILITY_CHECKPOINT_PS = 50.0
 def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Dict[str, float], stride: float,
                 reference: Dict[str, Any], positions: bool, continue_to_ps: float = 0.0,
                 collision_rate: float = COLLISION_RATE, checkpoint: Optional[Path] = None,
-                checkpoint_ps: float = STABILITY_CHECKPOINT_PS) -> Tuple[Dict, Dict[str, np.ndarray]]:
+                checkpoint_ps: float = STABILITY_CHECKPOINT_PS, seed: int = SEED) -> Tuple[Dict, Dict[str, np.ndarray]]:
     """NVT FlashMD run (friction ``collision_rate``, 1/ps): settle, measure ``nvt_ps``,
     optionally continue to ``continue_to_ps`` (stability). Series: ``time``, ``T_<key>``, in a
     System of several molecules ``Tmol_translation`` and ``Tmol_rotation`` (the molecules'
@@ -47,9 +47,9 @@ def flashmd_nvt(target: Target, model, splitting: str, start: State, lengths: Di
     then goes on from the saved time as the uninterrupted run would have (OpenMM checkpoints hold
     the integrator's variables and random-number state): bit for bit on the Reference platform;
     on the CPU platform two uninterrupted runs already differ in the last bits. The caller
-    deletes it once the run's result is stored."""
+    deletes it once the run's result is stored. ``seed``: the integrator's random numbers."""
     system = copy.deepcopy(target.system)
-    integrator = target.flashmd(system, model, splitting, collision_rate)
+    integrator = target.flashmd(system, model, splitting, collision_rate, seed=seed)
     context = target.context(system, integrator)
     interval = max(1, int(round(lengths["sample_ps"] / stride)))
     label = f"FlashMD NVT {splitting}"
@@ -185,12 +185,14 @@ def _save_continuation(path: Path, context, measured: Dict[str, Any], series: Di
 
 
 def flashmd_npt(target: Target, model, start: State, lengths: Dict[str, float], stride: float,
-                reference: Dict[str, Any], collision_rate: float = COLLISION_RATE) -> Tuple[Dict, Dict[str, np.ndarray]]:
+                reference: Dict[str, Any], collision_rate: float = COLLISION_RATE,
+                seed: int = SEED) -> Tuple[Dict, Dict[str, np.ndarray]]:
     """NpT FlashMD run ("O F E O" + MonteCarloBarostat at the target's pressure, moves as often in
-    simulated time as reference MD's): density (g/cm^3) against the reference's."""
+    simulated time as reference MD's; thermostat and barostat random numbers from ``seed``):
+    density (g/cm^3) against the reference's."""
     frequency = max(1, int(round(REFERENCE_BAROSTAT_FREQUENCY * target.timestep / stride)))
-    system = target.barostat_system(frequency)
-    integrator = target.flashmd(system, model, "O F E O", collision_rate)
+    system = target.barostat_system(frequency, seed)
+    integrator = target.flashmd(system, model, "O F E O", collision_rate, seed=seed)
     context = target.context(system, integrator)
     start.apply(context, target.periodic)
     interval = max(1, int(round(lengths["sample_ps"] / stride)))

@@ -219,32 +219,34 @@ class Target:
         return Recorder(self.masses, self.elements, self.dof, explosion_K=EXPLOSION_FACTOR * self.temperature,
                         centre_of_mass_removed=removes_centre_of_mass_motion(self.system), **kwargs)
 
-    def barostat_system(self, frequency: int = REFERENCE_BAROSTAT_FREQUENCY):
+    def barostat_system(self, frequency: int = REFERENCE_BAROSTAT_FREQUENCY, seed: int = SEED):
         """The System for NpT with a MonteCarloBarostat at ``pressure`` attempting a move every
-        ``frequency`` steps."""
+        ``frequency`` steps (its random numbers from ``seed``)."""
         import openmm
         from openmm import unit
 
         system = copy.deepcopy(self._barostat_system())
         barostat = openmm.MonteCarloBarostat(self.pressure * unit.bar, self.temperature * unit.kelvin, int(frequency))
-        barostat.setRandomNumberSeed(SEED + 7)
+        barostat.setRandomNumberSeed(seed + 7)
         system.addForce(barostat)
         return system
 
-    def langevin(self, collision_rate: float = COLLISION_RATE):
-        """Reference MD: LangevinMiddleIntegrator at the reference timestep, friction in 1/ps."""
+    def langevin(self, collision_rate: float = COLLISION_RATE, seed: int = SEED):
+        """Reference MD: LangevinMiddleIntegrator at the reference timestep, friction in 1/ps, its
+        random numbers from ``seed``."""
         import openmm
         from openmm import unit
 
         integrator = openmm.LangevinMiddleIntegrator(self.temperature * unit.kelvin, collision_rate / unit.picosecond,
                                                      self.timestep * unit.picosecond)
-        integrator.setRandomNumberSeed(SEED + 1)
+        integrator.setRandomNumberSeed(seed + 1)
         return integrator
 
     def flashmd(self, system, model, splitting: str, collision_rate: float = COLLISION_RATE,
-                random_rotation: bool = True):
+                random_rotation: bool = True, seed: int = SEED):
         """A FlashMDIntegrator for ``system`` (Langevin friction in 1/ps when the splitting has "O";
-        ``random_rotation``: turn the system by a random orthogonal matrix around every stride)."""
+        ``random_rotation``: turn the system by a random orthogonal matrix around every stride;
+        random numbers from ``seed``)."""
         from openmm import unit
 
         from openmm_flashmd import FlashMDIntegrator
@@ -252,7 +254,7 @@ class Target:
         thermostat = splitting != "F" and "O" in splitting
         return FlashMDIntegrator(system, model, temperature=self.temperature * unit.kelvin if thermostat else None,
                                  collision_rate=collision_rate / unit.picosecond, splitting=splitting,
-                                 random_seed=SEED + 2, topology=self.topology, fallback=self.fallback,
+                                 random_seed=seed + 2, topology=self.topology, fallback=self.fallback,
                                  random_rotation=random_rotation)
 
     def check_model(self, model) -> None:

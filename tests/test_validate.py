@@ -196,6 +196,13 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
                                                          weights=[r["length_ps"] for r in model_runs]))
         assert entry["dev_reference"] == pytest.approx(entry["mean"] - reference["nvt"]["temperature_K"][name]["mean"])
     assert pooled_nvt["stability"] == after["stability"] and pooled_nvt["npt"] == after["npt"]
+    from openmm_flashmd.validation.report import card_rows
+
+    rows = dict((quantity, value) for quantity, value in card_rows(pooled_nvt))
+    strides = sum(r["fallback"]["strides"] for r in model_runs)
+    assert f"NVT 300 K with filter (O F E O), {pooled_nvt['nvt']['filter']['pooled_length_ps']:g} ps in 2 runs: T (K)" in rows
+    assert any(f"of {strides} strides" in value for value in rows.values())
+    assert "(2 runs, 0.32 ps)" in rows["NpT 1 bar density (g/cm³): FlashMD / reference"]
 
     assert validate.main(["summarize", "--out", str(out)]) == 0
     merged = json.loads((tmp_path / "validation.json").read_text())

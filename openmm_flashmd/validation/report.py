@@ -30,7 +30,12 @@ def _failed(run: Optional[Dict]) -> str:
 
 
 def _fallback(run: Optional[Dict]) -> str:
-    """A run's fallback share, e.g. "; fallback MD 2.1 % of strides" (empty without the monitor)."""
+    """A run's fallback share, e.g. "; fallback MD 2.1 % of strides" (empty without the monitor);
+    of all its runs where several were pooled (:mod:`~openmm_flashmd.validation.pooling`)."""
+    pooled = [r.get("fallback") for r in (run or {}).get("runs") or []]
+    if pooled and all(stats and stats.get("strides") for stats in pooled):
+        strides, rejected = sum(s["strides"] for s in pooled), sum(s["rejected"] for s in pooled)
+        return f"; fallback MD {fmt(rejected / strides, '.1%')} of {strides} strides"
     stats = (run or {}).get("fallback")
     if not stats or not stats.get("strides"):
         return ""
@@ -52,10 +57,13 @@ def card_rows(record: Dict[str, Any]) -> List[List[str]]:
         if run:
             temps = run.get("temperature_K", {})
             per_element = ", ".join(f"{k} {_pm(v, spec='.1f')}" for k, v in temps.items() if k != "all")
-            rows.append([f"NVT {record.get('temperature_K', 300.0):g} K {label}, {run['completed_ps']:g} ps: T (K)",
+            length = (f"{run['pooled_length_ps']:g} ps in {len(run['runs'])} runs" if len(run.get("runs") or []) > 1
+                      else f"{run['completed_ps']:g} ps")
+            rows.append([f"NVT {record.get('temperature_K', 300.0):g} K {label}, {length}: T (K)",
                          f"all {_pm(temps.get('all'), spec='.1f')}; {per_element}{_failed(run)}{_fallback(run)}"])
             if _motion(run):
-                rows.append(["the same run: molecules' translational / rotational T (K)", _motion(run)])
+                same = "runs" if len(run.get("runs") or []) > 1 else "run"
+                rows.append([f"the same {same}: molecules' translational / rotational T (K)", _motion(run)])
     ref_temps = nvt.get("reference", {}).get("temperature_K", {})
     if ref_temps:
         rows.append(["reference MD, same settings: T (K)",

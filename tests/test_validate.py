@@ -695,3 +695,12 @@ def _differences(a, b, where=""):
     if isinstance(a, float) and isinstance(b, float):
         return [] if math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-12) or (a != a and b != b) else [f"{where}: {a} != {b}"]
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def test_the_longest_cached_reference_counts_its_pooled_runs(tmp_path):
+    from openmm_flashmd.validation.reference import find_cached_reference
+
+    for stem, nvt in (("reference-box", {"length_ps": 100.0, "pooled_length_ps": 2000.0}),
+                      ("reference-box-other", {"length_ps": 500.0})):
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"system": "box", "nvt": nvt}))
+    assert find_cached_reference("box", tmp_path).name == "reference-box.json"

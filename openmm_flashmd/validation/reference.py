@@ -166,7 +166,8 @@ def reference_npt(target: Target, start: State, lengths: Dict[str, float], lengt
 
 def find_cached_reference(name: str, cache_dir: Optional[Path] = None) -> Optional[Path]:
     """The cached reference (JSON) of the System named ``name`` (:func:`~openmm_flashmd.validation.
-    target.system_identity`) with the longest reference NVT run, or None."""
+    target.system_identity`) with the longest reference NVT run (its runs pooled, where
+    :mod:`~openmm_flashmd.validation.pooling` added some), or None."""
     best, best_length = None, -1.0
     for path in sorted(Path(cache_dir or default_cache_dir()).glob(f"reference-{name}*.json")):
         try:
@@ -175,7 +176,8 @@ def find_cached_reference(name: str, cache_dir: Optional[Path] = None) -> Option
             continue
         if record.get("system") != name:
             continue
-        length = float((record.get("nvt") or {}).get("length_ps") or 0.0)
+        nvt = record.get("nvt") or {}
+        length = float(nvt.get("pooled_length_ps") or nvt.get("length_ps") or 0.0)
         if length > best_length:
             best, best_length = path, length
     return best

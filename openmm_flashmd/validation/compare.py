@@ -30,13 +30,21 @@ def temperature_summary(series: Dict[str, np.ndarray], blocks: int, target: floa
     for key, values in series.items():
         entry = mean_sem(values, blocks)
         entry["dev_target"] = entry["mean"] - target
-        if reference and key in reference and reference[key].get("mean") is not None:
-            entry["dev_reference"] = entry["mean"] - reference[key]["mean"]
-            ref_sem = reference[key].get("sem")
-            entry["dev_reference_sem"] = (math.hypot(entry["sem"], ref_sem)
-                                          if ref_sem is not None and math.isfinite(entry["sem"]) else math.nan)
+        add_deviation_from_reference(entry, (reference or {}).get(key))
         out[key] = entry
     return out
+
+
+def add_deviation_from_reference(entry: Dict[str, float], reference: Optional[Dict[str, float]]) -> None:
+    """Set ``dev_reference`` (mean minus the reference's) and ``dev_reference_sem`` (the two standard
+    errors combined; NaN where either is unknown) of a ``{"mean", "sem"}`` entry; nothing without a
+    reference mean."""
+    if not reference or reference.get("mean") is None or entry.get("mean") is None:
+        return
+    entry["dev_reference"] = entry["mean"] - reference["mean"]
+    sems = (entry.get("sem"), reference.get("sem"))
+    entry["dev_reference_sem"] = (math.hypot(*sems) if all(s is not None and math.isfinite(s) for s in sems)
+                                  else math.nan)
 
 
 def density(volumes_nm3, total_mass_da: float) -> np.ndarray:

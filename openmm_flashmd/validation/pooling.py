@@ -134,10 +134,14 @@ def _pool_rdfs(arrays: Dict[str, np.ndarray], runs: List[Dict[str, Any]], run_ar
         if first not in out:
             out[first] = arrays[f"rdf_{pair}"]
         out[f"rdf_{pair}_seed{seed}"] = np.asarray(run_arrays[f"rdf_{pair}"], dtype=np.float32)
-        curves = [(r["rdf_frames"], out[f"rdf_{pair}_seed{r['seed']}"]) for r in runs]
-        out[f"rdf_{pair}"] = (sum(w * np.asarray(g, dtype=np.float64) for w, g in curves)
-                              / sum(w for w, _ in curves)).astype(np.float32)
+        out[f"rdf_{pair}"] = _frame_weighted(out, pair, runs).astype(np.float32)
     return out
+
+
+def _frame_weighted(arrays: Dict[str, np.ndarray], pair: str, runs: List[Dict[str, Any]]) -> np.ndarray:
+    """The RDF of ``pair`` pooled over ``runs``: their curves ``rdf_<pair>_seed<seed>``, weighted by frames."""
+    curves = [(r["rdf_frames"], np.asarray(arrays[f"rdf_{pair}_seed{r['seed']}"], dtype=np.float64)) for r in runs]
+    return sum(w * g for w, g in curves) / sum(w for w, _ in curves)
 
 
 def _pooled_temperatures(entry: Dict[str, Any], runs: List[Dict[str, Any]], target_K: float) -> Dict[str, Any]:
@@ -190,8 +194,7 @@ def rdf_noise(arrays: Dict[str, np.ndarray], runs: List[Dict[str, Any]]) -> Dict
                            "difference_percent": {}}
     pairs = [k[4:] for k in arrays if k.startswith("rdf_") and k != "rdf_r" and "_seed" not in k]
     for pair in pairs:
-        curves = [(r["rdf_frames"], np.asarray(arrays[f"rdf_{pair}_seed{r['seed']}"], dtype=np.float64)) for r in rest]
-        g_rest = sum(w * g for w, g in curves) / sum(w for w, _ in curves)
+        g_rest = _frame_weighted(arrays, pair, rest)
         if np.any(g_rest > 0):
             out["difference_percent"][pair] = 100.0 * rdf_difference(
                 arrays["rdf_r"], arrays[f"rdf_{pair}_seed{first['seed']}"], g_rest)
@@ -220,16 +223,6 @@ def pool_model_nvt_run(result: Dict[str, Any], arrays: Dict[str, np.ndarray], ru
     return out, _pool_rdfs(arrays, pooled, run_arrays, seed)
 
 
-def _against(entry: Dict[str, Any], reference: Optional[Dict[str, Any]]) -> None:
-    """Set ``dev_reference`` (K) and its standard error of one temperature entry against ``reference``."""
-    if not reference or reference.get("mean") is None or entry.get("mean") is None:
-        return
-    entry["dev_reference"] = entry["mean"] - reference["mean"]
-    sems = (entry.get("sem"), reference.get("sem"))
-    entry["dev_reference_sem"] = (math.hypot(*sems) if all(s is not None and math.isfinite(s) for s in sems)
-                                  else math.nan)
-
-
 def compare_nvt(result: Dict[str, Any], reference: Dict[str, Any], result_arrays: Dict[str, np.ndarray],
                 reference_arrays: Dict[str, np.ndarray]) -> Dict[str, Any]:
     """A copy of a model result compared again with the reference record (and arrays) of its
@@ -243,7 +236,7 @@ def compare_nvt(result: Dict[str, Any], reference: Dict[str, Any], result_arrays
             section = (section or {}).get(key)
         for key in ("temperature_K", "molecule_temperature_K"):
             for name, entry in ((section or {}).get(key) or {}).items():
-                _against(entry, (ref_nvt.get(key) or {}).get(name))
+                compare.add_deviation_from_reference(entry, (ref_nvt.get(key) or {}).get(name))
     if "nvt" in out:
         out["nvt"]["reference"] = copy.deepcopy(ref_nvt)
     for pair, entry in (out.get("rdf") or {}).items():
@@ -448,9 +441,8 @@ def add_model_nvt_run(out_dir: Path, name: str, length_ps: float, seed: int, mod
     if series.get("positions") is not None and len(series["positions"]):
         traj = compare.trajectory(target.topology, series["positions"], series["boxes"])
         run["rdf_frames"] = traj.n_frames
-        pairs = [pair for pair in result["rdf"]]
         run_arrays = {f"rdf_{pair}": g for pair, (_, g) in
-                      compare.rdfs(traj, pairs, float(reference["rdf_r_max_nm"])).items()}
+                      compare.rdfs(traj, list(result["rdf"]), float(reference["rdf_r_max_nm"])).items()}
     elif run.get("failed_at_ps") is None:
         run["failed_at_ps"], run["error"] = run.get("completed_ps", 0.0), "no frames recorded"
     result, reference = _read(json_path), _read(reference_json)  # as they are now: runs may have been added meanwhile

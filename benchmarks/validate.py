@@ -6,6 +6,7 @@
     python benchmarks/validate.py summarize [--out DIR]
     python benchmarks/validate.py npt (MODEL | reference --system NAME) --ps LENGTH --seed SEED
     python benchmarks/validate.py nvt (MODEL | reference --system NAME) --ps LENGTH --seed SEED
+    python benchmarks/validate.py compare --system NAME [--out DIR]
     python benchmarks/validate.py friction MODEL [--rates 1 10 30 100] [--lengths quick|full]
 
 A thin driver of the package's validation (:mod:`openmm_flashmd.validation`, also behind
@@ -36,6 +37,8 @@ finished validation's NpT phase or filtered NVT run (temperatures, RDFs), or to 
 NpT or NVT, pool it with the runs before and
 compare every model that used the reference again (:mod:`openmm_flashmd.validation.pooling`): a
 comparison the first runs left unresolved is measured longer without repeating the rest.
+``compare`` compares every model result of a system with its reference again (what ``npt`` and
+``nvt`` do after a reference run), e.g. after the comparisons themselves changed.
 
 ``summarize`` merges every ``DIR/<model>.json`` into ``DIR/../validation.json`` (rendered
 into the README by ``benchmarks/report.py``) and writes ``DIR/summary.md`` with the goals.
@@ -62,11 +65,10 @@ import numpy as np  # noqa: E402
 from openmm_flashmd.validation import compare, plots, runs  # noqa: E402
 from openmm_flashmd.validation.protocol import LENGTHS, protocol_lengths, validate  # noqa: E402
 from openmm_flashmd.validation.checks import nested_get as _get  # noqa: E402
-from openmm_flashmd.validation.pooling import pooled_note  # noqa: E402
 from openmm_flashmd.validation.records import clean  # noqa: E402
 from openmm_flashmd.validation.reference import load_or_run_reference  # noqa: E402
 from openmm_flashmd.validation.report import card_rows, fmt as _fmt  # noqa: E402
-from openmm_flashmd.validation.report import _fallback, _pm  # noqa: E402
+from openmm_flashmd.validation.report import _fallback, _pm, pooled_note  # noqa: E402
 from openmm_flashmd.validation.sampling import State, advance  # noqa: E402
 from openmm_flashmd.validation.target import (COLLISION_RATE, Target, ValidationError,  # noqa: E402
                                               system_from_model_name)
@@ -151,6 +153,10 @@ def _goal_values(goal: Dict[str, Any], data: Dict[str, Any], notes: List[str]
         frames = _get(data, "rdf", "O-O", "frames")
         if value is not None and frames:
             notes.append(f"FlashMD's RDF from {frames} frames" + pooled_note(_get(data, "nvt", "filter")))
+            runs = _get(data, "nvt", "filter", "runs") or []
+            first = (runs[0].get("rdf_difference_percent") or {}).get("O-O") if len(runs) > 1 else None
+            if first is not None:
+                notes.append(f"its first {runs[0]['length_ps']:g} ps alone: {first:.2f} %")
         if value is not None and noise and noise["difference_percent"].get("O-O") is not None:
             notes.append(f"reference MD's own {noise['first_ps']:g} ps against its other {noise['rest_ps']:g} ps: "
                          f"{noise['difference_percent']['O-O']:.2f} %")
@@ -718,6 +724,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         more.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
         more.add_argument("--threads", type=int, default=None, help="OpenMM CPU and torch threads (default: theirs)")
         more.add_argument("--no-progress", action="store_true", help="no progress bars")
+    again = sub.add_parser("compare", help="compare every model result of a system with its reference again")
+    again.add_argument("--system", required=True, help="built-in system (e.g. water-rigid)")
+    again.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
     summ = sub.add_parser("summarize", help="merge results into validation.json and summary.md")
     summ.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default %(default)s)")
     args = parser.parse_args(argv)
@@ -738,6 +747,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                       parse_overrides(args.set), args.threads, progress=not args.no_progress)
     elif args.command in ("npt", "nvt"):
         add_pooled_run(args)
+    elif args.command == "compare":
+        from openmm_flashmd.validation.pooling import compare_again
+
+        try:
+            written = compare_again(args.out, args.system)
+        except ValidationError as exc:
+            raise SystemExit(str(exc)) from None
+        print("compared again: " + (", ".join(str(p) for p in written) or "no model results"))
     else:
         summarize(args.out)
     return 0

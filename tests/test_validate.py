@@ -196,6 +196,10 @@ def test_validate_run_and_summarize_quick(tmp_path, tiny_water_model, monkeypatc
                                                          weights=[r["length_ps"] for r in model_runs]))
         assert entry["dev_reference"] == pytest.approx(entry["mean"] - reference["nvt"]["temperature_K"][name]["mean"])
     assert pooled_nvt["stability"] == after["stability"] and pooled_nvt["npt"] == after["npt"]
+    assert model_runs[0]["rdf_difference_percent"]["O-O"] == pytest.approx(  # each run alone, too
+        100 * rdf_difference(ref_arrays["rdf_r"], model_arrays["rdf_O-O_seed0"], ref_arrays["rdf_O-O"]), rel=1e-5)
+    assert validate.main(["compare", "--system", "water", "--out", str(out)]) == 0
+    assert json.loads((out / "water-16fs.json").read_text()) == pooled_nvt, "comparing again changes nothing"
     from openmm_flashmd.validation.report import card_rows
 
     rows = dict((quantity, value) for quantity, value in card_rows(pooled_nvt))
@@ -669,19 +673,18 @@ def test_npt_runs_pool_by_length_and_refuse_a_repeated_seed():
 def test_the_committed_water_results_agree_with_their_reference():
     """Comparing a committed rigid-water result again with the committed reference (pooled or not)
     reproduces what the result records: the pooled runs and the comparisons were written together."""
-    from openmm_flashmd.validation.pooling import compare_densities, compare_nvt
+    from openmm_flashmd.validation.pooling import compare_result
     from openmm_flashmd.validation.records import read_arrays
 
     folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "validation"
     reference = json.loads((folder / "reference-water-rigid.json").read_text())
     ref_arrays = read_arrays(folder / "reference-water-rigid.npz")
-    results = [p for p in sorted(folder.glob("water-rigid-*fs.json"))]
+    results = sorted(folder.glob("water-rigid-*fs.json"))
     assert results
     for path in results:
         result = json.loads(path.read_text())
         assert result["reference"]["settings_hash"] == reference["settings_hash"]
-        again = compare_nvt(result, reference, read_arrays(path.with_suffix(".npz")), ref_arrays)
-        again["npt"] = compare_densities(again["npt"], reference["npt"])
+        again = compare_result(result, reference, read_arrays(path.with_suffix(".npz")), ref_arrays)
         assert _differences(again, result) == [], path.name
 
 

@@ -8,13 +8,15 @@ rotations) add independent samples without repeating the rest of the validation:
 - :func:`add_model_density_run`: another NpT run of a validated model;
 - :func:`add_reference_density_run`: another NpT run of reference MD;
 - :func:`add_reference_nvt_run`: another NVT run of reference MD (temperatures, molecule
-  temperatures, RDFs and water-oxygen diffusion of a periodic System).
+  temperatures, RDFs and water-oxygen diffusion of a periodic System);
+- :func:`add_model_nvt_run`: another filtered NVT run of a validated model (temperatures, RDFs);
+- :func:`compare_again`: every model result compared with its (changed) reference again.
 
 Each run keeps its own record (seed, length, its own numbers, failure) in the entry's ``runs``;
 the entry's numbers become the pool of the runs that completed, each weighted by its length
 (:func:`pool`); RDF curves are pooled weighted by their frames. After a reference run every model
-result that used the reference is compared with the pool again (:func:`compare_densities`,
-:func:`compare_nvt`), so the goal table follows.
+result that used the reference is compared with the pool again (:func:`compare_result`), so the
+goal table follows; each pooled run of a model also records its own RDF difference.
 
 Units: ps, K, g/cm^3, nm^2/ps, %.
 """
@@ -239,12 +241,19 @@ def compare_nvt(result: Dict[str, Any], reference: Dict[str, Any], result_arrays
                 compare.add_deviation_from_reference(entry, (ref_nvt.get(key) or {}).get(name))
     if "nvt" in out:
         out["nvt"]["reference"] = copy.deepcopy(ref_nvt)
+    from openmm_flashmd.analysis.structure import rdf_difference
+
+    pooled_runs = ((out.get("nvt") or {}).get("filter") or {}).get("runs") or []
     for pair, entry in (out.get("rdf") or {}).items():
         g, g_ref = result_arrays.get(f"rdf_{pair}"), reference_arrays.get(f"rdf_{pair}")
-        if entry.get("difference_percent") is not None and g is not None and g_ref is not None:
-            from openmm_flashmd.analysis.structure import rdf_difference
-
-            entry["difference_percent"] = 100.0 * rdf_difference(reference_arrays["rdf_r"], g, g_ref)
+        if entry.get("difference_percent") is None or g is None or g_ref is None:
+            continue
+        entry["difference_percent"] = 100.0 * rdf_difference(reference_arrays["rdf_r"], g, g_ref)
+        for run in pooled_runs:  # each pooled run alone: how much of the difference its window's noise was
+            g_run = result_arrays.get(f"rdf_{pair}_seed{run['seed']}")
+            if g_run is not None:
+                run.setdefault("rdf_difference_percent", {})[pair] = 100.0 * rdf_difference(
+                    reference_arrays["rdf_r"], g_run, g_ref)
     diffusion = out.get("diffusion")
     if diffusion and reference.get("diffusion_water_O_nm2_per_ps") is not None:
         diffusion["reference_water_O_nm2_per_ps"] = reference["diffusion_water_O_nm2_per_ps"]
@@ -264,11 +273,14 @@ def compare_densities(model_npt: Dict[str, Any], reference_npt: Dict[str, Any]) 
     return out
 
 
-def pooled_note(entry: Optional[Dict[str, Any]]) -> str:
-    """``" (2 runs, 1200 ps)"`` for an entry pooled from several runs, else ``""``."""
-    if not entry or len(entry.get("runs") or []) < 2:
-        return ""
-    return f" ({len(entry['runs'])} runs, {entry.get('pooled_length_ps', math.nan):g} ps)"
+def compare_result(result: Dict[str, Any], reference: Dict[str, Any], result_arrays: Dict[str, np.ndarray],
+                   reference_arrays: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """A copy of a model result compared again with its reference: :func:`compare_nvt` and, with
+    an NpT run, :func:`compare_densities`."""
+    out = compare_nvt(result, reference, result_arrays, reference_arrays)
+    if "npt" in out and "npt" in reference:
+        out["npt"] = compare_densities(out["npt"], reference["npt"])
+    return out
 
 
 # --------------------------------------------------------------------------- drivers (files in, files out)
@@ -289,16 +301,23 @@ def _start(arrays: Dict[str, np.ndarray]) -> State:
     return State(arrays["start_positions"], arrays["start_velocities"], arrays["start_box"])
 
 
-def _model_results(out_dir: Path, system: str, settings_hash: Optional[str], section: str) -> List[Path]:
-    """The model results in ``out_dir`` validated on ``system`` against the reference
-    ``settings_hash`` that have a ``section`` (npt, nvt)."""
-    found = []
+def compare_again(out_dir: Path, system: str) -> List[Path]:
+    """Compare every model result in ``out_dir`` validated on ``system`` against the reference
+    ``out_dir/reference-<system>.json`` (the same settings hash) with it again
+    (:func:`compare_result`) and rewrite it. Returns the files rewritten."""
+    json_path, npz_path = _reference_files(out_dir, system)
+    reference, reference_arrays = _read(json_path), read_arrays(npz_path)
+    written = []
     for path in sorted(Path(out_dir).glob("*.json")):
         record = _read(path)
-        if (record.get("benchmark") == "validation-model" and record.get("system") == system
-                and section in record and (record.get("reference") or {}).get("settings_hash") == settings_hash):
-            found.append(path)
-    return found
+        if (record.get("benchmark") != "validation-model" or record.get("system") != system
+                or (record.get("reference") or {}).get("settings_hash") != reference.get("settings_hash")):
+            continue
+        npz = path.with_suffix(".npz")
+        write_record(path, compare_result(record, reference, read_arrays(npz) if npz.exists() else {},
+                                          reference_arrays))
+        written.append(path)
+    return written
 
 
 def _reference_files(out_dir: Path, system: str) -> Tuple[Path, Path]:
@@ -324,13 +343,7 @@ def add_reference_density_run(out_dir: Path, system: str, length_ps: float, seed
     reference["npt"] = pool_npt_run(reference["npt"], run, seed)
     _add_series(npz_path, f"npt_density_seed{seed}", rho)
     write_record(json_path, reference)
-    written = [json_path]
-    for path in _model_results(out_dir, system, reference.get("settings_hash"), "npt"):
-        record = _read(path)
-        record["npt"] = compare_densities(record["npt"], reference["npt"])
-        write_record(path, record)
-        written.append(path)
-    return written
+    return [json_path] + compare_again(out_dir, system)
 
 
 def add_reference_nvt_run(out_dir: Path, system: str, length_ps: float, seed: int,
@@ -358,12 +371,7 @@ def add_reference_nvt_run(out_dir: Path, system: str, length_ps: float, seed: in
     reference, arrays = pool_reference_nvt_run(reference, read_arrays(npz_path), run, run_arrays, extras, seed)
     write_arrays(npz_path, arrays)
     write_record(json_path, reference)
-    written = [json_path]
-    for path in _model_results(out_dir, system, reference.get("settings_hash"), "nvt"):
-        result_arrays = read_arrays(path.with_suffix(".npz")) if path.with_suffix(".npz").exists() else {}
-        write_record(path, compare_nvt(_read(path), reference, result_arrays, arrays))
-        written.append(path)
-    return written
+    return [json_path] + compare_again(out_dir, system)
 
 
 def _model_and_reference(out_dir: Path, name: str, model_arg: Optional[str], threads: Optional[int],
@@ -412,10 +420,10 @@ def add_model_density_run(out_dir: Path, name: str, length_ps: float, seed: int,
     npt, series = flashmd_npt(target, model, _start(read_arrays(reference_json.with_suffix(".npz"))), lengths,
                               stride, reference, result.get("collision_rate_per_ps", COLLISION_RATE), seed)
     result, reference = _read(json_path), _read(reference_json)  # as they are now: runs may have been added meanwhile
-    flashmd = pool_npt_run(result["npt"]["flashmd"], npt["flashmd"], seed)
-    result["npt"] = compare_densities({**result["npt"], "flashmd": flashmd}, reference["npt"])
+    result["npt"]["flashmd"] = pool_npt_run(result["npt"]["flashmd"], npt["flashmd"], seed)
     _add_series(json_path.with_suffix(".npz"), f"npt_density_seed{seed}", series["density"])
-    write_record(json_path, result)
+    write_record(json_path, compare_result(result, reference, read_arrays(json_path.with_suffix(".npz")),
+                                           read_arrays(reference_json.with_suffix(".npz"))))
     return [json_path]
 
 
@@ -448,7 +456,7 @@ def add_model_nvt_run(out_dir: Path, name: str, length_ps: float, seed: int, mod
     result, reference = _read(json_path), _read(reference_json)  # as they are now: runs may have been added meanwhile
     npz = json_path.with_suffix(".npz")
     result, arrays = pool_model_nvt_run(result, read_arrays(npz), run, run_arrays, seed)
-    result = compare_nvt(result, reference, arrays, read_arrays(reference_json.with_suffix(".npz")))
+    result = compare_result(result, reference, arrays, read_arrays(reference_json.with_suffix(".npz")))
     write_arrays(npz, arrays)
     write_record(json_path, result)
     return [json_path]

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from openmm_flashmd.validation.checks import status, verdict_lines, verdicts
-from openmm_flashmd.validation.pooling import pooled_note
 
 
 def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
@@ -23,6 +22,14 @@ def _pm(entry: Optional[Dict], key: str = "mean", spec: str = ".2f") -> str:
         return "—"
     sem = entry.get("sem")
     return f"{entry[key]:{spec}} ± {sem:{spec}}" if sem is not None else f"{entry[key]:{spec}}"
+
+
+def pooled_note(entry: Optional[Dict[str, Any]]) -> str:
+    """``" (2 runs, 1200 ps)"`` for an entry pooled from several runs
+    (:mod:`~openmm_flashmd.validation.pooling`), else ``""``."""
+    if not entry or len(entry.get("runs") or []) < 2:
+        return ""
+    return f" ({len(entry['runs'])} runs, {entry.get('pooled_length_ps', math.nan):g} ps)"
 
 
 def _failed(run: Optional[Dict]) -> str:

@@ -1,10 +1,10 @@
 """How a stride model's NVE energy moves with the size of the water box it runs in.
 
     python benchmarks/nve_box_size.py [--models water-rigid-16fs ...] [--sizes 64 128 256] [--seeds 1 2 3]
-        [--lengths quick|full] [--threads 1] [--out FILE] [--overwrite]
+        [--cutoff NM] [--lengths quick|full] [--threads 1] [--out FILE] [--overwrite]
 
 The built-in ``water-rigid`` box (rigid TIP3P, PME, cutoff ``min(0.9, 0.49 x edge)`` nm) at each
-``--sizes`` number of waters: minimise, draw velocities at 300 K with the seed, Langevin MD
+``--sizes`` number of waters (``--cutoff``: one nonbonded cutoff, nm, for every size instead): minimise, draw velocities at 300 K with the seed, Langevin MD
 (reference timestep, friction 1/ps) for ``equil_ps``, then NVE from that state for ``nve_ps``:
 FlashMD without the energy filter and without the stride monitor ("F", what the blog protocol
 runs, so nothing holds the energy), and reference velocity Verlet at 1 fs as the control. Reported
@@ -47,14 +47,15 @@ LENGTHS = {"full": dict(equil_ps=5.0, nve_ps=2.0, end_ps=0.5, sample_ps=0.016),
            "quick": dict(equil_ps=0.05, nve_ps=0.096, end_ps=0.032, sample_ps=0.016)}
 
 
-def box_target(n_waters: int, threads: int, progress: bool):
-    """The built-in rigid water box with ``n_waters`` molecules as a validation target, no fallback."""
+def box_target(n_waters: int, threads: int, progress: bool, cutoff: Optional[float] = None):
+    """The built-in rigid water box with ``n_waters`` molecules (nonbonded ``cutoff`` in nm, the
+    built-in's default when None) as a validation target, no fallback."""
     from openmm import unit
 
     from openmm_flashmd.systems import get_system
     from openmm_flashmd.validation.target import Target
 
-    built = get_system("water-rigid", n_molecules=n_waters)
+    built = get_system("water-rigid", n_molecules=n_waters, cutoff=cutoff)
     target = Target(f"water-rigid-{n_waters}", built.system, built.topology,
                     built.positions.value_in_unit(unit.nanometer), TEMPERATURE, float(built.reference_timestep),
                     threads=threads, fallback=False, progress=progress)
@@ -112,6 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="bundled model names or .pt files")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="waters per box")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--cutoff", type=float, default=None,
+                        help="nonbonded cutoff (nm) of every box; default: the built-in's min(0.9, 0.49 x edge)")
     parser.add_argument("--random-rotation", nargs="+", choices=["on", "off"], default=["on"],
                         help="run FlashMD with the per-stride random rotation (on, the integrator's default), "
                              "without it (off), or both from the same starts")
@@ -131,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     runs: List[Dict[str, Any]] = []
     cutoffs = {}
     for n_waters in args.sizes:
-        target, cutoffs[n_waters] = box_target(n_waters, args.threads, not args.no_progress)
+        target, cutoffs[n_waters] = box_target(n_waters, args.threads, not args.no_progress, args.cutoff)
         for seed in args.seeds:
             start = start_state(target, seed, lengths)
             for name, (model, rotation) in [("reference MD", (None, False)), *models.items()]:

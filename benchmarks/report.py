@@ -492,9 +492,12 @@ def render_molecule_motion(data: Dict, name: str) -> List[str]:
 def render_nve_box_size(data: Dict, name: str) -> List[str]:
     sizes = list(next(iter(data["energy_change_per_water_kjmol"].values())))
     lengths = data["lengths"]
+    cutoffs = sorted(set(data["cutoff_nm"].values()))
+    cutoff = (f"cutoff {cutoffs[0]:.2f} nm at every size" if len(cutoffs) == 1 else
+              "cutoff " + ", ".join(f"{c:.2f}" for c in data["cutoff_nm"].values()) + " nm")
     lines = [f"### NVE energy against box size (`{name}`)", "",
-             f"`benchmarks/nve_box_size.py`: the built-in `{data['system']}` box at each size (PME, cutoff "
-             + ", ".join(f"{c:.2f}" for c in data["cutoff_nm"].values()) + " nm), minimised, "
+             f"`benchmarks/nve_box_size.py`: the built-in `{data['system']}` box at each size (PME, {cutoff}), "
+             "minimised, "
              f"{lengths['equil_ps']:g} ps of Langevin MD at {data['temperature_K']:g} K, then {lengths['nve_ps']:g} ps "
              f"of NVE: FlashMD without the filter and without the stride monitor (\"{data['splitting']}\"), and velocity "
              f"Verlet at {data['reference_nve_timestep_ps'] * 1000:g} fs from the same state. Change of the total "

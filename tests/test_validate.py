@@ -586,7 +586,7 @@ def test_a_resumed_validation_runs_again_only_the_phase_whose_lengths_changed(tm
 
 
 def test_nve_box_size_benchmark_quick(tmp_path):
-    """benchmarks/nve_box_size.py in quick mode, in two box sizes: reference MD keeps the energy;
+    """benchmarks/nve_box_size.py in quick mode, in two box sizes with one cutoff: reference MD keeps the energy;
     the Verlet-guess stride (the start forces held over the stride, x + tv + t^2 F/2m and
     v + tF/m) gains energy at every stride, about half the Hessian's quadratic form in the
     displacement (positive on average), and the summary counts it."""
@@ -595,10 +595,11 @@ def test_nve_box_size_benchmark_quick(tmp_path):
     bench = load_benchmark("nve_box_size")
     model = save_model(VerletGuessStrideModel(0.002, 1), tmp_path / "guess-2fs.pt")
     out = tmp_path / "nve.json"
-    args = ["--models", str(model), "--sizes", "27", "32", "--seeds", "1", "--lengths", "quick", "--out", str(out),
-            "--no-progress"]
+    args = ["--models", str(model), "--sizes", "27", "32", "--seeds", "1", "--cutoff", "0.4", "--lengths", "quick",
+            "--out", str(out), "--no-progress"]
     assert bench.main(args) == 0
     result = json.loads(out.read_text())
+    assert result["cutoff_nm"] == {"27": 0.4, "32": 0.4}
     assert [(r["model"], r["waters"]) for r in result["runs"]] == [
         ("reference MD", 27), ("guess-2fs", 27), ("reference MD", 32), ("guess-2fs", 32)]
     for run in result["runs"]:
@@ -612,6 +613,7 @@ def test_nve_box_size_benchmark_quick(tmp_path):
         bench.main(args)
     table = "\n".join(load_benchmark("report").RENDERERS["nve_box_size"](result, "nve.json"))
     assert "| run | 27 waters | 32 waters |" in table and "| guess-2fs | +" in table and "no rotation" not in table
+    assert "cutoff 0.40 nm at every size" in table
 
 
 def test_nve_box_size_without_the_random_rotation_leaves_an_equivariant_stride_alone(tmp_path):

@@ -23,13 +23,10 @@
 # benchmarks/results/held_out/candidates/water-16fs-{bundled,256-reference}-on-{w64-seed11,w256-validation}.json
 set -euo pipefail
 WORK=${WORK:-bundled-work}
-OUT="$WORK/runs/w16-256-reference"
-RESUME=()
-[ -f "$OUT/checkpoint.pt" ] && RESUME=(--resume)
-openmm-flashmd train "$WORK/w256/water256-rigid.h5" "$OUT" --stride 0.016 \
-    --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
+bash "$(dirname "$0")/../train_resumable.sh" "$WORK/w256/water256-rigid.h5" "$WORK/runs/w16-256-reference" \
+    --stride 0.016 --hypers examples/models/water.yaml --set model.verlet_guess=true --set model.d_pet=96 \
     --set model.d_node=192 --set model.d_feedforward=192 \
     --set training.init_from=openmm_flashmd/models/water-rigid-16fs.pt --set training.learning_rate=1.5e-4 \
     --set training.warmup_steps=50 --set training.max_steps=1000 --set training.checkpoint_every=100 \
     --set training.batch_size=1 --set loss.reversal=1.0 --set loss.kinetic_energy=300 --set loss.rollout=1 \
-    --set loss.rollout_strides=4 --device cpu "${RESUME[@]}" "$@"
+    --set loss.rollout_strides=4 "$@"

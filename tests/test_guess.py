@@ -14,7 +14,12 @@ from flashmd_data_helpers import TINY_MODEL, constrained_dimer_file, diatomics
 from openmm_flashmd import FlashMDIntegrator
 from openmm_flashmd.data.dataset import DataError, StridePairs, load_trajectories
 from openmm_flashmd.data.guess import pair_guesses
-from openmm_flashmd.integrator.guess import GUESS_VARIABLE, GUESS_VELOCITY_VARIABLE, verlet_guess_integrator
+from openmm_flashmd.integrator.guess import (
+    GUESS_VARIABLE,
+    GUESS_VELOCITY_VARIABLE,
+    separate_fast_forces,
+    verlet_guess_integrator,
+)
 from openmm_flashmd.integrator.reference import reference_step
 from openmm_flashmd.model import PETHypers, PETStrideModel, VerletGuessStrideModel
 from openmm_flashmd.model.protocol import ModelProtocolError, load_model, make_metadata_json, read_metadata
@@ -34,9 +39,9 @@ def _constant_force_system(masses, field=(-3.0, 2.0, -1.0)):
     return system
 
 
-def _guess_of(system, x, v, stride, substeps, box=None, platform="Reference"):
+def _guess_of(system, x, v, stride, substeps, box=None, platform="Reference", fast_forces=()):
     """(g, w) from the stand-alone guess program (what training data uses)."""
-    integrator = verlet_guess_integrator(stride, substeps, system.getNumConstraints() > 0)
+    integrator = verlet_guess_integrator(system, stride, substeps, fast_forces)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     if box is not None:
         context.setPeriodicBoxVectors(*box)
@@ -77,6 +82,97 @@ def test_guess_is_wrong_when_the_model_is_wrong():
     integrator.step(1)
     new_x, _ = positions_velocities(context)
     assert np.abs(new_x - (0.01 + 0.5 * 1e-4 * np.array([-3.0, 2.0, -1.0]) / np.array([[1.0], [2.0]]))).max() > 1e-4
+
+
+def _spring_in_a_field(field=(-3.0, 2.0, -1.0)):
+    """Two particles on a stiff HarmonicBondForce in a constant field (a CustomExternalForce)."""
+    system = _constant_force_system([1.0, 2.5], field)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, 0.1, 5.0e4)
+    system.addForce(bond)
+    return system
+
+
+def _verlet_steps(system, x, v, h, steps):
+    """Velocity Verlet (OpenMM's VerletIntegrator is leapfrog: its velocities lag half a step)."""
+    integrator = openmm.CustomIntegrator(h)
+    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
+    integrator.addComputePerDof("x", "x + dt*v")
+    integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(x)
+    context.setVelocities(v)
+    context.getIntegrator().step(steps)
+    return positions_velocities(context)
+
+
+def test_fast_forces_make_the_guess_velocity_verlet_in_substeps():
+    """A constant slow force frozen at the start is exact, so with the bond recomputed per
+    substep the guess is velocity Verlet in ``substeps`` steps; frozen, it is far off."""
+    x = np.array([[0.0, 0.0, 0.0], [0.104, 0.01, 0.0]])
+    v = np.array([[0.3, -0.2, 0.1], [-0.4, 0.5, 0.0]])
+    tau, substeps = 0.008, 4
+    x_vv, v_vv = _verlet_steps(_spring_in_a_field(), x, v, tau / substeps, substeps)
+    g, w = _guess_of(_spring_in_a_field(), x, v, tau, substeps, fast_forces=["HarmonicBondForce"])
+    np.testing.assert_allclose(x + g, x_vv, atol=1e-12)
+    np.testing.assert_allclose(w, v_vv, atol=1e-10)
+    g_frozen, _ = _guess_of(_spring_in_a_field(), x, v, tau, substeps)
+    assert np.abs(x + g_frozen - x_vv).max() > 1e-4
+
+
+def test_fast_forces_take_a_group_of_their_own_once():
+    system = _spring_in_a_field()
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.array([[0.0, 0.0, 0.0], [0.104, 0.01, 0.0]]))
+    before = context.getState(getEnergy=True, getForces=True)
+    group = separate_fast_forces(system, ["HarmonicBondForce"])
+    assert [system.getForce(i).getForceGroup() for i in range(2)] == [0, group] and group == 31
+    assert separate_fast_forces(system, ["HarmonicBondForce"]) == group  # already alone: kept
+    assert separate_fast_forces(system, []) is None
+    context.reinitialize(preserveState=True)
+    after = context.getState(getEnergy=True, getForces=True)
+    assert after.getPotentialEnergy() == before.getPotentialEnergy()
+    with pytest.raises(ValueError, match="PeriodicTorsionForce.*has none of them"):
+        separate_fast_forces(system, ["PeriodicTorsionForce"])
+    with pytest.raises(ValueError, match="in its energy force groups"):
+        separate_fast_forces(system, ["HarmonicBondForce"], groups=[0])
+
+
+def test_fast_force_guess_in_context_matches_the_data_program_for_alanine():
+    """X-H constraints, bonded forces recomputed per substep: FlashMDIntegrator's stride of the
+    guess model is the stand-alone program's guess, and the System's groups are split once."""
+    built = get_system("alanine-dipeptide-implicit-hbonds")
+    fast = ["HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce"]
+    probe = openmm.Context(built.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    probe.setPositions(built.positions)
+    probe.setVelocitiesToTemperature(300.0, 4)
+    probe.applyVelocityConstraints(1e-10)
+    x0, v0 = positions_velocities(probe)
+    del probe
+    g, w = _guess_of(get_system("alanine-dipeptide-implicit-hbonds").system, x0, v0, 0.008, 4, platform="CPU",
+                     fast_forces=fast)
+    g_frozen, _ = _guess_of(get_system("alanine-dipeptide-implicit-hbonds").system, x0, v0, 0.008, 4, platform="CPU")
+    assert np.abs(g - g_frozen).max() > 1e-4  # the substeps' bonded forces matter
+
+    system = built.system
+    integrator = FlashMDIntegrator(system, VerletGuessStrideModel(0.008, 4, fast_forces=fast), splitting="F",
+                                   random_seed=5)
+    groups = {type(f).__name__: f.getForceGroup() for f in system.getForces()}
+    assert groups["HarmonicBondForce"] == groups["HarmonicAngleForce"] == groups["PeriodicTorsionForce"] != 0
+    assert groups["NonbondedForce"] == groups["CustomGBForce"] == 0
+    context = context_for(system, integrator, "CPU")
+    context.setPositions(x0)
+    context.setVelocities(v0)
+    integrator.step(1)
+    new_x, new_v = positions_velocities(context)
+    np.testing.assert_allclose(new_x, x0 + g, atol=2e-9)
+    np.testing.assert_allclose(new_v, w, atol=1e-5)
+
+
+def test_a_model_whose_fast_forces_the_system_lacks_is_refused():
+    system = _constant_force_system([1.0, 2.0])
+    with pytest.raises(ValueError, match="HarmonicBondForce.*has none of them"):
+        FlashMDIntegrator(system, VerletGuessStrideModel(0.01, fast_forces=["HarmonicBondForce"]), splitting="F")
 
 
 def test_guess_in_context_matches_the_data_program_for_rigid_water():
@@ -233,6 +329,38 @@ def test_train_evaluate_and_run_a_guess_model(constrained_dimer_data, tmp_path):
     context.setPositions(x0)
     context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
     integrator.step(5)
+    x, v = positions_velocities(context)
+    assert np.isfinite(x).all() and np.isfinite(v).all()
+
+
+def test_train_evaluate_and_run_a_guess_model_with_fast_forces(constrained_dimer_data, tmp_path):
+    """``model.guess_fast_forces`` reaches the metadata, the training guesses, evaluate and the integrator:
+    the guess recomputing the external spring per substep is closer to the data than the frozen one."""
+    overrides = dict(TINY_MODEL)
+    overrides.update({"model.verlet_guess": True, "model.guess_substeps": 2,
+                      "model.guess_fast_forces": ["CustomExternalForce"], "training.max_steps": 4,
+                      "training.validate_every": 4, "training.checkpoint_every": 4, "training.warmup_steps": 2,
+                      "training.batch_size": 8, "data.validation_fraction": 0.34})
+    result = train(constrained_dimer_data, tmp_path / "run", STRIDE, overrides=overrides, device="cpu",
+                   progress=False)
+    meta = read_metadata(load_model(result.model_path))
+    assert meta["guess_fast_forces"] == ["CustomExternalForce"]
+    report = evaluate(result.model_path, constrained_dimer_data, max_pairs=64, batch_size=8)
+    data = load_trajectories(constrained_dimer_data)
+    frozen = pair_guesses(data, STRIDE, 2, time_reversal=False, progress=False)["forward"][0]
+    fast = pair_guesses(data, STRIDE, 2, time_reversal=False, progress=False,
+                        fast_forces=["CustomExternalForce"])["forward"][0]
+    k = int(round(STRIDE / data.record_interval))
+    target = data.positions[:, k:] - data.positions[:, :-k]
+    assert np.abs(fast[:, :-k] - target).mean() < 0.5 * np.abs(frozen[:, :-k] - target).mean()
+    assert report["all"]["dq_guess_rmse"] < report["all"]["dq_free_flight_rmse"]
+    system, topology, x0 = diatomics(constrained=True)
+    integrator = FlashMDIntegrator(system, result.model_path, temperature=300 * unit.kelvin, topology=topology)
+    assert {type(f).__name__: f.getForceGroup() for f in system.getForces()}["CustomExternalForce"] != 0
+    context = context_for(system, integrator)
+    context.setPositions(x0)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    integrator.step(3)
     x, v = positions_velocities(context)
     assert np.isfinite(x).all() and np.isfinite(v).all()
 

@@ -43,14 +43,16 @@ def data_topology(data: TrajectoryData):
 def verlet_guesses(
     data: TrajectoryData, stride: float, substeps: int, reverse: bool = False,
     segments: Optional[Sequence[int]] = None, platform: str = "CPU", progress: bool = True,
-    states: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    states: Optional[Tuple[np.ndarray, np.ndarray]] = None, fast_forces: Sequence[str] = (),
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The Verlet guess over ``stride`` (ps) in ``substeps`` substeps from every frame of
     ``segments`` (indices into ``data``; default all): displacements (nm) and velocities
     (nm/ps), each ``[S, F, N, 3]`` (zeros in other segments).
 
     With ``reverse`` the velocities are negated first (the start of a time-reversed pair).
-    Forces are those of every force in the data's System, constraints are the System's.
+    Forces are those of every force in the data's System, constraints are the System's;
+    the forces of the classes ``fast_forces`` are recomputed per substep (the model's
+    ``guess_fast_forces``).
     ``states`` (positions nm, velocities nm/ps, each ``[S, F, N, 3]``) replaces the data's
     frames, e.g. the noisy copies of :func:`noisy_frames`.
     """
@@ -58,7 +60,7 @@ def verlet_guesses(
     system = data_system(data)
     if system.getNumParticles() != data.n_atoms:
         raise ValueError(f"{data.path}: its System has {system.getNumParticles()} particles, the frames {data.n_atoms}")
-    integrator = verlet_guess_integrator(stride, substeps, constrained=system.getNumConstraints() > 0)
+    integrator = verlet_guess_integrator(system, stride, substeps, fast_forces)
     context = openmm.Context(system, integrator, make_platform(platform))
     displacements = np.zeros_like(data.positions)
     velocities = np.zeros_like(data.positions)
@@ -80,12 +82,12 @@ def verlet_guesses(
 def pair_guesses(
     data: TrajectoryData, stride: float, substeps: int, time_reversal: bool,
     segments: Optional[Sequence[int]] = None, progress: bool = True,
-    states: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    states: Optional[Tuple[np.ndarray, np.ndarray]] = None, fast_forces: Sequence[str] = (),
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """The ``guesses`` argument of :class:`~openmm_flashmd.data.dataset.StridePairs`: forward
     guesses, and with ``time_reversal`` the guesses from negated velocities (of ``states``
     instead of the data's frames when given)."""
-    kwargs = dict(segments=segments, progress=progress, states=states)
+    kwargs = dict(segments=segments, progress=progress, states=states, fast_forces=fast_forces)
     out = {"forward": verlet_guesses(data, stride, substeps, **kwargs)}
     if time_reversal:
         out["reverse"] = verlet_guesses(data, stride, substeps, reverse=True, **kwargs)

@@ -118,7 +118,7 @@ def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str
     constraints into ``flashmd_nonfinite`` and skip the rest of the substep (which would
     evaluate forces there) when there are any."""
     declare_per_dof(integrator, DRIFT_VARIABLE)
-    integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{force}/m")
+    integrator.addComputePerDof("v", f"v + {0.5 * h!r}*({force})/m")
     if constrained:
         integrator.addConstrainVelocities()
     integrator.addComputePerDof(DRIFT_VARIABLE, "x")
@@ -129,7 +129,7 @@ def add_rattle_substep(integrator: openmm.CustomIntegrator, h: float, force: str
             integrator.addComputeSum("flashmd_nonfinite", nonfinite("x"))
             integrator.beginIfBlock("flashmd_nonfinite = 0")
         integrator.addComputePerDof("v", f"(x - {DRIFT_VARIABLE})/{h!r}")
-    integrator.addComputePerDof("v", f"v + {0.5 * h!r}*{force}/m")
+    integrator.addComputePerDof("v", f"v + {0.5 * h!r}*({force})/m")
     if constrained:
         integrator.addConstrainVelocities()
         if guarded:

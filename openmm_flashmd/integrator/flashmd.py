@@ -39,7 +39,9 @@ from openmm_flashmd.integrator.guess import (
     VELOCITY_VARIABLE,
     add_guess_variables,
     add_verlet_guess,
+    guess_fast_forces,
     model_uses_guess,
+    separate_fast_forces,
 )
 from openmm_flashmd.integrator.splitting import THERMOSTAT_LETTERS, SplittingError, default_splitting, parse_splitting
 from openmm_flashmd.integrator.settle import settle_clusters
@@ -119,7 +121,9 @@ class FlashMDIntegrator(ThermostatedIntegrator):
     stride; ``getStepSize()`` is that stride, so simulation time, reporters and
     checkpoints stay right. A model declaring the ``verlet_guess`` input gets the
     frozen-force Verlet guess of each stride (:mod:`openmm_flashmd.integrator.guess`),
-    computed here from the forces of ``energy_force_groups``.
+    computed here from the forces of ``energy_force_groups``; when its metadata names
+    ``guess_fast_forces``, the System's forces of those classes move to a force group of
+    their own (same total energy and forces), recomputed at every substep of the guess.
 
     Parameters
     ----------
@@ -220,6 +224,12 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         atomic_numbers = atomic_numbers_for(system, metadata, topology)
         check_model_fits_system(system, metadata, atomic_numbers, _in(timestep, unit.picosecond, "timestep"))
 
+        fast_group = None
+        if model_uses_guess(metadata):  # before the stride group is chosen: the fast forces may take a group
+            fast_group = separate_fast_forces(system, guess_fast_forces(metadata), None if energy_force_groups is None
+                                              else [int(g) for g in energy_force_groups])
+            if energy_force_groups is not None and fast_group is not None:
+                energy_force_groups = [*energy_force_groups, fast_group]
         populated = _force_groups(system)
         group = _choose_stride_group(populated)
         all_groups = set(range(32)) - {group}
@@ -264,6 +274,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
         )
         self._energy_only = _declares_energy_only(system)
         self._uses_guess = adapter.uses_guess
+        self._fast_group = fast_group
         self._constrained = system.getNumConstraints() > 0
         self._counts = {letter: letters.count(letter) for letter in set(letters)}
         self._random_rotation = random_rotation
@@ -380,7 +391,8 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             # the guess from the forces at x (groups of the energy filter), handed over at x + g
             # (the positions the guess ends at) and x + s w, like the velocities below
             add_verlet_guess(self, self.getStepSize().value_in_unit(unit.picosecond),
-                             int(self.model_metadata["guess_substeps"]), self._force_terms, self._constrained)
+                             int(self.model_metadata["guess_substeps"]), self._force_terms, self._constrained,
+                             self._fast_group)
             self.addComputeGlobal("flashmd_stage", "4")
             self.addComputePerDof("flashmd_sink", f"f{g}")
             self.addComputePerDof("x", f"x - {GUESS_VARIABLE} + {s!r}*{GUESS_VELOCITY_VARIABLE}")

@@ -18,8 +18,19 @@ written by ``openmm-flashmd evaluate``). Forces are projected before each
 drift: raw forces on a rigid water's hydrogens are mostly cancelled by constraint forces,
 and an unprojected 16 fs drift moves hydrogens so far that SETTLE fails.
 
+*Fast forces* (a multiple-time-step guess). A model may name OpenMM Force classes in its
+metadata's ``guess_fast_forces`` (e.g. ``["HarmonicBondForce", "HarmonicAngleForce",
+"PeriodicTorsionForce"]``): their forces are computed again at every substep, at the
+substep's positions, and only the rest stays frozen (``F = F_slow(x0) + F_fast(x)``, the
+impulse r-RESPA split with the slow force applied at the start). Bonded forces are cheap and
+carry the stiff vibrations a frozen force gets wrong: for alanine dipeptide with X-H bonds
+constrained at 8 fs, the frozen-force guess is little better than free flight, the
+multiple-time-step one several times closer to reference MD on every element
+(``benchmarks/guess_errors.py``). :func:`separate_fast_forces` moves the System's forces of
+those classes into a force group of their own, which the program evaluates per substep.
+
 A model that declares the input ``"verlet_guess"`` in its metadata (with
-``guess_substeps``) receives ``g`` and ``w`` after ``box``. :func:`add_verlet_guess`
+``guess_substeps`` and optionally ``guess_fast_forces``) receives ``g`` and ``w`` after ``box``. :func:`add_verlet_guess`
 appends the computation to a ``CustomIntegrator``;
 :class:`openmm_flashmd.integrator.FlashMDIntegrator` runs it before each stride and
 :func:`openmm_flashmd.data.guess.verlet_guesses` runs the very same program on reference
@@ -28,7 +39,7 @@ data, so a model is trained on the numbers it sees in a simulation.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import openmm
 
@@ -51,6 +62,41 @@ def model_uses_guess(metadata: Dict[str, Any]) -> bool:
     return VERLET_GUESS_INPUT in (metadata.get("inputs") or [])
 
 
+def guess_fast_forces(metadata: Dict[str, Any]) -> List[str]:
+    """The Force classes a Verlet-guess model's guess recomputes per substep (metadata
+    ``guess_fast_forces``; empty: every force frozen, the models from before it existed)."""
+    return [str(name) for name in (metadata.get("guess_fast_forces") or [])]
+
+
+def separate_fast_forces(system: openmm.System, class_names: Sequence[str],
+                         groups: Optional[Sequence[int]] = None) -> Optional[int]:
+    """Give the System's forces of the classes ``class_names`` (those in force ``groups``,
+    when given) a force group of their own and return it; ``None`` when ``class_names`` is
+    empty. Forces that already are alone in one group keep it (building twice on one System,
+    or on its copy, gives the same program); otherwise they move to the highest free group.
+    The System's total energy and forces do not change.
+    """
+    names = set(class_names)
+    if not names:
+        return None
+    forces = [system.getForce(i) for i in range(system.getNumForces())]
+    fast = [f for f in forces if type(f).__name__ in names and (groups is None or f.getForceGroup() in groups)]
+    if not fast:
+        raise ValueError(f"the stride model's guess recomputes {sorted(names)} at every substep, but this System "
+                         f"has none of them{' in its energy force groups' if groups is not None else ''}; "
+                         "it was trained on another kind of System")
+    fast_groups = {f.getForceGroup() for f in fast}
+    others = {f.getForceGroup() for f in forces if not any(f is g for g in fast)}
+    if len(fast_groups) == 1 and not fast_groups & others:
+        return fast_groups.pop()
+    free = [g for g in range(31, -1, -1) if g not in others | fast_groups]
+    if not free:
+        raise ValueError("all 32 force groups are in use; the guess's fast forces need a group of their own")
+    for force in fast:
+        force.setForceGroup(free[0])
+    return free[0]
+
+
 def add_guess_variables(integrator: openmm.CustomIntegrator) -> None:
     """Declare the per-DOF variables :func:`add_verlet_guess` writes."""
     for name in (START_VARIABLE, VELOCITY_VARIABLE, FORCE_VARIABLE, DRIFT_VARIABLE, GUESS_VARIABLE,
@@ -60,13 +106,15 @@ def add_guess_variables(integrator: openmm.CustomIntegrator) -> None:
 
 def add_verlet_guess(
     integrator: openmm.CustomIntegrator, stride: float, substeps: int, force: Sequence[str] = ("f",),
-    constrained: bool = True,
+    constrained: bool = True, fast_group: Optional[int] = None,
 ) -> None:
     """Append the Verlet guess over ``stride`` (ps) in ``substeps`` substeps to ``integrator``.
 
     ``force`` lists the per-DOF force terms to add (e.g. ``["f"]`` or ``["f0", "f2"]``,
     kJ/mol/nm; OpenMM takes one force group per step, so each term is its own step);
-    ``constrained`` applies the System's constraints. Afterwards ``flashmd_guess`` and
+    ``constrained`` applies the System's constraints. ``fast_group`` (one of the groups the
+    terms sum, from :func:`separate_fast_forces`): that group's forces are evaluated again at
+    every substep instead of frozen. Afterwards ``flashmd_guess`` and
     ``flashmd_guess_v`` hold the guess, ``x`` the guessed positions ``x0 + flashmd_guess``,
     ``v`` the guessed velocities and ``flashmd_v0`` the velocities before; the caller
     moves back with ``x = x - flashmd_guess`` and ``v = flashmd_v0``.
@@ -80,19 +128,28 @@ def add_verlet_guess(
     integrator.addComputePerDof(FORCE_VARIABLE, first)
     for term in rest:
         integrator.addComputePerDof(FORCE_VARIABLE, f"{FORCE_VARIABLE} + {term}")
+    substep_force = FORCE_VARIABLE
+    if fast_group is not None:
+        integrator.addComputePerDof(FORCE_VARIABLE, f"{FORCE_VARIABLE} - f{int(fast_group)}")
+        substep_force = f"{FORCE_VARIABLE} + f{int(fast_group)}"
     for _ in range(int(substeps)):
-        add_rattle_substep(integrator, h, FORCE_VARIABLE, constrained)
+        add_rattle_substep(integrator, h, substep_force, constrained)
     integrator.addComputePerDof(GUESS_VARIABLE, f"x - {START_VARIABLE}")
     integrator.addComputePerDof(GUESS_VELOCITY_VARIABLE, "v")
 
 
-def verlet_guess_integrator(stride: float, substeps: int, constrained: bool) -> openmm.CustomIntegrator:
-    """A ``CustomIntegrator`` whose one step computes the Verlet guess over ``stride`` (ps)
-    into ``flashmd_guess`` (nm) and ``flashmd_guess_v`` (nm/ps). Its constraint tolerance is
-    the ``CustomIntegrator`` default, the same as :class:`FlashMDIntegrator`'s."""
+def verlet_guess_integrator(system: openmm.System, stride: float, substeps: int,
+                            fast_forces: Sequence[str] = ()) -> openmm.CustomIntegrator:
+    """A ``CustomIntegrator`` for ``system`` whose one step computes the Verlet guess over
+    ``stride`` (ps) into ``flashmd_guess`` (nm) and ``flashmd_guess_v`` (nm/ps), with the
+    System's constraints if it has any and the forces of the classes ``fast_forces``
+    recomputed per substep (moved to a group of their own, :func:`separate_fast_forces`).
+    Its constraint tolerance is the ``CustomIntegrator`` default, the same as
+    :class:`FlashMDIntegrator`'s."""
+    fast_group = separate_fast_forces(system, fast_forces)
     integrator = openmm.CustomIntegrator(float(stride))
     add_guess_variables(integrator)
-    add_verlet_guess(integrator, stride, substeps, ["f"], constrained)
+    add_verlet_guess(integrator, stride, substeps, ["f"], system.getNumConstraints() > 0, fast_group)
     integrator.addComputePerDof("x", f"x - {GUESS_VARIABLE}")
     integrator.addComputePerDof("v", VELOCITY_VARIABLE)
     return integrator

@@ -5,7 +5,7 @@ Both follow the stride-model protocol (:mod:`openmm_flashmd.model.protocol`).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -86,15 +86,19 @@ class VerletGuessStrideModel(torch.nn.Module):
     Without constraints that is x + τ v + τ² F / 2m and v + τ F / m: exact under constant
     forces (free fall). It tests that the integrator computes and hands over the guess.
     ``guess_error`` multiplies g and w by (1 + guess_error) (a deliberately wrong map).
+    ``fast_forces``: Force classes the guess recomputes per substep (``guess_fast_forces``);
+    with them, and no other force, the stride is velocity Verlet in ``substeps`` steps.
     """
 
-    def __init__(self, stride: float, substeps: int = 1, guess_error: float = 0.0):
+    def __init__(self, stride: float, substeps: int = 1, guess_error: float = 0.0,
+                 fast_forces: Sequence[str] = ()):
         super().__init__()
         self.stride = float(stride)
         self.guess_error = float(guess_error)
+        fast = {"guess_fast_forces": [str(name) for name in fast_forces]} if fast_forces else {}
         self.metadata_json = make_metadata_json(
             kind="verlet-guess", inputs=["verlet_guess"], guess_substeps=int(substeps),
-            hypers={"guess_error": self.guess_error},
+            hypers={"guess_error": self.guess_error}, **fast,
         )
 
     def forward(

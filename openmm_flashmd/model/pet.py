@@ -97,6 +97,10 @@ class PETHypers:
     :mod:`openmm_flashmd.integrator.guess`) as input and predict corrections to it."""
     guess_substeps: int = 4
     """Substeps of the Verlet guess (with ``verlet_guess``)."""
+    guess_fast_forces: List[str] = dataclasses.field(default_factory=list)
+    """OpenMM Force classes the Verlet guess recomputes at every substep (with ``verlet_guess``;
+    e.g. ``["HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce"]``); empty:
+    every force frozen at the start of the stride (:mod:`openmm_flashmd.integrator.guess`)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -762,6 +766,8 @@ class PETStrideModel(PETModel):
         fields: Dict[str, Any] = {"kind": "pet", "masses": self.element_masses}
         if self.hypers.verlet_guess:
             fields.update(inputs=["verlet_guess"], guess_substeps=int(self.hypers.guess_substeps))
+            if self.hypers.guess_fast_forces:
+                fields.update(guess_fast_forces=[str(name) for name in self.hypers.guess_fast_forces])
         return fields
 
     @staticmethod

@@ -20,7 +20,8 @@ new_velocities     [N, 3]     nm/ps   velocities at t + stride
 A model whose metadata lists ``"verlet_guess"`` in ``inputs`` takes two more arguments,
 ``guess_displacement`` [N, 3] nm and ``guess_velocities`` [N, 3] nm/ps: where velocity
 Verlet with the System's constraints goes over the stride in ``guess_substeps`` substeps
-when the forces stay frozen at time t (see :mod:`openmm_flashmd.integrator.guess`);
+when the forces stay frozen at time t, except those of the Force classes listed in
+``guess_fast_forces``, recomputed at every substep (see :mod:`openmm_flashmd.integrator.guess`);
 :class:`~openmm_flashmd.integrator.FlashMDIntegrator` computes them on the platform.
 Models without it keep the five-argument ``forward``.
 
@@ -57,6 +58,7 @@ METADATA_DEFAULTS: Dict[str, Any] = {
     "validation": {},         # validation errors measured at export
     "inputs": [],             # optional inputs after ``box``, in order; only "verlet_guess" exists
     "guess_substeps": 1,      # substeps of the Verlet guess (models with the "verlet_guess" input)
+    "guess_fast_forces": [],  # Force classes the guess recomputes per substep; empty = all frozen
 }
 
 #: Range of strides (ps) a model may declare: 0.01 fs to 10 ps.

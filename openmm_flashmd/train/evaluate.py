@@ -44,7 +44,7 @@ from openmm_flashmd.data.dataset import (
     turned_inputs,
 )
 from openmm_flashmd.data.guess import data_system, verlet_guesses
-from openmm_flashmd.integrator.guess import model_uses_guess
+from openmm_flashmd.integrator.guess import guess_fast_forces, model_uses_guess
 from openmm_flashmd.train.openmm_system import OpenMMStateGuess
 
 __all__ = ["ModelDataMismatch", "evaluate", "check_model_matches_data", "format_table", "format_rollout",
@@ -496,7 +496,8 @@ def evaluate(
         raise ValueError("a rollout evaluation needs a batched model (one with forward_batch)")
     guesses = None
     if uses_guess:
-        guesses = {"forward": verlet_guesses(data, stride, int(meta["guess_substeps"]), segments=loaded)}
+        guesses = {"forward": verlet_guesses(data, stride, int(meta["guess_substeps"]), segments=loaded,
+                                             fast_forces=guess_fast_forces(meta))}
     pairs = StridePairs(data, stride, segments=loaded, guesses=guesses)
     order = subsample(len(pairs), max_pairs, seed)
     if len(order) == 0:
@@ -538,7 +539,8 @@ def evaluate(
         for z, errors in energies.constrained_errors().items():
             result["per_element"][z].update(errors)
     if rollout > 1:
-        guesser = OpenMMStateGuess(data_system(data), stride, int(meta["guess_substeps"])) if uses_guess else None
+        guesser = (OpenMMStateGuess(data_system(data), stride, int(meta["guess_substeps"]),
+                                    fast_forces=guess_fast_forces(meta)) if uses_guess else None)
         result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
                                            max(batch_size, 1), guesser)
     if output_json is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import openmm_flashmd._plugins  # noqa: F401  (torch before openmm; see NOTES)
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import openmm
@@ -120,7 +120,8 @@ class OpenMMPotential(_SystemContext):
 class OpenMMStateGuess(_SystemContext):
     """What the integrator does between two strides, for a batch of predicted states: the exact
     constraint solve (SHAKE/SETTLE then RATTLE, at the integrator's tolerance) and the Verlet
-    guess over ``stride`` (ps) in ``substeps`` substeps of the constrained state.
+    guess over ``stride`` (ps) in ``substeps`` substeps of the constrained state (the forces of
+    the classes ``fast_forces`` recomputed per substep).
 
     ``guesser(positions, velocities, box)`` with ``[B, N, 3]`` nm, nm/ps and ``[B, 3, 3]`` nm
     returns the inputs of the next stride, ``(positions, velocities, g, w)``, each ``[B, N, 3]``
@@ -130,9 +131,9 @@ class OpenMMStateGuess(_SystemContext):
     """
 
     def __init__(self, system: openmm.System, stride: float, substeps: int, platform: str = "CPU",
-                 threads: int = 0):
+                 threads: int = 0, fast_forces: Sequence[str] = ()):
         self.constrained = system.getNumConstraints() > 0
-        super().__init__(system, verlet_guess_integrator(stride, substeps, self.constrained), platform, threads)
+        super().__init__(system, verlet_guess_integrator(system, stride, substeps, fast_forces), platform, threads)
 
     def __call__(self, positions: torch.Tensor, velocities: torch.Tensor, box: torch.Tensor):
         out = [np.zeros((positions.shape[0], self.n_atoms, 3)) for _ in range(4)]

@@ -324,18 +324,19 @@ class StrideTask(TrainingTask):
             raise ValueError("loss.reversal of a Verlet-guess model needs data.time_reversal (the guesses from "
                              "negated velocities)")
         # a Verlet-guess model's later rollout strides start from predicted states: OpenMM on the data's System
-        self.guesser = (OpenMMStateGuess(data_system(tdata), stride, phypers.guess_substeps)
+        fast = list(phypers.guess_fast_forces)
+        self.guesser = (OpenMMStateGuess(data_system(tdata), stride, phypers.guess_substeps, fast_forces=fast)
                         if rollout > 1 and phypers.verlet_guess else None)
         if phypers.verlet_guess:  # computed with OpenMM on the data's System (deterministic on CPU)
             guesses = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
-                                   segments=np.concatenate([train_idx, val_idx]), progress=show)
+                                   segments=np.concatenate([train_idx, val_idx]), progress=show, fast_forces=fast)
         noisy = None
         if float(hd["input_noise"]) > 0:  # noise injection: one noisy copy of every training frame
             states = noisy_frames(tdata, float(hd["input_noise"]), int(t["seed"]), segments=train_idx, progress=show)
             noisy = {"states": states, "fraction": float(hd["noisy_fraction"])}
             if guesses is not None:
                 noisy["guesses"] = pair_guesses(tdata, stride, phypers.guess_substeps, hd["time_reversal"],
-                                                segments=train_idx, progress=show, states=states)
+                                                segments=train_idx, progress=show, states=states, fast_forces=fast)
         self.set_datasets(
             StridePairs(tdata, stride, train_idx, time_reversal=hd["time_reversal"],
                         random_rotations=hd["random_rotations"], dtype=dtype, generator=self.generator,

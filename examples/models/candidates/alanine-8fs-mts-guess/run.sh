@@ -1,0 +1,15 @@
+#!/bin/bash
+# Alanine dipeptide (HBonds) at 8 fs, a PET correcting the multiple-time-step Verlet guess (bonded forces recomputed
+# at each of 4 substeps, nonbonded and GB forces frozen at the start; openmm_flashmd.integrator.guess), trained
+# from scratch on the bundled 8 fs model's data (build_all.sh's data-alanine-dipeptide-implicit-hbonds-1000 block,
+# as $WORK/ala-hbonds-1000.h5) with its architecture (alanine.yaml widened: d_pet 96, d_node and d_feedforward 192).
+# Settings fixed before any run: 6000 steps, alanine.yaml's batch 16 and learning rate 1e-3, no rollout or
+# reversal term. Resumes from its checkpoint when run again:
+#   WORK=bundled-work bash examples/models/candidates/alanine-8fs-mts-guess/run.sh
+set -euo pipefail
+WORK=${WORK:-bundled-work}
+bash examples/models/candidates/train_resumable.sh "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-8fs-mts-guess" \
+    --stride 0.008 --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
+    --set model.d_feedforward=192 --set model.verlet_guess=true --set model.guess_substeps=4 \
+    --set 'model.guess_fast_forces=[HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce]' \
+    --set training.max_steps=6000 --set training.checkpoint_every=250

@@ -138,6 +138,18 @@ def test_fast_forces_take_a_group_of_their_own_once():
         separate_fast_forces(system, ["HarmonicBondForce"], groups=[0])
 
 
+def _assert_one_stride_is_the_guess(system, integrator, x0, v0, g, w):
+    """One stride of a ``VerletGuessStrideModel`` integrator from (x0, v0) lands on (x0 + g, w); returns x."""
+    context = context_for(system, integrator, "CPU")
+    context.setPositions(x0)
+    context.setVelocities(v0)
+    integrator.step(1)
+    new_x, new_v = positions_velocities(context)
+    np.testing.assert_allclose(new_x, x0 + g, atol=2e-9)
+    np.testing.assert_allclose(new_v, w, atol=1e-5)
+    return new_x
+
+
 def test_fast_force_guess_in_context_matches_the_data_program_for_alanine():
     """X-H constraints, bonded forces recomputed per substep: FlashMDIntegrator's stride of the
     guess model is the stand-alone program's guess, and the System's groups are split once."""
@@ -160,13 +172,7 @@ def test_fast_force_guess_in_context_matches_the_data_program_for_alanine():
     groups = {type(f).__name__: f.getForceGroup() for f in system.getForces()}
     assert groups["HarmonicBondForce"] == groups["HarmonicAngleForce"] == groups["PeriodicTorsionForce"] != 0
     assert groups["NonbondedForce"] == groups["CustomGBForce"] == 0
-    context = context_for(system, integrator, "CPU")
-    context.setPositions(x0)
-    context.setVelocities(v0)
-    integrator.step(1)
-    new_x, new_v = positions_velocities(context)
-    np.testing.assert_allclose(new_x, x0 + g, atol=2e-9)
-    np.testing.assert_allclose(new_v, w, atol=1e-5)
+    _assert_one_stride_is_the_guess(system, integrator, x0, v0, g, w)
 
 
 def test_a_model_whose_fast_forces_the_system_lacks_is_refused():
@@ -198,13 +204,7 @@ def test_guess_in_context_matches_the_data_program_for_rigid_water():
     assert np.abs(g - v0 * 0.008).max() > 1e-4  # the forces matter
 
     integrator = FlashMDIntegrator(system, VerletGuessStrideModel(0.008, 4), splitting="F", random_seed=5)
-    context = context_for(system, integrator, "CPU")
-    context.setPositions(x0)
-    context.setVelocities(v0)
-    integrator.step(1)
-    new_x, new_v = positions_velocities(context)
-    np.testing.assert_allclose(new_x, x0 + g, atol=2e-9)
-    np.testing.assert_allclose(new_v, w, atol=1e-5)
+    new_x = _assert_one_stride_is_the_guess(system, integrator, x0, v0, g, w)
     for k in range(system.getNumConstraints()):
         i, j, d = system.getConstraintParameters(k)
         assert abs(np.linalg.norm(new_x[i] - new_x[j]) - d.value_in_unit(unit.nanometer)) < 1e-4
@@ -323,14 +323,20 @@ def test_train_evaluate_and_run_a_guess_model(constrained_dimer_data, tmp_path):
     assert energy["n_atoms"] == 8 and energy["model"]["total"]["sd"] > 0 and "guess" in energy
     assert energy["model"]["total"]["mean"] == pytest.approx(
         energy["model"]["potential"]["mean"] + energy["model"]["kinetic"]["mean"])
+    _run_dimers_with(result.model_path, 5)
+
+
+def _run_dimers_with(model_path, steps):
+    """Run ``steps`` NVT strides of a trained model on the constrained dimers; return their System."""
     system, topology, x0 = diatomics(constrained=True)
-    integrator = FlashMDIntegrator(system, result.model_path, temperature=300 * unit.kelvin, topology=topology)
+    integrator = FlashMDIntegrator(system, model_path, temperature=300 * unit.kelvin, topology=topology)
     context = context_for(system, integrator)
     context.setPositions(x0)
     context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-    integrator.step(5)
+    integrator.step(steps)
     x, v = positions_velocities(context)
     assert np.isfinite(x).all() and np.isfinite(v).all()
+    return system
 
 
 def test_train_evaluate_and_run_a_guess_model_with_fast_forces(constrained_dimer_data, tmp_path):
@@ -354,15 +360,8 @@ def test_train_evaluate_and_run_a_guess_model_with_fast_forces(constrained_dimer
     target = data.positions[:, k:] - data.positions[:, :-k]
     assert np.abs(fast[:, :-k] - target).mean() < 0.5 * np.abs(frozen[:, :-k] - target).mean()
     assert report["all"]["dq_guess_rmse"] < report["all"]["dq_free_flight_rmse"]
-    system, topology, x0 = diatomics(constrained=True)
-    integrator = FlashMDIntegrator(system, result.model_path, temperature=300 * unit.kelvin, topology=topology)
+    system = _run_dimers_with(result.model_path, 3)
     assert {type(f).__name__: f.getForceGroup() for f in system.getForces()}["CustomExternalForce"] != 0
-    context = context_for(system, integrator)
-    context.setPositions(x0)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-    integrator.step(3)
-    x, v = positions_velocities(context)
-    assert np.isfinite(x).all() and np.isfinite(v).all()
 
 
 def test_noisy_frames_keep_constraints_and_feed_noisy_inputs(constrained_dimer_data):

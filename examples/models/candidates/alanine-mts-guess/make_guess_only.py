@@ -1,7 +1,7 @@
 """Write the multiple-time-step Verlet guess alone as a stride model (no learned part), 8 fs, 4 substeps,
 bonded forces recomputed per substep: the baseline a learned correction of it has to beat.
 
-    python examples/models/candidates/alanine-8fs-mts-guess/make_guess_only.py OUT.pt
+    python examples/models/candidates/alanine-mts-guess/make_guess_only.py OUT.pt
 """
 import sys
 

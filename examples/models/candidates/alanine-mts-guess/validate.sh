@@ -1,8 +1,7 @@
 #!/bin/bash
-# Validation of the candidate of run.sh (NAME=alanine-8fs-mts-guess) or of its 16 fs twin
-# (NAME=alanine-16fs-mts-guess, examples/models/candidates/alanine-16fs-mts-guess/run.sh), as the bundled models'
-# without the stability run:
-#   NAME=alanine-8fs-mts-guess WORK=bundled-work OMP_NUM_THREADS=1 bash examples/models/candidates/alanine-8fs-mts-guess/validate.sh
+# Validation of a candidate of run.sh (NAME=alanine-8fs-mts-guess or alanine-16fs-mts-guess), as the bundled
+# models' without the stability run:
+#   NAME=alanine-8fs-mts-guess WORK=bundled-work OMP_NUM_THREADS=1 bash examples/models/candidates/alanine-mts-guess/validate.sh
 # (the 2 ns reference MD is read from a copy of benchmarks/results/validation/reference-alanine-dipeptide-implicit-hbonds.*
 # in the --out folder).
 set -euo pipefail

@@ -224,7 +224,8 @@ def test_models_declare_known_inputs_only():
         read_metadata(Strange())
     meta = read_metadata(VerletGuessStrideModel(0.01, 2))
     assert meta["inputs"] == ["verlet_guess"] and meta["guess_substeps"] == 2
-    assert read_metadata(load_model("alanine-dipeptide-implicit-hbonds-8fs"))["inputs"] == []  # bundled models without it
+    bundled = read_metadata(load_model("alanine-dipeptide-implicit-hbonds-8fs"))
+    assert bundled["inputs"] == ["verlet_guess"] and "HarmonicBondForce" in bundled["guess_fast_forces"]
 
 
 def _tiny_guess_pet(stride=STRIDE, substeps=2):

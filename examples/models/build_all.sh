@@ -167,66 +167,44 @@ openmm-flashmd generate --system alanine-dipeptide-implicit-hbonds --timestep 0.
 
 # >>> alanine-dipeptide-implicit-hbonds-8fs
 # data: data-alanine-dipeptide-implicit-hbonds-1000
-# Free flight (the frozen-force Verlet guess fails for this molecule at 8 fs), a PET twice as wide as
-# alanine.yaml's (d_pet 96, d_node and d_feedforward 192) on five times the data of the first
-# alanine model: 12000 steps, 76 min on one thread beside other jobs. It replaced the narrow model
-# (200 segments, 8000 steps) on 2026-12-02 after a full validation: 250 ps NVT completed where the
-# narrow model exploded at 81 ps, Ramachandran JS 0.38 against 0.61.
-openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-8fs-base" --stride 0.008 \
-    --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.max_steps=12000 --set training.checkpoint_every=250 --device cpu
-# Then 3000 steps from that model with the two-stride rollout loss (loss.rollout, 2526 s on one thread beside
-# another job). It replaced the base model on 2026-12-03: held-out position error after four strides
-# 3.67e-3 nm against 4.90e-3, Ramachandran JS 0.29 against 0.38, NVT without filter completed 250 ps where
-# the base model failed at 237 ps (benchmarks/results/candidates/alanine-8fs-rollout.json, learning_curves.json).
-openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-8fs-rollout2" --stride 0.008 \
-    --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.init_from="$WORK/alanine-dipeptide-implicit-hbonds-8fs-base/model.pt" \
-    --set training.learning_rate=3e-4 --set training.warmup_steps=100 --set training.max_steps=3000 \
-    --set training.checkpoint_every=250 --set loss.rollout=1 --set loss.rollout_strides=2 --device cpu
-# Then 2000 steps from that model with a three-stride rollout (1696 s on one thread beside another job, on a
-# regeneration of the data command above). It replaced the two-stride model on 2026-12-04: held-out position
-# error after four strides 3.29e-3 nm against 3.74e-3 on the same segments (benchmarks/results/held_out/rollout/),
-# one-stride errors within 3 %; full validation: Ramachandran JS 0.19 against 0.29, with the filter every element
-# closer to reference MD (worst N -49 K against O +69 K), 1 ns stability run (learning_curves.json).
-openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-8fs-rollout3" --stride 0.008 \
-    --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.init_from="$WORK/alanine-dipeptide-implicit-hbonds-8fs-rollout2/model.pt" \
-    --set training.learning_rate=2e-4 --set training.warmup_steps=100 --set training.max_steps=2000 \
-    --set training.checkpoint_every=250 --set loss.rollout=1 --set loss.rollout_strides=3 --device cpu
-# Then 2000 steps from that model with a four-stride rollout (2005 s on one thread beside another job, same data).
-# It replaced the three-stride model on 2026-12-05: held-out position error after four strides 3.06e-3 nm against
-# 3.29e-3 on the same segments (benchmarks/results/held_out/rollout/), one-stride errors within 2 %; full
-# validation: Ramachandran JS 0.11 against 0.19 (alpha_L 0.1 % against 8 %), NVE +10 K against +91 K, 1 ns
-# stability run; with the filter oxygens hotter (+56 K against +41 K) (learning_curves.json).
-openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-8fs-rollout4" --stride 0.008 \
-    --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.init_from="$WORK/alanine-dipeptide-implicit-hbonds-8fs-rollout3/model.pt" \
-    --set training.learning_rate=2e-4 --set training.warmup_steps=100 --set training.max_steps=2000 \
-    --set training.checkpoint_every=250 --set loss.rollout=1 --set loss.rollout_strides=4 --device cpu
-# Then 2000 steps from that model with a five-stride rollout (2733 s on one thread beside one to three other jobs,
-# same data). It replaced the four-stride model on 2026-12-05: held-out position error after four strides 2.93e-3 nm
-# against 3.06e-3 on the same segments, one-stride errors 0-3 % higher; full validation: Ramachandran JS 0.096
-# against 0.113 (alpha_R 9 % against 29 %, reference MD 22 %), with the filter worst element O +49 K (+56 K), 1 ns
-# stability run; without the filter colder (-101 K against -72 K) (learning_curves.json).
+# A PET correcting the multiple-time-step Verlet guess: bonded forces (bonds, angles, torsions) recomputed at each
+# of 4 substeps of 2 fs, the nonbonded and GB forces frozen at the start of the stride (model.guess_fast_forces;
+# the guess alone is 18-49x closer to reference MD than the frozen-force guess, benchmarks/results/guess_errors-*.json).
+# alanine.yaml widened (d_pet 96, d_node and d_feedforward 192), 6000 steps from scratch (988 s on one thread beside
+# another job). It replaced on 2026-12-08 the free-flight model bundled since 2026-12-05 (12000 steps, then 3000 +
+# 4 x 2000 steps of two- to five-stride rollout losses; in git history): held-out position
+# errors 11-16x lower, Ramachandran JS 0.012 against 0.098 over 1 ns, with the filter every element within 13 K of
+# reference MD (before: oxygens +60 K) (examples/models/candidates/alanine-mts-guess/, learning_curves.json).
 openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-8fs" --stride 0.008 \
     --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.init_from="$WORK/alanine-dipeptide-implicit-hbonds-8fs-rollout4/model.pt" \
-    --set training.learning_rate=2e-4 --set training.warmup_steps=100 --set training.max_steps=2000 \
-    --set training.checkpoint_every=250 --set loss.rollout=1 --set loss.rollout_strides=5 --device cpu
+    --set model.d_feedforward=192 --set model.verlet_guess=true --set model.guess_substeps=4 \
+    --set 'model.guess_fast_forces=[HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce]' \
+    --set training.max_steps=6000 --set training.checkpoint_every=250 --device cpu
 openmm-flashmd evaluate "$WORK/alanine-dipeptide-implicit-hbonds-8fs/model.pt" "$WORK/ala-hbonds-1000.h5" \
     --json benchmarks/results/held_out/alanine-dipeptide-implicit-hbonds-8fs.json --overwrite
 # <<< alanine-dipeptide-implicit-hbonds-8fs
 
 # >>> alanine-dipeptide-implicit-hbonds-16fs
 # data: data-alanine-dipeptide-implicit-hbonds-1000
-# The first 8 fs model's weights (the base run of the 8 fs block above) fine-tuned at 16 fs on the same data
-# (6000 steps, lr 5e-4 cosine, 68 min on one thread beside other jobs): benchmarks/results/learning_curves.json.
+# The 8 fs block's recipe at 16 fs (the multiple-time-step guess in 8 substeps of 2 fs; 6000 steps from scratch,
+# 16 min on one thread beside another job), then 2000 steps with a two-stride rollout loss (lr 3e-4; 700 s on one
+# thread beside two other jobs): the first stage alone had held-out errors 6-7x below the free-flight 16 fs model's
+# but ran stuck in beta/PPII (JS 0.19) and exploded without the filter at 51 ps. It replaced on 2026-12-08 the
+# free-flight model (the free-flight 8 fs base fine-tuned at 16 fs; in git history): Ramachandran JS 0.035 against
+# 0.21 over 1 ns, with the filter worst element O -42 K (before O +80 K), NVE +23 K (before +159 K)
+# (examples/models/candidates/alanine-mts-guess/, learning_curves.json).
+openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-16fs-base" --stride 0.016 \
+    --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
+    --set model.d_feedforward=192 --set model.verlet_guess=true --set model.guess_substeps=8 \
+    --set 'model.guess_fast_forces=[HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce]' \
+    --set training.max_steps=6000 --set training.checkpoint_every=250 --device cpu
 openmm-flashmd train "$WORK/ala-hbonds-1000.h5" "$WORK/alanine-dipeptide-implicit-hbonds-16fs" --stride 0.016 \
     --hypers examples/models/alanine.yaml --set model.d_pet=96 --set model.d_node=192 \
-    --set model.d_feedforward=192 --set training.init_from="$WORK/alanine-dipeptide-implicit-hbonds-8fs-base/model.pt" \
-    --set training.learning_rate=5e-4 --set training.warmup_steps=100 --set training.max_steps=6000 \
-    --set training.checkpoint_every=250 --device cpu
+    --set model.d_feedforward=192 --set model.verlet_guess=true --set model.guess_substeps=8 \
+    --set 'model.guess_fast_forces=[HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce]' \
+    --set training.init_from="$WORK/alanine-dipeptide-implicit-hbonds-16fs-base/model.pt" \
+    --set training.learning_rate=3e-4 --set training.warmup_steps=100 --set training.max_steps=2000 \
+    --set training.checkpoint_every=250 --set loss.rollout=1 --set loss.rollout_strides=2 --device cpu
 openmm-flashmd evaluate "$WORK/alanine-dipeptide-implicit-hbonds-16fs/model.pt" "$WORK/ala-hbonds-1000.h5" \
     --json benchmarks/results/held_out/alanine-dipeptide-implicit-hbonds-16fs.json --overwrite
 # <<< alanine-dipeptide-implicit-hbonds-16fs

@@ -29,15 +29,6 @@ VALIDATION = ROOT / "benchmarks" / "results" / "validation.json"
 HELD_OUT = ROOT / "benchmarks" / "results" / "held_out"
 MAX_BYTES = 5 * 1024 * 1024
 
-SMALL = ("A small model (trained briefly on a 2-core CPU) that demonstrates the pipeline end to end. Its "
-         "held-out stride errors beat the trivial baselines (table above), but the dynamics table shows how far "
-         "that is from stable, faithful dynamics: do not use it for science. The KE ratio column says why in part: "
-         "each stride removes a share of every element's kinetic energy, more from some elements than from others (a "
-         "mean-square loss predicts the average of what the model cannot resolve); the energy filter restores the "
-         "total by scaling all velocities with one factor, so the elements damped most run cold and the others hot, "
-         "which a weak thermostat cannot undo. For production, retrain with larger "
-         "hypers and many more steps (a GPU): the commands above take `--set model.d_pet=...` and "
-         "`--set training.max_steps=...`. ")
 GUESS_CORE = ("This model corrects the frozen-force Verlet guess (`openmm_flashmd.integrator.guess`; the guess "
               "columns of the table above give the guess's own errors), which FlashMDIntegrator computes on the "
               "platform before every stride: its held-out errors are several times below free flight and its KE "
@@ -93,13 +84,23 @@ NOTES = {
                        "23 K instead of 48 K (the model bundled before, 2026-12-04; the dynamics table below). "
                        "Both elements are inside the per-element goal of 10 K, not yet inside the trust check's "
                        "5 K for oxygens, and at 4 fs it is slower than the classical potential it learned from.",
-    "alanine-dipeptide-implicit-hbonds": SMALL + "Trained on alanine dipeptide in OBC2 implicit solvent with X-H "
-                                         "bonds constrained (amber14, `constraints=HBonds`) at 300 K only; refuses "
-                                         "the System without constraints. It predicts from free flight: the "
-                                         "frozen-force Verlet guess fails for this molecule at 8 fs (bending of "
-                                         "the constrained X-H bonds is too fast for it; the guess alone and a "
-                                         "model trained on it both exploded within 0.5 ps, see the README's "
-                                         "training ablation table).",
+    "alanine-dipeptide-implicit-hbonds-8fs": (
+        "This model corrects the multiple-time-step Verlet guess (`openmm_flashmd.integrator.guess`): at each of "
+        "its 4 substeps of 2 fs the bonded forces (HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, "
+        "which FlashMDIntegrator moves to a force group of their own) are computed again, while the nonbonded and "
+        "GB forces stay at their values at the start of the stride. That guess alone is 18-49x closer to reference "
+        "MD than the frozen-force guess (the guess columns above), but as a stride of its own it heats by +2.3 kJ/mol "
+        "per stride and explodes within picoseconds; the network learns what it misses. Trained on alanine "
+        "dipeptide in OBC2 implicit solvent with X-H bonds constrained (amber14, `constraints=HBonds`) at 300 K "
+        "only, 6000 steps from scratch on one CPU thread (16 min); it refuses a System without those bonded forces "
+        "or constraints. Its dynamics are in the table below; what it has not been tested on (other peptides, "
+        "other temperatures, explicit solvent) it has not seen."),
+    "alanine-dipeptide-implicit-hbonds-16fs": (
+        "The 8 fs model's recipe at 16 fs (the multiple-time-step guess in 8 substeps of 2 fs, 6000 steps from "
+        "scratch), then 2000 steps with a two-stride rollout loss (`loss.rollout`): without that stage its single "
+        "strides were as good but its runs stayed in the beta/PPII basin and exploded without the filter. Trained "
+        "on the same data and refuses the same Systems as `alanine-dipeptide-implicit-hbonds-8fs`; its dynamics "
+        "are in the table below."),
 }
 
 

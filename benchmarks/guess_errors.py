@@ -22,13 +22,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from _common import refuse_existing, stack_info, write_json
-
-DEFAULT_FAST = ["HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce"]
 
 
 def element_rmse(errors: np.ndarray, numbers: np.ndarray) -> Dict[str, float]:
@@ -72,12 +70,14 @@ def guess_errors(path: Path, stride: float, substeps: Sequence[int], fast_forces
             "frames_per_segment_used": int(data.frames_per_segment - k), "rows": rows}
 
 
-def main(argv: Sequence[str] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from openmm_flashmd.integrator.guess import BONDED_FORCES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="reference trajectory file (openmm-flashmd generate)")
     parser.add_argument("--stride", type=float, default=0.008, help="ps")
     parser.add_argument("--substeps", type=int, nargs="+", default=[4])
-    parser.add_argument("--fast-forces", nargs="+", default=DEFAULT_FAST,
+    parser.add_argument("--fast-forces", nargs="+", default=list(BONDED_FORCES),
                         help="OpenMM Force classes recomputed per substep in the multiple-time-step guess")
     parser.add_argument("--segments", type=int, default=40, help="segments used, spread over the file")
     parser.add_argument("--json", type=Path, default=None)

@@ -15,6 +15,7 @@ from openmm_flashmd import FlashMDIntegrator
 from openmm_flashmd.data.dataset import DataError, StridePairs, load_trajectories
 from openmm_flashmd.data.guess import pair_guesses
 from openmm_flashmd.integrator.guess import (
+    BONDED_FORCES,
     GUESS_VARIABLE,
     GUESS_VELOCITY_VARIABLE,
     separate_fast_forces,
@@ -154,7 +155,7 @@ def test_fast_force_guess_in_context_matches_the_data_program_for_alanine():
     """X-H constraints, bonded forces recomputed per substep: FlashMDIntegrator's stride of the
     guess model is the stand-alone program's guess, and the System's groups are split once."""
     built = get_system("alanine-dipeptide-implicit-hbonds")
-    fast = ["HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce"]
+    fast = list(BONDED_FORCES)
     probe = openmm.Context(built.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
     probe.setPositions(built.positions)
     probe.setVelocitiesToTemperature(300.0, 4)

@@ -40,6 +40,7 @@ from openmm_flashmd.integrator.guess import (
     add_guess_variables,
     add_verlet_guess,
     guess_fast_forces,
+    highest_free_group,
     model_uses_guess,
     separate_fast_forces,
 )
@@ -102,14 +103,6 @@ def _declares_energy_only(system: openmm.System) -> bool:
     """Whether a force of ``system`` declares :data:`ENERGY_ONLY_PARAMETER` (see
     :mod:`openmm_flashmd.model.energy`): its energy-only evaluations can then skip autograd."""
     return any(ENERGY_ONLY_PARAMETER in global_parameter_names(force) for force in system.getForces())
-
-
-def _choose_stride_group(used: set) -> int:
-    """The highest force group not in ``used``."""
-    for group in range(31, -1, -1):
-        if group not in used:
-            return group
-    raise ValueError("all 32 force groups are in use; FlashMD needs one free group for its stride force")
 
 
 class FlashMDIntegrator(ThermostatedIntegrator):
@@ -231,7 +224,7 @@ class FlashMDIntegrator(ThermostatedIntegrator):
             if energy_force_groups is not None and fast_group is not None:
                 energy_force_groups = [*energy_force_groups, fast_group]
         populated = _force_groups(system)
-        group = _choose_stride_group(populated)
+        group = highest_free_group(populated, "FlashMD needs one free group for its stride force")
         all_groups = set(range(32)) - {group}
         energy_groups = set(all_groups if energy_force_groups is None else (int(g) for g in energy_force_groups))
         if not energy_groups <= all_groups:

@@ -62,6 +62,19 @@ def model_uses_guess(metadata: Dict[str, Any]) -> bool:
     return VERLET_GUESS_INPUT in (metadata.get("inputs") or [])
 
 
+#: The bonded forces of an OpenMM force field (cheap, and the stiffest motions left once X-H
+#: bonds are constrained): the fast forces of the bundled alanine dipeptide models.
+BONDED_FORCES = ("HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce")
+
+
+def highest_free_group(used: set, purpose: str) -> int:
+    """The highest force group (0-31) not in ``used``; ``purpose`` names what needs it in the error."""
+    for group in range(31, -1, -1):
+        if group not in used:
+            return group
+    raise ValueError(f"all 32 force groups are in use; {purpose}")
+
+
 def guess_fast_forces(metadata: Dict[str, Any]) -> List[str]:
     """The Force classes a Verlet-guess model's guess recomputes per substep (metadata
     ``guess_fast_forces``; empty: every force frozen, the models from before it existed)."""
@@ -80,21 +93,20 @@ def separate_fast_forces(system: openmm.System, class_names: Sequence[str],
     if not names:
         return None
     forces = [system.getForce(i) for i in range(system.getNumForces())]
-    fast = [f for f in forces if type(f).__name__ in names and (groups is None or f.getForceGroup() in groups)]
+    is_fast = [type(f).__name__ in names and (groups is None or f.getForceGroup() in groups) for f in forces]
+    fast = [f for f, chosen in zip(forces, is_fast) if chosen]
     if not fast:
         raise ValueError(f"the stride model's guess recomputes {sorted(names)} at every substep, but this System "
                          f"has none of them{' in its energy force groups' if groups is not None else ''}; "
                          "it was trained on another kind of System")
     fast_groups = {f.getForceGroup() for f in fast}
-    others = {f.getForceGroup() for f in forces if not any(f is g for g in fast)}
+    others = {f.getForceGroup() for f, chosen in zip(forces, is_fast) if not chosen}
     if len(fast_groups) == 1 and not fast_groups & others:
         return fast_groups.pop()
-    free = [g for g in range(31, -1, -1) if g not in others | fast_groups]
-    if not free:
-        raise ValueError("all 32 force groups are in use; the guess's fast forces need a group of their own")
+    group = highest_free_group(others | fast_groups, "the guess's fast forces need a group of their own")
     for force in fast:
-        force.setForceGroup(free[0])
-    return free[0]
+        force.setForceGroup(group)
+    return group
 
 
 def add_guess_variables(integrator: openmm.CustomIntegrator) -> None:

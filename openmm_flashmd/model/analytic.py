@@ -95,10 +95,9 @@ class VerletGuessStrideModel(torch.nn.Module):
         super().__init__()
         self.stride = float(stride)
         self.guess_error = float(guess_error)
-        fast = {"guess_fast_forces": [str(name) for name in fast_forces]} if fast_forces else {}
         self.metadata_json = make_metadata_json(
             kind="verlet-guess", inputs=["verlet_guess"], guess_substeps=int(substeps),
-            hypers={"guess_error": self.guess_error}, **fast,
+            guess_fast_forces=[str(name) for name in fast_forces], hypers={"guess_error": self.guess_error},
         )
 
     def forward(

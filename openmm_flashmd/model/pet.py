@@ -765,9 +765,8 @@ class PETStrideModel(PETModel):
     def _own_metadata(self) -> Dict[str, Any]:
         fields: Dict[str, Any] = {"kind": "pet", "masses": self.element_masses}
         if self.hypers.verlet_guess:
-            fields.update(inputs=["verlet_guess"], guess_substeps=int(self.hypers.guess_substeps))
-            if self.hypers.guess_fast_forces:
-                fields.update(guess_fast_forces=[str(name) for name in self.hypers.guess_fast_forces])
+            fields.update(inputs=["verlet_guess"], guess_substeps=int(self.hypers.guess_substeps),
+                          guess_fast_forces=[str(name) for name in self.hypers.guess_fast_forces])
         return fields
 
     @staticmethod

@@ -495,9 +495,9 @@ def evaluate(
     if rollout > 1 and not hasattr(scripted, "forward_batch"):  # before any work
         raise ValueError("a rollout evaluation needs a batched model (one with forward_batch)")
     guesses = None
+    guess_program = dict(substeps=int(meta["guess_substeps"]), fast_forces=guess_fast_forces(meta))
     if uses_guess:
-        guesses = {"forward": verlet_guesses(data, stride, int(meta["guess_substeps"]), segments=loaded,
-                                             fast_forces=guess_fast_forces(meta))}
+        guesses = {"forward": verlet_guesses(data, stride, segments=loaded, **guess_program)}
     pairs = StridePairs(data, stride, segments=loaded, guesses=guesses)
     order = subsample(len(pairs), max_pairs, seed)
     if len(order) == 0:
@@ -539,8 +539,7 @@ def evaluate(
         for z, errors in energies.constrained_errors().items():
             result["per_element"][z].update(errors)
     if rollout > 1:
-        guesser = (OpenMMStateGuess(data_system(data), stride, int(meta["guess_substeps"]),
-                                    fast_forces=guess_fast_forces(meta)) if uses_guess else None)
+        guesser = OpenMMStateGuess(data_system(data), stride, **guess_program) if uses_guess else None
         result["rollout"] = rollout_errors(scripted, data, stride, loaded, rollout, max_pairs, seed, device,
                                            max(batch_size, 1), guesser)
     if output_json is not None:

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
+from openmm_flashmd.integrator.guess import BONDED_FORCES
 from openmm_flashmd.model import VerletGuessStrideModel
 
-FAST = ["HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce"]
-torch.jit.script(VerletGuessStrideModel(0.008, 4, fast_forces=FAST)).save(sys.argv[1])
+torch.jit.script(VerletGuessStrideModel(0.008, 4, fast_forces=BONDED_FORCES)).save(sys.argv[1])
